@@ -194,7 +194,8 @@ def _global_sum(x, axis_name):
 
 def _prepare(logits, labels, ignore_index):
     """float32 logits, labels safe to index with, the valid mask, and whether any label is out of range."""
-    logits = jnp.asarray(logits).astype(jnp.float32)
+    logits = jnp.asarray(logits)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # bf16 -> f32; f64 stays (tests)
     labels = jnp.asarray(labels).astype(jnp.int32)
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"logits {logits.shape} must be labels {labels.shape} plus a class axis.")
@@ -212,7 +213,7 @@ def _poison(loss, bad_labels):
 def _pixel_weights(safe_labels, valid, class_weights):
     weights = valid.astype(jnp.float32)
     if class_weights is not None:
-        weights = weights * jnp.asarray(class_weights, jnp.float32)[safe_labels]
+        weights = weights * jnp.asarray(class_weights)[safe_labels]
     return weights
 
 
@@ -278,9 +279,9 @@ def dice_loss(logits, labels, *, smooth=1.0, ignore_index=255, class_weights=Non
     """
     logits, safe_labels, valid, bad = _prepare(logits, labels, ignore_index)
     num_classes = logits.shape[-1]
-    mask = valid[..., None].astype(jnp.float32)
+    mask = valid[..., None].astype(logits.dtype)
     probs = jax.nn.softmax(logits, axis=-1) * mask
-    targets = jax.nn.one_hot(safe_labels, num_classes, dtype=jnp.float32) * mask
+    targets = jax.nn.one_hot(safe_labels, num_classes, dtype=logits.dtype) * mask
     reduce_axes = tuple(range(probs.ndim - 1))
     intersection = (probs * targets).sum(reduce_axes)
     total = probs.sum(reduce_axes) + targets.sum(reduce_axes)

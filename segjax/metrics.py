@@ -154,8 +154,8 @@ def compute_scores(confusion) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 
 def segnet_boundary_tolerance(height: int, width: int) -> int:
-    """SegNet's tolerance, 0.75% of the image diagonal, rounded to whole pixels (at least 1)."""
-    return max(1, round(0.0075 * math.hypot(height, width)))
+    """SegNet's tolerance, 0.75% of the image diagonal, rounded half up to whole pixels (at least 1)."""
+    return max(1, math.floor(0.0075 * math.hypot(height, width) + 0.5))
 
 
 def _boundary_map(classes, valid):
