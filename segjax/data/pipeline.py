@@ -1,0 +1,265 @@
+"""The input pipeline: a TFDS data source read through grain, with paired transforms.
+
+Every random choice is a pure function of (seed, position in the stream): grain shuffles each epoch with
+`seed + epoch` and seeds the augmentation of the element at global position i from (seed, i). So batch k of
+`make_loader(..., start_step=s)` is batch s + k of an uninterrupted loader, whatever the number of worker threads
+or processes, and the per-process shards of global batch k together are exactly that global batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import sys
+from typing import Any, Iterator
+
+import grain.python as grain
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from segjax.data import catalog
+from segjax.data import folder as folder_lib
+from segjax.data import shapes
+from segjax.data import transforms
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """Defaults of every data key; `name='embedded'` trains offline on `segjax_shapes/64`."""
+    c = ml_collections.ConfigDict()
+    # 'embedded' (= segjax_shapes/<embedded.resolution>), 'segjax_shapes/64', 'segjax_shapes/128', 'folder',
+    # or a catalog dataset: 'oxford_iiit_pet', 'cityscapes', 'scene_parse150' (alias 'ade20k').
+    c.name = "embedded"
+    c.data_dir = None  # TFDS data_dir; None = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+    c.download = False  # catalog datasets: let TFDS download and prepare them if missing (needs segjax[tf])
+    c.train_split = None  # None = the dataset's own (e.g. 'train')
+    c.eval_split = None  # None = the dataset's own (e.g. 'validation'; 'test' where TFDS has no validation)
+    c.crop_size = None  # training crop, int or (h, w); None = the dataset's (embedded: its resolution)
+    c.eval_size = None  # fixed evaluation size (pad / downscale to fit); None = crop_size
+    c.scale_range = (0.75, 1.25)  # random rescale factor before cropping; (1.0, 1.0) disables
+    c.hflip = True
+    c.mean = transforms.IMAGENET_MEAN
+    c.std = transforms.IMAGENET_STD
+    c.ignore_index = 255
+    c.reduce_zero_label = None  # None = the dataset's convention (True for ADE20K)
+    c.num_workers = 2  # grain reader threads (each builds whole batches)
+    c.worker_processes = 0  # >0: additionally run the pipeline in that many processes (grain mp_prefetch)
+    c.prefetch_batches = 8  # batches buffered ahead of the consumer
+    c.embedded = ml_collections.ConfigDict(dict(
+        resolution=64, num_train=None, num_validation=None, num_test=None, seed=0))
+    c.folder = ml_collections.ConfigDict(dict(root="", num_classes=0, class_names=()))
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    ignore_index: int
+    class_names: tuple[str, ...]
+    num_examples: dict[str, int]
+    train_split: str
+    eval_split: str
+    crop_size: tuple[int, int]  # training batches are (B, *crop_size, 3)
+    eval_size: tuple[int, int]  # evaluation batches are (B, *eval_size, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resolved:
+    """Everything the loader needs, derived from a data config once."""
+    name: str
+    builder: Any
+    spec: catalog.DatasetSpec
+    lut: np.ndarray
+    ignore_index: int
+    crop_size: tuple[int, int]
+    eval_size: tuple[int, int]
+
+
+def _cfg(data_config, key, default=None):
+    value = data_config.get(key, default) if hasattr(data_config, "get") else getattr(data_config, key, default)
+    return default if value is None else value
+
+
+def _require_tensorflow(name: str) -> None:
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ValueError(
+            f"Preparing the TFDS dataset {name!r} needs TensorFlow, which is not installed. Install the extra: "
+            "pip install 'segjax[tf]', or prepare the dataset on another machine with "
+            f"`tfds build {name}` and point data_config.data_dir at its data_dir.")
+    if importlib.util.find_spec("importlib_resources") is None:
+        # TFDS 4.9.10 imports this backport lazily while preparing; the standard library module is equivalent.
+        import importlib.resources  # pylint: disable=import-outside-toplevel
+        sys.modules["importlib_resources"] = importlib.resources
+
+
+def _resolve(data_config) -> _Resolved:
+    name = _cfg(data_config, "name", "embedded")
+    data_dir = _cfg(data_config, "data_dir")
+    ignore_index = int(_cfg(data_config, "ignore_index", 255))
+    if name == "embedded" or name.startswith("segjax_shapes"):
+        e = _cfg(data_config, "embedded", {})
+        resolution = int(name.split("/")[1]) if "/" in name else int(_cfg(e, "resolution", 64))
+        config = shapes.shapes_config(resolution, _cfg(e, "num_train"), _cfg(e, "num_validation"),
+                                      _cfg(e, "num_test"), int(_cfg(e, "seed", 0)))
+        registered = {c.name for c in shapes.SegjaxShapes.BUILDER_CONFIGS}  # TFDS wants their names, not copies
+        builder = shapes.SegjaxShapes(config=config.name if config.name in registered else config,
+                                      data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare()  # seconds, offline; a no-op once prepared
+        spec = catalog.DatasetSpec(tfds_name=f"segjax_shapes/{config.name}", image_key="image",
+                                   label_key="label", class_names=shapes.CLASS_NAMES,
+                                   crop_size=(resolution, resolution))
+    elif name == "folder":
+        f = _cfg(data_config, "folder", {})
+        num_classes = int(_cfg(f, "num_classes", 0))
+        config = folder_lib.folder_config(_cfg(f, "root", ""), num_classes, ignore_index)
+        builder = folder_lib.SegjaxFolder(config=config, data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare()  # validates every pair first; raises listing the bad files
+        class_names = tuple(_cfg(f, "class_names", ())) or tuple(f"class_{i}" for i in range(num_classes))
+        if len(class_names) != num_classes:
+            raise ValueError(f"data_config.folder.class_names has {len(class_names)} names but num_classes is "
+                             f"{num_classes}")
+        splits = folder_lib.find_splits(config.root)
+        spec = catalog.DatasetSpec(
+            tfds_name=f"segjax_folder/{config.name}", image_key="image", label_key="label",
+            class_names=class_names, eval_split="validation" if "validation" in splits else "train")
+    else:
+        spec = catalog.get_spec(name)
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+        if _cfg(data_config, "download", False) and not builder.is_prepared():
+            _require_tensorflow(spec.tfds_name)
+            builder.download_and_prepare()
+    reduce_zero_label = _cfg(data_config, "reduce_zero_label", spec.reduce_zero_label)
+    lut = catalog.label_lut(spec.num_classes, ignore_index, spec.label_map, bool(reduce_zero_label))
+    crop_size = transforms.as_size(_cfg(data_config, "crop_size", spec.crop_size))
+    eval_size = _cfg(data_config, "eval_size")
+    eval_size = crop_size if eval_size is None else transforms.as_size(eval_size)
+    return _Resolved(name, builder, spec, lut, ignore_index, crop_size, eval_size)
+
+
+def _data_source(r: _Resolved, split: str):
+    try:
+        return r.builder.as_data_source(split=split)
+    except (AssertionError, FileNotFoundError, ValueError, KeyError) as e:
+        available = list(getattr(r.builder.info, "splits", {}) or [])
+        raise ValueError(
+            f"cannot read split {split!r} of {r.spec.tfds_name!r} from data_dir {r.builder.data_dir!r} "
+            f"(available splits: {available or 'none prepared'}). For a catalog dataset, prepare it first "
+            "(set data_config.download=True; this needs segjax[tf]) or point data_config.data_dir at a prepared "
+            f"copy. Cause: {e}") from e
+
+
+def _splits(data_config, r: _Resolved) -> tuple[str, str]:
+    return (_cfg(data_config, "train_split", r.spec.train_split),
+            _cfg(data_config, "eval_split", r.spec.eval_split))
+
+
+def get_dataset_info(data_config) -> DatasetInfo:
+    """Name, classes, ignore_index and split sizes (prepares the embedded / folder dataset if needed)."""
+    r = _resolve(data_config)
+    train_split, eval_split = _splits(data_config, r)
+    num_examples = {s: len(_data_source(r, s)) for s in dict.fromkeys((train_split, eval_split))}
+    return DatasetInfo(name=r.spec.tfds_name, num_classes=r.spec.num_classes, ignore_index=r.ignore_index,
+                       class_names=tuple(r.spec.class_names), num_examples=num_examples,
+                       train_split=train_split, eval_split=eval_split, crop_size=r.crop_size,
+                       eval_size=r.eval_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Decode:
+    """TFDS example -> {'image': uint8 (H, W, 3), 'label': uint8 (H, W) classes or ignore_index}."""
+    image_key: str
+    label_key: str
+    label_channel: int
+    lut: np.ndarray
+
+    def __call__(self, example: dict) -> dict:
+        image = np.asarray(example[self.image_key])
+        label = np.asarray(example[self.label_key])
+        if label.ndim == 3:
+            label = label[..., self.label_channel]
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        if image.shape[:2] != label.shape:
+            raise ValueError(f"image {image.shape} and mask {label.shape} ({self.image_key!r}, {self.label_key!r})"
+                             " differ in size")
+        return {"image": image.astype(np.uint8, copy=False), "label": self.lut[label.astype(np.uint8)]}
+
+
+@dataclasses.dataclass(frozen=True)
+class _PadToFullBatches:
+    """Index i < n -> example i with valid=True; i >= n -> a copy of example 0, all labels ignored, valid=False."""
+    examples: Any  # grain.MapDataset of evaluated examples
+    num_examples: int
+    ignore_index: int
+
+    def __call__(self, index: int) -> dict:
+        if index < self.num_examples:
+            return dict(self.examples[index], valid=np.bool_(True))
+        example = self.examples[0]
+        return {"image": example["image"], "label": np.full_like(example["label"], self.ignore_index),
+                "valid": np.bool_(False)}
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # pylint: disable=import-outside-toplevel
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} must lie in [0, process_count={process_count})")
+    return process_index, process_count
+
+
+def make_loader(data_config, split: str | None = None, *, global_batch_size: int, train: bool, seed: int,
+                start_step: int = 0, process_index: int | None = None, process_count: int | None = None
+                ) -> Iterator[dict]:
+    """Iterator of numpy batches for this process: {'image': float32 (B, H, W, 3), 'label': int32 (B, H, W)}.
+
+    split=None picks the config's train_split (train=True) or eval_split (train=False).
+    train=True: infinite, reshuffled every epoch from `seed`, augmented; starts at batch `start_step`.
+    train=False: one pass over every example exactly once, no augmentation, fixed `eval_size`; the last batch is
+    padded to full size and a 'valid' (B,) bool marks the real examples.
+    B = global_batch_size // process_count; the shards of all processes together form the global batch.
+    """
+    process_index, process_count = _process(process_index, process_count)
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(f"global_batch_size {global_batch_size} must be a positive multiple of process_count "
+                         f"{process_count}")
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    if not 0 <= seed < 2**32 - 2**20:
+        raise ValueError(f"seed must lie in [0, 2**32 - 2**20) (grain derives per-epoch seeds), got {seed}")
+    r = _resolve(data_config)
+    train_split, eval_split = _splits(data_config, r)
+    split = split or (train_split if train else eval_split)
+    source = _data_source(r, split)
+    batch = global_batch_size // process_count
+    mean, std = tuple(_cfg(data_config, "mean", transforms.IMAGENET_MEAN)), tuple(
+        _cfg(data_config, "std", transforms.IMAGENET_STD))
+    decode = _Decode(r.spec.image_key, r.spec.label_key, r.spec.label_channel, r.lut)
+    ds = grain.MapDataset.source(source)
+    if train:
+        scale_range = tuple(float(s) for s in _cfg(data_config, "scale_range", (1.0, 1.0)))
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+        augment = transforms.TrainTransform(r.crop_size, scale_range, bool(_cfg(data_config, "hflip", True)),
+                                            mean, std, r.ignore_index)
+        ds = ds.shuffle(seed=seed).repeat(None).map(decode).random_map(augment, seed=seed)
+        ds = ds[process_index::process_count].batch(batch, drop_remainder=True)
+        ds = ds[start_step:]
+    else:
+        if start_step:
+            raise ValueError("start_step applies to training loaders only; evaluation always makes one full pass")
+        examples = ds.map(decode).map(transforms.EvalTransform(r.eval_size, mean, std, r.ignore_index))
+        n = len(examples)
+        total = math.ceil(n / global_batch_size) * global_batch_size
+        ds = grain.MapDataset.range(total).map(_PadToFullBatches(examples, n, r.ignore_index))
+        ds = ds[process_index::process_count].batch(batch, drop_remainder=True)
+    workers = int(_cfg(data_config, "num_workers", 2))
+    prefetch = int(_cfg(data_config, "prefetch_batches", 8))
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(workers, 0), prefetch_buffer_size=max(prefetch, 1)))
+    processes = int(_cfg(data_config, "worker_processes", 0))
+    if processes > 0:
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=processes))
+    return iter(it_ds)
