@@ -1,0 +1,172 @@
+"""Checkpoints of a training run: an orbax CheckpointManager under `<workdir>/checkpoints`.
+
+Each checkpoint holds two items: 'state' (the whole TrainState: step, params, batch statistics, optimizer state,
+RNG) and 'meta' (JSON: the step, num_classes, the model config and the validation scores when there were any).
+Kept: the last `keep` checkpoints plus the best one by validation mean IoU. Evaluation opens the same directory
+read-only, which is safe while a training run is still writing to it (orbax only publishes finished steps).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+BEST_METRIC = "mean_iou"
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing or does not fit the config (user-fixable)."""
+
+
+class Checkpointer:
+    """Saves/restores TrainStates (host copies) with their metadata; tracks the best step by validation mIoU."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, read_only: bool = False):
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints={keep} must be at least 1.")
+        self.directory = checkpoint_dir(workdir)
+        if read_only:
+            options = ocp.CheckpointManagerOptions(read_only=True, best_fn=_best_metric, best_mode="max",
+                                                   enable_async_checkpointing=False)
+        else:
+            policy = ocm.AnyPreservationPolicy([
+                ocm.LatestN(n=keep),
+                ocm.BestN(get_metric_fn=_best_metric, reverse=False, n=1, keep_checkpoints_without_metrics=False),
+            ])
+            options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_best_metric,
+                                                   best_mode="max", create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+            "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+
+    # --- queries --------------------------------------------------------------------------------------------------
+    def all_steps(self) -> list[int]:
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        self._manager.reload()
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """Step with the highest validation mIoU among kept checkpoints (None if none was saved with scores)."""
+        self._manager.reload()
+        steps_with_scores = [s for s in self._manager.all_steps() if self._manager.metrics(s) is not None]
+        if not steps_with_scores:
+            return None
+        return self._manager.best_step()
+
+    def resolve_step(self, step: str | int) -> int:
+        """'latest' | 'best' | N -> an existing step, or CheckpointError naming what exists."""
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"No checkpoint found in {self.directory}; train first (segjax-train).")
+        if step == "latest":
+            return steps[-1]
+        if step == "best":
+            best = self.best_step()
+            if best is None:
+                raise CheckpointError(f"No checkpoint in {self.directory} has validation scores, so there is no "
+                                      f"'best'; use --step=latest or one of {steps}.")
+            return best
+        try:
+            value = int(step)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"step={step!r} is not 'latest', 'best' or an integer.") from None
+        if value not in steps:
+            raise CheckpointError(f"No checkpoint for step {value} in {self.directory}; available steps: {steps}.")
+        return value
+
+    # --- save / restore -------------------------------------------------------------------------------------------
+    def save(self, step: int, state: Any, meta: dict, scores: dict | None = None) -> None:
+        """Saves a host copy of `state` (asynchronously); `scores` (with 'mean_iou') make it eligible as best."""
+        metrics = None if scores is None else {BEST_METRIC: float(scores[BEST_METRIC])}
+        meta = dict(meta, step=int(step), scores=_jsonable(scores))
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                                    meta=ocp.args.JsonSave(_jsonable(meta))),
+            metrics=metrics, force=True)
+
+    def restore_meta(self, step: int) -> dict:
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+        """Restores (state shaped like `target`, meta); CheckpointError if the shapes do not match the config."""
+        meta = self.restore_meta(step)
+        target_dict = flax.serialization.to_state_dict(jax.device_get(target))
+        saved = self._manager.item_metadata(step)["state"]
+        _check_compatible(saved, target_dict, self.directory, step)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target_dict)))["state"]
+        return flax.serialization.from_state_dict(target, restored), meta
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _best_metric(metrics: dict) -> float:
+    return float(metrics[BEST_METRIC])
+
+
+def _shapes(tree) -> dict:
+    flat = flax.traverse_util.flatten_dict(tree, sep="/") if isinstance(tree, dict) else {}
+    return {k: tuple(getattr(v, "shape", ())) for k, v in flat.items()}
+
+
+def _check_compatible(saved_metadata, target: dict, directory: str, step: int) -> None:
+    """Raises CheckpointError listing the first mismatching parameters (e.g. another num_classes or model)."""
+    saved = _shapes(_as_dict(saved_metadata))
+    wanted = _shapes(target)
+    missing = sorted(set(wanted) - set(saved))
+    extra = sorted(set(saved) - set(wanted))
+    changed = sorted((k for k in set(saved) & set(wanted) if saved[k] != wanted[k]),
+                     key=lambda k: (not k.startswith("params"), k))
+    if not (missing or extra or changed):
+        return
+    lines = [f"The checkpoint {directory} step {step} does not match the model built from the config "
+             f"(different model, num_classes or widths?)."]
+    for key in changed[:5]:
+        lines.append(f"  {key}: checkpoint {saved[key]} vs config {wanted[key]}")
+    if missing:
+        lines.append(f"  missing in checkpoint: {', '.join(missing[:5])}")
+    if extra:
+        lines.append(f"  not in the config's model: {', '.join(extra[:5])}")
+    lines.append("Use the config the run was trained with (the workdir's config.json).")
+    raise CheckpointError("\n".join(lines))
+
+
+def _as_dict(tree):
+    if isinstance(tree, dict):
+        return {k: _as_dict(v) for k, v in tree.items()}
+    if hasattr(tree, "items"):
+        return {k: _as_dict(v) for k, v in tree.items()}
+    return tree
+
+
+def _jsonable(value):
+    """Numbers/arrays in nested dicts -> plain JSON types (NaN kept as NaN, which Python's json writes)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return _jsonable(np.asarray(value).tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value

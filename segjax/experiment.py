@@ -1,0 +1,43 @@
+"""The pieces of a run built from its config, shared by training and evaluation: model, optimizer, fresh state."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax import models as models_lib
+from segjax import optim
+from segjax import parallel
+
+
+def compute_dtype(config) -> jnp.dtype:
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
+
+
+def build_model(config, num_classes: int):
+    """The model of the config, with batch norm synchronised over the data-parallel axis."""
+    return models_lib.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=compute_dtype(config))
+
+
+def build_optimizer(config):
+    """(optax transformation, learning-rate schedule) of config.optimizer / config.schedule."""
+    return optim.create_optimizer(config.optimizer, config.schedule, config.num_train_steps)
+
+
+def init_shape(config) -> tuple[int, int, int, int]:
+    """An input shape to initialise parameters with (they do not depend on the image size)."""
+    crop = config.data.get("crop_size", None) or 64
+    crop = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    return (1, *crop, 3)
+
+
+def initial_state(config, model, tx) -> parallel.TrainState:
+    """A fresh TrainState on the host (numpy), seeded by config.seed."""
+    state = parallel.create_train_state(model, tx, jax.random.PRNGKey(config.seed),
+                                        np.zeros(init_shape(config), np.float32))
+    return jax.device_get(state)
+
+
+def checkpoint_meta(config, num_classes: int) -> dict:
+    """What a checkpoint records about its run besides the state (checked by segjax-eval)."""
+    return {"num_classes": int(num_classes), "model": config.model.to_dict(), "dataset": config.data.name}

@@ -1,0 +1,99 @@
+"""Where training and evaluation numbers go: a tqdm progress bar, TensorBoard event files, `metrics.jsonl`.
+
+TensorBoard files are written by tensorboardX (no TensorFlow needed): `tensorboard --logdir <workdir>/tb`.
+`metrics.jsonl` has one JSON object per line: {"step": N, "split": "train"|"<eval split>", "<name>": value, ...},
+scalars only (per-class lists go to the evaluation reports).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import tqdm
+
+
+def scalars(scores: dict) -> dict:
+    """The scalar entries of a score dict as Python floats (per-class arrays dropped)."""
+    out = {}
+    for key, value in scores.items():
+        if np.ndim(value) == 0 and isinstance(value, (int, float, np.number, np.ndarray)):
+            out[key] = float(value)
+    return out
+
+
+class MetricWriter:
+    """Appends scalars to `<workdir>/metrics.jsonl` and to TensorBoard under `<workdir>/tb`."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def write(self, step: int, split: str, values: dict) -> None:
+        values = scalars(values)
+        record = {"step": int(step), "split": split, **{k: _json_float(v) for k, v in values.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in values.items():
+                if math.isfinite(value):
+                    self._tb.add_scalar(f"{split}/{key}", value, int(step))
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _json_float(value: float):
+    return value if math.isfinite(value) else None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All records of `<workdir>/metrics.jsonl` (for notebooks and tests)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+    """Progress bar over training steps showing loss and images/s; tqdm's own ETA; silent when disabled."""
+
+    def __init__(self, start_step: int, total_steps: int, batch_size: int, *, enabled: bool = True):
+        self.batch_size = batch_size
+        self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                              disable=not enabled, file=sys.stderr, desc="train")
+        self._last_step = start_step
+        self._last_time = time.perf_counter()
+
+    def update(self, step: int, **postfix) -> float:
+        """Moves the bar to `step`; returns images/s since the previous update."""
+        now = time.perf_counter()
+        steps = step - self._last_step
+        rate = steps * self.batch_size / max(now - self._last_time, 1e-9)
+        self._bar.update(steps)
+        self._bar.set_postfix({**{k: f"{v:.4g}" for k, v in postfix.items()}, "img/s": f"{rate:.1f}"}, refresh=False)
+        self._last_step, self._last_time = step, now
+        return rate
+
+    def reset_clock(self) -> None:
+        """Excludes time spent outside training steps (evaluation, checkpoints) from the next images/s."""
+        self._last_time = time.perf_counter()
+
+    def write(self, message: str) -> None:
+        self._bar.write(message)
+
+    def close(self) -> None:
+        self._bar.close()
