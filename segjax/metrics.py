@@ -171,14 +171,23 @@ def _boundary_map(classes, valid):
             | jnp.pad(horizontal, ((0, 0), (0, 0), (1, 0))) | jnp.pad(horizontal, ((0, 0), (0, 0), (0, 1))))
 
 
-def _dilate(maps, tolerance: int):
-    """Max over a (2t+1) x (2t+1) window of (N, H, W, C) maps: the pixels within Chebyshev distance t of a 1."""
+def _matched_within(source, target, tolerance: int):
+    """Pixels of `source` that have a pixel of `target` with the same class within `tolerance` (chessboard).
+
+    source, target: (N, H, W) int32 class maps with -1 off the boundary. A shifted-slice comparison over the
+    (2t+1)^2 offsets costs O(t^2) per pixel, independent of the number of classes: on CPU, for (8, 128, 128)
+    labels and 21 classes, it measured 18-46x faster than max-pool dilation (reduce_window) of one-hot boundary
+    maps at t = 0, 2, 5 (both on device, side by side in one run).
+    """
     if tolerance == 0:
-        return maps
-    window = 2 * tolerance + 1
-    for window_shape in ((1, window, 1, 1), (1, 1, window, 1)):  # separable: rows, then columns
-        maps = jax.lax.reduce_window(maps, 0.0, jax.lax.max, window_shape, (1, 1, 1, 1), "SAME")
-    return maps
+        return (source >= 0) & (source == target)
+    height, width = source.shape[1:]
+    padded = jnp.pad(target, ((0, 0), (tolerance, tolerance), (tolerance, tolerance)), constant_values=-1)
+    hit = jnp.zeros(source.shape, bool)
+    for dy in range(2 * tolerance + 1):
+        for dx in range(2 * tolerance + 1):
+            hit |= padded[:, dy:dy + height, dx:dx + width] == source
+    return (source >= 0) & hit
 
 
 def _pairwise_f1(pred_matched, pred_total, gt_matched, gt_total):
@@ -221,28 +230,34 @@ def boundary_statistics(labels, predictions, num_classes: int, tolerance: int = 
         raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} must both be (N, H, W).")
     valid = labels != ignore_index
 
-    def per_class_boundary(classes):  # (N, H, W, C) float: boundary pixels, one channel per class
-        on_boundary = _boundary_map(classes, valid)
-        return jax.nn.one_hot(jnp.where(on_boundary, classes, -1), num_classes, dtype=jnp.float32)
+    n = labels.shape[0]
 
-    gt_boundary = per_class_boundary(labels)
-    pred_boundary = per_class_boundary(predictions)
-    spatial = (1, 2)
-    pred_total = pred_boundary.sum(spatial)  # (N, C)
-    gt_total = gt_boundary.sum(spatial)
-    pred_matched = (pred_boundary * _dilate(gt_boundary, tolerance)).sum(spatial)
-    gt_matched = (gt_boundary * _dilate(pred_boundary, tolerance)).sum(spatial)
+    def boundary_classes(classes):  # (N, H, W): the class of each boundary pixel, -1 elsewhere
+        on_boundary = _boundary_map(classes, valid) & (classes >= 0) & (classes < num_classes)
+        return jnp.where(on_boundary, classes, -1)
 
-    f1 = _pairwise_f1(pred_matched, pred_total, gt_matched, gt_total)  # (N, C)
-    present = jax.nn.one_hot(jnp.where(valid, labels, -1), num_classes, dtype=jnp.float32).sum(spatial) > 0
+    gt_boundary, pred_boundary = boundary_classes(labels), boundary_classes(predictions)
+    present = jnp.where(valid & (labels >= 0) & (labels < num_classes), labels, -1)
+    pred_matched = jnp.where(_matched_within(pred_boundary, gt_boundary, tolerance), pred_boundary, -1)
+    gt_matched = jnp.where(_matched_within(gt_boundary, pred_boundary, tolerance), gt_boundary, -1)
+    # Count all five class maps per image and class in one scatter-add: bucket (map, image, class).
+    maps = jnp.stack([pred_matched, pred_boundary, gt_matched, gt_boundary, present])
+    image = jnp.arange(n, dtype=jnp.int32)[None, :, None, None]
+    kind = jnp.arange(5, dtype=jnp.int32)[:, None, None, None]
+    bucket = jnp.where(maps >= 0, (kind * n + image) * num_classes + maps, 5 * n * num_classes)
+    counts = jax.ops.segment_sum(jnp.ones(bucket.size, jnp.int32), bucket.reshape(-1),
+                                 num_segments=5 * n * num_classes + 1)[:-1].reshape(5, n, num_classes)
+    pred_matched, pred_total, gt_matched, gt_total = counts[:4]  # (N, C) each
+    present = counts[4] > 0
+
+    f1 = _pairwise_f1(*(x.astype(jnp.float32) for x in (pred_matched, pred_total, gt_matched, gt_total)))
     classes_in_image = present.sum(1)
     image_f1 = jnp.where(present, f1, 0.0).sum(1) / jnp.maximum(classes_in_image, 1)
-    as_int = lambda x: jnp.round(x).astype(jnp.int32)  # exact: float32 counts of < 2**24 pixels per image
     return {
-        "pred_matched": as_int(pred_matched.sum(0)),
-        "pred_total": as_int(pred_total.sum(0)),
-        "gt_matched": as_int(gt_matched.sum(0)),
-        "gt_total": as_int(gt_total.sum(0)),
+        "pred_matched": pred_matched.sum(0),
+        "pred_total": pred_total.sum(0),
+        "gt_matched": gt_matched.sum(0),
+        "gt_total": gt_total.sum(0),
         "class_f1_sum": jnp.where(present, f1, 0.0).sum(0),
         "class_image_count": present.sum(0).astype(jnp.int32),
         "image_f1_sum": jnp.where(classes_in_image > 0, image_f1, 0.0).sum(),
