@@ -14,6 +14,7 @@ misreading the pixel; `segjax.metrics.check_labels` names the bad values on the 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -97,15 +98,15 @@ def _parse_config(loss_config) -> _LossSpec:
     weights = {}
     for name in LOSS_NAMES:
         weight = config[name]
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not np.isfinite(weight) or weight < 0:
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not np.isfinite(weight) or weight < 0:
             raise ValueError(f"loss.{name}={weight!r} must be a finite weight >= 0.")
         weights[name] = float(weight)
     if not any(weights.values()):
         raise ValueError(f"All loss weights are 0 ({weights}); give at least one of {LOSS_NAMES} a weight > 0.")
     gamma, smooth = config["focal_gamma"], config["dice_smooth"]
-    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not gamma >= 0:
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not gamma >= 0:
         raise ValueError(f"loss.focal_gamma={gamma!r} must be a number >= 0 (2.0 in Lin et al.).")
-    if isinstance(smooth, bool) or not isinstance(smooth, int | float) or not smooth > 0:
+    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Real) or not smooth > 0:
         raise ValueError(f"loss.dice_smooth={smooth!r} must be a number > 0 (e.g. 1.0).")
     return _LossSpec(weights, float(gamma), float(smooth), _parse_class_weighting(config["class_weighting"]))
 
