@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,7 @@ __all__ = [
 
 
 def _check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
     return int(num_classes)
 
@@ -179,6 +180,7 @@ def _matched_within(source, target, tolerance: int):
     labels and 21 classes, it measured 18-46x faster than max-pool dilation (reduce_window) of one-hot boundary
     maps at t = 0, 2, 5 (both on device, side by side in one run).
     """
+    tolerance = int(tolerance)
     if tolerance == 0:
         return (source >= 0) & (source == target)
     height, width = source.shape[1:]
@@ -222,14 +224,13 @@ def boundary_statistics(labels, predictions, num_classes: int, tolerance: int = 
     (C,)), class_image_count (int32 (C,)), image_f1_sum (float32 ()), image_count (int32 ()).
     """
     num_classes = _check_num_classes(num_classes)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Integral) or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative int (pixels), got {tolerance!r}.")
     labels = jnp.asarray(labels).astype(jnp.int32)
     predictions = jnp.asarray(predictions).astype(jnp.int32)
     if labels.ndim != 3 or labels.shape != predictions.shape:
         raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} must both be (N, H, W).")
     valid = labels != ignore_index
-
     n = labels.shape[0]
 
     def boundary_classes(classes):  # (N, H, W): the class of each boundary pixel, -1 elsewhere
