@@ -8,6 +8,7 @@ or processes, and the per-process shards of global batch k together are exactly 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import importlib.util
 import math
 import sys
@@ -89,7 +90,6 @@ def _require_tensorflow(name: str) -> None:
             f"`tfds build {name}` and point data_config.data_dir at its data_dir.")
     if importlib.util.find_spec("importlib_resources") is None:
         # TFDS 4.9.10 imports this backport lazily while preparing; the standard library module is equivalent.
-        import importlib.resources  # pylint: disable=import-outside-toplevel
         sys.modules["importlib_resources"] = importlib.resources
 
 
