@@ -10,6 +10,7 @@ import os
 import tempfile
 
 import ml_collections
+from ml_collections import config_dict
 
 from segjax.parallel import PARALLELISMS
 
@@ -40,6 +41,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0):
         raise ValueError(f"config.eval.boundary_tolerance={tolerance!r} must be a non-negative integer (pixels) "
                          "or None (SegNet's 0.75% of the image diagonal).")
+
+
+# Types of keys whose default is None, so `--config.KEY=VALUE` can set them (ml_collections cannot override a
+# plain None). Keys not listed here accept any Python literal; their consumers validate the value.
+NONE_KEY_TYPES = {
+    "num_devices": int,
+    "model.base_width": int,
+    "model.depth": int,
+    "model.dropout": float,
+    "model.upsample.method": str,
+    "model.upsample.kernel_size": int,
+    "model.upsample.init": str,
+    "data.data_dir": str,
+    "data.train_split": str,
+    "data.eval_split": str,
+    "data.reduce_zero_label": bool,
+    "data.embedded.num_train": int,
+    "data.embedded.num_validation": int,
+    "data.embedded.num_test": int,
+}
+
+
+def make_overridable(config: ml_collections.ConfigDict, prefix: str = "") -> ml_collections.ConfigDict:
+    """Turns every None leaf into a typed placeholder (NONE_KEY_TYPES, else any literal), in place; returns it."""
+    for key in list(config.keys()):
+        path = f"{prefix}{key}"
+        value = config[key]
+        if isinstance(value, ml_collections.ConfigDict):
+            make_overridable(value, path + ".")
+        elif value is None and not isinstance(config._fields.get(key), config_dict.FieldReference):
+            config[key] = config_dict.placeholder(NONE_KEY_TYPES.get(path, object))
+    return config
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -86,3 +119,18 @@ def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def load_sibling(config_file: str, name: str = "default"):
+    """The module `<name>.py` next to `config_file`: how family configs build on configs/default.py.
+
+    Config files are loaded by path (`--config=configs/unet.py`), not as a package, so `import configs.default`
+    would depend on the working directory; this does not.
+    """
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"segjax_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -24,17 +24,10 @@ def build_optimizer(config):
     return optim.create_optimizer(config.optimizer, config.schedule, config.num_train_steps)
 
 
-def init_shape(config) -> tuple[int, int, int, int]:
-    """An input shape to initialise parameters with (they do not depend on the image size)."""
-    crop = config.data.get("crop_size", None) or 64
-    crop = (crop, crop) if isinstance(crop, int) else tuple(crop)
-    return (1, *crop, 3)
-
-
-def initial_state(config, model, tx) -> parallel.TrainState:
-    """A fresh TrainState on the host (numpy), seeded by config.seed."""
-    state = parallel.create_train_state(model, tx, jax.random.PRNGKey(config.seed),
-                                        np.zeros(init_shape(config), np.float32))
+def initial_state(config, info, model, tx) -> parallel.TrainState:
+    """A fresh TrainState on the host (numpy), seeded by config.seed; `info` is the dataset's DatasetInfo."""
+    sample = np.zeros((1, *info.crop_size, 3), np.float32)  # the parameters do not depend on the image size
+    state = parallel.create_train_state(model, tx, jax.random.PRNGKey(config.seed), sample)
     return jax.device_get(state)
 
 

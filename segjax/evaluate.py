@@ -1,0 +1,292 @@
+"""Evaluation: `evaluate_split` (used by training for validation) and the `segjax-eval` command line.
+
+  segjax-eval --workdir=runs/quickstart [--step=latest|best|N] [--split=test]
+
+Restores a checkpoint of the run read-only (safe while training still writes to the workdir), evaluates one split,
+prints a per-class table and writes, atomically, into <workdir>/eval/:
+  <split>-step<N>.json            all scores, per-class lists, the checkpoint step and a config summary
+  <split>-step<N>-confusion.png   the row-normalised confusion matrix
+  <split>-step<N>-examples.png    images, ground truth and predictions side by side
+User errors (no workdir, no checkpoint, a step that does not exist, a config that does not match the checkpoint)
+print one clear message and exit with status 2 without writing anything.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+import tempfile
+
+import jax
+import numpy as np
+
+from segjax import checkpoint as checkpoint_lib
+from segjax import config_utils
+from segjax import data as data_lib
+from segjax import metrics as metrics_lib
+from segjax import parallel
+from segjax.experiment import build_model, build_optimizer, initial_state
+
+
+def _eval_batch(batch: dict, batch_size: int) -> dict:
+    """image/label/valid of a loader batch; 'valid' added (all True) if the loader left it out."""
+    out = {"image": batch["image"], "label": batch["label"]}
+    out["valid"] = batch["valid"] if "valid" in batch else np.ones(len(batch["image"]), bool)
+    return out
+
+
+def evaluate_split(dp: parallel.DataParallel, model, state, config, split: str, *, num_classes: int,
+                   ignore_index: int, collect_examples: int = 0):
+    """Scores of `state` on a whole split: compute_scores of the summed confusion matrix plus boundary F1.
+
+    `state` is laid out by `dp` (replicated). With collect_examples > 0, also returns (scores, examples) where
+    examples holds the first images, labels and predictions (numpy) for plotting.
+    """
+    loader = data_lib.make_loader(config.data, split, global_batch_size=config.eval_batch_size, train=False,
+                                  seed=config.seed)
+    totals, examples, step_fn, predict_fn = None, [], None, None
+    for index, batch in enumerate(loader):
+        if config.eval.max_batches is not None and index >= config.eval.max_batches:
+            break
+        batch = _eval_batch(batch, config.eval_batch_size)
+        if step_fn is None:  # the boundary tolerance may depend on the (fixed) evaluation image size
+            tolerance = config.eval.boundary_tolerance
+            if tolerance is None:
+                tolerance = metrics_lib.segnet_boundary_tolerance(*batch["label"].shape[1:3])
+            step_fn = dp.wrap(functools.partial(parallel.eval_step, model=model, num_classes=num_classes,
+                                                ignore_index=ignore_index, boundary_tolerance=int(tolerance)))
+        sharded = dp.shard_batch(batch)
+        stats = step_fn(state, sharded)
+        totals = stats if totals is None else jax.tree.map(lambda a, b: a + b, totals, stats)
+        if sum(len(e["image"]) for e in examples) < collect_examples:
+            if predict_fn is None:
+                predict_fn = dp.wrap(functools.partial(parallel.predict_step, model=model), per_example=True)
+            predictions = dp.gather_examples(predict_fn(state, sharded))
+            keep = batch["valid"]
+            examples.append({"image": batch["image"][keep], "label": batch["label"][keep],
+                             "prediction": predictions[keep]})
+    if totals is None:
+        raise ValueError(f"The {split!r} split produced no evaluation batches; check data.eval_split / --split.")
+    totals = dp.unreplicate(totals)
+    scores = metrics_lib.compute_scores(totals["confusion"])
+    scores.update(metrics_lib.boundary_scores(totals["boundary"]))
+    scores["confusion_matrix"] = np.asarray(totals["confusion"])
+    if not collect_examples:
+        return scores
+    merged = {k: np.concatenate([e[k] for e in examples])[:collect_examples] for k in ("image", "label", "prediction")}
+    return scores, merged
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------------------
+
+def per_class_table(scores: dict, class_names) -> str:
+    """Text table: one row per class (IoU, accuracy, boundary F1), then the means."""
+    names = list(class_names) if class_names else [str(i) for i in range(len(scores["per_class_iou"]))]
+    width = max(8, max(len(n) for n in names))
+    fmt = lambda v: "   -  " if v is None or not math.isfinite(v) else f"{100 * v:6.2f}"
+    rows = [f"{'class':<{width}}    IoU    Acc     BF1"]
+    bf1 = scores.get("per_class_boundary_f1", [float("nan")] * len(names))
+    for i, name in enumerate(names):
+        rows.append(f"{name:<{width}} {fmt(scores['per_class_iou'][i])} {fmt(scores['per_class_accuracy'][i])} "
+                    f"{fmt(bf1[i])}")
+    rows.append("")
+    for key in ("mean_iou", "pixel_accuracy", "mean_pixel_accuracy", "frequency_weighted_iou", "mean_dice",
+                "boundary_f1"):
+        if key in scores:
+            rows.append(f"{key:<24} {fmt(scores[key])}")
+    return "\n".join(rows)
+
+
+def _save_figure_atomic(fig, path: str) -> None:
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def plot_confusion(confusion: np.ndarray, class_names, path: str) -> None:
+    """Row-normalised confusion matrix (rows: ground truth) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.asarray(confusion, np.float64)
+    rows = confusion.sum(1, keepdims=True)
+    normalised = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
+    n = len(confusion)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.6 * n))
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    names = list(class_names) if class_names else [str(i) for i in range(n)]
+    ax.set_xticks(range(n), names, rotation=90)
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if normalised[i, j] > 0.5 else "black")
+    _save_figure_atomic(fig, path)
+    plt.close(fig)
+
+
+def _colour_labels(labels: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    palette = np.array([cmap(i % 20)[:3] for i in range(num_classes)])
+    out = palette[np.clip(labels, 0, num_classes - 1)]
+    out[labels == ignore_index] = 1.0  # ignored pixels white
+    return out
+
+
+def plot_examples(examples: dict, num_classes: int, ignore_index: int, path: str) -> None:
+    """Rows of (image, ground truth, prediction) as a PNG; images rescaled to [0, 1] for display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(examples["image"])
+    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+    for i in range(n):
+        image = examples["image"][i]
+        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+        panels = (image, _colour_labels(examples["label"][i], num_classes, ignore_index),
+                  _colour_labels(examples["prediction"][i], num_classes, ignore_index))
+        for ax, panel, title in zip(axes[i], panels, ("image", "ground truth", "prediction")):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(title)
+    _save_figure_atomic(fig, path)
+    plt.close(fig)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in np.asarray(value).tolist()] if isinstance(value, np.ndarray) else \
+            [_jsonable(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None  # NaN (class absent) -> null in JSON
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# segjax-eval
+# --------------------------------------------------------------------------------------------------------------
+
+class EvalError(ValueError):
+    """A user error of segjax-eval: reported in one message, exit status 2, nothing written."""
+
+
+def evaluate_checkpoint(workdir: str, step="latest", split: str | None = None, config=None,
+                        *, write: bool = True, verbose: bool = True) -> dict:
+    """Evaluates a checkpoint of the run in `workdir`; returns the report dict (also written as JSON when `write`).
+
+    config: the run's config (default: <workdir>/config.json); pass another to evaluate on other data settings,
+    it must build the same model (checked against the checkpoint).
+    """
+    workdir = os.path.abspath(workdir)
+    if not os.path.isdir(workdir):
+        raise EvalError(f"Workdir {workdir} does not exist; pass the --workdir of a segjax-train run.")
+    if config is None:
+        try:
+            config = config_utils.load_config(workdir)
+        except FileNotFoundError:
+            raise EvalError(f"{workdir} has no {config_utils.CONFIG_FILE}: it is not a segjax-train workdir.") from None
+    if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+        raise EvalError(f"No checkpoint found in {workdir} (no checkpoints/ folder); train first (segjax-train).")
+    checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
+    try:
+        resolved = checkpoints.resolve_step(step)
+        info = data_lib.get_dataset_info(config.data)
+        meta = checkpoints.restore_meta(resolved)
+        if meta.get("num_classes") != info.num_classes:
+            raise EvalError(f"The checkpoint of step {resolved} was trained with num_classes={meta.get('num_classes')}"
+                            f" but the config's dataset {config.data.name!r} has {info.num_classes} classes; use "
+                            "the config the run was trained with (its workdir's config.json).")
+        split = split or info.eval_split
+        if split not in info.num_examples:
+            raise EvalError(f"Split {split!r} does not exist in {info.name}; available: {sorted(info.num_examples)}.")
+        dp = parallel.DataParallel(config.parallelism, config.num_devices)
+        dp.check_batch_size(config.eval_batch_size, "eval_batch_size")
+        model = build_model(config, info.num_classes)
+        tx, _ = build_optimizer(config)
+        try:
+            state, _ = checkpoints.restore(resolved, initial_state(config, info, model, tx))
+        except checkpoint_lib.CheckpointError as e:
+            raise EvalError(str(e)) from None
+    except checkpoint_lib.CheckpointError as e:
+        raise EvalError(str(e)) from None
+    finally:
+        checkpoints.close()
+
+    num_plot = int(config.eval.num_images_to_plot)
+    result = evaluate_split(dp, model, dp.replicate(state), config, split, num_classes=info.num_classes,
+                            ignore_index=info.ignore_index, collect_examples=num_plot)
+    scores, examples = result if num_plot else (result, None)
+    report = {
+        "workdir": workdir, "split": split, "checkpoint_step": resolved, "dataset": info.name,
+        "class_names": list(info.class_names or []), "num_classes": info.num_classes,
+        "config_summary": {"model": config.model.to_dict(), "data": config.data.to_dict(),
+                           "num_train_steps": config.num_train_steps, "seed": config.seed},
+        "scores": _jsonable(scores),
+    }
+    if verbose:
+        print(f"{info.name} / {split}, checkpoint step {resolved}")
+        print(per_class_table(scores, info.class_names))
+    if write:
+        out_dir = os.path.join(workdir, "eval")
+        os.makedirs(out_dir, exist_ok=True)
+        stem = os.path.join(out_dir, f"{split}-step{resolved}")
+        plot_confusion(scores["confusion_matrix"], info.class_names, stem + "-confusion.png")
+        if examples is not None and len(examples["image"]):
+            plot_examples(examples, info.num_classes, info.ignore_index, stem + "-examples.png")
+        config_utils.write_atomic(stem + ".json", json.dumps(report, indent=2) + "\n")
+        report["path"] = stem + ".json"
+        if verbose:
+            print(f"wrote {stem}.json")
+    return report
+
+
+def main(argv=None):
+    """Entry point of `segjax-eval`."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    flags.DEFINE_string("workdir", None, "Workdir of a segjax-train run.")
+    flags.DEFINE_string("step", "latest", "Checkpoint to evaluate: latest, best (validation mIoU) or a step number.")
+    flags.DEFINE_string("split", None, "Split to evaluate (default: the config's data.eval_split).")
+    config_flags.DEFINE_config_file("config", None, "Optional config replacing the workdir's config.json "
+                                    "(must build the same model).", lock_config=True)
+    flags.mark_flag_as_required("workdir")
+
+    def run(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        try:
+            evaluate_checkpoint(flags.FLAGS.workdir, flags.FLAGS.step, flags.FLAGS.split, flags.FLAGS.config)
+        except ValueError as e:
+            print(f"segjax-eval: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
