@@ -107,3 +107,18 @@ def test_folder_config_errors(tmp_path):
     config.folder.num_classes = 0
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
         get_dataset_info(config)
+
+
+def test_reduce_zero_label_folder_as_ade20k_stores_masks(tmp_path):
+    root = str(tmp_path / "data")
+    label = np.array([[0, 1, 2, 3]] * 4, np.uint8)  # 0 = unlabelled, 1..3 = the three classes
+    write_pair(root, "train", "x", label)
+    config = folder_config(str(tmp_path))
+    config.reduce_zero_label = True
+    config.eval_size = 4
+    batch = next(make_loader(config, "train", global_batch_size=1, train=False, seed=0, process_index=0,
+                             process_count=1))
+    np.testing.assert_array_equal(batch["label"][0], [[255, 0, 1, 2]] * 4)
+    config.reduce_zero_label = False  # then 3 is out of range for 3 classes: reported, not clipped
+    with pytest.raises(ValueError, match=r"x.png: values \[3\]"):
+        get_dataset_info(config)

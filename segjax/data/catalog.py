@@ -53,16 +53,17 @@ CATALOG: dict[str, DatasetSpec] = {
     "cityscapes": DatasetSpec(
         tfds_name="cityscapes/semantic_segmentation", image_key="image_left", label_key="segmentation_label",
         class_names=CITYSCAPES_CLASSES, label_map=CITYSCAPES_TRAIN_IDS, crop_size=(512, 1024)),
-    # ADE20K scene parsing (MIT SceneParse150). TFDS's builder stores the ChallengeData2017
-    # `annotations_instance` PNGs, whose first (R) channel is read as the class; 0 = "other" -> ignore via
-    # reduce_zero_label. TFDS names its validation images "test".
+    # MIT Scene Parsing (ADE20K) as TFDS 4.9.10 builds it: the builder stores ChallengeData2017's
+    # `annotations_instance` PNGs, whose R channel is one of the 100 instance ("thing") categories, 0 = no
+    # instance (stuff and unlabelled; ignored via reduce_zero_label). This is NOT the 150-class semantic
+    # benchmark: for that, use the folder builder on ADEChallengeData2016 (`annotations/` as masks,
+    # folder.num_classes=150, reduce_zero_label=True). TFDS names the validation images "test".
     "scene_parse150": DatasetSpec(
         tfds_name="scene_parse150", image_key="image", label_key="annotation",
-        class_names=tuple(f"ade_{i}" for i in range(1, 151)), reduce_zero_label=True,
+        class_names=tuple(f"ade_instance_category_{i}" for i in range(1, 101)), reduce_zero_label=True,
         eval_split="test", crop_size=(512, 512),
-        note="class names are the ADE20K indices 1..150; the R channel of the stored annotation is the class"),
+        note="100 ADE20K instance categories (R channel of annotations_instance), not the 150 semantic classes"),
 }
-CATALOG["ade20k"] = CATALOG["scene_parse150"]
 # TFDS 4.9.10 provides VOC 2007/2012 only as detection datasets (no segmentation masks), so VOC is absent.
 
 

@@ -6,7 +6,8 @@ Layout (one folder per split; `train` is required, `validation` and `test` are o
     root/validation/images/...                  root/validation/masks/...
 
 A mask is a single-channel (or palette) PNG whose pixel values are class indices 0 .. num_classes - 1, or
-`ignore_index` for unlabelled pixels. Every pair is checked before anything is written; all problems (missing
+`ignore_index` for unlabelled pixels (with reduce_zero_label, as ADE20K stores them: 0 = unlabelled and
+1 .. num_classes the classes). Every pair is checked before anything is written; all problems (missing
 mask or image, size mismatch, multi-channel mask, a value that is neither a class nor `ignore_index`) are
 reported together with the file names in one ValueError. Nothing is skipped or clipped silently.
 """
@@ -32,9 +33,11 @@ class FolderConfig(tfds.core.BuilderConfig):
     root: str = ""
     num_classes: int = 0
     ignore_index: int = 255
+    reduce_zero_label: bool = False
 
 
-def folder_config(root: str, num_classes: int, ignore_index: int = 255) -> FolderConfig:
+def folder_config(root: str, num_classes: int, ignore_index: int = 255, reduce_zero_label: bool = False
+                  ) -> FolderConfig:
     """Builder config for a folder; the name hashes its arguments, so each folder gets its own cache."""
     if not root:
         raise ValueError("data_config.folder.root is empty: set it to the folder holding train/images and "
@@ -46,9 +49,10 @@ def folder_config(root: str, num_classes: int, ignore_index: int = 255) -> Folde
         raise ValueError(f"data_config.folder.num_classes must be >= 1, got {num_classes}")
     if not (num_classes <= ignore_index <= 255):
         raise ValueError(f"ignore_index {ignore_index} must lie in [num_classes, 255] = [{num_classes}, 255]")
-    digest = hashlib.sha1(f"{root}|{num_classes}|{ignore_index}".encode()).hexdigest()[:12]
+    digest = hashlib.sha1(f"{root}|{num_classes}|{ignore_index}|{reduce_zero_label}".encode()).hexdigest()[:12]
     return FolderConfig(name=f"{os.path.basename(root) or 'root'}_{digest}", root=root, num_classes=num_classes,
-                        ignore_index=ignore_index, description=f"images and masks under {root}")
+                        ignore_index=ignore_index, reduce_zero_label=bool(reduce_zero_label),
+                        description=f"images and masks under {root}")
 
 
 def find_splits(root: str) -> list[str]:
@@ -155,7 +159,7 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager
         c = self.builder_config
-        pairs = check_folder(c.root, c.num_classes, c.ignore_index)
+        pairs = check_folder(c.root, c.num_classes + int(c.reduce_zero_label), c.ignore_index)
         return {split: self._generate_examples(items) for split, items in pairs.items()}
 
     def _generate_examples(self, items):

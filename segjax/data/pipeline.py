@@ -29,7 +29,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     """Defaults of every data key; `name='embedded'` trains offline on `segjax_shapes/64`."""
     c = ml_collections.ConfigDict()
     # 'embedded' (= segjax_shapes/<embedded.resolution>), 'segjax_shapes/64', 'segjax_shapes/128', 'folder',
-    # or a catalog dataset: 'oxford_iiit_pet', 'cityscapes', 'scene_parse150' (alias 'ade20k').
+    # or a catalog dataset: 'oxford_iiit_pet', 'cityscapes', 'scene_parse150' (see segjax/data/catalog.py).
     c.name = "embedded"
     c.data_dir = None  # TFDS data_dir; None = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)
     c.download = False  # catalog datasets: let TFDS download and prepare them if missing (needs segjax[tf])
@@ -42,7 +42,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.mean = transforms.IMAGENET_MEAN
     c.std = transforms.IMAGENET_STD
     c.ignore_index = 255
-    c.reduce_zero_label = None  # None = the dataset's convention (True for ADE20K)
+    c.reduce_zero_label = None  # None = the dataset's convention (True for scene_parse150); folder: False
     c.num_workers = 2  # grain reader threads (each builds whole batches)
     c.worker_processes = 0  # >0: additionally run the pipeline in that many processes (grain mp_prefetch)
     c.prefetch_batches = 8  # batches buffered ahead of the consumer
@@ -112,7 +112,8 @@ def _resolve(data_config) -> _Resolved:
     elif name == "folder":
         f = _cfg(data_config, "folder", {})
         num_classes = int(_cfg(f, "num_classes", 0))
-        config = folder_lib.folder_config(_cfg(f, "root", ""), num_classes, ignore_index)
+        config = folder_lib.folder_config(_cfg(f, "root", ""), num_classes, ignore_index,
+                                          bool(_cfg(data_config, "reduce_zero_label", False)))
         builder = folder_lib.SegjaxFolder(config=config, data_dir=data_dir, file_format="array_record")
         builder.download_and_prepare()  # validates every pair first; raises listing the bad files
         class_names = tuple(_cfg(f, "class_names", ())) or tuple(f"class_{i}" for i in range(num_classes))
