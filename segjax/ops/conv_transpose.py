@@ -1,17 +1,23 @@
-"""Transposed convolution computed as one stride-1 convolution plus a depth-to-space.
+"""Transposed convolution computed as stride-1 convolutions on the input plus a depth-to-space.
 
 `jax.lax.conv_transpose(x, k, s, padding)` (NHWC/HWIO, transpose_kernel=False) is a stride-1
 correlation of the input dilated by s (s-1 zeros between pixels) and padded (lo, hi), with the
 unflipped kernel. Most of the dilated input is zeros, and XLA's gradient of that lhs-dilated
 convolution is very slow on CPU. Per dimension, output o = s*q + p (phase p) only reads inputs
-i = q + d with d = (p + t - lo) / s for the taps t where that division is exact. Collecting, for every
-phase, those taps at offsets d in [dmin, dmax] gives one dense kernel
-W'[d - dmin, cin, (ph, pw, cout)] = k[s*d - p + lo] (0 where no tap lands), so one stride-1 VALID
-convolution of the suitably padded input gives all s*s phases as channels; a depth-to-space and a crop
-give the transposed convolution. Its gradients are ordinary stride-1 convolutions.
-"""
-from collections.abc import Sequence
+i = q + d with d = (p + t - lo) / s for the taps t where that division is exact: phase p is a stride-1
+convolution of the (padded) input with the kernel taps k[t0::s]. When all phases read the same window of
+offsets [dmin, dmax] they become one convolution with the kernel
+W'[d - dmin, cin, (ph, pw, cout)] = k[s*d - p + lo] giving all s*s phases as channels; otherwise one small
+convolution per phase (no multiply-adds on zero taps). A depth-to-space and a crop give the output.
 
+Gradients: the input gradient is XLA's (fast) gradient of a stride-1 convolution; the kernel gradient, a
+slow generic path in XLA on CPU, is computed as one matmul per kernel tap (`_conv_valid`).
+"""
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -35,25 +41,96 @@ def transpose_padding(kernel_size: int, stride: int, padding) -> tuple[int, int]
   return lo, total - lo
 
 
-def _phase_plan(in_size: int, k: int, s: int, lo: int, hi: int):
-  """Per dimension: output length, phase-grid length Q, dmin, and the 0/1 tap selection
-  S[d - dmin, p, t] = 1 where tap t feeds phase p from input offset d."""
+class _AxisPlan(NamedTuple):
+  """How one spatial axis of a transposed convolution splits into stride phases (hashable)."""
+  out_size: int          # length of the transposed-convolution output
+  q: int                 # length of each phase's output grid (ceil(out_size / stride))
+  dmin: int              # smallest input offset d read by any phase
+  dmax: int              # largest input offset
+  stride: int
+  kernel_size: int
+  phases: tuple          # per phase p: (first offset d, first tap t, number of taps); taps t, t+s, ...
+
+
+def _axis_plan(in_size: int, k: int, s: int, lo: int, hi: int) -> _AxisPlan:
   out_size = (in_size - 1) * s + lo + hi - k + 2
   if out_size < 1:
     raise ValueError(
         f"conv_transpose: input size {in_size}, kernel {k}, stride {s}, padding ({lo}, {hi}) "
         f"gives an empty output ({out_size}).")
-  offsets = {}
+  phases, offsets = [], []
   for p in range(s):
-    for t in range(k):
-      if (p + t - lo) % s == 0:
-        offsets[(p, t)] = (p + t - lo) // s
-  dmin, dmax = min(offsets.values()), max(offsets.values())
-  select = np.zeros((dmax - dmin + 1, s, k), np.float32)
-  for (p, t), d in offsets.items():
-    select[d - dmin, p, t] = 1.0
-  q = -(-out_size // s)
-  return out_size, q, dmin, dmax, select
+    taps = [t for t in range(k) if (p + t - lo) % s == 0]
+    ds = [(p + t - lo) // s for t in taps]
+    phases.append((ds[0], taps[0], len(taps)) if taps else (0, 0, 0))
+    offsets += ds
+  return _AxisPlan(out_size, -(-out_size // s), min(offsets), max(offsets), s, k, tuple(phases))
+
+
+def _selection(plan: _AxisPlan) -> np.ndarray:
+  """(dmax - dmin + 1, stride, k) 0/1 array: 1 where tap t feeds phase p from input offset d."""
+  select = np.zeros((plan.dmax - plan.dmin + 1, plan.stride, plan.kernel_size), np.float32)
+  for p, (d0, t0, count) in enumerate(plan.phases):
+    for j in range(count):
+      select[d0 + j - plan.dmin, p, t0 + j * plan.stride] = 1.0
+  return select
+
+
+def _combined_kernel(kernel, ph: _AxisPlan, pw: _AxisPlan):
+  """W'[d_h - dmin_h, d_w - dmin_w, cin, (p_h, p_w, cout)]: every phase's taps in one dense kernel."""
+  sel_h, sel_w = _selection(ph), _selection(pw)
+  w = jnp.einsum("aph,bqw,hwio->abipqo", sel_h.astype(kernel.dtype), sel_w.astype(kernel.dtype),
+                 kernel, precision=lax.Precision.HIGHEST)
+  return w.reshape(sel_h.shape[0], sel_w.shape[0], kernel.shape[2], -1)
+
+
+def _conv_valid(x, w, precision):
+  return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=_DIMENSION_NUMBERS,
+                                  precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _phase_outputs(x_pad, kernel, ph: _AxisPlan, pw: _AxisPlan, precision):
+  """All phases of the transposed convolution, (N, Qh, sh, Qw, sw, Cout), from the padded input.
+
+  Forward: one stride-1 convolution with the combined kernel (XLA's dense conv beats several small
+  per-phase ones even with the zero taps). Backward: the input gradient is that convolution's (a normal
+  convolution for XLA); the kernel gradient, which XLA on CPU computes by a slow generic path, is one
+  matmul per real tap: dk[t_h, t_w] = sum x_pad[window of offset (d_h, d_w)] (x) g[phase (p_h, p_w)].
+  """
+  n, cout = x_pad.shape[0], kernel.shape[3]
+  y = _conv_valid(x_pad, _combined_kernel(kernel, ph, pw), precision)
+  return y.reshape(n, ph.q, pw.q, ph.stride, pw.stride, cout).transpose(0, 1, 3, 2, 4, 5)
+
+
+def _phase_outputs_fwd(x_pad, kernel, ph, pw, precision):
+  return _phase_outputs(x_pad, kernel, ph, pw, precision), (x_pad, kernel)
+
+
+def _phase_outputs_bwd(ph, pw, precision, residuals, g):
+  x_pad, kernel = residuals
+  n, cout = g.shape[0], g.shape[-1]
+  g_combined = g.transpose(0, 1, 3, 2, 4, 5).reshape(n, ph.q, pw.q, ph.stride * pw.stride * cout)
+  combined = _combined_kernel(kernel, ph, pw)
+  dx = jax.vjp(lambda x: _conv_valid(x, combined, precision), x_pad)[1](g_combined)[0]
+  taps = [[None] * pw.kernel_size for _ in range(ph.kernel_size)]
+  for p_h, (d0h, t0h, count_h) in enumerate(ph.phases):
+    for p_w, (d0w, t0w, count_w) in enumerate(pw.phases):
+      if not count_h or not count_w:
+        continue
+      g_phase = g[:, :, p_h, :, p_w, :]
+      for j in range(count_h):
+        oh = d0h + j - ph.dmin
+        for i in range(count_w):
+          ow = d0w + i - pw.dmin
+          window = x_pad[:, oh:oh + ph.q, ow:ow + pw.q, :]
+          taps[t0h + j * ph.stride][t0w + i * pw.stride] = jnp.einsum(
+              "nhwi,nhwo->io", window, g_phase, precision=precision)
+  dk = jnp.stack([jnp.stack(row) for row in taps]).astype(kernel.dtype)
+  return dx, dk
+
+
+_phase_outputs.defvjp(_phase_outputs_fwd, _phase_outputs_bwd)
 
 
 def _padding_arg(padding):
@@ -79,7 +156,7 @@ def conv_transpose(x, kernel, stride, padding="SAME", precision=None):
     stride: int or (sh, sw).
     padding: 'SAME' (output s*H x s*W), 'VALID', or explicit ((lo, hi), (lo, hi)) padding of the
       dilated input as in `lax.conv_transpose`.
-    precision: passed to the convolution.
+    precision: passed to the convolutions.
   Returns:
     (N, Ho, Wo, Cout).
   """
@@ -90,24 +167,13 @@ def conv_transpose(x, kernel, stride, padding="SAME", precision=None):
   strides = pair(stride, "stride")
   pads = _padding_arg(padding)
   kh, kw, cin, cout = kernel.shape
-  plans = []
-  for size, k, s, pad in zip(x.shape[1:3], (kh, kw), strides, pads):
-    lo, hi = transpose_padding(k, s, pad)
-    plans.append(_phase_plan(size, k, s, lo, hi))
-  (out_h, qh, dmin_h, dmax_h, sel_h), (out_w, qw, dmin_w, dmax_w, sel_w) = plans
-  sh, sw = strides
-  # Combined phase kernel (Dh, Dw, Cin, sh*sw*Cout), channel order (ph, pw, cout).
-  phase_kernel = jnp.einsum("aph,bqw,hwio->abipqo", sel_h.astype(kernel.dtype),
-                            sel_w.astype(kernel.dtype), kernel, precision=lax.Precision.HIGHEST)
-  phase_kernel = phase_kernel.reshape(sel_h.shape[0], sel_w.shape[0], cin, sh * sw * cout)
-  zero = jnp.zeros((), x.dtype)
-  x_pad = lax.pad(x, zero, ((0, 0, 0),
-                            (-dmin_h, qh - 1 + dmax_h - (x.shape[1] - 1), 0),
-                            (-dmin_w, qw - 1 + dmax_w - (x.shape[2] - 1), 0),
-                            (0, 0, 0)))
-  y = lax.conv_general_dilated(x_pad, phase_kernel, (1, 1), "VALID",
-                               dimension_numbers=_DIMENSION_NUMBERS, precision=precision)
-  n = x.shape[0]
-  y = y.reshape(n, qh, qw, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
-  y = y.reshape(n, qh * sh, qw * sw, cout)
-  return y[:, :out_h, :out_w, :]
+  ph, pw = (_axis_plan(size, k, s, *transpose_padding(k, s, pad))
+            for size, k, s, pad in zip(x.shape[1:3], (kh, kw), strides, pads))
+  x_pad = lax.pad(x, jnp.zeros((), x.dtype), (
+      (0, 0, 0),
+      (-ph.dmin, ph.q - 1 + ph.dmax - (x.shape[1] - 1), 0),
+      (-pw.dmin, pw.q - 1 + pw.dmax - (x.shape[2] - 1), 0),
+      (0, 0, 0)))
+  y = _phase_outputs(x_pad, kernel, ph, pw, precision)
+  y = y.reshape(x.shape[0], ph.q * ph.stride, pw.q * pw.stride, cout)
+  return y[:, :ph.out_size, :pw.out_size, :]
