@@ -211,3 +211,21 @@ def test_normalize_formula():
     x = np.array([[[0, 128, 255]]], np.uint8)
     np.testing.assert_allclose(transforms.normalize(x, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0)),
                                [[[(0 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.5, 0.5]]], rtol=1e-6, atol=1e-6)
+
+
+def test_concurrent_preparation_by_another_process_is_tolerated():
+    from segjax.data import pipeline
+
+    class Builder:
+        def __init__(self, prepared):
+            self.prepared = prepared
+
+        def download_and_prepare(self):
+            raise FileExistsError("Destination .../1.1.0 already exists")
+
+        def is_prepared(self):
+            return self.prepared
+
+    pipeline._prepare(Builder(prepared=True))  # the twin finished: fine
+    with pytest.raises(FileExistsError):
+        pipeline._prepare(Builder(prepared=False))  # anything else is a real error

@@ -28,6 +28,7 @@ class DatasetSpec:
     train_split: str = "train"
     eval_split: str = "validation"
     crop_size: tuple[int, int] = (512, 512)
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale for training (mmsegmentation's default)
     note: str = ""
 
     @property

@@ -37,7 +37,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.eval_split = None  # None = the dataset's own (e.g. 'validation'; 'test' where TFDS has no validation)
     c.crop_size = None  # training crop, int or (h, w); None = the dataset's (embedded: its resolution)
     c.eval_size = None  # fixed evaluation size (pad / downscale to fit); None = crop_size
-    c.scale_range = (0.75, 1.25)  # random rescale factor before cropping; (1.0, 1.0) disables
+    c.scale_range = None  # random rescale (low, high) before cropping; None = the dataset's ((1, 1) for embedded,
+    #                       else (0.5, 2.0)); (1.0, 1.0) disables
     c.hflip = True
     c.mean = transforms.IMAGENET_MEAN
     c.std = transforms.IMAGENET_STD
@@ -93,6 +94,15 @@ def _require_tensorflow(name: str) -> None:
         sys.modules["importlib_resources"] = importlib.resources
 
 
+def _prepare(builder) -> None:
+    """download_and_prepare that tolerates another process finishing the same preparation first."""
+    try:
+        builder.download_and_prepare()
+    except FileExistsError:  # TFDS renames its temporary folder at the end; a concurrent twin got there first
+        if not builder.is_prepared():
+            raise
+
+
 def _resolve(data_config) -> _Resolved:
     name = _cfg(data_config, "name", "embedded")
     data_dir = _cfg(data_config, "data_dir")
@@ -105,17 +115,17 @@ def _resolve(data_config) -> _Resolved:
         registered = {c.name for c in shapes.SegjaxShapes.BUILDER_CONFIGS}  # TFDS wants their names, not copies
         builder = shapes.SegjaxShapes(config=config.name if config.name in registered else config,
                                       data_dir=data_dir, file_format="array_record")
-        builder.download_and_prepare()  # seconds, offline; a no-op once prepared
+        _prepare(builder)  # seconds, offline; a no-op once prepared
         spec = catalog.DatasetSpec(tfds_name=f"segjax_shapes/{config.name}", image_key="image",
                                    label_key="label", class_names=shapes.CLASS_NAMES,
-                                   crop_size=(resolution, resolution))
+                                   crop_size=(resolution, resolution), scale_range=(1.0, 1.0))
     elif name == "folder":
         f = _cfg(data_config, "folder", {})
         num_classes = int(_cfg(f, "num_classes", 0))
         config = folder_lib.folder_config(_cfg(f, "root", ""), num_classes, ignore_index,
                                           bool(_cfg(data_config, "reduce_zero_label", False)))
         builder = folder_lib.SegjaxFolder(config=config, data_dir=data_dir, file_format="array_record")
-        builder.download_and_prepare()  # validates every pair first; raises listing the bad files
+        _prepare(builder)  # validates every pair first; raises listing the bad files
         class_names = tuple(_cfg(f, "class_names", ())) or tuple(f"class_{i}" for i in range(num_classes))
         if len(class_names) != num_classes:
             raise ValueError(f"data_config.folder.class_names has {len(class_names)} names but num_classes is "
@@ -241,7 +251,7 @@ def make_loader(data_config, split: str | None = None, *, global_batch_size: int
     decode = _Decode(r.spec.image_key, r.spec.label_key, r.spec.label_channel, r.lut)
     ds = grain.MapDataset.source(source)
     if train:
-        scale_range = tuple(float(s) for s in _cfg(data_config, "scale_range", (1.0, 1.0)))
+        scale_range = tuple(float(s) for s in _cfg(data_config, "scale_range", r.spec.scale_range))
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
         augment = transforms.TrainTransform(r.crop_size, scale_range, bool(_cfg(data_config, "hflip", True)),

@@ -27,7 +27,7 @@ SPLITS = ("train", "validation", "test")
 # Default number of examples per split and resolution; the 64 px config prepares in a few seconds.
 DEFAULT_SIZES = {64: (1600, 200, 200), 128: (800, 100, 100)}
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
-_MIN_CONTRAST = 70.0  # minimal RGB distance between an object's colour and the background's mean colour
+_MIN_CONTRAST = 90.0  # minimal RGB distance between an object's colour and the background's mean colour
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -115,15 +115,15 @@ def _shape_mask(kind: int, rng: np.random.Generator, xx, yy, size: int) -> np.nd
 
 
 def _texture(kind: int, rng: np.random.Generator, xx, yy) -> np.ndarray:
-    """Per-pixel brightness offset (float, roughly +-35) that characterises the class's surface."""
+    """Per-pixel brightness offset (+-45 or 0) that characterises the class's surface."""
     if kind == 2:  # stripes, period 4-6 px, random orientation
         period = rng.uniform(4, 6)
         u, _ = _rotated(xx, yy, 0.0, 0.0, rng.uniform(0, np.pi))
-        return 35.0 * np.sign(np.sin((2 * np.pi / period) * u))
+        return 45.0 * np.sign(np.sin((2 * np.pi / period) * u))
     if kind == 3:  # checkerboard, cells 2-3 px
         cell = rng.choice([2, 3])
         ox, oy = rng.integers(0, cell, size=2)
-        return 35.0 * (2.0 * (((xx.astype(int) + ox) // cell + (yy.astype(int) + oy) // cell) % 2) - 1.0)
+        return 45.0 * (2.0 * (((xx.astype(int) + ox) // cell + (yy.astype(int) + oy) // cell) % 2) - 1.0)
     return np.zeros(xx.shape, np.float32)
 
 
@@ -133,9 +133,9 @@ def generate_scene(seed: int, split: str, index: int, size: int) -> tuple[np.nda
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + np.float32(0.5)
     background = _random_colour(rng)
     field = _smooth_noise(rng, size, int(rng.integers(2, 5)))
-    image = (background[None, None, :] + 30.0 * field[..., None] * rng.uniform(-1, 1, size=3)).astype(np.float32)
+    image = (background[None, None, :] + 20.0 * field[..., None] * rng.uniform(-1, 1, size=3)).astype(np.float32)
     label = np.zeros((size, size), np.uint8)
-    objects = ([1] * int(rng.integers(1, 3)) + [2] * int(rng.integers(0, 2)) + [3] * int(rng.integers(0, 2))
+    objects = ([1] * int(rng.integers(1, 3)) + [2] * int(rng.integers(1, 3)) + [3] * int(rng.integers(1, 3))
                + [4] * int(rng.integers(1, 3)) + [5] * int(rng.integers(2, 6)))
     rng.shuffle(objects)  # random drawing order: later objects occlude earlier ones
     for kind in objects:
@@ -144,7 +144,7 @@ def generate_scene(seed: int, split: str, index: int, size: int) -> tuple[np.nda
         surface = colour.astype(np.float32) + _texture(kind, rng, xx[mask], yy[mask])[:, None]
         image[mask] = surface
         label[mask] = kind
-    image += 10.0 * rng.standard_normal(size=image.shape, dtype=np.float32)  # sensor noise everywhere
+    image += 6.0 * rng.standard_normal(size=image.shape, dtype=np.float32)  # sensor noise everywhere
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
@@ -179,8 +179,8 @@ def shapes_config(resolution: int = 64, num_train: int | None = None, num_valida
 class SegjaxShapes(tfds.core.GeneratorBasedBuilder):
     """TFDS builder of the embedded dataset (`segjax_shapes/64`, `segjax_shapes/128`)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.", "1.1.0": "Less noise, more contrast, 1-2 of each large shape."}
     BUILDER_CONFIGS = [shapes_config(64), shapes_config(128)]
 
     @tfds.core.utils.classproperty
