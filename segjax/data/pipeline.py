@@ -14,6 +14,7 @@ import math
 import sys
 from typing import Any, Iterator
 
+from absl import flags
 import grain.python as grain
 import ml_collections
 import numpy as np
@@ -272,5 +273,7 @@ def make_loader(data_config, split: str | None = None, *, global_batch_size: int
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(workers, 0), prefetch_buffer_size=max(prefetch, 1)))
     processes = int(_cfg(data_config, "worker_processes", 0))
     if processes > 0:
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app use the defaults
+            flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=processes))
     return iter(it_ds)
