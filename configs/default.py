@@ -44,7 +44,7 @@ def get_config(arg=None):
     })
     config.schedule = ml_collections.ConfigDict({
         "name": "warmup_cosine",  # 'constant' | 'poly' | 'warmup_cosine'
-        "warmup_steps": 100,  # linear warmup from 0
+        "warmup_steps": 100,  # linear warmup from learning_rate / warmup_steps
         "poly_power": 0.9,  # 'poly': lr * (1 - t/T)^power
         "end_learning_rate_factor": 0.0,  # final lr = factor * learning_rate ('poly', 'warmup_cosine')
     })

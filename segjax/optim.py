@@ -21,7 +21,9 @@ def _check_choice(kind: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 def create_schedule(schedule_config, learning_rate: float, num_train_steps: int) -> optax.Schedule:
-    """Learning rate as a function of the step: optional linear warmup from 0, then the named decay.
+    """Learning rate as a function of the step: optional linear warmup, then the named decay.
+
+    Warmup rises linearly from lr / warmup_steps (update 0) to lr (update warmup_steps).
 
     'constant': flat after warmup. 'poly': lr * (1 - t/T)^power down to end_learning_rate_factor * lr (FCN/DeepLab).
     'warmup_cosine': cosine from lr to end_learning_rate_factor * lr.
@@ -46,7 +48,8 @@ def create_schedule(schedule_config, learning_rate: float, num_train_steps: int)
                                            alpha=float(schedule_config.end_learning_rate_factor))
     if warmup == 0:
         return main
-    ramp = optax.linear_schedule(0.0, learning_rate, warmup)
+    # Starts at lr / warmup_steps rather than 0, so that the very first update is not a no-op.
+    ramp = optax.linear_schedule(learning_rate / warmup, learning_rate, warmup)
     return optax.join_schedules([ramp, main], boundaries=[warmup])
 
 

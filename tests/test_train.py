@@ -1,0 +1,213 @@
+"""End-to-end training and evaluation on tiny configs: one step per model family, interrupted-then-resumed ==
+uninterrupted, non-finite loss handling, segjax-eval reports and its user errors (nothing written, exit code 2)."""
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from segjax import checkpoint as checkpoint_lib
+from segjax import data as data_lib
+from segjax import evaluate, experiment, parallel, train
+from segjax.config_utils import load_sibling
+from segjax.logging_utils import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir, file_name="unet.py", arg=None):
+    """A family config from configs/ shrunk to run in seconds: 32x32 crops of a few images, 4-wide nets."""
+    module = load_sibling(os.path.join(REPO, "configs", file_name), file_name[:-3])
+    config = module.get_config(arg) if arg is not None else module.get_config()
+    config.data.data_dir = str(data_dir)
+    config.data.embedded.num_train = 16
+    config.data.embedded.num_validation = 6  # not a multiple of eval_batch_size: exercises padding
+    config.data.embedded.num_test = 4
+    config.data.crop_size = 32
+    config.data.eval_size = 32
+    config.data.num_workers = 1
+    config.data.prefetch_batches = 2
+    config.model.base_width = 4
+    if config.model.name in ("unet", "segnet", "deconvnet"):
+        config.model.depth = 2
+    config.batch_size = 4
+    config.eval_batch_size = 4
+    config.num_train_steps = 4
+    config.schedule.warmup_steps = 1
+    config.log_every_steps = 2
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 2
+    config.progress_bar = False
+    config.eval.num_images_to_plot = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run") / "uninterrupted")
+    config = tiny_config(data_dir)
+    scores = train.train_and_evaluate(config, workdir)
+    return workdir, config, scores
+
+
+def _final_state(workdir, config):
+    info = data_lib.get_dataset_info(config.data)
+    model = experiment.build_model(config, info.num_classes)
+    tx, _ = experiment.build_optimizer(config)
+    checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
+    state, meta = checkpoints.restore(checkpoints.latest_step(), experiment.initial_state(config, info, model, tx))
+    checkpoints.close()
+    return state, meta
+
+
+def test_run_writes_config_metrics_tensorboard_and_checkpoints(uninterrupted):
+    workdir, config, scores = uninterrupted
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(config.to_dict(), default=str))
+    records = read_metrics(workdir)
+    assert [r["step"] for r in records if r["split"] == "train"] == [2, 4]
+    validation = [r for r in records if r["split"] == "validation"]
+    assert [r["step"] for r in validation] == [4]
+    assert validation[0]["mean_iou"] == pytest.approx(scores["mean_iou"])
+    assert 0 <= scores["mean_iou"] <= 1 and np.isfinite(scores["boundary_f1"])
+    # Every validation pixel counted once: 6 images of 32x32, padding excluded.
+    assert scores["confusion_matrix"].sum() == 6 * 32 * 32
+    assert os.listdir(os.path.join(workdir, "tb"))
+    assert checkpoint_lib.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
+
+
+def test_interrupted_then_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
+    workdir_a, config, scores_a = uninterrupted
+    workdir_b = str(tmp_path / "resumed")
+    # Crash after step 3: the checkpoint of step 2 exists, step 3 is lost and must be redone identically
+    # (dropout keys from the saved RNG, the data loader restarting at batch 2).
+    train.train_and_evaluate(config, workdir_b, max_steps_this_run=3)
+    assert checkpoint_lib.Checkpointer(workdir_b, read_only=True).all_steps() == [2]
+    scores_b = train.train_and_evaluate(config, workdir_b)
+    state_a, _ = _final_state(workdir_a, config)
+    state_b, _ = _final_state(workdir_b, config)
+    assert int(state_a.step) == int(state_b.step) == 4
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 (state_a.params, state_a.batch_stats, state_a.opt_state, state_a.rng),
+                 (state_b.params, state_b.batch_stats, state_b.opt_state, state_b.rng))
+    loss = lambda w: [r["loss"] for r in read_metrics(w) if r["split"] == "train" and r["step"] == 4]
+    np.testing.assert_allclose(loss(workdir_b)[-1], loss(workdir_a)[-1], rtol=1e-5)
+    np.testing.assert_array_equal(scores_b["confusion_matrix"], scores_a["confusion_matrix"])
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    config = tiny_config(data_dir)
+    config.num_train_steps = 6
+    real_make_loader = data_lib.make_loader
+
+    def corrupting_loader(*args, **kwargs):  # labels out of range from the 3rd batch on -> NaN loss (segjax.losses)
+        for index, batch in enumerate(real_make_loader(*args, **kwargs), start=kwargs.get("start_step", 0)):
+            if kwargs.get("train") and index >= 2:
+                batch = dict(batch, label=np.full_like(batch["label"], 99))
+            yield batch
+
+    monkeypatch.setattr(train.data_lib, "make_loader", corrupting_loader)
+    with pytest.raises(train.NonFiniteLossError, match=r"at step 3\b.*last good checkpoint is step 2"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).all_steps() == [2]
+
+
+@pytest.mark.parametrize("file_name,arg", [("fcn.py", "8s"), ("segnet.py", None), ("deconvnet.py", None)])
+def test_one_training_step_per_model_family(data_dir, file_name, arg):
+    """U-Net is covered by the runs above; one jitted step of the other families from their own configs."""
+    config = tiny_config(data_dir, file_name, arg)
+    info = data_lib.get_dataset_info(config.data)
+    model = experiment.build_model(config, info.num_classes)
+    tx, _ = experiment.build_optimizer(config)
+    state = experiment.initial_state(config, info, model, tx)
+    # Class weights as the family config asks (SegNet: median frequency, counted over the training split).
+    weights = train.class_weights_for(config, info)
+    assert (weights is not None) == (config.loss.class_weighting == "median_frequency")
+    dp = parallel.DataParallel("pmap", num_devices=2)
+    step = dp.wrap(functools.partial(parallel.train_step, model=model, tx=tx, loss_config=config.loss,
+                                     num_classes=info.num_classes, ignore_index=info.ignore_index,
+                                     class_weights=weights), returns_state=True)
+    batch = next(data_lib.make_loader(config.data, global_batch_size=2, train=True, seed=0))
+    new_state, metrics = step(dp.replicate(state), dp.shard_batch(batch))
+    new_state, metrics = dp.unreplicate(new_state), dp.unreplicate(metrics)
+    assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0
+    assert int(new_state.step) == 1
+    assert metrics["confusion"].sum() == np.sum(batch["label"] != info.ignore_index)
+    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), state.params, new_state.params)
+    assert any(jax.tree.leaves(changed))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# segjax-eval
+# ------------------------------------------------------------------------------------------------------------
+
+def test_evaluate_checkpoint_writes_reports(uninterrupted):
+    workdir, config, scores = uninterrupted
+    report = evaluate.evaluate_checkpoint(workdir, "best", verbose=False)
+    assert report["checkpoint_step"] == 4 and report["split"] == "validation"
+    assert report["path"] == os.path.join(workdir, "eval", "validation-step4.json")
+    with open(report["path"]) as f:
+        written = json.load(f)
+    assert written["scores"]["mean_iou"] == pytest.approx(scores["mean_iou"])  # same numbers as in training
+    assert len(written["scores"]["per_class_iou"]) == 6 and written["config_summary"]["model"]["name"] == "unet"
+    names = sorted(os.listdir(os.path.join(workdir, "eval")))
+    assert names == ["validation-step4-confusion.png", "validation-step4-examples.png", "validation-step4.json"]
+    table = evaluate.per_class_table(written["scores"], written["class_names"])
+    assert table.splitlines()[1].startswith("background") and "mean_iou" in table
+
+
+def _eval_error(workdir, step="latest", config=None, match=""):
+    before = _listing(workdir)
+    with pytest.raises(evaluate.EvalError, match=match):
+        evaluate.evaluate_checkpoint(workdir, step, config=config, verbose=False)
+    assert _listing(workdir) == before, "a failed segjax-eval must not write anything"
+
+
+def _listing(workdir):
+    if not os.path.exists(workdir):
+        return None
+    return sorted(os.path.relpath(os.path.join(d, f), workdir) for d, _, files in os.walk(workdir) for f in files)
+
+
+def test_evaluate_user_errors_write_nothing(uninterrupted, tmp_path):
+    workdir, config, _ = uninterrupted
+    _eval_error(str(tmp_path / "missing"), match="does not exist")
+    (tmp_path / "empty").mkdir()
+    _eval_error(str(tmp_path / "empty"), match="not a segjax-train workdir")
+    (tmp_path / "untrained").mkdir()
+    (tmp_path / "untrained" / "config.json").write_text(json.dumps(config.to_dict()))
+    _eval_error(str(tmp_path / "untrained"), match="No checkpoint found")
+    _eval_error(workdir, step="3", match=r"No checkpoint for step 3 .*available steps: \[2, 4\]")
+    _eval_error(workdir, step="last", match="not 'latest', 'best' or an integer")
+    wider = config.copy_and_resolve_references()
+    wider.model.base_width = 8
+    _eval_error(workdir, config=wider, match=r"does not match the model(.|\n)*params/")
+
+
+def test_evaluate_num_classes_mismatch_is_reported(uninterrupted, tmp_path, monkeypatch):
+    workdir, config, _ = uninterrupted
+    real = data_lib.get_dataset_info
+
+    def seven_classes(data_config):  # the config's dataset has another number of classes than the checkpoint
+        info = real(data_config)
+        return info.__class__(**{**info.__dict__, "num_classes": 7, "class_names": info.class_names + ("x",)})
+
+    monkeypatch.setattr(evaluate.data_lib, "get_dataset_info", seven_classes)
+    _eval_error(workdir, match="trained with num_classes=6 but the config's dataset .* has 7 classes")
+
+
+def test_eval_cli_exit_code_2_and_config_override_errors(tmp_path):
+    missing = str(tmp_path / "nope")
+    result = subprocess.run([sys.executable, "-m", "segjax.evaluate", f"--workdir={missing}"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr and not os.path.exists(missing)
