@@ -1,0 +1,312 @@
+"""segjax.models: shapes for odd sizes, exact parameter counts, the model x upsampling grid, the papers'
+defaults (FCN's bilinear init, SegNet's index unpooling), batch norm across devices, the fast conv."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from segjax import models, ops
+from segjax.models import layers
+
+NUM_CLASSES = 3
+ODD = (2, 37, 45, 3)
+
+
+def tiny(name, **overrides):
+  cfg = models.default_model_config()
+  cfg.name = name
+  cfg.base_width = 2
+  if not name.startswith("fcn"):
+    cfg.depth = 2
+  for key, value in overrides.items():
+    if key.startswith("upsample_"):
+      cfg.upsample[key[len("upsample_"):]] = value
+    else:
+      cfg[key] = value
+  return cfg
+
+
+def count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def abstract_apply(model, shape):
+  """Output shape and parameter shapes of init + apply without compiling anything."""
+  def run(x):
+    variables = model.init({"params": jax.random.key(0)}, x)
+    return model.apply(variables, x), variables
+  return jax.eval_shape(run, jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# Shapes, parameter counts, the grid
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+@pytest.mark.parametrize("shape", [ODD, (1, 1, 70, 3), (1, 33, 32, 3)])
+def test_output_shape_any_size(name, shape):
+  out, _ = abstract_apply(models.create_model(tiny(name), NUM_CLASSES), shape)
+  assert out.shape == shape[:3] + (NUM_CLASSES,)
+  assert out.dtype == jnp.float32
+
+
+def conv_params(k, cin, cout, bias=True):
+  return k * k * cin * cout + (cout if bias else 0)
+
+
+def unet_params(b, d, c, up="transposed", norm="none"):
+  """U-Net: per level two 3x3 convs down and up, 2x2 up-conv (or 1x1 projection), 1x1 classifier."""
+  bias = norm == "none"
+  norm_p = 0 if norm == "none" else 2  # batch norm: scale and bias per channel
+  w = [b * 2 ** l for l in range(d + 1)]
+  total, cin = 0, 3
+  for l in range(d + 1):  # contracting path and bottom
+    total += conv_params(3, cin, w[l], bias) + conv_params(3, w[l], w[l], bias) + 2 * norm_p * w[l]
+    cin = w[l]
+  for l in range(d):
+    total += conv_params(2, w[l + 1], w[l]) if up == "transposed" else conv_params(1, w[l + 1], w[l])
+    total += conv_params(3, 2 * w[l], w[l], bias) + conv_params(3, w[l], w[l], bias) + 2 * norm_p * w[l]
+  return total + conv_params(1, w[0], c)
+
+
+def segnet_params(b, d, c, convs=2):
+  """SegNet with batch norm (convs without bias) and max_unpool (no parameters)."""
+  w = [b * 2 ** min(l, 3) for l in range(d)]
+  total, cin = 0, 3
+  for l in range(d):
+    for _ in range(convs):
+      total += conv_params(3, cin, w[l], False) + 2 * w[l]
+      cin = w[l]
+  for l in range(d):
+    outs = [w[l]] * (convs - 1) + [w[max(l - 1, 0)]]
+    cin = w[l]
+    for o in outs:
+      total += conv_params(3, cin, o, False) + 2 * o
+      cin = o
+  return total + conv_params(1, w[0], c)
+
+
+def fcn32s_small_params(b, c):
+  """FCN-32s 'small' preset without norm: convs (1, 1, 2, 2, 2), fc 128 (3x3 fc6), 64x64 bilinear
+  transposed conv without bias."""
+  w = [b, 2 * b, 4 * b, 8 * b, 8 * b]
+  total, cin = 0, 3
+  for l, n in enumerate((1, 1, 2, 2, 2)):
+    for _ in range(n):
+      total += conv_params(3, cin, w[l])
+      cin = w[l]
+  total += conv_params(3, w[4], 128) + conv_params(1, 128, 128) + conv_params(1, 128, c)
+  return total + 64 * 64 * c * c
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    (dict(name="unet", base_width=4, depth=2, norm="none"), unet_params(4, 2, 5)),
+    (dict(name="unet", base_width=3, depth=3, norm="batch"), unet_params(3, 3, 5, norm="batch")),
+    (dict(name="unet", base_width=4, depth=2, norm="none", upsample={"method": "nearest"}),
+     unet_params(4, 2, 5, up="nearest")),
+    (dict(name="segnet", base_width=2, depth=4, norm="batch"), segnet_params(2, 4, 5)),
+    (dict(name="fcn32s", base_width=2, norm="none"), fcn32s_small_params(2, 5)),
+])
+def test_parameter_counts(cfg, expected):
+  _, variables = abstract_apply(models.create_model(cfg, 5), (1, 32, 32, 3))
+  assert count(variables["params"]) == expected
+
+
+def test_paper_unet_parameter_count():
+  # Ronneberger et al.'s U-Net: 64..1024 channels, 23 convolutional layers, about 31 M parameters.
+  _, variables = abstract_apply(models.create_model(dict(name="unet", preset="paper", norm="none"), 2),
+                                (1, 32, 32, 3))
+  assert count(variables["params"]) == unet_params(64, 4, 2)
+  assert 31.0e6 < unet_params(64, 4, 2) < 31.1e6
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+@pytest.mark.parametrize("method", ops.METHODS)
+def test_model_method_grid(name, method):
+  cfg = tiny(name, upsample_method=method)
+  if name.startswith("fcn") and method == "max_unpool":
+    with pytest.raises(ValueError, match=rf"(?s){models.MODELS[name].__name__}.*max_unpool.*segnet"):
+      models.create_model(cfg, NUM_CLASSES)
+    return
+  model = models.create_model(cfg, NUM_CLASSES)
+  out, variables = abstract_apply(model, ODD)
+  assert out.shape == ODD[:3] + (NUM_CLASSES,)
+  if method in ops.PARAMETRIC_METHODS or not name.startswith("fcn"):
+    assert count(variables["params"]) > 0
+
+
+@pytest.mark.parametrize("name, method", [("unet", "pixel_shuffle"), ("segnet", "bilinear"),
+                                          ("fcn8s", "resize_conv"), ("deconvnet", "max_unpool")])
+def test_grid_real_runs_finite_gradients(name, method):
+  model = models.create_model(tiny(name, upsample_method=method), NUM_CLASSES)
+  x = jax.random.normal(jax.random.key(1), (2, 19, 23, 3))
+  labels = jax.random.randint(jax.random.key(2), (2, 19, 23), 0, NUM_CLASSES)
+  variables = model.init({"params": jax.random.key(0)}, x)
+
+  def loss(params):
+    logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                            rngs={"dropout": jax.random.key(3)}, mutable=["batch_stats"])
+    onehot = jax.nn.one_hot(labels, NUM_CLASSES)
+    return -(onehot * jax.nn.log_softmax(logits)).sum(-1).mean()
+
+  value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
+  assert np.isfinite(value)
+  leaves = jax.tree.leaves(grads)
+  assert all(np.all(np.isfinite(g)) for g in leaves)
+  assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Config errors
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cfg, match", [
+    (dict(name="vgg"), "Unknown model 'vgg'"),
+    (dict(name="unet", preset="huge"), "preset 'huge'"),
+    (dict(name="unet", norm="layer"), "norm 'layer'"),
+    (dict(name="fcn8s", depth=4), "depth is fixed at 5"),
+    (dict(name="unet", widht=3), "Unknown model config keys"),
+    (dict(name="unet", dropout=1.5), "dropout"),
+    (dict(name="unet", upsample={"method": "cubic"}), "cubic"),
+    (dict(name="unet", upsample={"method": "transposed", "init": "bilinear"}), "UNet.*halve"),
+    (dict(name="segnet", upsample={"method": "nearest", "kernel_size": 3}), "kernel_size=3"),
+    (dict(name="segnet", upsample={"method": "resize_conv", "init": "icnr"}), "init='icnr'"),
+])
+def test_config_errors(cfg, match):
+  with pytest.raises(ValueError, match=match):
+    models.create_model(cfg, NUM_CLASSES)
+
+
+def test_default_config_builds_the_small_unet():
+  cfg = models.default_model_config()
+  model = models.create_model(cfg, NUM_CLASSES)
+  assert isinstance(model, models.UNet)
+  assert (model.base_width, model.depth, model.upsample_method) == (16, 3, "transposed")
+
+
+# --------------------------------------------------------------------------------------------------
+# The papers' defaults
+# --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fcn32s_at_init():
+  model = models.create_model(dict(name="fcn32s", base_width=2, norm="none"), NUM_CLASSES)
+  x = jax.random.normal(jax.random.key(0), (1, 96, 128, 3))
+  variables = model.init({"params": jax.random.key(1)}, x)
+  logits, state = model.apply(variables, x, capture_intermediates=lambda m, _: m.name == "score_fr",
+                              mutable=["intermediates"])
+  return variables, logits, state["intermediates"]["score_fr"]["__call__"][0]
+
+
+def test_fcn_bilinear_init_is_bilinear_upsampling_of_the_score_map(fcn32s_at_init):
+  variables, logits, score = fcn32s_at_init
+  kernel = variables["params"]["upscore_final"]["upsample"]["kernel"]
+  np.testing.assert_array_equal(kernel, ops.bilinear_kernel(64, NUM_CLASSES))
+  assert score.shape == (1, 3, 4, NUM_CLASSES)
+  expected = ops.bilinear_upsample(score, 32)
+  # Away from the borders (where bilinear clamps to the edge and the transposed conv sees zeros).
+  np.testing.assert_allclose(logits[:, 16:-16, 16:-16], expected[:, 16:-16, 16:-16], rtol=1e-5, atol=1e-5)
+  # Everywhere: the transposed convolution with FCN's bilinear kernel, from the score map.
+  reference = lax.conv_transpose(score, ops.bilinear_kernel(64, NUM_CLASSES), (32, 32), "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_fcn8s_skip_scores_start_at_zero_and_upsamplers_bilinear():
+  _, variables = abstract_apply(models.create_model(tiny("fcn8s"), NUM_CLASSES), (1, 32, 32, 3))
+  params = variables["params"]
+  assert set(params) >= {"score_pool4", "score_pool3", "upscore1", "upscore2", "upscore_final"}
+  assert params["upscore1"]["upsample"]["kernel"].shape == (4, 4, NUM_CLASSES, NUM_CLASSES)
+  assert params["upscore_final"]["upsample"]["kernel"].shape == (16, 16, NUM_CLASSES, NUM_CLASSES)
+  model = models.create_model(tiny("fcn8s"), NUM_CLASSES)
+  real = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))["params"]
+  assert not np.any(real["score_pool4"]["kernel"]) and not np.any(real["score_pool3"]["kernel"])
+  np.testing.assert_array_equal(real["upscore1"]["upsample"]["kernel"], ops.bilinear_kernel(4, NUM_CLASSES))
+
+
+def test_segnet_unpools_exactly_where_the_encoder_maxima_were():
+  model = models.create_model(dict(name="segnet", base_width=2, depth=2, norm="none"), NUM_CLASSES)
+  x = jax.random.normal(jax.random.key(0), (2, 14, 18, 3))  # padded to 16 x 20 inside
+  variables = model.init({"params": jax.random.key(1)}, x)
+  _, state = model.apply(variables, x, capture_intermediates=lambda m, _: m.name in ("enc2", "up2"),
+                         mutable=["intermediates"])
+  enc = np.asarray(state["intermediates"]["enc2"]["__call__"][0])  # (2, 8, 10, 4), before pool 2
+  up = np.asarray(state["intermediates"]["up2"]["__call__"][0])
+  assert up.shape == enc.shape
+  n, h, w, c = enc.shape
+  cells = enc.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, c, 4)
+  first_max = cells.argmax(-1)  # first maximum in row-major window order
+  expected = np.zeros_like(cells)
+  np.put_along_axis(expected, first_max[..., None], cells.max(-1)[..., None], axis=-1)
+  expected = expected.reshape(n, h // 2, w // 2, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, h, w, c)
+  np.testing.assert_array_equal(up, expected)
+  assert np.count_nonzero(up) > 0
+
+
+def test_unet_defaults_are_the_papers():
+  _, variables = abstract_apply(models.create_model(tiny("unet"), NUM_CLASSES), (1, 16, 16, 3))
+  up = variables["params"]["up2"]["upsample"]
+  assert up["kernel"].shape == (2, 2, 8, 4)  # 2x2 up-convolution halving the channels
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalisation and dropout
+# --------------------------------------------------------------------------------------------------
+
+def test_batch_norm_statistics_are_synchronised_over_devices():
+  cfg = dict(name="unet", base_width=2, depth=1, norm="batch", dropout=0.0)
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3)) * 2 + 1
+  single = models.create_model(cfg, NUM_CLASSES)
+  variables = single.init({"params": jax.random.key(1)}, x)
+  logits, updates = single.apply(variables, x, train=True, mutable=["batch_stats"])
+
+  synced = models.create_model(cfg, NUM_CLASSES, axis_name="devices")
+  devices = jax.devices()[:2]
+  step = jax.pmap(lambda v, xs: synced.apply(v, xs, train=True, mutable=["batch_stats"]),
+                  axis_name="devices", in_axes=(None, 0), devices=devices)
+  plogits, pupdates = step(variables, x.reshape(2, 2, 8, 8, 3))
+  np.testing.assert_allclose(plogits.reshape(logits.shape), logits, rtol=2e-5, atol=2e-5)
+  for got, want in zip(jax.tree.leaves(pupdates), jax.tree.leaves(updates)):
+    np.testing.assert_allclose(got[0], want, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(got[1], want, rtol=2e-5, atol=2e-6)
+
+
+def test_group_norm_and_no_norm_parameters():
+  _, group = abstract_apply(models.create_model(tiny("segnet", norm="group", base_width=8), 3), (1, 8, 8, 3))
+  assert "gn" in group["params"]["enc1"]["norm0"] and "batch_stats" not in group
+  _, none = abstract_apply(models.create_model(tiny("segnet", norm="none"), 3), (1, 8, 8, 3))
+  assert "norm0" not in none["params"]["enc1"] and "bias" in none["params"]["enc1"]["conv0"]
+  assert layers.group_count(64) == 16 and layers.group_count(8) == 2 and layers.group_count(6) == 1
+
+
+def test_unet_dropout_only_in_training():
+  model = models.create_model(dict(name="unet", base_width=2, depth=1, norm="none", dropout=0.5), 2)
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
+  variables = model.init({"params": jax.random.key(1)}, x)
+  apply = jax.jit(lambda key, train: model.apply(variables, x, train=train, rngs={"dropout": key}),
+                  static_argnums=1)
+  a, b = apply(jax.random.key(2), True), apply(jax.random.key(3), True)
+  assert not np.allclose(a, b)
+  np.testing.assert_array_equal(apply(jax.random.key(2), False), apply(jax.random.key(3), False))
+
+
+# --------------------------------------------------------------------------------------------------
+# The fast convolution
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k, cin, cout", [(3, 5, 4), (1, 3, 6), (7, 2, 3), (2, 3, 2)])
+def test_conv2d_matches_lax_forward_and_gradients(k, cin, cout):
+  rng = np.random.default_rng(k)
+  x = jnp.asarray(rng.standard_normal((2, 9, 11, cin)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((k, k, cin, cout)), jnp.float32)
+  g = jnp.asarray(rng.standard_normal((2, 9, 11, cout)), jnp.float32)
+  ref = functools.partial(lax.conv_general_dilated, window_strides=(1, 1), padding="SAME",
+                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(layers.conv2d(x, kernel), ref(x, kernel), rtol=1e-5, atol=1e-5)
+  _, vjp = jax.vjp(layers.conv2d, x, kernel)
+  _, ref_vjp = jax.vjp(lambda a, b: ref(a, b), x, kernel)
+  for got, want in zip(vjp(g), ref_vjp(g)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
