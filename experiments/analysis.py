@@ -1,0 +1,279 @@
+"""Measurements of one finished run (what the report tabulates), and the operator-level checkerboard study.
+
+`analyze_run(config, workdir)` is called by the sweep runner after `train_and_evaluate` returns. It reads the
+final validation scores and step times that training wrote into the workdir, and adds what training does not
+measure: parameter count, FLOPs (XLA cost analysis), checkerboard scores of the network at initialisation and
+after training, and a few sample predictions for the figures.
+
+Checkerboard: `segjax.ops.checkerboard_score` of the softmax probabilities with factor CB_FACTOR (4: the phases
+of the last two x2 upsampling stages) and border CB_BORDER px (zero padding makes the image border differ from
+the interior for every operator). Two inputs: a constant image (every normalised pixel CONSTANT_INPUT, i.e. one
+standard deviation above the dataset mean: no content, so any phase difference is an artifact; not zero, because
+with zero biases at initialisation an all-zero input gives all-zero features and a trivially flat output) and a
+fixed batch of validation images.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CB_FACTOR = 4
+CB_BORDER = 8
+NUM_SAMPLES = 4
+CONSTANT_INPUT = 1.0
+# Compiler options for run-once programs (the initial state): skip XLA's backend optimisation passes.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+# ----------------------------------------------------------------------------------------------------------------
+# Network-level checkerboard
+
+
+def phase_means(y: np.ndarray, factor: int, border: int) -> np.ndarray:
+    """(factor, factor, C) means of y over each output phase, cropped like segjax.ops.checkerboard_score."""
+    y = np.asarray(y, np.float64)
+    n, h, w, c = y.shape
+    hh, ww = (h - 2 * border) // factor * factor, (w - 2 * border) // factor * factor
+    y = y[:, border:border + hh, border:border + ww]
+    return y.reshape(n, hh // factor, factor, ww // factor, factor, c).mean(axis=(0, 1, 3))
+
+
+def phase_map(y: np.ndarray, factor: int, border: int) -> np.ndarray:
+    """(factor, factor) normalised phase means (m - mean) / rms of the channel with the largest checkerboard
+    score: the pattern the score measures, for the figures."""
+    m = phase_means(y, factor, border)
+    rms = np.sqrt((m ** 2).mean(axis=(0, 1)))
+    safe = np.where(rms > 0, rms, 1.0)
+    per_channel = np.where(rms > 0, m.std(axis=(0, 1)) / safe, 0.0)
+    c = int(np.argmax(per_channel))
+    return (m[:, :, c] - m[:, :, c].mean()) / safe[c]
+
+
+def network_checkerboard(apply_fn, variables, images, factor: int = CB_FACTOR, border: int = CB_BORDER):
+    """(score, phase map) of the class probabilities of `apply_fn(variables, images)`."""
+    probs = _probabilities(apply_fn, variables, images)
+    return float(_score(probs, factor, border)), phase_map(np.asarray(probs), factor, border)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _probabilities(apply_fn, variables, images):
+    return jax.nn.softmax(apply_fn(variables, images), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _score(probs, factor, border):
+    from segjax.ops import checkerboard_score
+
+    return checkerboard_score(probs, factor, border)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cost
+
+
+def count_params(params) -> int:
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
+
+
+def forward_gflops(apply_fn, variables, image_shape) -> float | None:
+    """GFLOPs of one forward pass on one image: XLA's cost analysis of the lowered program (no compilation)."""
+    x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    try:
+        cost = jax.jit(apply_fn).lower(variables, x).cost_analysis()
+    except Exception:  # noqa: BLE001 - a backend without cost analysis: the report shows '-'
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return float(cost["flops"]) / 1e9
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading what training wrote
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def analyze_run(config, workdir: str) -> dict[str, Any]:
+    """Everything the report needs about one finished run; see the module docstring."""
+    from segjax import experiment
+    from segjax.data import get_dataset_info
+    from segjax.models import create_model
+
+    workdir = pathlib.Path(workdir)
+    info = get_dataset_info(config.data)
+    # The training's model has batch norm synchronised over the pmap axis; the same parameters work without it.
+    model = create_model(config.model, info.num_classes, dtype=experiment.compute_dtype(config))
+    images, labels = fixed_batch(config, info.eval_split, NUM_SAMPLES)
+    init_vars, trained_vars, meta = initial_and_trained_variables(config, info, model, workdir)
+    apply_fn = functools.partial(_apply, model)
+
+    result: dict[str, Any] = {"params": count_params(init_vars["params"]),
+                              "gflops": forward_gflops(apply_fn, init_vars, images.shape[1:]),
+                              "eval_image_size": list(images.shape[1:3]),
+                              "checkerboard_settings": {"factor": CB_FACTOR, "border": CB_BORDER,
+                                                        "on": "softmax probabilities",
+                                                        "constant_input": CONSTANT_INPUT}}
+    constant = jnp.full_like(images, CONSTANT_INPUT)
+    cb, maps = {}, {}
+    for stage, variables in (("init", init_vars), ("trained", trained_vars)):
+        score_c, map_c = network_checkerboard(apply_fn, variables, constant)
+        score_r, _ = network_checkerboard(apply_fn, variables, images)
+        cb[stage] = {"constant": score_c, "real": score_r}
+        maps[stage] = map_c.tolist()
+    result["checkerboard"] = cb
+    result["phase_maps"] = maps
+
+    predictions = np.asarray(_probabilities(apply_fn, trained_vars, images)).argmax(-1)
+    np.savez_compressed(workdir / "samples.npz", image=display_images(images), label=np.asarray(labels).astype(np.uint8),
+                        prediction=predictions.astype(np.uint8))
+    result.update(final_scores(workdir, meta, config.batch_size))
+    return result
+
+
+def _apply(model, variables, images):
+    return model.apply(variables, images, train=False)
+
+
+def fixed_batch(config, split: str, n: int):
+    """The first n examples of the evaluation split (no augmentation): the same for every arm."""
+    from segjax.data import make_loader
+
+    batch = next(iter(make_loader(config.data, split, global_batch_size=n, train=False, seed=0,
+                                  process_index=0, process_count=1)))
+    return jnp.asarray(batch["image"]), np.asarray(batch["label"])
+
+
+def _variables(state) -> dict:
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return jax.tree_util.tree_map(jnp.asarray, variables)
+
+
+def initial_and_trained_variables(config, info, model, workdir: pathlib.Path) -> tuple[dict, dict, dict]:
+    """(variables training started from, variables of the latest checkpoint, that checkpoint's meta).
+
+    The initial state is rebuilt exactly as `segjax.experiment.initial_state` builds it (same seed, same sample
+    shape, same `create_train_state`), so 'at initialisation' is the network this run started from. It is compiled
+    once without XLA's backend optimisations (FAST_COMPILE): on CPU, optimising the random initialisers takes
+    ~15x longer than running them, and the values agree with the optimised program to float rounding (~1e-7).
+    """
+    from segjax import experiment, parallel
+    from segjax.checkpoint import Checkpointer
+
+    tx, _ = experiment.build_optimizer(config)
+    sample = np.zeros((1, *info.crop_size, 3), np.float32)
+    key = jax.random.PRNGKey(config.seed)
+    make = jax.jit(lambda rng: parallel.create_train_state(model, tx, rng, sample))
+    fresh = jax.device_get(make.lower(key).compile(compiler_options=FAST_COMPILE)(key))
+    checkpoints = Checkpointer(str(workdir), read_only=True)
+    try:
+        trained, meta = checkpoints.restore(checkpoints.resolve_step("latest"), fresh)
+    finally:
+        checkpoints.close()
+    return _variables(fresh), _variables(trained), meta
+
+
+def final_scores(workdir: pathlib.Path, meta: dict, batch_size: int) -> dict:
+    """Final validation scores and the training step time, from metrics.jsonl (falling back to checkpoint meta).
+
+    Step time = batch_size / images_per_second of the logged training intervals; the first interval of each
+    process (it includes compilation) is left out, then the median is taken.
+    """
+    records = read_metrics(workdir)
+    evals = [r for r in records if r.get("split") != "train" and "mean_iou" in r]
+    final = dict(meta.get("scores") or {})
+    if evals:
+        final.update(evals[-1])
+    train = [r for r in records if r.get("split") == "train" and r.get("images_per_second")]
+    first_of_process = {i for i, r in enumerate(train) if i == 0 or r["step"] <= train[i - 1]["step"]}
+    rates = [r["images_per_second"] for i, r in enumerate(train) if i not in first_of_process] or \
+        [r["images_per_second"] for r in train]
+    steps = [r["step"] for r in records if "step" in r]
+    return {"val_miou": _float(final.get("mean_iou")),
+            "val_boundary_f1": _float(final.get("boundary_f1")),
+            "val_pixel_accuracy": _float(final.get("pixel_accuracy")),
+            "per_class_iou": final.get("per_class_iou"),
+            "train_step_seconds": float(np.median([batch_size / r for r in rates])) if rates else None,
+            "steps": max(steps) if steps else meta.get("step")}
+
+
+def _float(value):
+    return None if value is None else float(value)
+
+
+def display_images(images) -> np.ndarray:
+    """Normalised images -> uint8 for display (per-image min-max; the figure only needs to be recognisable)."""
+    x = np.asarray(images, np.float32)
+    lo = x.min(axis=(1, 2, 3), keepdims=True)
+    hi = x.max(axis=(1, 2, 3), keepdims=True)
+    return ((x - lo) / np.maximum(hi - lo, 1e-6) * 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Operator-level study (Odena et al.): one Upsample layer, random init, constant input
+
+
+OPERATOR_CASES = (
+    ("nearest", dict(method="nearest")),
+    ("bilinear", dict(method="bilinear")),
+    ("bed_of_nails", dict(method="bed_of_nails")),
+    ("max_unpool", dict(method="max_unpool")),
+    ("transposed_k2_default", dict(method="transposed", kernel_size=2, weight_init="default")),
+    ("transposed_k3_default", dict(method="transposed", kernel_size=3, weight_init="default")),
+    ("transposed_k4_default", dict(method="transposed", kernel_size=4, weight_init="default")),
+    ("transposed_k3_bilinear", dict(method="transposed", kernel_size=3, weight_init="bilinear")),
+    ("transposed_k4_bilinear", dict(method="transposed", kernel_size=4, weight_init="bilinear")),
+    ("resize_conv_nearest", dict(method="resize_conv", resize="nearest")),
+    ("resize_conv_bilinear", dict(method="resize_conv", resize="bilinear")),
+    ("pixel_shuffle_default", dict(method="pixel_shuffle", weight_init="default")),
+    ("pixel_shuffle_icnr", dict(method="pixel_shuffle", weight_init="icnr")),
+)
+
+
+def operator_outputs(seed: int, channels: int = 8, size: int = 16, input_image=None) -> dict[str, np.ndarray]:
+    """Output of each operator (x2, freshly initialised with `seed`) on a constant input, or on `input_image`
+    ((1, H, W, C) array) when given."""
+    from segjax import ops
+
+    x = jnp.ones((1, size, size, channels), jnp.float32) if input_image is None else jnp.asarray(input_image)
+    outs = {}
+    for label, kwargs in OPERATOR_CASES:
+        learned = ops.has_params(kwargs["method"])
+        module = ops.Upsample(factor=2, features=x.shape[-1] if learned else None, **kwargs)
+        call = {}
+        if kwargs["method"] == "max_unpool":
+            pooled, indices = ops.max_pool_with_indices(x, 2)
+            inp, call = pooled, {"indices": indices, "output_size": x.shape[1:3]}
+        else:
+            inp = x
+        variables = module.init(jax.random.PRNGKey(seed), inp, **call)
+        outs[label] = np.asarray(module.apply(variables, inp, **call))
+    return outs
+
+
+def operator_checkerboard_at_init(seeds=range(5), border: int = 2) -> dict[str, list[float]]:
+    """label -> checkerboard score (factor 2) of each freshly initialised operator on a constant input, per seed."""
+    from segjax.ops import checkerboard_score
+
+    scores: dict[str, list[float]] = {label: [] for label, _ in OPERATOR_CASES}
+    for seed in seeds:
+        for label, y in operator_outputs(seed).items():
+            scores[label].append(float(checkerboard_score(jnp.asarray(y), 2, border)))
+    return scores

@@ -1,0 +1,349 @@
+"""Sweep runner: expand (models x operators x options x seeds) into configs and train each one.
+
+A sweep is plain data defined in a Python file next to this one (see ``upsampling_ablation.py``): a list of
+``Arm``s (one configuration each: a config family from ``configs/`` plus ml_collections overrides) and a list of
+seeds. ``run_sweep`` turns every (arm, seed) into a ``Run`` with its own workdir ``OUT/<model>/<label>/seed<k>``
+and executes it with ``segjax.train.train_and_evaluate`` followed by the measurements in
+``experiments.analysis`` (parameters, FLOPs, checkerboard scores, sample predictions).
+
+Bookkeeping, so a sweep can be stopped and started again at any time:
+- ``run.json`` (written before training) records the run's resolved-config hash;
+- ``analysis.json`` then ``DONE`` are written atomically after the final evaluation. A run with ``DONE`` is
+  skipped; a run without it is resumed: ``train_and_evaluate`` restores its own latest checkpoint.
+- Reusing an OUT whose run has a different config is refused (it would mix two experiments in one folder).
+Runs sharing an OUT are shared between sweeps: a run's workdir depends only on its model, label and seed, so the
+paper-reproduction presets reuse the ablation's finished runs instead of training them again.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import pathlib
+import sys
+import time
+import traceback
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIGS_DIR = REPO_ROOT / "configs"
+DONE = "DONE"
+RUN_FILE = "run.json"
+ANALYSIS_FILE = "analysis.json"
+ERROR_FILE = "error.txt"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sweep definitions
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One configuration of a sweep, everything except the seed.
+
+    model: report label of the network (e.g. 'unet'); label: the arm's name within that model (e.g.
+    'transposed_k3_bilinear'); config: the config family, 'unet' or 'fcn:8s' for ``configs/fcn.py`` with arg
+    '8s'; overrides: flattened ml_collections overrides ('model.upsample.method': 'transposed'); tags: free-form
+    facts the report groups by (method, kernel size, init, ...).
+    """
+
+    model: str
+    label: str
+    config: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.label}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A named set of arms, the seeds each one is run with, and overrides shared by every arm (budget)."""
+
+    name: str
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self):
+        keys = [arm.key for arm in self.arms]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"Sweep {self.name!r} defines these arms more than once: {dupes}; give each a "
+                             "unique (model, label).")
+        if not self.seeds:
+            raise ValueError(f"Sweep {self.name!r} has no seeds; give at least one.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One (arm, seed) of a sweep, with its fully resolved config."""
+
+    arm: Arm
+    seed: int
+    config: ml_collections.ConfigDict
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm.model}/{self.arm.label}/seed{self.seed}"
+
+    def workdir(self, out: str | os.PathLike) -> pathlib.Path:
+        return pathlib.Path(out) / self.arm.model / self.arm.label / f"seed{self.seed}"
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+
+def load_family_config(family: str) -> ml_collections.ConfigDict:
+    """The config of a family in configs/: 'unet' -> configs/unet.py get_config(); 'fcn:8s' -> get_config('8s')."""
+    name, _, arg = family.partition(":")
+    path = CONFIGS_DIR / f"{name}.py"
+    if not path.exists():
+        known = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))
+        raise ValueError(f"Unknown config family {family!r}: {path} does not exist. Known families: {known}.")
+    if str(REPO_ROOT) not in sys.path:  # config files may import each other as `configs.default`
+        sys.path.insert(0, str(REPO_ROOT))
+    spec = importlib.util.spec_from_file_location(f"_segjax_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """Set dotted keys ('model.upsample.method') on a copy of config; unknown keys are an error, not a no-op."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for key, value in overrides.items():
+        node = config
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if part not in node:
+                raise ValueError(f"Override {key!r}: config has no {'.'.join(parts[:i + 1])!r}; "
+                                 f"valid keys there: {sorted(node.keys())}.")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ValueError(f"Override {key!r}: config has no key {parts[-1]!r} under "
+                             f"{'.'.join(parts[:-1]) or 'the root'}; valid keys there: {sorted(node.keys())}.")
+        if isinstance(value, Mapping):
+            value = ml_collections.ConfigDict(dict(value))
+        with node.unlocked():
+            node[parts[-1]] = value
+    return config
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+    """A short stable hash of a resolved config (what the report quotes and the skip check compares)."""
+    text = json.dumps(config.to_dict(), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+SEED_KEY = "seed"
+
+
+def expand(sweep: Sweep, *, only: Sequence[str] = (), seeds: Sequence[int] | None = None) -> list[Run]:
+    """Every (arm, seed) of the sweep with its resolved config: family config <- sweep overrides <- arm overrides
+    <- seed. `only` keeps arms whose 'model/label' contains any of the given substrings."""
+    runs = []
+    cache: dict[str, ml_collections.ConfigDict] = {}
+    for arm in sweep.arms:
+        if only and not any(s in arm.key for s in only):
+            continue
+        if arm.config not in cache:
+            cache[arm.config] = load_family_config(arm.config)
+        base = apply_overrides(cache[arm.config], {**sweep.overrides, **arm.overrides})
+        for seed in (sweep.seeds if seeds is None else seeds):
+            runs.append(Run(arm, int(seed), apply_overrides(base, {SEED_KEY: int(seed)})))
+    if only and not runs:
+        raise ValueError(f"--only {list(only)} matches no arm of sweep {sweep.name!r}; arms are "
+                         f"{[a.key for a in sweep.arms]}.")
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Executing runs
+
+
+def write_json_atomic(path: pathlib.Path, payload: Any) -> None:
+    """Write JSON so that readers see either the old file or the complete new one, never half of it."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=repr))
+    os.replace(tmp, path)
+
+
+def read_json(path: pathlib.Path) -> Any:
+    return json.loads(pathlib.Path(path).read_text())
+
+
+def run_state(workdir: pathlib.Path, expected_hash: str) -> str:
+    """'done' (skip), 'partial' (resume) or 'new'. Refuses a workdir that holds a different config."""
+    for marker in (DONE, RUN_FILE):
+        path = workdir / marker
+        if path.exists():
+            found = read_json(path).get("config_hash")
+            if found != expected_hash:
+                raise ValueError(
+                    f"{workdir} holds a run with config hash {found}, but this sweep's run has config {expected_hash}"
+                    f" (the sweep definition or a default config changed). Use a new --out, or delete {workdir} "
+                    "to train it again.")
+    if (workdir / DONE).exists():
+        return "done"
+    if (workdir / RUN_FILE).exists():
+        return "partial"
+    return "new"
+
+
+def _default_train(config, workdir):
+    from segjax.train import train_and_evaluate  # imported late: the runner itself must not need jax
+    return train_and_evaluate(config, workdir)
+
+
+def _default_analyze(config, workdir):
+    from experiments import analysis
+    return analysis.analyze_run(config, workdir)
+
+
+TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
+AnalyzeFn = Callable[[ml_collections.ConfigDict, str], dict]
+
+
+def execute_run(run: Run, out: str | os.PathLike, *, train_fn: TrainFn | None = None,
+                analyze_fn: AnalyzeFn | None = None) -> str:
+    """Train (or resume) one run, measure it, mark it done. Returns 'skipped' when it was already done."""
+    workdir = run.workdir(out)
+    state = run_state(workdir, run.config_hash)
+    if state == "done":
+        return "skipped"
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(workdir / RUN_FILE, {
+        "config_hash": run.config_hash, "name": run.name, "model": run.arm.model, "label": run.arm.label,
+        "seed": run.seed, "family": run.arm.config, "overrides": dict(run.arm.overrides), "tags": dict(run.arm.tags),
+        "config": run.config.to_dict()})
+    (workdir / ERROR_FILE).unlink(missing_ok=True)
+    start = time.time()
+    (train_fn or _default_train)(run.config, str(workdir))
+    train_seconds = time.time() - start
+    analysis = dict((analyze_fn or _default_analyze)(run.config, str(workdir)))
+    analysis.setdefault("wall_seconds_train_call", train_seconds)
+    write_json_atomic(workdir / ANALYSIS_FILE, analysis)
+    write_json_atomic(workdir / DONE, {"config_hash": run.config_hash, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                       "resumed": state == "partial"})
+    return "resumed" if state == "partial" else "trained"
+
+
+def _execute_guarded(run: Run, out, train_fn, analyze_fn) -> tuple[str, str]:
+    """execute_run that records a failure in the run's error.txt instead of stopping the whole sweep."""
+    try:
+        return run.name, execute_run(run, out, train_fn=train_fn, analyze_fn=analyze_fn)
+    except Exception:  # noqa: BLE001 - a failed arm must not stop the others; the error is kept and reported
+        text = traceback.format_exc()
+        workdir = run.workdir(out)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / ERROR_FILE).write_text(text)
+        print(f"[sweep] {run.name} FAILED:\n{text}", file=sys.stderr, flush=True)
+        return run.name, "failed"
+
+
+def _worker_init(out: str):
+    configure_jax(out)
+
+
+def configure_jax(out: str | os.PathLike) -> None:
+    """Share XLA compilations between the runs of a sweep (every seed of an arm compiles the same programs)."""
+    try:
+        import jax
+    except ImportError:
+        return
+    cache = pathlib.Path(out) / ".jax_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def run_sweep(runs: Sequence[Run], out: str | os.PathLike, *, jobs: int = 1, train_fn: TrainFn | None = None,
+              analyze_fn: AnalyzeFn | None = None, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Execute runs (skipping done ones, resuming partial ones); jobs > 1 runs that many spawned processes, each
+    reusing its process for several runs. Returns run name -> 'skipped'|'trained'|'resumed'|'failed'."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}.")
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for run in runs:  # refuse a mismatching OUT before spending any compute
+        run_state(run.workdir(out), run.config_hash)
+    results: dict[str, str] = {}
+    todo = [r for r in runs if not (r.workdir(out) / DONE).exists()]
+    for r in runs:
+        if r not in todo:
+            results[r.name] = "skipped"
+    log(f"[sweep] {len(runs)} runs: {len(runs) - len(todo)} already done, {len(todo)} to run, jobs={jobs}")
+    start = time.time()
+    if jobs == 1 or len(todo) <= 1:
+        configure_jax(out)
+        for i, run in enumerate(todo):
+            name, status = _execute_guarded(run, out, train_fn, analyze_fn)
+            results[name] = status
+            log(f"[sweep] {i + 1}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                                                    initargs=(str(out),)) as pool:
+            futures = [pool.submit(_execute_guarded, run, str(out), train_fn, analyze_fn) for run in todo]
+            for i, future in enumerate(concurrent.futures.as_completed(futures)):
+                name, status = future.result()
+                results[name] = status
+                log(f"[sweep] {i + 1}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line shared by the sweep files
+
+
+def main(presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]], argv: Sequence[str] | None = None,
+         *, prog: str | None = None, default_out: str = "experiments/runs") -> int:
+    """CLI for a sweep file: pick a preset, run it into --out, then write the report into OUT/report."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", required=True, choices=sorted(presets))
+    parser.add_argument("--out", default=None, help=f"run folder (default {default_out}/<preset>)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1: in this process)")
+    parser.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the preset's")
+    parser.add_argument("--only", action="append", default=[], help="run only arms whose model/label contains this")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
+    parser.add_argument("--report-dir", default=None, help="where the report goes (default OUT/report)")
+    args = parser.parse_args(argv)
+
+    made = presets[args.preset]()
+    sweeps = [made] if isinstance(made, Sweep) else list(made)
+    out = pathlib.Path(args.out or f"{default_out}/{args.preset}")
+    seeds = list(range(args.seeds)) if args.seeds else None
+    runs = [r for s in sweeps for r in expand(s, only=args.only, seeds=seeds)]
+    command = " ".join(["python -m", prog or "experiments.sweep", *(argv if argv is not None else sys.argv[1:])])
+    if args.dry_run:
+        for run in runs:
+            print(f"{run.name:50s} {run.config_hash}  {run_state(run.workdir(out), run.config_hash)}")
+        print(f"{len(runs)} runs")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    if not args.report_only:
+        results = run_sweep(runs, out, jobs=args.jobs)
+        failed = [name for name, status in results.items() if status == "failed"]
+    from experiments import report  # plotting imports only once there is something to report
+    report_dir = pathlib.Path(args.report_dir or out / "report")
+    report.write_report(out, report_dir, runs=runs, sweeps=sweeps, command=command)
+    print(f"[sweep] report: {report_dir / 'REPORT.md'}")
+    if failed:
+        print(f"[sweep] {len(failed)} runs failed (see their error.txt): {failed}", file=sys.stderr)
+        return 1
+    return 0
