@@ -31,14 +31,24 @@ def test_every_method_shapes_params_and_gradient(method):
   if needs_indices(method):
     x, kwargs["indices"] = max_pool_with_indices(jnp.tile(X, (1, 2, 2, 1)))  # (2, 5, 6, 4)
   module = Upsample(method, factor=2, features=features)
-  variables, y = _run(module, x, **kwargs)
-  assert y.shape == (2, 10, 12, features or 4)
+  variables = jax.jit(module.init)(jax.random.key(0), x, **kwargs)
   assert sum(p.size for p in jax.tree.leaves(variables)) == PARAM_COUNTS[method]
-  # Cropping to an odd size (the decoder side of an odd encoder map).
-  y_odd = module.apply(variables, x, output_size=(9, 11), **kwargs)
+
+  @jax.jit
+  def outputs(variables, x, kwargs):
+    y = module.apply(variables, x, **kwargs)
+    # Cropping to an odd size (the decoder side of an odd encoder map).
+    y_odd = module.apply(variables, x, output_size=(9, 11), **kwargs)
+    grads = jax.grad(lambda v, x: jnp.sum(module.apply(v, x, **kwargs) ** 2), (0, 1))(variables, x)
+    return y, y_odd, grads
+
+  y, y_odd, (grad_vars, grad_x) = outputs(variables, x, kwargs)
+  assert y.shape == (2, 10, 12, features or 4)
   assert y_odd.shape == (2, 9, 11, features or 4)
-  grad = jax.grad(lambda x: jnp.sum(module.apply(variables, x, **kwargs) ** 2))(x)
-  assert float(jnp.abs(grad).sum()) > 0
+  if not needs_indices(method):  # max_unpool reads indices in the output_size plane: not a crop
+    np.testing.assert_array_equal(y_odd, y[:, :9, :11])
+  assert float(jnp.abs(grad_x).sum()) > 0
+  assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grad_vars))
 
 
 def test_fixed_methods_equal_the_ops():

@@ -41,16 +41,24 @@ def _median_seconds(run, repeats):
 
 
 def time_jax(fn, args, repeats, backward):
-  """Median seconds of jit(fn)(*args), or of its gradients w.r.t. all float args."""
+  """Median seconds of jit(fn)(*args); with `backward`, of the output plus the gradients of every
+  float arg for a fixed random output cotangent (passed in, so XLA cannot fold the backward pass)."""
   if backward:
-    float_args = [i for i, a in enumerate(args) if jnp.issubdtype(a.dtype, jnp.floating)]
+    float_args = tuple(i for i, a in enumerate(args) if jnp.issubdtype(a.dtype, jnp.floating))
+    out = jax.eval_shape(fn, *args)
+    cotangent = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), out.dtype)
 
-    def loss(*args):
-      y = fn(*args)
-      return jnp.sum(y * y)
+    def fwd_bwd(cotangent, *args):
+      def of_floats(*floats):
+        full = list(args)
+        for i, a in zip(float_args, floats):
+          full[i] = a
+        return fn(*full)
+      y, vjp = jax.vjp(of_floats, *(args[i] for i in float_args))
+      return y, vjp(cotangent)
 
-    grad = jax.jit(jax.grad(loss, argnums=tuple(float_args)))
-    run = lambda: jax.block_until_ready(grad(*args))
+    step = jax.jit(fwd_bwd)
+    run = lambda: jax.block_until_ready(step(cotangent, *args))
   else:
     fwd = jax.jit(fn)
     run = lambda: jax.block_until_ready(fwd(*args))
@@ -58,14 +66,18 @@ def time_jax(fn, args, repeats, backward):
 
 
 def time_torch(fn, args, repeats, backward):
-  """Median seconds of fn(*args) in PyTorch eager, with .backward() of sum(y*y) when `backward`."""
+  """Median seconds of fn(*args) in PyTorch eager; with `backward`, also y.backward(cotangent)."""
+  cotangent = None
+  if backward:
+    with torch.no_grad():
+      shape = fn(*args).shape
+    cotangent = torch.from_numpy(np.random.default_rng(1).normal(size=shape).astype(np.float32))
+
   def run():
     if backward:
       for a in args:
-        if a.is_floating_point():
-          a.grad = None
-      y = fn(*args)
-      (y * y).sum().backward()
+        a.grad = None
+      fn(*args).backward(cotangent)
     else:
       with torch.no_grad():
         fn(*args)

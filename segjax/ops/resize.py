@@ -1,7 +1,11 @@
 """Parameter-free upsampling of NHWC arrays by an integer factor: bed of nails, nearest, bilinear,
 pixel shuffle and its inverse. All are reshapes, pads and elementwise sums, so XLA fuses them and their
 gradients are the same kind of ops (no gathers or scatters)."""
+import functools
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from segjax.ops._checks import factor_int, nhwc
@@ -39,16 +43,26 @@ def _phase_weights(f: int):
   return weights
 
 
-def _bilinear_axis(x, f: int, axis: int):
-  """Upsamples one spatial axis by f with half-pixel bilinear weights and edge clamping."""
+def _shifted(x, axis: int, offset: int):
+  """x[q + offset] along `axis` (offset in {-1, 0, 1}), clamped to the edge row."""
+  if offset == 0:
+    return x
   n = x.shape[axis]
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (1, 1)
-  xp = jnp.pad(x, pad, mode="edge")
-  prev, centre, nxt = (lax.slice_in_dim(xp, s, s + n, axis=axis) for s in (0, 1, 2))
+  if offset < 0:
+    parts = [lax.slice_in_dim(x, 0, 1, axis=axis), lax.slice_in_dim(x, 0, n - 1, axis=axis)]
+  else:
+    parts = [lax.slice_in_dim(x, 1, n, axis=axis), lax.slice_in_dim(x, n - 1, n, axis=axis)]
+  return lax.concatenate(parts, axis)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _bilinear_axis(x, f: int, axis: int):
+  """Upsamples one spatial axis by f: output row f*q + r = a_r x[q-1] + b_r x[q] + c_r x[q+1]
+  (edge-clamped), the phases interleaved by a stack and a reshape."""
+  prev, nxt = _shifted(x, axis, -1), _shifted(x, axis, 1)
   phases = []
   for a, b, c in _phase_weights(f):
-    y = b * centre
+    y = b * x
     if a:
       y = y + a * prev
     if c:
@@ -56,8 +70,42 @@ def _bilinear_axis(x, f: int, axis: int):
     phases.append(y.astype(x.dtype))
   y = jnp.stack(phases, axis=axis + 1)
   shape = list(x.shape)
-  shape[axis] = n * f
+  shape[axis] *= f
   return y.reshape(shape)
+
+
+def _bilinear_axis_fwd(x, f, axis):
+  return _bilinear_axis(x, f, axis), None
+
+
+def _bilinear_axis_bwd(f, axis, _, g):
+  """Adjoint: weighted sums of the output phases, the neighbour terms shifted back (edge rows
+  keep the clamped contributions). Written out because autodiff's version is slower."""
+  shape = list(g.shape)
+  n = shape[axis] // f
+  g = g.reshape(shape[:axis] + [n, f] + shape[axis + 1:])
+  sums = [None, None, None]  # a, b, c: the phases weighted by their previous / centre / next weight
+  for r, weights in enumerate(_phase_weights(f)):
+    g_r = lax.index_in_dim(g, r, axis=axis + 1, keepdims=False)
+    for j, weight in enumerate(weights):
+      if weight:
+        term = weight * g_r
+        sums[j] = term if sums[j] is None else sums[j] + term
+  a, b, c = (jnp.zeros_like(sums[1]) if t is None else t for t in sums)
+  zeros = [(0, 0)] * a.ndim
+
+  def pad(x, lo, hi):
+    p = list(zeros)
+    p[axis] = (lo, hi)
+    return jnp.pad(x, p)
+
+  first, rest = lax.slice_in_dim(a, 0, 1, axis=axis), lax.slice_in_dim(a, 1, n, axis=axis)
+  head, last = lax.slice_in_dim(c, 0, n - 1, axis=axis), lax.slice_in_dim(c, n - 1, n, axis=axis)
+  dx = b + pad(rest, 0, 1) + pad(first, 0, n - 1) + pad(head, 1, 0) + pad(last, n - 1, 0)
+  return (dx,)
+
+
+_bilinear_axis.defvjp(_bilinear_axis_fwd, _bilinear_axis_bwd)
 
 
 def bilinear_upsample(x, factor: int):
