@@ -325,7 +325,7 @@ def test_conv2d_matches_lax_forward_and_gradients(k, cin, cout):
 
 def test_summary_table_counts_params_and_flops(capsys):
   from segjax.models import summary
-  rows = summary.main(["--models", "unet,fcn32s", "--size", "17x21", "--base-width", "2", "--depth", "2",
+  rows = summary.run(["--models", "unet,fcn32s", "--size", "17x21", "--base-width", "2", "--depth", "2",
                        "--norm", "none", "--num-classes", "5", "--method", "max_unpool"])
   out = capsys.readouterr().out
   unet, fcn = rows

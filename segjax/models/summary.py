@@ -49,7 +49,8 @@ def format_table(rows) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None):
+def run(argv=None) -> list[dict]:
+  """Parses the command line, prints the table and returns its rows."""
   parser = argparse.ArgumentParser(
       prog="segjax-models",
       description="Parameter count and GFLOPs (XLA cost analysis, forward pass per image) of each model.")
@@ -86,6 +87,11 @@ def main(argv=None):
                        if ":" in str(e) else str(e)))
   print(format_table(rows))
   return rows
+
+
+def main(argv=None) -> None:
+  """Entry point of `segjax-models` (returns None: a console script's return value is its exit status)."""
+  run(argv)
 
 
 if __name__ == "__main__":
