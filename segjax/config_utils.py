@@ -57,6 +57,7 @@ NONE_KEY_TYPES = {
     "data.train_split": str,
     "data.eval_split": str,
     "data.reduce_zero_label": bool,
+    "data.scale_range": tuple,
     "data.embedded.num_train": int,
     "data.embedded.num_validation": int,
     "data.embedded.num_test": int,

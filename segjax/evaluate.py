@@ -27,7 +27,7 @@ from segjax import config_utils
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
 from segjax import parallel
-from segjax.experiment import build_model, build_optimizer, initial_state
+from segjax.experiment import abstract_state, build_model, build_optimizer
 
 
 def _eval_batch(batch: dict, batch_size: int) -> dict:
@@ -35,6 +35,18 @@ def _eval_batch(batch: dict, batch_size: int) -> dict:
     out = {"image": batch["image"], "label": batch["label"]}
     out["valid"] = batch["valid"] if "valid" in batch else np.ones(len(batch["image"]), bool)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _wrapped_eval_step(dp, model, num_classes, ignore_index, tolerance):
+    """One wrapped (hence compiled) evaluation step per setting, reused by every validation of a process."""
+    return dp.wrap(functools.partial(parallel.eval_step, model=model, num_classes=num_classes,
+                                     ignore_index=ignore_index, boundary_tolerance=tolerance))
+
+
+@functools.lru_cache(maxsize=16)
+def _wrapped_predict_step(dp, model):
+    return dp.wrap(functools.partial(parallel.predict_step, model=model), per_example=True)
 
 
 def evaluate_split(dp: parallel.DataParallel, model, state, config, split: str, *, num_classes: int,
@@ -55,14 +67,13 @@ def evaluate_split(dp: parallel.DataParallel, model, state, config, split: str, 
             tolerance = config.eval.boundary_tolerance
             if tolerance is None:
                 tolerance = metrics_lib.segnet_boundary_tolerance(*batch["label"].shape[1:3])
-            step_fn = dp.wrap(functools.partial(parallel.eval_step, model=model, num_classes=num_classes,
-                                                ignore_index=ignore_index, boundary_tolerance=int(tolerance)))
+            step_fn = _wrapped_eval_step(dp, model, num_classes, ignore_index, int(tolerance))
         sharded = dp.shard_batch(batch)
         stats = step_fn(state, sharded)
         totals = stats if totals is None else jax.tree.map(lambda a, b: a + b, totals, stats)
         if sum(len(e["image"]) for e in examples) < collect_examples:
             if predict_fn is None:
-                predict_fn = dp.wrap(functools.partial(parallel.predict_step, model=model), per_example=True)
+                predict_fn = _wrapped_predict_step(dp, model)
             predictions = dp.gather_examples(predict_fn(state, sharded))
             keep = batch["valid"]
             examples.append({"image": batch["image"][keep], "label": batch["label"][keep],
@@ -228,7 +239,7 @@ def evaluate_checkpoint(workdir: str, step="latest", split: str | None = None, c
         model = build_model(config, info.num_classes)
         tx, _ = build_optimizer(config)
         try:
-            state, _ = checkpoints.restore(resolved, initial_state(config, info, model, tx))
+            state, _ = checkpoints.restore(resolved, abstract_state(config, info, model, tx))
         except checkpoint_lib.CheckpointError as e:
             raise EvalError(str(e)) from None
     except checkpoint_lib.CheckpointError as e:

@@ -31,6 +31,13 @@ def initial_state(config, info, model, tx) -> parallel.TrainState:
     return jax.device_get(state)
 
 
+def abstract_state(config, info, model, tx) -> parallel.TrainState:
+    """Zeros shaped like a fresh TrainState, without running or compiling the initialisers: a restore target."""
+    shapes = jax.eval_shape(lambda: parallel.create_train_state(
+        model, tx, jax.random.PRNGKey(config.seed), jnp.zeros((1, *info.crop_size, 3), jnp.float32)))
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
 def checkpoint_meta(config, num_classes: int) -> dict:
     """What a checkpoint records about its run besides the state (checked by segjax-eval)."""
     return {"num_classes": int(num_classes), "model": config.model.to_dict(), "dataset": config.data.name}

@@ -45,11 +45,17 @@ class TrainState:
 def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array, sample_images) -> TrainState:
     """Initialises parameters from `sample_images` (any batch, only its shape matters) and the optimizer state."""
     init_rng, state_rng = jax.random.split(rng)
-    variables = jax.jit(functools.partial(model.init, train=False))(init_rng, jnp.asarray(sample_images))
+    variables = _jitted_init(model)(init_rng, jnp.asarray(sample_images))
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), rng=state_rng)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(model):
+    """model.init in inference mode, compiled once per (equal) model."""
+    return jax.jit(functools.partial(model.init, train=False))
 
 
 def _psum(tree, axis_name):
@@ -142,6 +148,15 @@ class DataParallel:
         self.mesh = Mesh(np.asarray(devices), (AXIS,))
         self._replicated = NamedSharding(self.mesh, P())
         self._split = NamedSharding(self.mesh, P(AXIS))
+
+    def _key(self):
+        return self.parallelism, tuple(d.id for d in self.devices)
+
+    def __eq__(self, other):  # equal layouts wrap functions identically (lets callers cache wrapped functions)
+        return isinstance(other, DataParallel) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
 
     def check_batch_size(self, batch_size: int, what: str = "batch_size") -> None:
         if batch_size % self.num_devices:

@@ -10,6 +10,7 @@ holds the RNG, per-step keys are derived from (rng, step), and the data loader r
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib
 from segjax import parallel
 from segjax.evaluate import evaluate_split
-from segjax.experiment import build_model, build_optimizer, checkpoint_meta, initial_state
+from segjax.experiment import abstract_state, build_model, build_optimizer, checkpoint_meta, initial_state
 from segjax.logging_utils import MetricWriter, Progress
 
 log = logging.getLogger("segjax.train")
@@ -54,6 +55,27 @@ def class_weights_for(config, info):
     weights = losses_lib.resolve_class_weights(config.loss, num_classes, counts, image_counts)
     log.info("Median-frequency class weights: %s", np.round(weights, 3).tolist())
     return weights
+
+
+def wrapped_train_step(dp, model, config, num_classes: int, ignore_index: int, class_weights):
+    """The train step for this setting, wrapped by `dp`; reused (not recompiled) by later runs in the process."""
+    weights = None if class_weights is None else tuple(float(w) for w in class_weights)
+    return _wrapped_train_step(dp, model, config_utils.to_json(config.optimizer), config_utils.to_json(config.schedule),
+                               config.num_train_steps, config_utils.to_json(config.loss), num_classes, ignore_index,
+                               weights)
+
+
+@functools.lru_cache(maxsize=8)
+def _wrapped_train_step(dp, model, optimizer_json, schedule_json, num_train_steps, loss_json, num_classes,
+                        ignore_index, class_weights):
+    config = ml_collections.ConfigDict({"optimizer": json.loads(optimizer_json), "schedule": json.loads(schedule_json),
+                                        "num_train_steps": num_train_steps})
+    tx, _ = build_optimizer(config)
+    loss_config = ml_collections.ConfigDict(json.loads(loss_json))
+    weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+    return dp.wrap(functools.partial(parallel.train_step, model=model, tx=tx, loss_config=loss_config,
+                                     num_classes=num_classes, ignore_index=ignore_index, class_weights=weights),
+                   returns_state=True, donate_state=True)
 
 
 def _train_batch(batch: dict) -> dict:
@@ -88,11 +110,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     # State: fresh or restored.
     checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
-    host_state = initial_state(config, info, model, tx)
     last_saved = checkpoints.latest_step()
     scores = None
-    if last_saved is not None:
-        host_state, meta = checkpoints.restore(last_saved, host_state)
+    if last_saved is None:
+        host_state = initial_state(config, info, model, tx)
+    else:
+        host_state, meta = checkpoints.restore(last_saved, abstract_state(config, info, model, tx))
         scores = meta.get("scores")
         log.info("Resuming from the checkpoint of step %d in %s", last_saved, checkpoints.directory)
     start_step = int(host_state.step)
@@ -105,10 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     log.info("%s: %d classes; %d devices (%s); global batch %d; steps %d -> %d", info.name, num_classes,
              dp.num_devices, dp.parallelism, config.batch_size, start_step, num_steps)
     class_weights = class_weights_for(config, info)
-    train_step = dp.wrap(functools.partial(parallel.train_step, model=model, tx=tx, loss_config=config.loss,
-                                           num_classes=num_classes, ignore_index=ignore_index,
-                                           class_weights=class_weights),
-                         returns_state=True, donate_state=True)
+    train_step = wrapped_train_step(dp, model, config, num_classes, ignore_index, class_weights)
     state = dp.replicate(host_state)
     loader = data_lib.make_loader(config.data, info.train_split, global_batch_size=config.batch_size,
                                   train=True, seed=config.seed, start_step=start_step)
