@@ -140,14 +140,18 @@ def max_unpool(values, indices, output_size):
         f"max_unpool: output_size {(out_h, out_w)} is smaller than the pooled size {(ho, wo)}.")
   indices = indices.astype(jnp.int32)
   sh, sw = out_h // ho, out_w // wo
-  r, col = jnp.divmod(indices, jnp.int32(out_w))
-  rows = jnp.arange(ho, dtype=jnp.int32)[None, :, None, None] * sh
+  # Offset of each index from the top-left pixel of its own cell; inside the cell it is one of
+  # a * out_w + b (a < sh, b < sw). Compared, not divided: integer division is slow on CPU.
+  rows = jnp.arange(ho, dtype=jnp.int32)[None, :, None, None] * (sh * out_w)
   cols = jnp.arange(wo, dtype=jnp.int32)[None, None, :, None] * sw
-  local_r, local_c = r - rows, col - cols
-  in_cell = (local_r >= 0) & (local_r < sh) & (local_c >= 0) & (local_c < sw) & (indices >= 0)
+  local = indices - rows - cols
+  offsets = [a * out_w + b for a in range(sh) for b in range(sw)]
+  in_cell = functools.reduce(jnp.logical_or, [local == o for o in offsets])
 
   def cells(values):
-    y = _one_hot_cells(values, local_r * sw + local_c, sh, sw)
+    zero = jnp.zeros((), values.dtype)
+    y = jnp.stack([jnp.where(local == o, values, zero) for o in offsets], axis=3)
+    y = y.reshape(n, ho, wo, sh, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, ho * sh, wo * sw, c)
     return jnp.pad(y, ((0, 0), (0, out_h - ho * sh), (0, out_w - wo * sw), (0, 0)))
 
   def scatter(values):
