@@ -85,8 +85,6 @@ def phase_maps(arms, path: pathlib.Path) -> bool:
                 ax.set_title(f"{model} {stage}\n{score:.3f}" if i == 0 else f"{score:.3f}", fontsize=7)
                 if j == 0 and k == 0:
                     ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle("phase means (x - mean) / rms of the most checkerboarded class probability, constant input;\n"
-                 "above each map: its checkerboard score", fontsize=8, y=1.0 + 0.25 / len(labels))
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5)
     fig.savefig(path, dpi=90, bbox_inches="tight")

@@ -137,6 +137,14 @@ def git_revision() -> str:
         return "unknown"
 
 
+def _load_summary(rows: list[dict]) -> str:
+    loads = [r["_analysis"].get("load_average_1min") for r in rows]
+    loads = [x for x in loads if x is not None]
+    if not loads:
+        return "not recorded"
+    return f"median {np.median(loads):.1f}, range {min(loads):.1f}-{max(loads):.1f}"
+
+
 def sweep_hash(rows: list[dict]) -> str:
     """Hash over the config hashes of all reported runs: equal hashes mean the same experiment."""
     text = "\n".join(sorted(f"{r['model']}/{r['label']}/{r['seed']}:{r['config_hash']}" for r in rows))
@@ -203,7 +211,8 @@ def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs:
            f"- command: `{command or '(report only)'}`",
            f"- sweep hash (over the {len(rows)} run config hashes): `{sweep_hash(rows)}`; per-run hashes in runs.csv",
            f"- code: git {git_revision()}",
-           f"- machine: {machine_description()}",
+           f"- machine: {machine_description()}; 1-minute load average when each run finished: "
+           f"{_load_summary(rows)} (step times scale with it: the machine was shared)",
            f"- written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
     for s in sweeps:
         md += [f"**{s.name}**: {s.description}", "",
@@ -229,7 +238,12 @@ def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs:
     if figures and arms:
         made = figures_lib.write_figures(arms, report_dir)
         for title, name in made:
-            md += [f"### {title}", "", f"![{title}]({name})", ""]
+            md += [f"### {title}", ""]
+            if name == "checkerboard_phase_maps.png":
+                md += ["Each map: the mean of every output phase (position modulo the factor) of the most "
+                       "checkerboarded class probability on the constant input, as (mean - overall mean) / rms, seed 0; "
+                       "above it, the run's checkerboard score. A flat map is no artifact.", ""]
+            md += [f"![{title}]({name})", ""]
     for section in reproductions.sections(arms, report_dir, operator_study=operator_study, figures=figures):
         md += [section, ""]
     path = report_dir / "REPORT.md"

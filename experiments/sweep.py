@@ -321,6 +321,7 @@ def main(presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]], argv: Seq
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
     parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
     parser.add_argument("--report-dir", default=None, help="where the report goes (default OUT/report)")
+    parser.add_argument("--no-report", action="store_true", help="train only; write the report later")
     args = parser.parse_args(argv)
 
     made = presets[args.preset]()
@@ -339,6 +340,8 @@ def main(presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]], argv: Seq
     if not args.report_only:
         results = run_sweep(runs, out, jobs=args.jobs)
         failed = [name for name, status in results.items() if status == "failed"]
+    if args.no_report:
+        return 1 if failed else 0
     from experiments import report  # plotting imports only once there is something to report
     report_dir = pathlib.Path(args.report_dir or out / "report")
     report.write_report(out, report_dir, runs=runs, sweeps=sweeps, command=command)

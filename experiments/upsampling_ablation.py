@@ -54,7 +54,7 @@ BUDGETS = {
         },
         # U-Net: every arm; SegNet: the arms of the SegNet Table 1 reproduction (the rest only in 'gpu').
         models={"unet": None, "segnet": ("bilinear", "max_unpool", "transposed_k4_bilinear")},
-        fcn_overrides={"model.base_width": 8},
+        fcn_overrides={"model.base_width": 8, "model.depth": None},  # FCN is fixed at depth 5
     ),
     "gpu": dict(
         seeds=5,
@@ -65,7 +65,7 @@ BUDGETS = {
             "progress_bar": False, "model.preset": "small", "model.base_width": 32, "model.depth": 4,
         },
         models={"unet": None, "segnet": None},
-        fcn_overrides={"model.base_width": 32},
+        fcn_overrides={"model.base_width": 32, "model.depth": None},
     ),
 }
 """Each family keeps its own recipe from configs/ (U-Net: AdamW 3e-3; SegNet: SGD 0.1 with median-frequency class

@@ -102,9 +102,13 @@ interior = (slice(None), slice(2, -2), slice(2, -2))
 print("bilinear-kernel transposed conv vs bilinear_upsample, interior max |diff|:",
       float(jnp.abs(ours[interior] - ops.bilinear_upsample(small, 2)[interior]).max()))
 
-shuffled = ops.pixel_shuffle(jnp.tile(small, (1, 1, 1, 4)), 2)  # 12 channels -> 3 channels at twice the size
-assert jnp.array_equal(ops.pixel_unshuffle(shuffled, 2), jnp.tile(small, (1, 1, 1, 4)))
-print("pixel_shuffle of 4 copies == nearest upsampling:", bool(jnp.allclose(shuffled, fixed["nearest"])))'''),
+# Input channel c*4 + i*2 + j goes to output channel c at sub-pixel (i, j) (PyTorch's order): four copies of
+# each channel, side by side, shuffle into nearest-neighbour upsampling.
+copies = jnp.repeat(small, 4, axis=-1)  # 12 channels -> 3 channels at twice the size
+shuffled = ops.pixel_shuffle(copies, 2)
+assert jnp.array_equal(ops.pixel_unshuffle(shuffled, 2), copies)
+assert jnp.allclose(shuffled, fixed["nearest"])
+print("pixel_shuffle of 4 copies == nearest upsampling; pixel_unshuffle inverts it")'''),
     ("markdown", """\
 ## Learned operators at initialisation: where checkerboards come from
 

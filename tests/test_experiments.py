@@ -45,6 +45,21 @@ def test_ablation_presets_expand_into_valid_configs():
         assert kwargs["upsample_method"] == settings["method"]
 
 
+def test_reproduction_presets_expand_into_valid_configs():
+    from experiments import reproductions
+    from segjax.models.config import resolve
+
+    fcn = sweep_lib.expand(reproductions.fcn("cpu"))
+    assert [r.config.model.name for r in fcn if r.seed == 0] == ["fcn32s", "fcn16s", "fcn8s"]
+    for run in fcn:
+        resolve(run.config.model)
+    segnet = {r.arm.label for r in sweep_lib.expand(reproductions.segnet("gpu"))}
+    assert segnet == {"bilinear", "max_unpool", "transposed_k4_bilinear"}
+    odena = {r.arm.key for r in sweep_lib.expand(reproductions.odena("cpu"))}
+    assert "unet/transposed_k3_default" in odena and "unet/nearest" not in odena
+    assert set(reproductions.PRESETS) >= {"odena_cpu", "fcn_cpu", "segnet_cpu", "odena_gpu", "fcn_gpu", "segnet_gpu"}
+
+
 def test_only_filter_and_unknown_override_are_reported():
     sweep = ua.ablation("cpu")
     runs = sweep_lib.expand(sweep, only=["segnet/pixel_shuffle"], seeds=[7])
@@ -155,8 +170,11 @@ def tiny_sweep_out(tmp_path_factory):
     return out, sweep, runs, results
 
 
-def test_tiny_sweep_measurements(tiny_sweep_out):
-    out, _, runs, results = tiny_sweep_out
+def test_tiny_sweep_measurements_and_report(tiny_sweep_out, tmp_path):
+    # One test, not several sharing a fixture: pytest-xdist would train the fixture once per worker.
+    from experiments import report
+
+    out, sweep, runs, results = tiny_sweep_out
     assert results == {r.name: "trained" for r in runs}
     for run in runs:
         a = json.loads((run.workdir(out) / sweep_lib.ANALYSIS_FILE).read_text())
@@ -170,15 +188,9 @@ def test_tiny_sweep_measurements(tiny_sweep_out):
         samples = np.load(run.workdir(out) / "samples.npz")
         assert samples["prediction"].shape == samples["label"].shape == (4, 32, 32)
         assert samples["image"].dtype == np.uint8
-    # Two steps of training changed the network, so the two measurements are of different networks.
-    a0 = json.loads((runs[0].workdir(out) / sweep_lib.ANALYSIS_FILE).read_text())
-    assert a0["checkerboard"]["init"]["constant"] != a0["checkerboard"]["trained"]["constant"]
+        # Two steps of training changed the network, so the two measurements are of different networks.
+        assert a["checkerboard"]["init"]["real"] != a["checkerboard"]["trained"]["real"]
 
-
-def test_tiny_sweep_report(tiny_sweep_out, tmp_path):
-    from experiments import report
-
-    out, sweep, runs, _ = tiny_sweep_out
     path = report.write_report(out, tmp_path, runs=[*runs, *sweep_lib.expand(sweep, seeds=[5])], sweeps=[sweep],
                                command="pytest", operator_study=False)
     text = path.read_text()
