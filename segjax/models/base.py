@@ -13,7 +13,8 @@ class EncoderDecoder(nn.Module):
   """Base of the segmentation networks: images (N, H, W, 3), any H, W -> logits (N, H, W, classes).
 
   Subclasses implement `network(x, train)` on inputs padded to `stride` (zeros at the bottom/right);
-  `__call__` pads and crops, so no input has to be divisible by 32.
+  `__call__` pads and crops, so no input has to be divisible by 32. (Batch-norm statistics in training
+  then include the padded zeros; feed sizes divisible by `stride` where that matters.)
   """
   num_classes: int
   base_width: int = 16
