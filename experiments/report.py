@@ -191,7 +191,7 @@ def arm_table(arms: list[dict]) -> str:
 
 def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs: Sequence[sweep_lib.Run] | None = None,
                  sweeps: Sequence[sweep_lib.Sweep] = (), command: str = "", figures: bool = True,
-                 operator_study: bool = True) -> pathlib.Path:
+                 operator_study: bool = True, note: str = "") -> pathlib.Path:
     """Write results.csv, runs.csv, the figures and REPORT.md for the runs of `out` into report_dir."""
     from experiments import figures as figures_lib
     from experiments import reproductions
@@ -214,6 +214,8 @@ def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs:
            f"- machine: {machine_description()}; 1-minute load average when each run finished: "
            f"{_load_summary(rows)} (step times scale with it: the machine was shared)",
            f"- written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
+    if note:
+        md += [note, ""]
     for s in sweeps:
         md += [f"**{s.name}**: {s.description}", "",
                f"Shared overrides: `{json.dumps(dict(s.overrides), sort_keys=True)}`; seeds {list(s.seeds)}.", ""]

@@ -152,7 +152,7 @@ SEED_KEY = "seed"
 
 def expand(sweep: Sweep, *, only: Sequence[str] = (), seeds: Sequence[int] | None = None) -> list[Run]:
     """Every (arm, seed) of the sweep with its resolved config: family config <- sweep overrides <- arm overrides
-    <- seed. `only` keeps arms whose 'model/label' contains any of the given substrings."""
+    <- seed. `only` keeps arms whose 'model/label' contains any of the given substrings (possibly none)."""
     runs = []
     cache: dict[str, ml_collections.ConfigDict] = {}
     for arm in sweep.arms:
@@ -163,10 +163,18 @@ def expand(sweep: Sweep, *, only: Sequence[str] = (), seeds: Sequence[int] | Non
         base = apply_overrides(cache[arm.config], {**sweep.overrides, **arm.overrides})
         for seed in (sweep.seeds if seeds is None else seeds):
             runs.append(Run(arm, int(seed), apply_overrides(base, {SEED_KEY: int(seed)})))
-    if only and not runs:
-        raise ValueError(f"--only {list(only)} matches no arm of sweep {sweep.name!r}; arms are "
-                         f"{[a.key for a in sweep.arms]}.")
     return runs
+
+
+def dedupe(runs: Sequence[Run]) -> list[Run]:
+    """Runs of several sweeps, each workdir once (sweeps may share arms); a name with two configs is an error."""
+    seen: dict[str, Run] = {}
+    for run in runs:
+        other = seen.setdefault(run.name, run)
+        if other.config_hash != run.config_hash:
+            raise ValueError(f"Two sweeps define {run.name} with different configs ({other.config_hash} vs "
+                             f"{run.config_hash}); give one of the arms another label.")
+    return list(seen.values())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,13 +330,17 @@ def main(presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]], argv: Seq
     parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
     parser.add_argument("--report-dir", default=None, help="where the report goes (default OUT/report)")
     parser.add_argument("--no-report", action="store_true", help="train only; write the report later")
+    parser.add_argument("--note", default="", help="text for the report's 'How this was produced' section")
     args = parser.parse_args(argv)
 
     made = presets[args.preset]()
     sweeps = [made] if isinstance(made, Sweep) else list(made)
     out = pathlib.Path(args.out or f"{default_out}/{args.preset}")
     seeds = list(range(args.seeds)) if args.seeds else None
-    runs = [r for s in sweeps for r in expand(s, only=args.only, seeds=seeds)]
+    runs = dedupe([r for s in sweeps for r in expand(s, only=args.only, seeds=seeds)])
+    if not runs:
+        arms = [a.key for s in sweeps for a in s.arms]
+        raise SystemExit(f"--only {args.only} matches no arm of preset {args.preset!r}; its arms are {arms}.")
     command = " ".join(["python -m", prog or "experiments.sweep", *(argv if argv is not None else sys.argv[1:])])
     if args.dry_run:
         for run in runs:
@@ -344,7 +356,7 @@ def main(presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]], argv: Seq
         return 1 if failed else 0
     from experiments import report  # plotting imports only once there is something to report
     report_dir = pathlib.Path(args.report_dir or out / "report")
-    report.write_report(out, report_dir, runs=runs, sweeps=sweeps, command=command)
+    report.write_report(out, report_dir, runs=runs, sweeps=sweeps, command=command, note=args.note)
     print(f"[sweep] report: {report_dir / 'REPORT.md'}")
     if failed:
         print(f"[sweep] {len(failed)} runs failed (see their error.txt): {failed}", file=sys.stderr)
