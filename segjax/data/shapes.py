@@ -12,6 +12,13 @@ alone never gives the class; shape, size and texture do:
     5 speck       small discs 3-7 px across (small objects vanish at stride 32)
 
 Every example is a pure function of (seed, split, index), so the dataset is identical on every machine.
+About 75% of the pixels are background; wires and specks are about 2% each.
+
+Measured difficulty (v1.1.0, 64 px, configs/quickstart.py: batch 16, AdamW 3e-3 warmup-cosine, 600 steps,
+validation mIoU; `segjax-train --config=configs/quickstart.py --config.model.name=NAME`):
+    fcn32s 0.149 (background only, almost no boundary: boundary F1 0.03)   fcn8s 0.515
+    unet   0.746 at step 400 (0.518 at step 200)
+The coarse decoder is far behind the fine ones, as in the FCN paper's 32s -> 8s table.
 """
 from __future__ import annotations
 
