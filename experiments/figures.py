@@ -82,7 +82,7 @@ def phase_maps(arms, path: pathlib.Path) -> bool:
                 analysis = arm["_members"][0]["_analysis"]
                 image = ax.imshow(np.asarray(analysis["phase_maps"][stage]), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
                 score = analysis["checkerboard"][stage]["constant"]
-                ax.set_title(f"{model} {stage}\n{score:.3f}" if i == 0 else f"{score:.3f}", fontsize=7)
+                ax.set_title(f"{model} {stage}\n{score:.4f}" if i == 0 else f"{score:.4f}", fontsize=7)
                 if j == 0 and k == 0:
                     ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     if image is not None:

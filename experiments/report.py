@@ -185,7 +185,7 @@ def arm_table(arms: list[dict]) -> str:
     for a in arms:
         lines.append(f"| {a['model']} | {a['label']} | {a['seeds']} | {_fmt(a['params'])} | {_fmt(a['gflops'], 4)} | "
                      f"{_fmt(a['train_step_ms'], 1)} | {_pm(a, 'val_miou')} | {_pm(a, 'val_boundary_f1')} | "
-                     f"{_pm(a, 'cb_init_constant')} | {_pm(a, 'cb_trained_constant')} |")
+                     f"{_pm(a, 'cb_init_constant', 4)} | {_pm(a, 'cb_trained_constant', 4)} |")
     return "\n".join(lines)
 
 

@@ -48,12 +48,12 @@ def ordering(lo: dict, hi: dict, key: str = "val_miou") -> str:
                    + (0 if math.isnan(s_hi) else s_hi) ** 2 / max(hi["seeds"], 1))
     gap = m_hi - m_lo
     if gap <= 0:
-        return f"did not hold (gap {gap:+.3f})"
+        return f"did not hold (gap {gap:+.4f})"
     if se > 0 and gap > 2 * se:
-        return f"held clearly (gap {gap:+.3f} > 2 s.e. = {2 * se:.3f})"
+        return f"held clearly (gap {gap:+.4f} > 2 s.e. = {2 * se:.4f})"
     if se == 0:
-        return f"held (gap {gap:+.3f}; one seed, no spread estimate)"
-    return f"held within the seed spread (gap {gap:+.3f} <= 2 s.e. = {2 * se:.3f})"
+        return f"held (gap {gap:+.4f}; one seed, no spread estimate)"
+    return f"held within the seed spread (gap {gap:+.4f} <= 2 s.e. = {2 * se:.4f})"
 
 
 def _arm(arms, model, label):
@@ -67,8 +67,9 @@ def _params(arm) -> str:
 def _mean_pm(arm, key):
     if arm is None or math.isnan(arm[f"{key}_mean"]):
         return "-"
+    d = 4 if key.startswith("cb_") else 3  # checkerboard scores of whole networks are small
     std = arm[f"{key}_std"]
-    return f"{arm[f'{key}_mean']:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
+    return f"{arm[f'{key}_mean']:.{d}f}" + ("" if math.isnan(std) else f" ± {std:.{d}f}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
