@@ -290,6 +290,9 @@ def main(argv=None):
     def run(argv):
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        from segjax.logging_utils import quiet_libraries
+
+        quiet_libraries()
         try:
             evaluate_checkpoint(flags.FLAGS.workdir, flags.FLAGS.step, flags.FLAGS.split, flags.FLAGS.config)
         except ValueError as e:

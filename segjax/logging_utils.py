@@ -7,6 +7,7 @@ scalars only (per-class lists go to the evaluation reports).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -97,3 +98,11 @@ class Progress:
 
     def close(self) -> None:
         self._bar.close()
+
+
+def quiet_libraries() -> None:
+    """For the command lines: segjax's INFO messages, only warnings from orbax, TFDS, grain and JAX."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("segjax").setLevel(logging.INFO)

@@ -27,7 +27,7 @@ from segjax import metrics as metrics_lib
 from segjax import parallel
 from segjax.evaluate import evaluate_split
 from segjax.experiment import abstract_state, build_model, build_optimizer, checkpoint_meta, initial_state
-from segjax.logging_utils import MetricWriter, Progress
+from segjax.logging_utils import MetricWriter, Progress, quiet_libraries
 
 log = logging.getLogger("segjax.train")
 
@@ -206,7 +206,7 @@ def main(argv=None):
     def run(argv):
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+        quiet_libraries()
         config = flags.FLAGS.config
         try:
             scores = train_and_evaluate(config, flags.FLAGS.workdir)
