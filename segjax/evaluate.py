@@ -30,7 +30,7 @@ from segjax import parallel
 from segjax.experiment import abstract_state, build_model, build_optimizer
 
 
-def _eval_batch(batch: dict, batch_size: int) -> dict:
+def _eval_batch(batch: dict) -> dict:
     """image/label/valid of a loader batch; 'valid' added (all True) if the loader left it out."""
     out = {"image": batch["image"], "label": batch["label"]}
     out["valid"] = batch["valid"] if "valid" in batch else np.ones(len(batch["image"]), bool)
@@ -62,7 +62,7 @@ def evaluate_split(dp: parallel.DataParallel, model, state, config, split: str, 
     for index, batch in enumerate(loader):
         if config.eval.max_batches is not None and index >= config.eval.max_batches:
             break
-        batch = _eval_batch(batch, config.eval_batch_size)
+        batch = _eval_batch(batch)
         if step_fn is None:  # the boundary tolerance may depend on the (fixed) evaluation image size
             tolerance = config.eval.boundary_tolerance
             if tolerance is None:
@@ -238,10 +238,7 @@ def evaluate_checkpoint(workdir: str, step="latest", split: str | None = None, c
         dp.check_batch_size(config.eval_batch_size, "eval_batch_size")
         model = build_model(config, info.num_classes)
         tx, _ = build_optimizer(config)
-        try:
-            state, _ = checkpoints.restore(resolved, abstract_state(config, info, model, tx))
-        except checkpoint_lib.CheckpointError as e:
-            raise EvalError(str(e)) from None
+        state, _ = checkpoints.restore(resolved, abstract_state(config, info, model, tx))
     except checkpoint_lib.CheckpointError as e:
         raise EvalError(str(e)) from None
     finally:
