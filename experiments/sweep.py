@@ -341,7 +341,8 @@ def main(presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]], argv: Seq
     if not runs:
         arms = [a.key for s in sweeps for a in s.arms]
         raise SystemExit(f"--only {args.only} matches no arm of preset {args.preset!r}; its arms are {arms}.")
-    command = " ".join(["python -m", prog or "experiments.sweep", *(argv if argv is not None else sys.argv[1:])])
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--note")]
+    command = " ".join(["python -m", prog or "experiments.sweep", *shown]) + (" --note=..." if args.note else "")
     if args.dry_run:
         for run in runs:
             print(f"{run.name:50s} {run.config_hash}  {run_state(run.workdir(out), run.config_hash)}")
