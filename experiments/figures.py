@@ -57,19 +57,18 @@ def miou_per_arm(arms, path: pathlib.Path, metric: str = "val_miou", xlabel: str
 
 def phase_maps(arms, path: pathlib.Path) -> bool:
     """One row per arm, columns (init, trained) per model: the normalised phase means of the most checkerboarded
-    probability channel on a constant input (seed 0). Shared colour scale, so magnitudes compare."""
+    probability channel on a constant input (seed 0). Each map has its own colour scale (the patterns differ by
+    orders of magnitude); the magnitude is the score above the map."""
     rows = [a for a in arms if a["_members"][0]["_analysis"].get("phase_maps")]
     if not rows:
         return False
     labels = list(dict.fromkeys(a["label"] for a in rows))
     models = _models(rows)
     by_key = {(a["model"], a["label"]): a for a in rows}
-    maps = [np.asarray(a["_members"][0]["_analysis"]["phase_maps"][s]) for a in rows for s in ("init", "trained")]
-    vmax = max(float(np.abs(m).max()) for m in maps) or 1.0
     fig, axes = plt.subplots(len(labels), 2 * len(models), figsize=(1.3 * 2 * len(models) + 1.5, 1.25 * len(labels)),
                              squeeze=False)
-    image = None
     for i, label in enumerate(labels):
+        labelled = False
         for j, model in enumerate(models):
             for k, stage in enumerate(("init", "trained")):
                 ax = axes[i, 2 * j + k]
@@ -80,13 +79,15 @@ def phase_maps(arms, path: pathlib.Path) -> bool:
                     ax.axis("off")
                     continue
                 analysis = arm["_members"][0]["_analysis"]
-                image = ax.imshow(np.asarray(analysis["phase_maps"][stage]), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+                pattern = np.asarray(analysis["phase_maps"][stage])
+                vmax = float(np.abs(pattern).max()) or 1.0
+                ax.imshow(pattern, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
                 score = analysis["checkerboard"][stage]["constant"]
                 ax.set_title(f"{model} {stage}\n{score:.4f}" if i == 0 else f"{score:.4f}", fontsize=7)
-                if j == 0 and k == 0:
+                if not labelled:
                     ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5)
+                    labelled = True
+    fig.tight_layout()
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return True

@@ -243,8 +243,9 @@ def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs:
             md += [f"### {title}", ""]
             if name == "checkerboard_phase_maps.png":
                 md += ["Each map: the mean of every output phase (position modulo the factor) of the most "
-                       "checkerboarded class probability on the constant input, as (mean - overall mean) / rms, seed 0; "
-                       "above it, the run's checkerboard score. A flat map is no artifact.", ""]
+                       "checkerboarded class probability on the constant input, as (mean - overall mean) / rms, seed 0, each "
+                       "map on its own colour scale (red +, blue -); above it, the run's checkerboard score, which "
+                       "says how strong the pattern is.", ""]
             md += [f"![{title}]({name})", ""]
     for section in reproductions.sections(arms, report_dir, operator_study=operator_study, figures=figures):
         md += [section, ""]
