@@ -171,19 +171,14 @@ def _variables(state) -> dict:
 def initial_and_trained_variables(config, info, model, workdir: pathlib.Path) -> tuple[dict, dict, dict]:
     """(variables training started from, variables of the latest checkpoint, that checkpoint's meta).
 
-    The initial state is rebuilt exactly as `segjax.experiment.initial_state` builds it (same seed, same sample
-    shape, same `create_train_state`), so 'at initialisation' is the network this run started from. It is compiled
-    once without XLA's backend optimisations (FAST_COMPILE): on CPU, optimising the random initialisers takes
-    ~15x longer than running them, and the values agree with the optimised program to float rounding (~1e-7).
+    The initial state comes from `segjax.experiment.initial_state`, so 'at initialisation' is exactly the
+    network this run started from.
     """
-    from segjax import experiment, parallel
+    from segjax import experiment
     from segjax.checkpoint import Checkpointer
 
     tx, _ = experiment.build_optimizer(config)
-    sample = np.zeros((1, *info.crop_size, 3), np.float32)
-    key = jax.random.PRNGKey(config.seed)
-    make = jax.jit(lambda rng: parallel.create_train_state(model, tx, rng, sample))
-    fresh = jax.device_get(make.lower(key).compile(compiler_options=FAST_COMPILE)(key))
+    fresh = experiment.initial_state(config, info, model, tx)
     checkpoints = Checkpointer(str(workdir), read_only=True)
     try:
         trained, meta = checkpoints.restore(checkpoints.resolve_step("latest"), fresh)
