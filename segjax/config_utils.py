@@ -122,6 +122,14 @@ def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def changes_since_start(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+    """Keys where `config` differs from the config the run in `workdir` was started with.
+
+    Compared as stored: the JSON round trip turns tuples into lists, which is no change.
+    """
+    return diff(load_config(workdir).to_dict(), json.loads(to_json(config)))
+
+
 def load_sibling(config_file: str, name: str = "default"):
     """The module `<name>.py` next to `config_file`: how family configs build on configs/default.py.
 

@@ -95,7 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     os.makedirs(workdir, exist_ok=True)
     previous = os.path.join(workdir, config_utils.CONFIG_FILE)
     if os.path.exists(previous):
-        changed = config_utils.diff(config_utils.load_config(workdir).to_dict(), config.to_dict())
+        changed = config_utils.changes_since_start(config, workdir)
         if changed:
             log.warning("The config differs from the one this workdir was started with:\n  %s", "\n  ".join(changed))
     config_utils.save_config(config, workdir)

@@ -150,3 +150,13 @@ def test_gradient_clipping():
     updates, _ = tx.update({"w": np.array([3.0, 4.0], np.float32)}, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
     assert float(optax.global_norm(updates)) == pytest.approx(1.0)
+
+
+def test_resume_sees_no_change_in_tuples_after_the_json_round_trip(tmp_path):
+    config = load_sibling(os.path.join(REPO, "configs", "quickstart.py"), "quickstart").get_config()
+    config_utils.save_config(config, str(tmp_path))
+    assert config_utils.changes_since_start(config, str(tmp_path)) == []
+    config.seed = 3
+    config.data.crop_size = (48, 48)
+    assert config_utils.changes_since_start(config, str(tmp_path)) == [
+        "data.crop_size: None -> [48, 48]", "seed: 0 -> 3"]
