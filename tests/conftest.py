@@ -6,6 +6,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import segjax  # noqa: E402,F401  (before the first JAX computation: it adds its XLA:CPU flag)
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -1,11 +1,14 @@
 """segjax.models: shapes for odd sizes, exact parameter counts, the model x upsampling grid, the papers'
 defaults (FCN's bilinear init, SegNet's index unpooling), batch norm across devices, the fast conv."""
-import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from jax import lax
 
 from segjax import models, ops
@@ -301,22 +304,31 @@ def test_unet_dropout_only_in_training():
 
 
 # --------------------------------------------------------------------------------------------------
-# The fast convolution
+# The convolution module and the CPU flag
 # --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k, cin, cout", [(3, 5, 4), (1, 3, 6), (7, 2, 3), (2, 3, 2)])
-def test_conv2d_matches_lax_forward_and_gradients(k, cin, cout):
-  rng = np.random.default_rng(k)
-  x = jnp.asarray(rng.standard_normal((2, 9, 11, cin)), jnp.float32)
-  kernel = jnp.asarray(rng.standard_normal((k, k, cin, cout)), jnp.float32)
-  g = jnp.asarray(rng.standard_normal((2, 9, 11, cout)), jnp.float32)
-  ref = functools.partial(lax.conv_general_dilated, window_strides=(1, 1), padding="SAME",
-                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_allclose(layers.conv2d(x, kernel), ref(x, kernel), rtol=1e-5, atol=1e-5)
-  _, vjp = jax.vjp(layers.conv2d, x, kernel)
-  _, ref_vjp = jax.vjp(lambda a, b: ref(a, b), x, kernel)
-  for got, want in zip(vjp(g), ref_vjp(g)):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+def test_conv_equals_flax_conv_with_the_same_parameters():
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.standard_normal((2, 9, 11, 5)), jnp.float32)
+  ours = layers.Conv(4, 2)
+  variables = ours.init(rkey(0), x)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+      jnp.shape, nn.Conv(4, (2, 2)).init(rkey(0), x))
+  np.testing.assert_allclose(ours.apply(variables, x), nn.Conv(4, (2, 2)).apply(variables, x),
+                             rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "--xla_cpu_experimental_ynn_fusion_type=dot"),
+    ({"SEGJAX_XLA_CPU_YNN": "0"}, ""),
+    ({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=eltwise"},
+     "--xla_cpu_experimental_ynn_fusion_type=eltwise"),
+])
+def test_import_adds_the_ynn_flag_unless_told_otherwise(env, expected):
+  clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
+  out = subprocess.run([sys.executable, "-c", "import os, segjax; print(os.environ.get('XLA_FLAGS', ''))"],
+                       env={**clean, **env}, capture_output=True, text=True, check=True).stdout
+  assert out.strip() == expected
 
 
 # --------------------------------------------------------------------------------------------------

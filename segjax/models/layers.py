@@ -1,12 +1,10 @@
-"""Building blocks shared by the encoder-decoder networks: a convolution with a fast CPU gradient, the
+"""Building blocks shared by the encoder-decoder networks: a convolution, the
 normalisation choice, conv-norm-ReLU stacks, pooling, the decoder's upsampling step, and padding inputs
 to the network's stride.
 """
 import functools
-import math
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
@@ -21,64 +19,13 @@ _DN = ("NHWC", "HWIO", "NHWC")
 # Convolution
 # --------------------------------------------------------------------------------------------------
 
-def _conv(x, kernel):
+def conv2d(x, kernel):
+  """Stride-1 'SAME' convolution, NHWC x HWIO (even kernels pad more at the end, as lax does)."""
   return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
 
 
-def _kernel_grad(x, g, kh: int, kw: int):
-  """d(loss)/d(kernel) of a stride-1 SAME convolution, from input x and output cotangent g.
-
-  XLA's own kernel gradient on CPU is a convolution whose "kernel" is the whole H x W cotangent map,
-  several times slower than the forward pass. Here it is kh matrix products instead: for each kernel row
-  a, the kw column shifts of the padded input are concatenated along channels (N*H*W, kw*Cin) and
-  multiplied by g (N*H*W, Cout), batched over images so the product runs on both cores.
-  """
-  n, h, w, cin = x.shape
-  cout = g.shape[-1]
-  ph, pw = (kh - 1) // 2, (kw - 1) // 2
-  xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
-  g2 = g.reshape(n, h * w, cout)
-  rows = []
-  for a in range(kh):
-    band = xp[:, a:a + h]
-    cols = jnp.concatenate([band[:, :, b:b + w] for b in range(kw)], axis=-1) if kw > 1 else band
-    prod = jnp.einsum("npk,npo->ko", cols.reshape(n, h * w, kw * cin), g2,
-                      preferred_element_type=jnp.float32)
-    rows.append(prod.reshape(kw, cin, cout))
-  return jnp.stack(rows).astype(x.dtype)
-
-
-@jax.custom_vjp
-def conv2d(x, kernel):
-  """Stride-1 'SAME' convolution, NHWC x HWIO (odd or even kernels; even ones pad more at the end,
-  as lax does). Same numbers as `lax.conv_general_dilated`; the kernel gradient avoids XLA's slow CPU
-  path (see `_kernel_grad`)."""
-  return _conv(x, kernel)
-
-
-def _conv2d_fwd(x, kernel):
-  return _conv(x, kernel), (x, kernel)
-
-
-def _conv2d_bwd(res, g):
-  x, kernel = res
-  kh, kw = kernel.shape[:2]
-  _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel), x)
-  (gx,) = input_vjp(g)
-  if kh == kw == 1:
-    gk = jnp.einsum("nhwi,nhwo->io", x, g, preferred_element_type=jnp.float32)
-    gk = gk.reshape(kernel.shape).astype(kernel.dtype)
-  else:
-    gk = _kernel_grad(x, g, kh, kw).astype(kernel.dtype)
-  return gx, gk
-
-
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
 class Conv(nn.Module):
-  """Stride-1 'SAME' 2-D convolution with the parameters of `nn.Conv` ('kernel' HWIO, 'bias') and a
-  fast CPU gradient (`conv2d`)."""
+  """Stride-1 'SAME' 2-D convolution with the parameters of `nn.Conv` ('kernel' HWIO, 'bias')."""
   features: int
   kernel_size: int = 3
   use_bias: bool = True

@@ -10,14 +10,12 @@ offsets [dmin, dmax] they become one convolution with the kernel
 W'[d - dmin, cin, (ph, pw, cout)] = k[s*d - p + lo] giving all s*s phases as channels; otherwise one small
 convolution per phase (no multiply-adds on zero taps). A depth-to-space and a crop give the output.
 
-Gradients: the input gradient is XLA's (fast) gradient of a stride-1 convolution; the kernel gradient, a
-slow generic path in XLA on CPU, is computed as one matmul per kernel tap (`_conv_valid`).
+Gradients are those of that stride-1 convolution and of the (linear) kernel combination, so they avoid
+XLA's very slow gradient of the lhs-dilated convolution behind `lax.conv_transpose` on CPU.
 """
-import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -89,48 +87,13 @@ def _conv_valid(x, w, precision):
                                   precision=precision)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _phase_outputs(x_pad, kernel, ph: _AxisPlan, pw: _AxisPlan, precision):
-  """All phases of the transposed convolution, (N, Qh, sh, Qw, sw, Cout), from the padded input.
-
-  Forward: one stride-1 convolution with the combined kernel (XLA's dense conv beats several small
-  per-phase ones even with the zero taps). Backward: the input gradient is that convolution's (a normal
-  convolution for XLA); the kernel gradient, which XLA on CPU computes by a slow generic path, is one
-  matmul per real tap: dk[t_h, t_w] = sum x_pad[window of offset (d_h, d_w)] (x) g[phase (p_h, p_w)].
-  """
+  """All phases of the transposed convolution, (N, Qh, sh, Qw, sw, Cout), from the padded input: one
+  stride-1 convolution with the combined kernel (XLA's dense convolution beats several small per-phase
+  ones even with the zero taps). Its gradients are those of a plain convolution, fast on every backend."""
   n, cout = x_pad.shape[0], kernel.shape[3]
   y = _conv_valid(x_pad, _combined_kernel(kernel, ph, pw), precision)
   return y.reshape(n, ph.q, pw.q, ph.stride, pw.stride, cout).transpose(0, 1, 3, 2, 4, 5)
-
-
-def _phase_outputs_fwd(x_pad, kernel, ph, pw, precision):
-  return _phase_outputs(x_pad, kernel, ph, pw, precision), (x_pad, kernel)
-
-
-def _phase_outputs_bwd(ph, pw, precision, residuals, g):
-  x_pad, kernel = residuals
-  n, cout = g.shape[0], g.shape[-1]
-  g_combined = g.transpose(0, 1, 3, 2, 4, 5).reshape(n, ph.q, pw.q, ph.stride * pw.stride * cout)
-  combined = _combined_kernel(kernel, ph, pw)
-  dx = jax.vjp(lambda x: _conv_valid(x, combined, precision), x_pad)[1](g_combined)[0]
-  taps = [[None] * pw.kernel_size for _ in range(ph.kernel_size)]
-  for p_h, (d0h, t0h, count_h) in enumerate(ph.phases):
-    for p_w, (d0w, t0w, count_w) in enumerate(pw.phases):
-      if not count_h or not count_w:
-        continue
-      g_phase = g[:, :, p_h, :, p_w, :]
-      for j in range(count_h):
-        oh = d0h + j - ph.dmin
-        for i in range(count_w):
-          ow = d0w + i - pw.dmin
-          window = x_pad[:, oh:oh + ph.q, ow:ow + pw.q, :]
-          taps[t0h + j * ph.stride][t0w + i * pw.stride] = jnp.einsum(
-              "nhwi,nhwo->io", window, g_phase, precision=precision)
-  dk = jnp.stack([jnp.stack(row) for row in taps]).astype(kernel.dtype)
-  return dx, dk
-
-
-_phase_outputs.defvjp(_phase_outputs_fwd, _phase_outputs_bwd)
 
 
 def _padding_arg(padding):
