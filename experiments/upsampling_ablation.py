@@ -14,7 +14,7 @@ upsamples each channel on its own (segjax.models.unet refuses the combination).
 
 Presets:
   cpu  8-channel networks (depth 3) on the 64 px embedded dataset, 200 steps of batch 8, 3 seeds: every U-Net
-       arm and SegNet's Table 1 arms (42 runs); sized for about 30 minutes on 2 idle CPU cores (--only and --seeds
+       arm and SegNet's Table 1 arms (42 runs); 10 minutes on 2 idle CPU cores (measured; --only and --seeds
        cut it further). Short training: it ranks operators early in training, it does not converge.
   gpu  32-channel networks (depth 4) at 128 px, 4000 steps, 5 seeds, every arm of both models (125 runs).
 """
