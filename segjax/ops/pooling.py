@@ -113,6 +113,39 @@ def _unpool_scatter(values, indices, out_h: int, out_w: int):
   return out.reshape(n, out_h, out_w, c)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _unpool_cells(values, local, out_h: int, out_w: int):
+  """Max unpooling when every index lies in its own cell: `local` is its offset a * out_w + b from the
+  cell's top-left pixel. A one-hot select per cell position, then a reshape back to (N, H, W, C)."""
+  n, ho, wo, c = values.shape
+  sh, sw = out_h // ho, out_w // wo
+  zero = jnp.zeros((), values.dtype)
+  y = jnp.stack([jnp.where(local == a * out_w + b, values, zero) for a in range(sh) for b in range(sw)],
+                axis=3)
+  y = y.reshape(n, ho, wo, sh, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, ho * sh, wo * sw, c)
+  return jnp.pad(y, ((0, 0), (0, out_h - ho * sh), (0, out_w - wo * sw), (0, 0)))
+
+
+def _unpool_cells_fwd(values, local, out_h, out_w):
+  return _unpool_cells(values, local, out_h, out_w), local
+
+
+def _unpool_cells_bwd(out_h, out_w, local, g):
+  """Each value's gradient is g at the pixel it was written to: strided views of g, one per cell
+  position, selected by `local` (the transpose XLA derives from the forward's stack is slower)."""
+  n, ho, wo, c = local.shape
+  sh, sw = out_h // ho, out_w // wo
+  g6 = g[:, :ho * sh, :wo * sw, :].reshape(n, ho, sh, wo, sw, c)
+  dv = jnp.zeros(local.shape, g.dtype)
+  for a in range(sh):
+    for b in range(sw):
+      dv = jnp.where(local == a * out_w + b, g6[:, :, a, :, b, :], dv)
+  return dv, None
+
+
+_unpool_cells.defvjp(_unpool_cells_fwd, _unpool_cells_bwd)
+
+
 def max_unpool(values, indices, output_size):
   """Zeros of spatial size `output_size` with `values` written at the flat `indices` (SegNet's decoder).
 
@@ -149,10 +182,7 @@ def max_unpool(values, indices, output_size):
   in_cell = functools.reduce(jnp.logical_or, [local == o for o in offsets])
 
   def cells(values):
-    zero = jnp.zeros((), values.dtype)
-    y = jnp.stack([jnp.where(local == o, values, zero) for o in offsets], axis=3)
-    y = y.reshape(n, ho, wo, sh, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, ho * sh, wo * sw, c)
-    return jnp.pad(y, ((0, 0), (0, out_h - ho * sh), (0, out_w - wo * sw), (0, 0)))
+    return _unpool_cells(values, local, out_h, out_w)
 
   def scatter(values):
     return _unpool_scatter(values, indices, out_h, out_w)
