@@ -185,6 +185,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             if stop_now and not last:
                 log.info("Stopping after %d steps of this run (max_steps_this_run).", steps_this_run)
                 break
+    except KeyboardInterrupt:
+        # Ctrl-C: keep the work done so far, unless a loss not yet checked is non-finite; a restart resumes here.
+        done = int(dp.unreplicate(state.step))
+        finite = all(np.isfinite(dp.unreplicate(m["loss"])) for _, m in pending)
+        if done > last_saved and finite:
+            checkpoints.save(done, dp.unreplicate(state), meta, None)
+            log.warning("Interrupted: saved step %d to %s; run the same command to resume.", done,
+                        checkpoints.directory)
+        else:
+            log.warning("Interrupted: the last checkpoint is step %d in %s.", last_saved, checkpoints.directory)
+        raise
     finally:
         progress.close()
         writer.close()

@@ -120,10 +120,30 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).all_steps() == [2]
 
 
-@pytest.mark.parametrize("file_name,arg", [("fcn.py", "8s"), ("segnet.py", None), ("deconvnet.py", None)])
-def test_one_training_step_per_model_family(data_dir, file_name, arg):
-    """U-Net is covered by the runs above; one jitted step of the other families from their own configs."""
+def test_ctrl_c_saves_the_last_step_and_the_run_resumes_from_it(data_dir, tmp_path, monkeypatch):
+    config = tiny_config(data_dir)  # the same config as the runs above: their compiled step is reused
+    real_make_loader = data_lib.make_loader
+
+    def interrupted_loader(*args, **kwargs):  # Ctrl-C while the 4th training batch is being read
+        for index, batch in enumerate(real_make_loader(*args, **kwargs), start=kwargs.get("start_step", 0)):
+            if kwargs.get("train") and index == 3:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(train.data_lib, "make_loader", interrupted_loader)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).all_steps() == [2, 3]
+
+
+@pytest.mark.parametrize("file_name,arg,compute_dtype,parallelism", [
+    ("fcn.py", "8s", "float32", "pmap"), ("segnet.py", None, "float32", "pmap"),
+    ("deconvnet.py", None, "float32", "pmap"), ("unet.py", "small", "bfloat16", "sharded")])
+def test_one_training_step_per_model_family(data_dir, file_name, arg, compute_dtype, parallelism):
+    """U-Net is covered by the runs above (float32, pmap); one jitted step of the other families from their own
+    configs, and U-Net with bfloat16 activations under the sharded wrapper (parameters stay float32)."""
     config = tiny_config(data_dir, file_name, arg)
+    config.compute_dtype = compute_dtype
     info = data_lib.get_dataset_info(config.data)
     model = experiment.build_model(config, info.num_classes)
     tx, _ = experiment.build_optimizer(config)
@@ -131,7 +151,7 @@ def test_one_training_step_per_model_family(data_dir, file_name, arg):
     # Class weights as the family config asks (SegNet: median frequency, counted over the training split).
     weights = train.class_weights_for(config, info)
     assert (weights is not None) == (config.loss.class_weighting == "median_frequency")
-    dp = parallel.DataParallel("pmap", num_devices=2)
+    dp = parallel.DataParallel(parallelism, num_devices=2)
     step = dp.wrap(functools.partial(parallel.train_step, model=model, tx=tx, loss_config=config.loss,
                                      num_classes=info.num_classes, ignore_index=info.ignore_index,
                                      class_weights=weights), returns_state=True)
@@ -143,6 +163,7 @@ def test_one_training_step_per_model_family(data_dir, file_name, arg):
     assert metrics["confusion"].sum() == np.sum(batch["label"] != info.ignore_index)
     changed = jax.tree.map(lambda a, b: not np.allclose(a, b), state.params, new_state.params)
     assert any(jax.tree.leaves(changed))
+    assert {leaf.dtype for leaf in jax.tree.leaves(new_state.params)} == {np.dtype("float32")}
 
 
 # ------------------------------------------------------------------------------------------------------------
