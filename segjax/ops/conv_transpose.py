@@ -5,10 +5,10 @@ correlation of the input dilated by s (s-1 zeros between pixels) and padded (lo,
 unflipped kernel. Most of the dilated input is zeros, and XLA's gradient of that lhs-dilated
 convolution is very slow on CPU. Per dimension, output o = s*q + p (phase p) only reads inputs
 i = q + d with d = (p + t - lo) / s for the taps t where that division is exact: phase p is a stride-1
-convolution of the (padded) input with the kernel taps k[t0::s]. When all phases read the same window of
-offsets [dmin, dmax] they become one convolution with the kernel
-W'[d - dmin, cin, (ph, pw, cout)] = k[s*d - p + lo] giving all s*s phases as channels; otherwise one small
-convolution per phase (no multiply-adds on zero taps). A depth-to-space and a crop give the output.
+convolution of the (padded) input with the kernel taps k[t0::s]. All phases together are one convolution
+over the window of offsets [dmin, dmax] with the combined kernel W'[d - dmin, cin, (ph, pw, cout)] =
+k[s*d - p + lo] (zero where a phase has no tap at offset d), giving all s*s phases as channels. A
+depth-to-space and a crop give the output.
 
 Gradients are those of that stride-1 convolution and of the (linear) kernel combination, so they avoid
 XLA's very slow gradient of the lhs-dilated convolution behind `lax.conv_transpose` on CPU.
