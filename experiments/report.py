@@ -212,7 +212,7 @@ def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs:
            f"- sweep hash (over the {len(rows)} run config hashes): `{sweep_hash(rows)}`; per-run hashes in runs.csv",
            f"- code: git {git_revision()}",
            f"- machine: {machine_description()}; 1-minute load average when each run finished: "
-           f"{_load_summary(rows)} (step times scale with it: the machine was shared)",
+           f"{_load_summary(rows)} (step times grow once it exceeds the CPU count)",
            f"- written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
     if note:
         md += [note, ""]

@@ -189,12 +189,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         # Ctrl-C: keep the work done so far, unless a loss not yet checked is non-finite; a restart resumes here.
         done = int(dp.unreplicate(state.step))
         finite = all(np.isfinite(dp.unreplicate(m["loss"])) for _, m in pending)
-        if done > last_saved and finite:
+        if done > (last_saved or 0) and finite:
             checkpoints.save(done, dp.unreplicate(state), meta, None)
-            log.warning("Interrupted: saved step %d to %s; run the same command to resume.", done,
-                        checkpoints.directory)
-        else:
-            log.warning("Interrupted: the last checkpoint is step %d in %s.", last_saved, checkpoints.directory)
+            last_saved = done
+        log.warning("Interrupted. Latest checkpoint: %s in %s; run the same command to resume.",
+                    "none" if last_saved is None else f"step {last_saved}", checkpoints.directory)
         raise
     finally:
         progress.close()

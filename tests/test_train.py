@@ -120,20 +120,21 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).all_steps() == [2]
 
 
-def test_ctrl_c_saves_the_last_step_and_the_run_resumes_from_it(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("interrupt_at, saved", [(1, [1]), (3, [2, 3])])  # before / after the first checkpoint
+def test_ctrl_c_saves_the_last_finished_step(data_dir, tmp_path, monkeypatch, interrupt_at, saved):
     config = tiny_config(data_dir)  # the same config as the runs above: their compiled step is reused
     real_make_loader = data_lib.make_loader
 
-    def interrupted_loader(*args, **kwargs):  # Ctrl-C while the 4th training batch is being read
+    def interrupted_loader(*args, **kwargs):  # Ctrl-C while a training batch is being read
         for index, batch in enumerate(real_make_loader(*args, **kwargs), start=kwargs.get("start_step", 0)):
-            if kwargs.get("train") and index == 3:
+            if kwargs.get("train") and index == interrupt_at:
                 raise KeyboardInterrupt
             yield batch
 
     monkeypatch.setattr(train.data_lib, "make_loader", interrupted_loader)
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(config, str(tmp_path))
-    assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).all_steps() == [2, 3]
+    assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).all_steps() == saved
 
 
 @pytest.mark.parametrize("file_name,arg,compute_dtype,parallelism", [
