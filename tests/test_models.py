@@ -265,6 +265,36 @@ def test_unet_defaults_are_the_papers():
 # Normalisation and dropout
 # --------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("shape", [(3, 5, 7, 6), (2, 4, 4, 64)])
+def test_batch_norm_matches_flax_batch_norm(shape):
+  """Training output, running statistics, evaluation output and gradients (x, scale, bias, through a
+  ReLU) equal nn.BatchNorm's, on shifted random inputs with repeated values (odd sizes: the row view
+  then groups k=35 pixels; 64 channels: k=8)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(np.round(rng.normal(size=shape) * 2, 1) + 3, jnp.float32)  # ties from rounding
+  cotangent = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  params = {"scale": jnp.asarray(rng.uniform(0.5, 2, shape[-1:]), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=shape[-1:]), jnp.float32)}
+  stats = {"mean": jnp.asarray(rng.normal(size=shape[-1:]), jnp.float32),
+           "var": jnp.asarray(rng.uniform(0.5, 2, shape[-1:]), jnp.float32)}
+  ours = layers.BatchNorm()
+  ref = nn.BatchNorm(momentum=0.9)
+
+  def run(module, kwargs_train, kwargs_eval):
+    def loss(p, x):
+      y, upd = module.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"],
+                            **kwargs_train)
+      return jnp.sum(nn.relu(y) * cotangent), (y, upd["batch_stats"])
+    (_, (y, new_stats)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+    y_eval = module.apply({"params": params, "batch_stats": stats}, x, **kwargs_eval)
+    return y, new_stats, grads, y_eval
+
+  got = jax.jit(lambda: run(ours, {"train": True}, {"train": False}))()
+  want = jax.jit(lambda: run(ref, {"use_running_average": False}, {"use_running_average": True}))()
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+
+
 def test_batch_norm_statistics_are_synchronised_over_devices():
   cfg = dict(name="unet", base_width=2, depth=1, norm="batch", dropout=0.0)
   x = jax.random.normal(rkey(0), (4, 8, 8, 3)) * 2 + 1
@@ -282,6 +312,24 @@ def test_batch_norm_statistics_are_synchronised_over_devices():
   for got, want in zip(jax.tree.leaves(pupdates), jax.tree.leaves(updates)):
     np.testing.assert_allclose(got[0], want, rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(got[1], want, rtol=2e-5, atol=2e-6)
+
+  # Gradients: each device's input gradient is its slice of the single-device one (the batch-norm
+  # gradient uses the statistics of the whole batch); parameter gradients sum to the single-device ones.
+  cotangent = jax.random.normal(rkey(2), logits.shape)
+
+  def grads(model, variables, x, cot):
+    def loss(params, x):
+      y, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+      return jnp.sum(y * cot)
+    return jax.grad(loss, argnums=(0, 1))(variables["params"], x)
+
+  g_params, g_x = jax.jit(lambda v, x, c: grads(single, v, x, c))(variables, x, cotangent)
+  pg_params, pg_x = jax.pmap(lambda v, x, c: grads(synced, v, x, c), axis_name="devices",
+                             in_axes=(None, 0, 0), devices=devices)(
+      variables, x.reshape(2, 2, 8, 8, 3), cotangent.reshape((2, 2) + logits.shape[1:]))
+  np.testing.assert_allclose(pg_x.reshape(g_x.shape), g_x, rtol=1e-4, atol=1e-6)
+  for got, want in zip(jax.tree.leaves(pg_params), jax.tree.leaves(g_params)):
+    np.testing.assert_allclose(got.sum(0), want, rtol=1e-4, atol=1e-5)
 
 
 def test_group_norm_and_no_norm_parameters():

@@ -5,6 +5,7 @@ to the network's stride.
 import functools
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
@@ -12,6 +13,7 @@ from jax import lax
 from segjax import ops
 
 NORMS = ("none", "batch", "group")
+BN_EPSILON = 1e-5  # nn.BatchNorm's default
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -64,6 +66,92 @@ def check_norm(norm: str) -> str:
   return norm
 
 
+def _channel_rows(x, width: int = 512):
+  """x (..., C) as a 2-D view (R / k, k * C), k * C about `width` (a bitcast of the row-major array), and k.
+
+  Per-channel sums over this view reduce the leading axis of a wide row, which XLA:CPU runs several times
+  faster than a reduction over N, H, W of a narrow (..., C) array (0.6 vs 3.7 ms for 8x128x128x32)."""
+  c = x.shape[-1]
+  rows = x.size // c
+  k = max(1, width // c)
+  while rows % k:
+    k -= 1
+  return x.reshape(rows // k, k * c), k
+
+
+def _channel_sum(rows, k: int):
+  """Per-channel float32 sum of a `_channel_rows` view."""
+  return rows.sum(0, dtype=jnp.float32).reshape(k, -1).sum(0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, scale, bias, axis_name=None):
+  """Training-mode batch norm over all axes but the last: (y, mean, biased var), statistics in float32
+  and averaged over `axis_name` (a pmap / shard_map axis) when given. Gradients flow through y only
+  (the returned statistics are for running averages, as if under stop_gradient).
+
+  Hand-written gradient: two per-channel sums and one elementwise pass (the textbook formula), on
+  `_channel_rows` views; autodiff of the forward gave about 3x more time on CPU (measured, 8x128x128x32
+  with ReLU: 13.7 vs 49.5 ms for nn.BatchNorm, 26.4 for PyTorch)."""
+  return _batch_norm_fwd(x, scale, bias, axis_name)[0]
+
+
+def _pmean(x, axis_name):
+  return x if axis_name is None else lax.pmean(x, axis_name)
+
+
+def _batch_norm_fwd(x, scale, bias, axis_name):
+  rows, k = _channel_rows(x)
+  n = rows.shape[0] * k
+  r32 = rows.astype(jnp.float32)
+  moments = _pmean(jnp.stack([_channel_sum(r32, k), _channel_sum(r32 * r32, k)]) / n, axis_name)
+  mean, var = moments[0], jnp.maximum(0.0, moments[1] - moments[0] ** 2)
+  inv = lax.rsqrt(var + BN_EPSILON)
+  y = (x.astype(jnp.float32) - mean) * (inv * scale) + bias
+  return (y.astype(x.dtype), mean, var), (x, mean, inv, scale)
+
+
+def _batch_norm_bwd(axis_name, residuals, cotangents):
+  x, mean, inv, scale = residuals
+  g = cotangents[0].astype(jnp.float32)  # (mean, var) are not differentiated (see batch_norm_train)
+  xhat = (x.astype(jnp.float32) - mean) * inv
+  g_rows, k = _channel_rows(g)
+  d_bias, d_scale = _channel_sum(g_rows, k), _channel_sum(_channel_rows(g * xhat)[0], k)
+  mean_g, mean_gx = _pmean(jnp.stack([d_bias, d_scale]) / (g.size // g.shape[-1]), axis_name)
+  dx = (g - mean_g - xhat * mean_gx) * (scale * inv)
+  return dx.astype(x.dtype), d_scale, d_bias
+
+
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+class BatchNorm(nn.Module):
+  """Batch norm with `nn.BatchNorm`'s parameters ('scale', 'bias'), statistics ('mean', 'var': biased
+  variance E[x^2] - E[x]^2 in float32, averaged over `axis_name` when given) and momentum update; the
+  computation is `batch_norm_train` (faster on CPU)."""
+  momentum: float = 0.9
+  axis_name: str | None = None
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones_init(), (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (c,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    x = jnp.asarray(x, self.dtype or jnp.result_type(x, jnp.float32))
+    if train:
+      axis_name = None if self.is_initializing() else self.axis_name
+      y, mean, var = batch_norm_train(x, scale, bias, axis_name)
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+      return y
+    y = (x - ra_mean.value) * (lax.rsqrt(ra_var.value + BN_EPSILON) * scale) + bias
+    return y.astype(x.dtype)
+
+
 class Norm(nn.Module):
   """Batch norm (statistics averaged over `axis_name` when given), group norm, or identity."""
   norm: str = "batch"
@@ -74,8 +162,7 @@ class Norm(nn.Module):
   def __call__(self, x, train: bool):
     norm = check_norm(self.norm)
     if norm == "batch":
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name,
-                          dtype=self.dtype, name="bn")(x)
+      return BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="bn")(x, train)
     if norm == "group":
       return nn.GroupNorm(num_groups=group_count(x.shape[-1]), dtype=self.dtype, name="gn")(x)
     return x
@@ -142,6 +229,7 @@ class UpStep(nn.Module):
   differs from the input channels a 1x1 convolution (named 'project') maps the channels first, at the
   low resolution where it is cheapest. Everything around the step is the same for every method, so two
   ablation arms differ only in the operator (plus that projection for parameter-free operators).
+  max_unpool's `indices` must come from `max_pool` of a map of size `output_size` (checked nowhere).
   """
   method: str
   features: int
@@ -160,5 +248,6 @@ class UpStep(nn.Module):
                                                                                    output_size)
     if x.shape[-1] != self.features:
       x = Conv(self.features, 1, use_bias=self.use_bias, dtype=self.dtype, name="project")(x)
-    return ops.Upsample(self.method, self.factor, dtype=self.dtype, name="upsample")(
-        x, indices, output_size)
+    # The networks' indices come from 2x2 max_pool (non-overlapping cells) of a map of output_size.
+    return ops.Upsample(self.method, self.factor, dtype=self.dtype, assume_in_cell=True,
+                        name="upsample")(x, indices, output_size)
