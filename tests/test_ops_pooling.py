@@ -71,24 +71,25 @@ def test_max_pool_default_stride_and_rectangular_window():
     assert i[b, r, q, ch] == (2 * r + pos // 3) * 7 + 3 * q + pos % 3
 
 
-@functools.partial(jax.jit, static_argnums=(2,))
-def _unpool_value_and_grad(values, indices, output_size, cotangent):
-  y, vjp = jax.vjp(lambda v: max_unpool(v, indices, output_size), values)
+@functools.partial(jax.jit, static_argnums=(2, 4))
+def _unpool_value_and_grad(values, indices, output_size, cotangent, assume_in_cell=False):
+  y, vjp = jax.vjp(lambda v: max_unpool(v, indices, output_size, assume_in_cell), values)
   return y, vjp(cotangent)[0]
 
 
-@pytest.mark.parametrize("window, stride, size", [
-    (2, 2, (7, 9)),   # odd encoder size: the floored last row/column stays zero (fast path)
-    (2, 2, (8, 6)),
-    (3, 2, (7, 9)),   # overlapping windows: indices leave their cell -> scatter path
+@pytest.mark.parametrize("window, stride, size, assume_in_cell", [
+    (2, 2, (7, 9), False),  # odd encoder size: the floored last row/column stays zero (fast path)
+    (2, 2, (7, 9), True),   # the same without the run-time check
+    (2, 2, (8, 6), False),
+    (3, 2, (7, 9), False),  # overlapping windows: indices leave their cell -> scatter path
 ])
-def test_max_unpool_matches_numpy(window, stride, size):
+def test_max_unpool_matches_numpy(window, stride, size, assume_in_cell):
   x = _tied_input((2,) + size + (3,), seed=sum(size))
   values, indices = np_max_pool(x, window, stride)
   values = values + np.random.default_rng(1).normal(size=values.shape).astype(np.float32)
   cotangent = np.random.default_rng(2).normal(size=x.shape).astype(np.float32)
   y, grad = _unpool_value_and_grad(jnp.asarray(values), jnp.asarray(indices, jnp.int32), size,
-                                   jnp.asarray(cotangent))
+                                   jnp.asarray(cotangent), assume_in_cell)
   if window == stride:
     np.testing.assert_array_equal(y, np_unpool(values, indices, *size))
     # d/dvalues = the cotangent read back at each index.

@@ -69,6 +69,9 @@ class Upsample(nn.Module):
   resize: str = "nearest"
   use_bias: bool = True
   dtype: Any = None
+  # max_unpool only: the indices come from non-overlapping pooling of a map of size output_size (see
+  # `max_unpool`'s assume_in_cell).
+  assume_in_cell: bool = False
 
   def _check(self, channels: int) -> tuple[int | None, str | None]:
     method = check_method(self.method)
@@ -112,7 +115,7 @@ class Upsample(nn.Module):
         raise ValueError("Upsample(method='max_unpool') needs the encoder's pooling `indices` "
                          "(from max_pool_with_indices).")
       size = (h * f, w * f) if output_size is None else tuple(output_size)
-      return max_unpool(x, indices, size)
+      return max_unpool(x, indices, size, self.assume_in_cell)
     if indices is not None:
       raise ValueError(f"Upsample(method={method!r}) takes no indices; only {INDEX_METHODS} do.")
     if method in _FIXED:
