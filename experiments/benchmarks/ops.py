@@ -1,4 +1,5 @@
-"""Speed of the segjax upsampling operators beside their stock JAX/Flax counterparts and PyTorch.
+"""Speed of the segjax upsampling operators (and the networks' batch norm) beside their stock JAX/Flax
+counterparts and PyTorch.
 
 For each operator and shape (batch 8; 128x128x32 and 64x64x64 by default) it times the forward pass and
 forward+backward (gradients of every float input) of: segjax, the stock JAX/Flax way to get the same
@@ -19,6 +20,7 @@ from flax import linen as nn
 from jax import lax
 
 from segjax import ops
+from segjax.models import layers
 
 try:
   import torch
@@ -188,11 +190,31 @@ def pixel_shuffle_case(x):
           "F.pixel_shuffle", lambda x: F.pixel_shuffle(x, 2), (x,))
 
 
+def batch_norm_case(x):
+  """Training-mode batch norm + ReLU, as in every conv block of the networks."""
+  c = x.shape[-1]
+  scale = jnp.asarray(np.random.default_rng(2).uniform(0.5, 2, c), jnp.float32)
+  bias = jnp.asarray(np.random.default_rng(3).normal(size=c), jnp.float32)
+  flax_bn = nn.BatchNorm(use_running_average=False)
+  stats = {"mean": jnp.zeros(c), "var": jnp.ones(c)}
+
+  def stock(x, scale, bias):
+    y, _ = flax_bn.apply({"params": {"scale": scale, "bias": bias}, "batch_stats": stats}, x,
+                         mutable=["batch_stats"])
+    return jax.nn.relu(y)
+
+  torch_fn = lambda x, scale, bias: F.relu(F.batch_norm(x, None, None, scale, bias, training=True))
+  return ("batch_norm+relu (train)", lambda x, scale, bias: jax.nn.relu(
+      layers.batch_norm_train(x, scale, bias)[0]), {"nn.BatchNorm": stock}, "F.batch_norm",
+          torch_fn, (x, scale, bias))
+
+
 CASES = {
     "conv_transpose": lambda x: [conv_transpose_cases(x, k) for k in (2, 3, 4)],
     "pool_unpool": lambda x: [pool_unpool_case(x), pool_case(x)],
     "resize": lambda x: [resize_case(x, "nearest"), resize_case(x, "bilinear"), bed_of_nails_case(x)],
     "pixel_shuffle": lambda x: [pixel_shuffle_case(x)],
+    "batch_norm": lambda x: [batch_norm_case(x)],
 }
 
 
