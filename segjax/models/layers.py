@@ -80,8 +80,11 @@ def _channel_rows(x, width: int = 512):
 
 
 def _channel_sum(rows, k: int):
-  """Per-channel float32 sum of a `_channel_rows` view."""
-  return rows.sum(0, dtype=jnp.float32).reshape(k, -1).sum(0)
+  """Per-channel float32 sum of a `_channel_rows` view: ones @ rows, a library call where XLA:CPU would
+  emit three kernels for a sum (a tree of reduce-windows); as fast, and batch norm compiles faster."""
+  ones = jnp.ones((rows.shape[0],), rows.dtype)
+  column_sums = lax.dot_general(ones, rows, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+  return column_sums.reshape(k, -1).sum(0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
