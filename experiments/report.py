@@ -17,7 +17,7 @@ import os
 import pathlib
 import platform
 import subprocess
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -19,7 +19,6 @@ import math
 import pathlib
 import sys
 
-import numpy as np
 
 from experiments import sweep as sweep_lib
 

@@ -1,5 +1,6 @@
 """segjax.models: shapes for odd sizes, exact parameter counts, the model x upsampling grid, the papers'
-defaults (FCN's bilinear init, SegNet's index unpooling), batch norm across devices, the fast conv."""
+defaults (FCN's bilinear init, SegNet's index unpooling), batch norm (against nn.BatchNorm and across
+devices), the conv module, the CPU flag."""
 import os
 import subprocess
 import sys

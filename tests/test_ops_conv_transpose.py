@@ -1,6 +1,5 @@
 """segjax.ops.conv_transpose against jax.lax.conv_transpose: forward and both gradients."""
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp

@@ -69,9 +69,8 @@ def check_norm(norm: str) -> str:
 def _channel_rows(x, width: int = 512):
   """x (..., C) as a 2-D view (R / k, k * C), k * C about `width` (a bitcast of the row-major array), and k.
 
-  Per-channel sums over this view (`_channel_sum`) run several times faster on XLA:CPU than a reduction
-  over N, H, W (measured for 8x128x128x32: 0.8 ms, vs 2.2 ms for ones @ the narrow (R, C) view and 4.2 ms
-  for x.sum((0, 1, 2)))."""
+  Per-channel sums over this view (`_channel_sum`) run several times faster on XLA:CPU than x.sum((0, 1, 2))
+  or ones @ the narrow (R, C) view, on the large few-channel maps of a network's first levels."""
   c = x.shape[-1]
   rows = x.size // c
   k = max(1, width // c)
@@ -107,7 +106,7 @@ def _pmean(x, axis_name):
 
 def _batch_norm_fwd(x, scale, bias, axis_name):
   rows, k = _channel_rows(x)
-  n = rows.shape[0] * k
+  n = x.size // x.shape[-1]
   r32 = rows.astype(jnp.float32)
   mean, mean_sq = _pmean((_channel_sum(r32, k) / n, _channel_sum(r32 * r32, k) / n), axis_name)
   var = jnp.maximum(0.0, mean_sq - mean ** 2)
@@ -122,7 +121,7 @@ def _batch_norm_bwd(axis_name, residuals, cotangents):
   xhat = (x.astype(jnp.float32) - mean) * inv
   g_rows, k = _channel_rows(g)
   d_bias, d_scale = _channel_sum(g_rows, k), _channel_sum(_channel_rows(g * xhat)[0], k)
-  n = g.size // g.shape[-1]
+  n = x.size // x.shape[-1]
   mean_g, mean_gx = _pmean((d_bias / n, d_scale / n), axis_name)
   dx = (g - mean_g - xhat * mean_gx) * (scale * inv)
   return dx.astype(x.dtype), d_scale, d_bias

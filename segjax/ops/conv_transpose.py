@@ -40,7 +40,7 @@ def transpose_padding(kernel_size: int, stride: int, padding) -> tuple[int, int]
 
 
 class _AxisPlan(NamedTuple):
-  """How one spatial axis of a transposed convolution splits into stride phases (hashable)."""
+  """How one spatial axis of a transposed convolution splits into stride phases."""
   out_size: int          # length of the transposed-convolution output
   q: int                 # length of each phase's output grid (ceil(out_size / stride))
   dmin: int              # smallest input offset d read by any phase
@@ -82,17 +82,13 @@ def _combined_kernel(kernel, ph: _AxisPlan, pw: _AxisPlan):
   return w.reshape(sel_h.shape[0], sel_w.shape[0], kernel.shape[2], -1)
 
 
-def _conv_valid(x, w, precision):
-  return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=_DIMENSION_NUMBERS,
-                                  precision=precision)
-
-
 def _phase_outputs(x_pad, kernel, ph: _AxisPlan, pw: _AxisPlan, precision):
   """All phases of the transposed convolution, (N, Qh, sh, Qw, sw, Cout), from the padded input: one
   stride-1 convolution with the combined kernel (XLA's dense convolution beats several small per-phase
   ones even with the zero taps). Its gradients are those of a plain convolution, fast on every backend."""
   n, cout = x_pad.shape[0], kernel.shape[3]
-  y = _conv_valid(x_pad, _combined_kernel(kernel, ph, pw), precision)
+  y = lax.conv_general_dilated(x_pad, _combined_kernel(kernel, ph, pw), (1, 1), "VALID",
+                               dimension_numbers=_DIMENSION_NUMBERS, precision=precision)
   return y.reshape(n, ph.q, pw.q, ph.stride, pw.stride, cout).transpose(0, 1, 3, 2, 4, 5)
 
 
