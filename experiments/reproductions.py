@@ -19,7 +19,6 @@ import math
 import pathlib
 import sys
 
-
 from experiments import sweep as sweep_lib
 
 CB_ARTIFACT = 0.05

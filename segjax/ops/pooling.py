@@ -181,14 +181,8 @@ def max_unpool(values, indices, output_size, assume_in_cell: bool = False):
   cols = jnp.arange(wo, dtype=jnp.int32)[None, None, :, None] * sw
   local = indices - rows - cols
 
-  def cells(values):
-    return _unpool_cells(values, local, out_h, out_w)
-
   if assume_in_cell:
-    return cells(values)
-
-  def scatter(values):
-    return _unpool_scatter(values, indices, out_h, out_w)
-
+    return _unpool_cells(values, local, out_h, out_w)
   in_cell = functools.reduce(jnp.logical_or, [local == a * out_w + b for a in range(sh) for b in range(sw)])
-  return lax.cond(jnp.all(in_cell), cells, scatter, values)
+  return lax.cond(jnp.all(in_cell), lambda v: _unpool_cells(v, local, out_h, out_w),
+                  lambda v: _unpool_scatter(v, indices, out_h, out_w), values)
