@@ -5,6 +5,7 @@
 Recipe after the paper: a mirrored decoder of unpooling + (transposed) convolutions, batch norm after every
 convolution, SGD with momentum 0.9, weight decay 5e-4.
 """
+
 from segjax.config_utils import load_sibling
 
 default = load_sibling(__file__)

@@ -7,6 +7,7 @@ Recipe after the paper: SGD with momentum, weight decay, a bilinear-initialised 
 'deconvolution'), with the polynomial decay FCN's successors (DeepLab) use instead of a fixed rate. The paper's
 networks have no normalisation; the 'small' preset trains from scratch, so it uses batch norm.
 """
+
 from segjax.config_utils import load_sibling
 
 default = load_sibling(__file__)

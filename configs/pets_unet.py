@@ -6,6 +6,7 @@ The first run needs the dataset prepared by TFDS (`--config.data.download=True`,
 pip install "segjax[tf]"), or already present under data.data_dir. Images are cropped to 256x256 for training
 and evaluated at a fixed 256x256 (the catalog's sizes). Arg: 'small' (default) | 'paper' widths.
 """
+
 from segjax.config_utils import load_sibling
 
 unet = load_sibling(__file__, "unet")

@@ -1,8 +1,9 @@
 """Quickstart: a small U-Net on the embedded synthetic dataset, a few minutes on a laptop CPU.
 
-  segjax-train --config=configs/quickstart.py --workdir=runs/quickstart
-  segjax-eval --workdir=runs/quickstart
+segjax-train --config=configs/quickstart.py --workdir=runs/quickstart
+segjax-eval --workdir=runs/quickstart
 """
+
 from segjax.config_utils import load_sibling
 
 unet = load_sibling(__file__, "unet")

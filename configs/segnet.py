@@ -5,6 +5,7 @@
 Recipe after the paper: max-unpooling with the encoder's pooling indices, batch norm, SGD with momentum 0.9 at a
 fixed learning rate, cross-entropy with median-frequency class balancing.
 """
+
 from segjax.config_utils import load_sibling
 
 default = load_sibling(__file__)

@@ -1,8 +1,9 @@
 """U-Net (Ronneberger et al. 2015) on the embedded dataset. Arg: 'small' (CPU-sized, default) | 'paper' widths.
 
-  segjax-train --config=configs/unet.py:small --workdir=runs/unet
-  segjax-train --config=configs/unet.py:small --config.model.upsample.method=resize_conv --workdir=runs/unet_rc
+segjax-train --config=configs/unet.py:small --workdir=runs/unet
+segjax-train --config=configs/unet.py:small --config.model.upsample.method=resize_conv --workdir=runs/unet_rc
 """
+
 from segjax.config_utils import load_sibling
 
 default = load_sibling(__file__)

@@ -12,6 +12,7 @@ standard deviation above the dataset mean: no content, so any phase difference i
 with zero biases at initialisation an all-zero input gives all-zero features and a trivially flat output) and a
 fixed batch of validation images.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,7 +41,7 @@ def phase_means(y: np.ndarray, factor: int, border: int) -> np.ndarray:
     y = np.asarray(y, np.float64)
     n, h, w, c = y.shape
     hh, ww = (h - 2 * border) // factor * factor, (w - 2 * border) // factor * factor
-    y = y[:, border:border + hh, border:border + ww]
+    y = y[:, border : border + hh, border : border + ww]
     return y.reshape(n, hh // factor, factor, ww // factor, factor, c).mean(axis=(0, 1, 3))
 
 
@@ -48,7 +49,7 @@ def phase_map(y: np.ndarray, factor: int, border: int) -> np.ndarray:
     """(factor, factor) normalised phase means (m - mean) / rms of the channel with the largest checkerboard
     score: the pattern the score measures, for the figures."""
     m = phase_means(y, factor, border)
-    rms = np.sqrt((m ** 2).mean(axis=(0, 1)))
+    rms = np.sqrt((m**2).mean(axis=(0, 1)))
     safe = np.where(rms > 0, rms, 1.0)
     per_channel = np.where(rms > 0, m.std(axis=(0, 1)) / safe, 0.0)
     c = int(np.argmax(per_channel))
@@ -124,12 +125,17 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
     init_vars, trained_vars, meta = initial_and_trained_variables(config, info, model, workdir)
     apply_fn = functools.partial(_apply, model)
 
-    result: dict[str, Any] = {"params": count_params(init_vars["params"]),
-                              "gflops": forward_gflops(apply_fn, init_vars, images.shape[1:]),
-                              "eval_image_size": list(images.shape[1:3]),
-                              "checkerboard_settings": {"factor": CB_FACTOR, "border": CB_BORDER,
-                                                        "on": "softmax probabilities",
-                                                        "constant_input": CONSTANT_INPUT}}
+    result: dict[str, Any] = {
+        "params": count_params(init_vars["params"]),
+        "gflops": forward_gflops(apply_fn, init_vars, images.shape[1:]),
+        "eval_image_size": list(images.shape[1:3]),
+        "checkerboard_settings": {
+            "factor": CB_FACTOR,
+            "border": CB_BORDER,
+            "on": "softmax probabilities",
+            "constant_input": CONSTANT_INPUT,
+        },
+    }
     constant = jnp.full_like(images, CONSTANT_INPUT)
     cb, maps = {}, {}
     for stage, variables in (("init", init_vars), ("trained", trained_vars)):
@@ -141,8 +147,12 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
     result["phase_maps"] = maps
 
     predictions = np.asarray(_probabilities(apply_fn, trained_vars, images)).argmax(-1)
-    np.savez_compressed(workdir / "samples.npz", image=display_images(images), label=np.asarray(labels).astype(np.uint8),
-                        prediction=predictions.astype(np.uint8))
+    np.savez_compressed(
+        workdir / "samples.npz",
+        image=display_images(images),
+        label=np.asarray(labels).astype(np.uint8),
+        prediction=predictions.astype(np.uint8),
+    )
     result.update(final_scores(workdir, meta, config.batch_size))
     result["load_average_1min"] = os.getloadavg()[0]  # step times on a shared machine depend on it
     return result
@@ -156,8 +166,11 @@ def fixed_batch(config, split: str, n: int):
     """The first n examples of the evaluation split (no augmentation): the same for every arm."""
     from segjax.data import make_loader
 
-    batch = next(iter(make_loader(config.data, split, global_batch_size=n, train=False, seed=0,
-                                  process_index=0, process_count=1)))
+    batch = next(
+        iter(
+            make_loader(config.data, split, global_batch_size=n, train=False, seed=0, process_index=0, process_count=1)
+        )
+    )
     return jnp.asarray(batch["image"]), np.asarray(batch["label"])
 
 
@@ -200,15 +213,18 @@ def final_scores(workdir: pathlib.Path, meta: dict, batch_size: int) -> dict:
         final.update(evals[-1])
     train = [r for r in records if r.get("split") == "train" and r.get("images_per_second")]
     first_of_process = {i for i, r in enumerate(train) if i == 0 or r["step"] <= train[i - 1]["step"]}
-    rates = [r["images_per_second"] for i, r in enumerate(train) if i not in first_of_process] or \
-        [r["images_per_second"] for r in train]
+    rates = [r["images_per_second"] for i, r in enumerate(train) if i not in first_of_process] or [
+        r["images_per_second"] for r in train
+    ]
     steps = [r["step"] for r in records if "step" in r]
-    return {"val_miou": _float(final.get("mean_iou")),
-            "val_boundary_f1": _float(final.get("boundary_f1")),
-            "val_pixel_accuracy": _float(final.get("pixel_accuracy")),
-            "per_class_iou": final.get("per_class_iou"),
-            "train_step_seconds": float(np.median([batch_size / r for r in rates])) if rates else None,
-            "steps": max(steps) if steps else meta.get("step")}
+    return {
+        "val_miou": _float(final.get("mean_iou")),
+        "val_boundary_f1": _float(final.get("boundary_f1")),
+        "val_pixel_accuracy": _float(final.get("pixel_accuracy")),
+        "per_class_iou": final.get("per_class_iou"),
+        "train_step_seconds": float(np.median([batch_size / r for r in rates])) if rates else None,
+        "steps": max(steps) if steps else meta.get("step"),
+    }
 
 
 def _float(value):

@@ -1,5 +1,6 @@
 """Report figures (matplotlib Agg, PNG): mIoU per arm with its seed spread, checkerboard phase maps at
 initialisation and after training, sample predictions side by side."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 # Class colours for label maps (index 255 = ignore is drawn black).
-PALETTE = np.array([[40, 40, 40], [230, 80, 60], [60, 160, 230], [250, 200, 50], [120, 220, 110], [200, 90, 220],
-                    [240, 140, 40], [90, 90, 200], [160, 240, 240], [250, 250, 250]], np.uint8)
+PALETTE = np.array(
+    [
+        [40, 40, 40],
+        [230, 80, 60],
+        [60, 160, 230],
+        [250, 200, 50],
+        [120, 220, 110],
+        [200, 90, 220],
+        [240, 140, 40],
+        [90, 90, 200],
+        [160, 240, 240],
+        [250, 250, 250],
+    ],
+    np.uint8,
+)
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -31,8 +45,13 @@ def _models(arms):
 def miou_per_arm(arms, path: pathlib.Path, metric: str = "val_miou", xlabel: str = "validation mIoU") -> None:
     models = _models(arms)
     heights = [sum(a["model"] == m for a in arms) for m in models]
-    fig, axes = plt.subplots(len(models), 1, figsize=(7, 0.35 * sum(heights) + 1.2 * len(models)), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
+    fig, axes = plt.subplots(
+        len(models),
+        1,
+        figsize=(7, 0.35 * sum(heights) + 1.2 * len(models)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
     for ax, model in zip(axes[:, 0], models):
         members = [a for a in arms if a["model"] == model]
         y = np.arange(len(members))
@@ -65,8 +84,9 @@ def phase_maps(arms, path: pathlib.Path) -> bool:
     labels = list(dict.fromkeys(a["label"] for a in rows))
     models = _models(rows)
     by_key = {(a["model"], a["label"]): a for a in rows}
-    fig, axes = plt.subplots(len(labels), 2 * len(models), figsize=(1.3 * 2 * len(models) + 1.5, 1.25 * len(labels)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(labels), 2 * len(models), figsize=(1.3 * 2 * len(models) + 1.5, 1.25 * len(labels)), squeeze=False
+    )
     for i, label in enumerate(labels):
         labelled = False
         for j, model in enumerate(models):

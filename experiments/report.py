@@ -5,6 +5,7 @@ over seeds: mean and sample standard deviation. Paper-reproduction sections are 
 whose arms are present (experiments.reproductions), each stating the paper's claim, what was measured here and
 whether it held. Runs that are not finished are listed, never silently dropped.
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,11 +24,32 @@ import numpy as np
 
 from experiments import sweep as sweep_lib
 
-RUN_COLUMNS = ("model", "label", "seed", "config_hash", "params", "gflops", "train_step_ms", "val_miou",
-               "val_boundary_f1", "val_pixel_accuracy", "cb_init_constant", "cb_trained_constant", "cb_init_real",
-               "cb_trained_real", "steps")
-ARM_METRICS = ("val_miou", "val_boundary_f1", "val_pixel_accuracy", "cb_init_constant", "cb_trained_constant",
-               "cb_init_real", "cb_trained_real")
+RUN_COLUMNS = (
+    "model",
+    "label",
+    "seed",
+    "config_hash",
+    "params",
+    "gflops",
+    "train_step_ms",
+    "val_miou",
+    "val_boundary_f1",
+    "val_pixel_accuracy",
+    "cb_init_constant",
+    "cb_trained_constant",
+    "cb_init_real",
+    "cb_trained_real",
+    "steps",
+)
+ARM_METRICS = (
+    "val_miou",
+    "val_boundary_f1",
+    "val_pixel_accuracy",
+    "cb_init_constant",
+    "cb_trained_constant",
+    "cb_init_real",
+    "cb_trained_real",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -37,12 +59,20 @@ ARM_METRICS = ("val_miou", "val_boundary_f1", "val_pixel_accuracy", "cb_init_con
 def _flatten(run_info: dict, analysis: dict) -> dict:
     cb = analysis.get("checkerboard", {})
     row = {
-        "model": run_info["model"], "label": run_info["label"], "seed": run_info["seed"],
-        "config_hash": run_info["config_hash"], "params": analysis.get("params"), "gflops": analysis.get("gflops"),
-        "train_step_ms": _ms(analysis.get("train_step_seconds")), "val_miou": analysis.get("val_miou"),
-        "val_boundary_f1": analysis.get("val_boundary_f1"), "val_pixel_accuracy": analysis.get("val_pixel_accuracy"),
-        "cb_init_constant": cb.get("init", {}).get("constant"), "cb_trained_constant": cb.get("trained", {}).get("constant"),
-        "cb_init_real": cb.get("init", {}).get("real"), "cb_trained_real": cb.get("trained", {}).get("real"),
+        "model": run_info["model"],
+        "label": run_info["label"],
+        "seed": run_info["seed"],
+        "config_hash": run_info["config_hash"],
+        "params": analysis.get("params"),
+        "gflops": analysis.get("gflops"),
+        "train_step_ms": _ms(analysis.get("train_step_seconds")),
+        "val_miou": analysis.get("val_miou"),
+        "val_boundary_f1": analysis.get("val_boundary_f1"),
+        "val_pixel_accuracy": analysis.get("val_pixel_accuracy"),
+        "cb_init_constant": cb.get("init", {}).get("constant"),
+        "cb_trained_constant": cb.get("trained", {}).get("constant"),
+        "cb_init_real": cb.get("init", {}).get("real"),
+        "cb_trained_real": cb.get("trained", {}).get("real"),
         "steps": analysis.get("steps"),
     }
     return row
@@ -112,14 +142,16 @@ def aggregate(rows: list[dict]) -> list[dict]:
 def machine_description() -> str:
     parts = [platform.platform(), f"{os.cpu_count()} CPUs visible"]
     try:
-        model_name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                           if line.startswith("model name")), None)
+        model_name = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None
+        )
         if model_name:
             parts.insert(1, model_name)
     except OSError:
         pass
     try:
         import jax
+
         parts.append(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} devices)")
     except Exception:  # noqa: BLE001 - provenance is best effort; the report must not fail on it
         pass
@@ -128,10 +160,15 @@ def machine_description() -> str:
 
 def git_revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=sweep_lib.REPO_ROOT, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "segjax", "configs", "experiments"],
-                               capture_output=True, text=True, cwd=sweep_lib.REPO_ROOT).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=sweep_lib.REPO_ROOT, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "segjax", "configs", "experiments"],
+            capture_output=True,
+            text=True,
+            cwd=sweep_lib.REPO_ROOT,
+        ).stdout.strip()
         return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -179,19 +216,31 @@ def write_csv(path: pathlib.Path, rows: list[dict], columns: Sequence[str]) -> N
 
 
 def arm_table(arms: list[dict]) -> str:
-    lines = ["| model | arm | seeds | params | GFLOPs/img | step ms | val mIoU | val boundary F1 | "
-             "checkerboard init | checkerboard trained |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | arm | seeds | params | GFLOPs/img | step ms | val mIoU | val boundary F1 | "
+        "checkerboard init | checkerboard trained |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for a in arms:
-        lines.append(f"| {a['model']} | {a['label']} | {a['seeds']} | {_fmt(a['params'])} | {_fmt(a['gflops'], 4)} | "
-                     f"{_fmt(a['train_step_ms'], 1)} | {_pm(a, 'val_miou')} | {_pm(a, 'val_boundary_f1')} | "
-                     f"{_pm(a, 'cb_init_constant', 4)} | {_pm(a, 'cb_trained_constant', 4)} |")
+        lines.append(
+            f"| {a['model']} | {a['label']} | {a['seeds']} | {_fmt(a['params'])} | {_fmt(a['gflops'], 4)} | "
+            f"{_fmt(a['train_step_ms'], 1)} | {_pm(a, 'val_miou')} | {_pm(a, 'val_boundary_f1')} | "
+            f"{_pm(a, 'cb_init_constant', 4)} | {_pm(a, 'cb_trained_constant', 4)} |"
+        )
     return "\n".join(lines)
 
 
-def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs: Sequence[sweep_lib.Run] | None = None,
-                 sweeps: Sequence[sweep_lib.Sweep] = (), command: str = "", figures: bool = True,
-                 operator_study: bool = True, note: str = "") -> pathlib.Path:
+def write_report(
+    out: str | os.PathLike,
+    report_dir: str | os.PathLike,
+    *,
+    runs: Sequence[sweep_lib.Run] | None = None,
+    sweeps: Sequence[sweep_lib.Sweep] = (),
+    command: str = "",
+    figures: bool = True,
+    operator_study: bool = True,
+    note: str = "",
+) -> pathlib.Path:
     """Write results.csv, runs.csv, the figures and REPORT.md for the runs of `out` into report_dir."""
     from experiments import figures as figures_lib
     from experiments import reproductions
@@ -207,34 +256,46 @@ def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs:
     any_analysis = rows[0]["_analysis"] if rows else {}
     cb_info = any_analysis.get("checkerboard_settings", {})
     md = [f"# Upsampling ablation report{': ' + ', '.join(s.name for s in sweeps) if sweeps else ''}", ""]
-    md += ["## How this was produced", "",
-           f"- command: `{command or '(report only)'}`",
-           f"- sweep hash (over the {len(rows)} run config hashes): `{sweep_hash(rows)}`; per-run hashes in runs.csv",
-           f"- code: git {git_revision()}",
-           f"- machine: {machine_description()}; 1-minute load average when each run finished: "
-           f"{_load_summary(rows)} (step times grow once it exceeds the CPU count)",
-           f"- written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
+    md += [
+        "## How this was produced",
+        "",
+        f"- command: `{command or '(report only)'}`",
+        f"- sweep hash (over the {len(rows)} run config hashes): `{sweep_hash(rows)}`; per-run hashes in runs.csv",
+        f"- code: git {git_revision()}",
+        f"- machine: {machine_description()}; 1-minute load average when each run finished: "
+        f"{_load_summary(rows)} (step times grow once it exceeds the CPU count)",
+        f"- written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        "",
+    ]
     if note:
         md += [note, ""]
     for s in sweeps:
-        md += [f"**{s.name}**: {s.description}", "",
-               f"Shared overrides: `{json.dumps(dict(s.overrides), sort_keys=True)}`; seeds {list(s.seeds)}.", ""]
+        md += [
+            f"**{s.name}**: {s.description}",
+            "",
+            f"Shared overrides: `{json.dumps(dict(s.overrides), sort_keys=True)}`; seeds {list(s.seeds)}.",
+            "",
+        ]
     if missing:
         md += [f"**{len(missing)} runs are not finished and are not in the tables:**", ""]
         md += [f"- {m}" for m in missing] + [""]
-    md += ["## Columns", "",
-           "- params: trainable parameters of the whole network; GFLOPs/img: XLA's cost analysis of one forward "
-           "pass on one image at the evaluation size (multiply-adds count as 2 FLOPs).",
-           "- step ms: median over seeds of the training step time measured during training (see analysis.py; "
-           "it includes the optimizer update, excludes compilation and input loading).",
-           "- val mIoU / boundary F1: the final evaluation on the validation split, mean ± sample std over seeds. "
-           "Boundary F1 is SegNet's per-image BF score (segjax.metrics.boundary_scores).",
-           f"- checkerboard: segjax.ops.checkerboard_score of the softmax probabilities, factor "
-           f"{cb_info.get('factor', '?')}, border {cb_info.get('border', '?')} px, on a constant input image "
-           f"(every normalised pixel {cb_info.get('constant_input', '?')}) at initialisation and after training. A "
-           "constant input has no content, so every difference between output phases is an artifact of the network; 0 = "
-           "no checkerboard. Probabilities, not logits: the score divides by the phase-mean magnitude, which is "
-           "near zero for logits. The same score on a real validation batch is in results.csv (cb_*_real).", ""]
+    md += [
+        "## Columns",
+        "",
+        "- params: trainable parameters of the whole network; GFLOPs/img: XLA's cost analysis of one forward "
+        "pass on one image at the evaluation size (multiply-adds count as 2 FLOPs).",
+        "- step ms: median over seeds of the training step time measured during training (see analysis.py; "
+        "it includes the optimizer update, excludes compilation and input loading).",
+        "- val mIoU / boundary F1: the final evaluation on the validation split, mean ± sample std over seeds. "
+        "Boundary F1 is SegNet's per-image BF score (segjax.metrics.boundary_scores).",
+        f"- checkerboard: segjax.ops.checkerboard_score of the softmax probabilities, factor "
+        f"{cb_info.get('factor', '?')}, border {cb_info.get('border', '?')} px, on a constant input image "
+        f"(every normalised pixel {cb_info.get('constant_input', '?')}) at initialisation and after training. A "
+        "constant input has no content, so every difference between output phases is an artifact of the network; 0 = "
+        "no checkerboard. Probabilities, not logits: the score divides by the phase-mean magnitude, which is "
+        "near zero for logits. The same score on a real validation batch is in results.csv (cb_*_real).",
+        "",
+    ]
     md += ["## Results per arm", "", arm_table(arms), ""] if arms else ["No finished runs.", ""]
 
     if figures and arms:
@@ -242,10 +303,13 @@ def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs:
         for title, name in made:
             md += [f"### {title}", ""]
             if name == "checkerboard_phase_maps.png":
-                md += ["Each map: the mean of every output phase (position modulo the factor) of the most "
-                       "checkerboarded class probability on the constant input, as (mean - overall mean) / rms, seed 0, each "
-                       "map on its own colour scale (red +, blue -); above it, the run's checkerboard score, which "
-                       "says how strong the pattern is.", ""]
+                md += [
+                    "Each map: the mean of every output phase (position modulo the factor) of the most "
+                    "checkerboarded class probability on the constant input, as (mean - overall mean) / rms, seed 0, each "
+                    "map on its own colour scale (red +, blue -); above it, the run's checkerboard score, which "
+                    "says how strong the pattern is.",
+                    "",
+                ]
             md += [f"![{title}]({name})", ""]
     for section in reproductions.sections(arms, report_dir, operator_study=operator_study, figures=figures):
         md += [section, ""]
@@ -254,5 +318,12 @@ def write_report(out: str | os.PathLike, report_dir: str | os.PathLike, *, runs:
     return path
 
 
-_ARM_COLUMNS_FIXED = ("model", "label", "seeds", "params", "gflops", "train_step_ms",
-                      *(f"{k}_{s}" for k in ARM_METRICS for s in ("mean", "std")))
+_ARM_COLUMNS_FIXED = (
+    "model",
+    "label",
+    "seeds",
+    "params",
+    "gflops",
+    "train_step_ms",
+    *(f"{k}_{s}" for k in ARM_METRICS for s in ("mean", "std")),
+)

@@ -14,6 +14,7 @@ Bookkeeping, so a sweep can be stopped and started again at any time:
 Runs sharing an OUT are shared between sweeps: a run's workdir depends only on its model, label and seed, so the
 paper-reproduction presets reuse the ablation's finished runs instead of training them again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,9 @@ class Sweep:
         keys = [arm.key for arm in self.arms]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
-            raise ValueError(f"Sweep {self.name!r} defines these arms more than once: {dupes}; give each a "
-                             "unique (model, label).")
+            raise ValueError(
+                f"Sweep {self.name!r} defines these arms more than once: {dupes}; give each a unique (model, label)."
+            )
         if not self.seeds:
             raise ValueError(f"Sweep {self.name!r} has no seeds; give at least one.")
 
@@ -128,12 +130,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
             if part not in node:
-                raise ValueError(f"Override {key!r}: config has no {'.'.join(parts[:i + 1])!r}; "
-                                 f"valid keys there: {sorted(node.keys())}.")
+                raise ValueError(
+                    f"Override {key!r}: config has no {'.'.join(parts[: i + 1])!r}; "
+                    f"valid keys there: {sorted(node.keys())}."
+                )
             node = node[part]
         if parts[-1] not in node:
-            raise ValueError(f"Override {key!r}: config has no key {parts[-1]!r} under "
-                             f"{'.'.join(parts[:-1]) or 'the root'}; valid keys there: {sorted(node.keys())}.")
+            raise ValueError(
+                f"Override {key!r}: config has no key {parts[-1]!r} under "
+                f"{'.'.join(parts[:-1]) or 'the root'}; valid keys there: {sorted(node.keys())}."
+            )
         if isinstance(value, Mapping):
             value = ml_collections.ConfigDict(dict(value))
         with node.unlocked():
@@ -161,7 +167,7 @@ def expand(sweep: Sweep, *, only: Sequence[str] = (), seeds: Sequence[int] | Non
         if arm.config not in cache:
             cache[arm.config] = load_family_config(arm.config)
         base = apply_overrides(cache[arm.config], {**sweep.overrides, **arm.overrides})
-        for seed in (sweep.seeds if seeds is None else seeds):
+        for seed in sweep.seeds if seeds is None else seeds:
             runs.append(Run(arm, int(seed), apply_overrides(base, {SEED_KEY: int(seed)})))
     return runs
 
@@ -172,8 +178,10 @@ def dedupe(runs: Sequence[Run]) -> list[Run]:
     for run in runs:
         other = seen.setdefault(run.name, run)
         if other.config_hash != run.config_hash:
-            raise ValueError(f"Two sweeps define {run.name} with different configs ({other.config_hash} vs "
-                             f"{run.config_hash}); give one of the arms another label.")
+            raise ValueError(
+                f"Two sweeps define {run.name} with different configs ({other.config_hash} vs "
+                f"{run.config_hash}); give one of the arms another label."
+            )
     return list(seen.values())
 
 
@@ -202,7 +210,8 @@ def run_state(workdir: pathlib.Path, expected_hash: str) -> str:
                 raise ValueError(
                     f"{workdir} holds a run with config hash {found}, but this sweep's run has config {expected_hash}"
                     f" (the sweep definition or a default config changed). Use a new --out, or delete {workdir} "
-                    "to train it again.")
+                    "to train it again."
+                )
     if (workdir / DONE).exists():
         return "done"
     if (workdir / RUN_FILE).exists():
@@ -212,11 +221,13 @@ def run_state(workdir: pathlib.Path, expected_hash: str) -> str:
 
 def _default_train(config, workdir):
     from segjax.train import train_and_evaluate  # imported late: the runner itself must not need jax
+
     return train_and_evaluate(config, workdir)
 
 
 def _default_analyze(config, workdir):
     from experiments import analysis
+
     return analysis.analyze_run(config, workdir)
 
 
@@ -224,18 +235,29 @@ TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 AnalyzeFn = Callable[[ml_collections.ConfigDict, str], dict]
 
 
-def execute_run(run: Run, out: str | os.PathLike, *, train_fn: TrainFn | None = None,
-                analyze_fn: AnalyzeFn | None = None) -> str:
+def execute_run(
+    run: Run, out: str | os.PathLike, *, train_fn: TrainFn | None = None, analyze_fn: AnalyzeFn | None = None
+) -> str:
     """Train (or resume) one run, measure it, mark it done. Returns 'skipped' when it was already done."""
     workdir = run.workdir(out)
     state = run_state(workdir, run.config_hash)
     if state == "done":
         return "skipped"
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(workdir / RUN_FILE, {
-        "config_hash": run.config_hash, "name": run.name, "model": run.arm.model, "label": run.arm.label,
-        "seed": run.seed, "family": run.arm.config, "overrides": dict(run.arm.overrides), "tags": dict(run.arm.tags),
-        "config": run.config.to_dict()})
+    write_json_atomic(
+        workdir / RUN_FILE,
+        {
+            "config_hash": run.config_hash,
+            "name": run.name,
+            "model": run.arm.model,
+            "label": run.arm.label,
+            "seed": run.seed,
+            "family": run.arm.config,
+            "overrides": dict(run.arm.overrides),
+            "tags": dict(run.arm.tags),
+            "config": run.config.to_dict(),
+        },
+    )
     (workdir / ERROR_FILE).unlink(missing_ok=True)
     start = time.time()
     (train_fn or _default_train)(run.config, str(workdir))
@@ -243,8 +265,10 @@ def execute_run(run: Run, out: str | os.PathLike, *, train_fn: TrainFn | None = 
     analysis = dict((analyze_fn or _default_analyze)(run.config, str(workdir)))
     analysis.setdefault("wall_seconds_train_call", train_seconds)
     write_json_atomic(workdir / ANALYSIS_FILE, analysis)
-    write_json_atomic(workdir / DONE, {"config_hash": run.config_hash, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                       "resumed": state == "partial"})
+    write_json_atomic(
+        workdir / DONE,
+        {"config_hash": run.config_hash, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": state == "partial"},
+    )
     return "resumed" if state == "partial" else "trained"
 
 
@@ -278,8 +302,15 @@ def configure_jax(out: str | os.PathLike) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
-def run_sweep(runs: Sequence[Run], out: str | os.PathLike, *, jobs: int = 1, train_fn: TrainFn | None = None,
-              analyze_fn: AnalyzeFn | None = None, log: Callable[[str], None] = print) -> dict[str, str]:
+def run_sweep(
+    runs: Sequence[Run],
+    out: str | os.PathLike,
+    *,
+    jobs: int = 1,
+    train_fn: TrainFn | None = None,
+    analyze_fn: AnalyzeFn | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, str]:
     """Execute runs (skipping done ones, resuming partial ones); jobs > 1 runs that many spawned processes, each
     reusing its process for several runs. Returns run name -> 'skipped'|'trained'|'resumed'|'failed'."""
     if jobs < 1:
@@ -303,8 +334,9 @@ def run_sweep(runs: Sequence[Run], out: str | os.PathLike, *, jobs: int = 1, tra
             log(f"[sweep] {i + 1}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
     else:
         ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
-                                                    initargs=(str(out),)) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=ctx, initializer=_worker_init, initargs=(str(out),)
+        ) as pool:
             futures = [pool.submit(_execute_guarded, run, str(out), train_fn, analyze_fn) for run in todo]
             for i, future in enumerate(concurrent.futures.as_completed(futures)):
                 name, status = future.result()
@@ -317,8 +349,13 @@ def run_sweep(runs: Sequence[Run], out: str | os.PathLike, *, jobs: int = 1, tra
 # Command line shared by the sweep files
 
 
-def main(presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]], argv: Sequence[str] | None = None,
-         *, prog: str | None = None, default_out: str = "experiments/runs") -> int:
+def main(
+    presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]],
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str | None = None,
+    default_out: str = "experiments/runs",
+) -> int:
     """CLI for a sweep file: pick a preset, run it into --out, then write the report into OUT/report."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--preset", required=True, choices=sorted(presets))
@@ -356,6 +393,7 @@ def main(presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]], argv: Seq
     if args.no_report:
         return 1 if failed else 0
     from experiments import report  # plotting imports only once there is something to report
+
     report_dir = pathlib.Path(args.report_dir or out / "report")
     report.write_report(out, report_dir, runs=runs, sweeps=sweeps, command=command, note=args.note)
     print(f"[sweep] report: {report_dir / 'REPORT.md'}")

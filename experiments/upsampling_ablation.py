@@ -18,6 +18,7 @@ Presets:
        cut it further). Short training: it ranks operators early in training, it does not converge.
   gpu  32-channel networks (depth 4) at 128 px, 4000 steps, 5 seeds, every arm of both models (125 runs).
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,16 +31,22 @@ METHOD_ARMS = {
     "bilinear": dict(method="bilinear"),
     "bed_of_nails": dict(method="bed_of_nails"),
     "max_unpool": dict(method="max_unpool"),
-    **{f"transposed_k{k}_{init}": dict(method="transposed", kernel_size=k, init=init)
-       for init in ("default", "bilinear") for k in (2, 3, 4)},
+    **{
+        f"transposed_k{k}_{init}": dict(method="transposed", kernel_size=k, init=init)
+        for init in ("default", "bilinear")
+        for k in (2, 3, 4)
+    },
     "resize_conv_nearest": dict(method="resize_conv", resize="nearest"),
     "resize_conv_bilinear": dict(method="resize_conv", resize="bilinear"),
     "pixel_shuffle_default": dict(method="pixel_shuffle", init="default"),
     "pixel_shuffle_icnr": dict(method="pixel_shuffle", init="icnr"),
 }
 # Arms a model cannot build, with the reason (the report lists them).
-EXCLUDED = {("unet", label): "U-Net's up-convolutions halve the channels; a bilinear kernel keeps them"
-            for label in METHOD_ARMS if label.startswith("transposed") and label.endswith("bilinear")}
+EXCLUDED = {
+    ("unet", label): "U-Net's up-convolutions halve the channels; a bilinear kernel keeps them"
+    for label in METHOD_ARMS
+    if label.startswith("transposed") and label.endswith("bilinear")
+}
 
 # Per preset: seeds, overrides shared by every arm, per-model overrides, and overrides of the FCN reproduction.
 BUDGETS = {
@@ -47,10 +54,18 @@ BUDGETS = {
         seeds=3,
         overrides={
             "data.name": "segjax_shapes/64",
-            "num_train_steps": 200, "batch_size": 8, "eval_batch_size": 40,
-            "eval_every_steps": 200, "checkpoint_every_steps": 200, "log_every_steps": 25,
-            "progress_bar": False, "keep_checkpoints": 1, "schedule.warmup_steps": 20,
-            "model.preset": "small", "model.base_width": 8, "model.depth": 3,
+            "num_train_steps": 200,
+            "batch_size": 8,
+            "eval_batch_size": 40,
+            "eval_every_steps": 200,
+            "checkpoint_every_steps": 200,
+            "log_every_steps": 25,
+            "progress_bar": False,
+            "keep_checkpoints": 1,
+            "schedule.warmup_steps": 20,
+            "model.preset": "small",
+            "model.base_width": 8,
+            "model.depth": 3,
         },
         # U-Net: every arm; SegNet: the arms of the SegNet Table 1 reproduction (the rest only in 'gpu').
         models={"unet": None, "segnet": ("bilinear", "max_unpool", "transposed_k4_bilinear")},
@@ -60,9 +75,16 @@ BUDGETS = {
         seeds=5,
         overrides={
             "data.name": "segjax_shapes/128",
-            "num_train_steps": 4000, "batch_size": 16, "eval_batch_size": 50,
-            "eval_every_steps": 1000, "checkpoint_every_steps": 1000, "log_every_steps": 100,
-            "progress_bar": False, "model.preset": "small", "model.base_width": 32, "model.depth": 4,
+            "num_train_steps": 4000,
+            "batch_size": 16,
+            "eval_batch_size": 50,
+            "eval_every_steps": 1000,
+            "checkpoint_every_steps": 1000,
+            "log_every_steps": 100,
+            "progress_bar": False,
+            "model.preset": "small",
+            "model.base_width": 32,
+            "model.depth": 4,
         },
         models={"unet": None, "segnet": None},
         fcn_overrides={"model.base_width": 32, "model.depth": None},
@@ -73,8 +95,12 @@ weights; FCN: SGD 0.05, poly): arms are compared within a model, never across mo
 
 
 def upsample_overrides(settings: dict) -> dict:
-    return {"model.upsample.method": settings["method"], "model.upsample.kernel_size": settings.get("kernel_size"),
-            "model.upsample.init": settings.get("init"), "model.upsample.resize": settings.get("resize", "nearest")}
+    return {
+        "model.upsample.method": settings["method"],
+        "model.upsample.kernel_size": settings.get("kernel_size"),
+        "model.upsample.init": settings.get("init"),
+        "model.upsample.resize": settings.get("resize", "nearest"),
+    }
 
 
 def arms(model: str, labels=None) -> tuple[sweep_lib.Arm, ...]:
@@ -93,13 +119,19 @@ def ablation(scale: str) -> sweep_lib.Sweep:
     budget = BUDGETS[scale]
     all_arms = tuple(arm for model, labels in budget["models"].items() for arm in arms(model, labels))
     excluded = ", ".join(f"{m}/{label}" for (m, label) in EXCLUDED)
-    subsets = "; ".join(f"{m}: {'all buildable arms' if labels is None else ', '.join(labels)}"
-                        for m, labels in budget["models"].items())
+    subsets = "; ".join(
+        f"{m}: {'all buildable arms' if labels is None else ', '.join(labels)}"
+        for m, labels in budget["models"].items()
+    )
     return sweep_lib.Sweep(
-        f"ablation_{scale}", all_arms, tuple(range(budget["seeds"])), budget["overrides"],
+        f"ablation_{scale}",
+        all_arms,
+        tuple(range(budget["seeds"])),
+        budget["overrides"],
         f"upsampling operators inside the same U-Net and the same SegNet decoder ({subsets}; {len(all_arms)} arms x "
         f"{budget['seeds']} seeds). Not buildable, so never run: {excluded} (U-Net's up-convolutions halve the "
-        "channels; a bilinear kernel keeps them).")
+        "channels; a bilinear kernel keeps them).",
+    )
 
 
 PRESETS = {"cpu": lambda: ablation("cpu"), "gpu": lambda: ablation("gpu")}

@@ -5,6 +5,7 @@
 The committed .ipynb files carry no outputs. tests/test_notebooks.py executes both with SEGJAX_NOTEBOOK_SMOKE=1
 (small images, a two-step training run in a temporary folder), so they keep working as the code changes.
 """
+
 import pathlib
 
 import nbformat
@@ -12,7 +13,7 @@ from nbformat import v4
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-SETUP = '''\
+SETUP = """\
 import os, pathlib, sys
 
 # Run from the repository root or from notebooks/: find the root so `experiments` and `configs` import.
@@ -27,16 +28,22 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-'''
+"""
 
 OPERATORS_TOUR = [
-    ("markdown", """\
+    (
+        "markdown",
+        """\
 # A tour of the upsampling operators
 
 Every operator in `segjax.ops` on a real photograph (matplotlib's sample image of Grace Hopper), then the
 learned operators at initialisation, where Odena et al. (2016) found the checkerboard artifacts of transposed
-convolutions and pixel shuffle. All operators take and return NHWC arrays."""),
-    ("code", SETUP + '''
+convolutions and pixel shuffle. All operators take and return NHWC arrays.""",
+    ),
+    (
+        "code",
+        SETUP
+        + """
 from matplotlib import cbook
 from PIL import Image
 
@@ -48,13 +55,19 @@ with cbook.get_sample_data("grace_hopper.jpg") as f:
     photo = Image.open(f).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC)
 x = jnp.asarray(np.asarray(photo, np.float32) / 255.0)[None]  # (1, SIZE, SIZE, 3) in [0, 1]
 small = x.reshape(1, SIZE // 2, 2, SIZE // 2, 2, 3).mean(axis=(2, 4))  # 2x2 average: what the decoder upsamples
-print(x.shape, small.shape)'''),
-    ("markdown", """\
+print(x.shape, small.shape)""",
+    ),
+    (
+        "markdown",
+        """\
 ## Pooling with indices, and unpooling
 
 `max_pool_with_indices` returns each window's maximum and where it was (flat `h * W + w` in the input plane);
-`max_unpool` puts the values back exactly there and zeros elsewhere. This is SegNet's decoder input."""),
-    ("code", '''\
+`max_unpool` puts the values back exactly there and zeros elsewhere. This is SegNet's decoder input.""",
+    ),
+    (
+        "code",
+        """\
 pooled, indices = ops.max_pool_with_indices(x, 2)
 unpooled = ops.max_unpool(pooled, indices, x.shape[1:3])
 # Every non-zero of the unpooled map is the input value at that place (the window's maximum).
@@ -65,14 +78,20 @@ print("fraction of pixels kept:", nonzero.mean())
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 for ax, (title, img) in zip(axes, [("input", x), ("max pooled (indices kept)", pooled), ("max unpooled", unpooled)]):
     ax.imshow(np.clip(np.asarray(img[0]), 0, 1), interpolation="nearest"); ax.set_title(title); ax.axis("off")
-plt.show()'''),
-    ("markdown", """\
+plt.show()""",
+    ),
+    (
+        "markdown",
+        """\
 ## Parameter-free upsampling x2
 
 Nearest, bilinear (half-pixel centres, like PyTorch's `align_corners=False`), bed of nails (each value in
 the top-left of its 2x2 cell, zeros elsewhere) and max-unpooling, each from the 2x2-averaged image. PSNR
-against the original photograph says how much of it each one recovers."""),
-    ("code", '''\
+against the original photograph says how much of it each one recovers.""",
+    ),
+    (
+        "code",
+        """\
 def psnr(a, b):
     return float(10 * np.log10(1.0 / np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
@@ -86,14 +105,20 @@ fig, axes = plt.subplots(1, len(fixed), figsize=(3 * len(fixed), 3))
 for ax, (name, y) in zip(axes, fixed.items()):
     ax.imshow(np.clip(np.asarray(y[0]), 0, 1), interpolation="nearest")
     ax.set_title(f"{name}\\nPSNR {psnr(y, x):.1f} dB"); ax.axis("off")
-plt.show()'''),
-    ("markdown", """\
+plt.show()""",
+    ),
+    (
+        "markdown",
+        """\
 ## Transposed convolution, bilinear kernels and pixel shuffle
 
 `conv_transpose` computes what `jax.lax.conv_transpose` computes (checked here), faster on CPU. With FCN's
 bilinear kernel (size 4 for x2) it is bilinear upsampling away from the border. `pixel_shuffle` rearranges
-channels into space; `pixel_unshuffle` undoes it."""),
-    ("code", '''\
+channels into space; `pixel_unshuffle` undoes it.""",
+    ),
+    (
+        "code",
+        """\
 kernel = ops.bilinear_kernel(4, 3)  # (4, 4, 3, 3) HWIO: each channel upsampled on its own
 ours = ops.conv_transpose(small, kernel, 2)
 reference = jax.lax.conv_transpose(small, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -108,16 +133,22 @@ copies = jnp.repeat(small, 4, axis=-1)  # 12 channels -> 3 channels at twice the
 shuffled = ops.pixel_shuffle(copies, 2)
 assert jnp.array_equal(ops.pixel_unshuffle(shuffled, 2), copies)
 assert jnp.allclose(shuffled, fixed["nearest"])
-print("pixel_shuffle of 4 copies == nearest upsampling; pixel_unshuffle inverts it")'''),
-    ("markdown", """\
+print("pixel_shuffle of 4 copies == nearest upsampling; pixel_unshuffle inverts it")""",
+    ),
+    (
+        "markdown",
+        """\
 ## Learned operators at initialisation: where checkerboards come from
 
 Each `Upsample` module, freshly initialised, applied to the photograph (left) and to a constant image
 (right: no content, so any pattern is the operator's own). Randomly initialised transposed convolutions and
 pixel shuffle weight the four output phases differently: a checkerboard. Resize-convolution, bilinear-initialised
 transposed convolution and ICNR-initialised pixel shuffle treat the phases alike. The score is
-`segjax.ops.checkerboard_score` (0 = all phases agree)."""),
-    ("code", '''\
+`segjax.ops.checkerboard_score` (0 = all phases agree).""",
+    ),
+    (
+        "code",
+        """\
 def apply_operator(kwargs, image, seed=0):
     learned = ops.has_params(kwargs["method"])
     module = ops.Upsample(factor=2, features=image.shape[-1] if learned else None, **kwargs)
@@ -144,8 +175,11 @@ for j, (label, kwargs) in enumerate(cases):
     axes[0, j].set_title(label.replace("_", "\\n", 1), fontsize=7)
     for ax in axes[:, j]:
         ax.axis("off")
-plt.tight_layout(); plt.show()'''),
-    ("code", '''\
+plt.tight_layout(); plt.show()""",
+    ),
+    (
+        "code",
+        """\
 seeds = range(1) if SMOKE else range(5)
 scores = analysis.operator_checkerboard_at_init(seeds=seeds)
 print(f"{'operator':26s} checkerboard score at init (constant input), per seed")
@@ -158,18 +192,25 @@ fig, axes = plt.subplots(1, len(outputs), figsize=(1.2 * len(outputs), 1.6))
 for ax, (label, y) in zip(axes, outputs.items()):
     ax.imshow(analysis.phase_map(y, 2, 2), cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_title(label.replace("_", "\\n", 1), fontsize=6); ax.axis("off")
-plt.show()'''),
+plt.show()""",
+    ),
 ]
 
 INSPECT_RUN = [
-    ("markdown", """\
+    (
+        "markdown",
+        """\
 # Inspect a training run
 
 Loads the latest checkpoint of a `segjax-train` workdir, plots the training curves, evaluates the validation
 split (per-class table) and shows predictions next to the ground truth. Set `SEGJAX_NOTEBOOK_WORKDIR` (default
 `runs/quickstart`, from `segjax-train --config=configs/quickstart.py --workdir=runs/quickstart`). With
-`SEGJAX_NOTEBOOK_SMOKE=1` the notebook first trains a tiny run of two steps in a temporary folder."""),
-    ("code", SETUP + '''
+`SEGJAX_NOTEBOOK_SMOKE=1` the notebook first trains a tiny run of two steps in a temporary folder.""",
+    ),
+    (
+        "code",
+        SETUP
+        + """
 import tempfile
 
 from experiments import analysis, sweep
@@ -190,8 +231,11 @@ if SMOKE:
             "model.base_width": 4, "model.depth": 1, "eval.num_images_to_plot": 0}
     WORKDIR = str(tmp / "run")
     train_and_evaluate(sweep.apply_overrides(sweep.load_family_config("quickstart"), tiny), WORKDIR)
-print("workdir:", WORKDIR)'''),
-    ("code", '''\
+print("workdir:", WORKDIR)""",
+    ),
+    (
+        "code",
+        """\
 config = config_utils.load_config(WORKDIR)
 records = read_metrics(WORKDIR)
 train = [r for r in records if r["split"] == "train"]
@@ -203,15 +247,21 @@ axes[1].plot([r["step"] for r in train], [r["mean_iou"] for r in train], ".-", a
 axes[1].set_title("mIoU"); axes[1].legend()
 for ax in axes:
     ax.set_xlabel("step")
-plt.tight_layout(); plt.show()'''),
+plt.tight_layout(); plt.show()""",
+    ),
     ("markdown", "## Per-class scores of the latest checkpoint on the validation split"),
-    ("code", '''\
+    (
+        "code",
+        """\
 report = evaluate.evaluate_checkpoint(WORKDIR, "latest", write=False, verbose=False)
 info = data.get_dataset_info(config.data)
 print(f"{report['dataset']} / {report['split']}, checkpoint step {report['checkpoint_step']}")
-print(evaluate.per_class_table(report["scores"], info.class_names))'''),
+print(evaluate.per_class_table(report["scores"], info.class_names))""",
+    ),
     ("markdown", "## Predictions"),
-    ("code", '''\
+    (
+        "code",
+        """\
 model = create_model(config.model, info.num_classes)
 _, variables, _ = analysis.initial_and_trained_variables(config, info, model, pathlib.Path(WORKDIR))
 images, labels = analysis.fixed_batch(config, info.eval_split, 4)
@@ -228,7 +278,8 @@ for i in range(len(shown)):
         if i == 0:
             ax.set_title(title)
 plt.tight_layout(); plt.show()
-print("classes:", ", ".join(f"{i}={name}" for i, name in enumerate(info.class_names)))'''),
+print("classes:", ", ".join(f"{i}={name}" for i, name in enumerate(info.class_names)))""",
+    ),
 ]
 
 

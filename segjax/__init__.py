@@ -1,4 +1,5 @@
 """segjax: semantic segmentation in JAX/Flax, built around a library of upsampling operators."""
+
 import os
 
 __version__ = "0.1.0"
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 # before the first JAX computation. A value the user set wins; SEGJAX_XLA_CPU_YNN=0 leaves XLA_FLAGS alone.
 # GPUs and TPUs ignore it.
 _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
-if (os.environ.get("SEGJAX_XLA_CPU_YNN", "1") != "0"
-    and "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", "")):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_YNN_FLAG}".strip()
+if os.environ.get("SEGJAX_XLA_CPU_YNN", "1") != "0" and "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get(
+    "XLA_FLAGS", ""
+):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_YNN_FLAG}".strip()

@@ -5,6 +5,7 @@ RNG) and 'meta' (JSON: the step, num_classes, the model config and the validatio
 Kept: the last `keep` checkpoints plus the best one by validation mean IoU. Evaluation opens the same directory
 read-only, which is safe while a training run is still writing to it (orbax only publishes finished steps).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,17 +36,24 @@ class Checkpointer:
             raise ValueError(f"keep_checkpoints={keep} must be at least 1.")
         self.directory = checkpoint_dir(workdir)
         if read_only:
-            options = ocp.CheckpointManagerOptions(read_only=True, best_fn=_best_metric, best_mode="max",
-                                                   enable_async_checkpointing=False)
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, best_fn=_best_metric, best_mode="max", enable_async_checkpointing=False
+            )
         else:
-            policy = ocm.AnyPreservationPolicy([
-                ocm.LatestN(n=keep),
-                ocm.BestN(get_metric_fn=_best_metric, reverse=False, n=1, keep_checkpoints_without_metrics=False),
-            ])
-            options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_best_metric,
-                                                   best_mode="max", create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
-            "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+            policy = ocm.AnyPreservationPolicy(
+                [
+                    ocm.LatestN(n=keep),
+                    ocm.BestN(get_metric_fn=_best_metric, reverse=False, n=1, keep_checkpoints_without_metrics=False),
+                ]
+            )
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=policy, best_fn=_best_metric, best_mode="max", create=True
+            )
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+        )
 
     # --- queries --------------------------------------------------------------------------------------------------
     def all_steps(self) -> list[int]:
@@ -74,8 +82,10 @@ class Checkpointer:
         if step == "best":
             best = self.best_step()
             if best is None:
-                raise CheckpointError(f"No checkpoint in {self.directory} has validation scores, so there is no "
-                                      f"'best'; use --step=latest or one of {steps}.")
+                raise CheckpointError(
+                    f"No checkpoint in {self.directory} has validation scores, so there is no "
+                    f"'best'; use --step=latest or one of {steps}."
+                )
             return best
         try:
             value = int(step)
@@ -92,9 +102,13 @@ class Checkpointer:
         meta = dict(meta, step=int(step), scores=_jsonable(scores))
         self._manager.save(
             int(step),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                                    meta=ocp.args.JsonSave(_jsonable(meta))),
-            metrics=metrics, force=True)
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                meta=ocp.args.JsonSave(_jsonable(meta)),
+            ),
+            metrics=metrics,
+            force=True,
+        )
 
     def restore_meta(self, step: int) -> dict:
         return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -105,8 +119,9 @@ class Checkpointer:
         target_dict = flax.serialization.to_state_dict(jax.device_get(target))
         saved = self._manager.item_metadata(step)["state"]
         _check_compatible(saved, target_dict, self.directory, step)
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target_dict)))["state"]
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target_dict)))[
+            "state"
+        ]
         return flax.serialization.from_state_dict(target, restored), meta
 
     def wait(self) -> None:
@@ -131,12 +146,15 @@ def _check_compatible(saved_metadata, target: dict, directory: str, step: int) -
     wanted = _shapes(target)
     missing = sorted(set(wanted) - set(saved))
     extra = sorted(set(saved) - set(wanted))
-    changed = sorted((k for k in set(saved) & set(wanted) if saved[k] != wanted[k]),
-                     key=lambda k: (not k.startswith("params"), k))
+    changed = sorted(
+        (k for k in set(saved) & set(wanted) if saved[k] != wanted[k]), key=lambda k: (not k.startswith("params"), k)
+    )
     if not (missing or extra or changed):
         return
-    lines = [f"The checkpoint {directory} step {step} does not match the model built from the config "
-             f"(different model, num_classes or widths?)."]
+    lines = [
+        f"The checkpoint {directory} step {step} does not match the model built from the config "
+        f"(different model, num_classes or widths?)."
+    ]
     for key in changed[:5]:
         lines.append(f"  {key}: checkpoint {saved[key]} vs config {wanted[key]}")
     if missing:

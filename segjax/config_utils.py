@@ -3,6 +3,7 @@
 The resolved config of a run (defaults + the family's choices + command-line overrides) is written to
 `<workdir>/config.json`; evaluation rebuilds the run from it. Keys are documented in docs/config_reference.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ CONFIG_FILE = "config.json"
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the training-loop keys a typo or a wrong value would only break later; ValueError naming the fix."""
+
     def choice(key, value, valid):
         if value not in valid:
             raise ValueError(f"config.{key}={value!r} is not valid; choose one of: {', '.join(map(str, valid))}.")
@@ -33,14 +35,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     choice("parallelism", config.parallelism, PARALLELISMS)
     choice("compute_dtype", config.compute_dtype, COMPUTE_DTYPES)
     positive("num_devices", config.num_devices, allow_none=True)
-    for key in ("batch_size", "eval_batch_size", "num_train_steps", "log_every_steps", "eval_every_steps",
-                "checkpoint_every_steps", "keep_checkpoints"):
+    for key in (
+        "batch_size",
+        "eval_batch_size",
+        "num_train_steps",
+        "log_every_steps",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+    ):
         positive(key, config[key])
     positive("eval.max_batches", config.eval.max_batches, allow_none=True)
     tolerance = config.eval.boundary_tolerance
     if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0):
-        raise ValueError(f"config.eval.boundary_tolerance={tolerance!r} must be a non-negative integer (pixels) "
-                         "or None (SegNet's 0.75% of the image diagonal).")
+        raise ValueError(
+            f"config.eval.boundary_tolerance={tolerance!r} must be a non-negative integer (pixels) "
+            "or None (SegNet's 0.75% of the image diagonal)."
+        )
 
 
 # Types of keys whose default is None, so `--config.KEY=VALUE` can set them (ml_collections cannot override a

@@ -10,6 +10,7 @@ prints a per-class table and writes, atomically, into <workdir>/eval/:
 User errors (no workdir, no checkpoint, a step that does not exist, a config that does not match the checkpoint)
 print one clear message and exit with status 2 without writing anything.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,15 @@ def _eval_batch(batch: dict) -> dict:
 @functools.lru_cache(maxsize=16)
 def _wrapped_eval_step(dp, model, num_classes, ignore_index, tolerance):
     """One wrapped (hence compiled) evaluation step per setting, reused by every validation of a process."""
-    return dp.wrap(functools.partial(parallel.eval_step, model=model, num_classes=num_classes,
-                                     ignore_index=ignore_index, boundary_tolerance=tolerance))
+    return dp.wrap(
+        functools.partial(
+            parallel.eval_step,
+            model=model,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            boundary_tolerance=tolerance,
+        )
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -49,15 +57,25 @@ def _wrapped_predict_step(dp, model):
     return dp.wrap(functools.partial(parallel.predict_step, model=model), per_example=True)
 
 
-def evaluate_split(dp: parallel.DataParallel, model, state, config, split: str, *, num_classes: int,
-                   ignore_index: int, collect_examples: int = 0):
+def evaluate_split(
+    dp: parallel.DataParallel,
+    model,
+    state,
+    config,
+    split: str,
+    *,
+    num_classes: int,
+    ignore_index: int,
+    collect_examples: int = 0,
+):
     """Scores of `state` on a whole split: compute_scores of the summed confusion matrix plus boundary F1.
 
     `state` is laid out by `dp` (replicated). With collect_examples > 0, also returns (scores, examples) where
     examples holds the first images, labels and predictions (numpy) for plotting.
     """
-    loader = data_lib.make_loader(config.data, split, global_batch_size=config.eval_batch_size, train=False,
-                                  seed=config.seed)
+    loader = data_lib.make_loader(
+        config.data, split, global_batch_size=config.eval_batch_size, train=False, seed=config.seed
+    )
     totals, examples, step_fn, predict_fn = None, [], None, None
     for index, batch in enumerate(loader):
         if config.eval.max_batches is not None and index >= config.eval.max_batches:
@@ -76,8 +94,9 @@ def evaluate_split(dp: parallel.DataParallel, model, state, config, split: str, 
                 predict_fn = _wrapped_predict_step(dp, model)
             predictions = dp.gather_examples(predict_fn(state, sharded))
             keep = batch["valid"]
-            examples.append({"image": batch["image"][keep], "label": batch["label"][keep],
-                             "prediction": predictions[keep]})
+            examples.append(
+                {"image": batch["image"][keep], "label": batch["label"][keep], "prediction": predictions[keep]}
+            )
     if totals is None:
         raise ValueError(f"The {split!r} split produced no evaluation batches; check data.eval_split / --split.")
     totals = dp.unreplicate(totals)
@@ -94,6 +113,7 @@ def evaluate_split(dp: parallel.DataParallel, model, state, config, split: str, 
 # Reports
 # --------------------------------------------------------------------------------------------------------------
 
+
 def per_class_table(scores: dict, class_names) -> str:
     """Text table: one row per class (IoU, accuracy, boundary F1), then the means."""
     names = list(class_names) if class_names else [str(i) for i in range(len(scores["per_class_iou"]))]
@@ -102,11 +122,18 @@ def per_class_table(scores: dict, class_names) -> str:
     rows = [f"{'class':<{width}}    IoU    Acc     BF1"]
     bf1 = scores.get("per_class_boundary_f1", [float("nan")] * len(names))
     for i, name in enumerate(names):
-        rows.append(f"{name:<{width}} {fmt(scores['per_class_iou'][i])} {fmt(scores['per_class_accuracy'][i])} "
-                    f"{fmt(bf1[i])}")
+        rows.append(
+            f"{name:<{width}} {fmt(scores['per_class_iou'][i])} {fmt(scores['per_class_accuracy'][i])} {fmt(bf1[i])}"
+        )
     rows.append("")
-    for key in ("mean_iou", "pixel_accuracy", "mean_pixel_accuracy", "frequency_weighted_iou", "mean_dice",
-                "boundary_f1"):
+    for key in (
+        "mean_iou",
+        "pixel_accuracy",
+        "mean_pixel_accuracy",
+        "frequency_weighted_iou",
+        "mean_dice",
+        "boundary_f1",
+    ):
         if key in scores:
             rows.append(f"{key:<24} {fmt(scores[key])}")
     return "\n".join(rows)
@@ -145,8 +172,15 @@ def plot_confusion(confusion: np.ndarray, class_names, path: str) -> None:
     if n <= 25:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if normalised[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{normalised[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if normalised[i, j] > 0.5 else "black",
+                )
     _save_figure_atomic(fig, path)
     plt.close(fig)
 
@@ -173,8 +207,11 @@ def plot_examples(examples: dict, num_classes: int, ignore_index: int, path: str
     for i in range(n):
         image = examples["image"][i]
         image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
-        panels = (image, _colour_labels(examples["label"][i], num_classes, ignore_index),
-                  _colour_labels(examples["prediction"][i], num_classes, ignore_index))
+        panels = (
+            image,
+            _colour_labels(examples["label"][i], num_classes, ignore_index),
+            _colour_labels(examples["prediction"][i], num_classes, ignore_index),
+        )
         for ax, panel, title in zip(axes[i], panels, ("image", "ground truth", "prediction")):
             ax.imshow(panel, interpolation="nearest")
             ax.set_axis_off()
@@ -188,8 +225,11 @@ def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in np.asarray(value).tolist()] if isinstance(value, np.ndarray) else \
-            [_jsonable(v) for v in value]
+        return (
+            [_jsonable(v) for v in np.asarray(value).tolist()]
+            if isinstance(value, np.ndarray)
+            else [_jsonable(v) for v in value]
+        )
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None  # NaN (class absent) -> null in JSON
     if isinstance(value, np.integer):
@@ -201,12 +241,14 @@ def _jsonable(value):
 # segjax-eval
 # --------------------------------------------------------------------------------------------------------------
 
+
 class EvalError(ValueError):
     """A user error of segjax-eval: reported in one message, exit status 2, nothing written."""
 
 
-def evaluate_checkpoint(workdir: str, step="latest", split: str | None = None, config=None,
-                        *, write: bool = True, verbose: bool = True) -> dict:
+def evaluate_checkpoint(
+    workdir: str, step="latest", split: str | None = None, config=None, *, write: bool = True, verbose: bool = True
+) -> dict:
     """Evaluates a checkpoint of the run in `workdir`; returns the report dict (also written as JSON when `write`).
 
     config: the run's config (default: <workdir>/config.json); pass another to evaluate on other data settings,
@@ -228,9 +270,11 @@ def evaluate_checkpoint(workdir: str, step="latest", split: str | None = None, c
         info = data_lib.get_dataset_info(config.data)
         meta = checkpoints.restore_meta(resolved)
         if meta.get("num_classes") != info.num_classes:
-            raise EvalError(f"The checkpoint of step {resolved} was trained with num_classes={meta.get('num_classes')}"
-                            f" but the config's dataset {config.data.name!r} has {info.num_classes} classes; use "
-                            "the config the run was trained with (its workdir's config.json).")
+            raise EvalError(
+                f"The checkpoint of step {resolved} was trained with num_classes={meta.get('num_classes')}"
+                f" but the config's dataset {config.data.name!r} has {info.num_classes} classes; use "
+                "the config the run was trained with (its workdir's config.json)."
+            )
         split = split or info.eval_split
         if split not in info.num_examples:
             raise EvalError(f"Split {split!r} does not exist in {info.name}; available: {sorted(info.num_examples)}.")
@@ -245,14 +289,30 @@ def evaluate_checkpoint(workdir: str, step="latest", split: str | None = None, c
         checkpoints.close()
 
     num_plot = int(config.eval.num_images_to_plot)
-    result = evaluate_split(dp, model, dp.replicate(state), config, split, num_classes=info.num_classes,
-                            ignore_index=info.ignore_index, collect_examples=num_plot)
+    result = evaluate_split(
+        dp,
+        model,
+        dp.replicate(state),
+        config,
+        split,
+        num_classes=info.num_classes,
+        ignore_index=info.ignore_index,
+        collect_examples=num_plot,
+    )
     scores, examples = result if num_plot else (result, None)
     report = {
-        "workdir": workdir, "split": split, "checkpoint_step": resolved, "dataset": info.name,
-        "class_names": list(info.class_names or []), "num_classes": info.num_classes,
-        "config_summary": {"model": config.model.to_dict(), "data": config.data.to_dict(),
-                           "num_train_steps": config.num_train_steps, "seed": config.seed},
+        "workdir": workdir,
+        "split": split,
+        "checkpoint_step": resolved,
+        "dataset": info.name,
+        "class_names": list(info.class_names or []),
+        "num_classes": info.num_classes,
+        "config_summary": {
+            "model": config.model.to_dict(),
+            "data": config.data.to_dict(),
+            "num_train_steps": config.num_train_steps,
+            "seed": config.seed,
+        },
         "scores": _jsonable(scores),
     }
     if verbose:
@@ -280,8 +340,12 @@ def main(argv=None):
     flags.DEFINE_string("workdir", None, "Workdir of a segjax-train run.")
     flags.DEFINE_string("step", "latest", "Checkpoint to evaluate: latest, best (validation mIoU) or a step number.")
     flags.DEFINE_string("split", None, "Split to evaluate (default: the config's data.eval_split).")
-    config_flags.DEFINE_config_file("config", None, "Optional config replacing the workdir's config.json "
-                                    "(must build the same model).", lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Optional config replacing the workdir's config.json (must build the same model).",
+        lock_config=True,
+    )
     flags.mark_flag_as_required("workdir")
 
     def run(argv):

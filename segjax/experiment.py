@@ -1,4 +1,5 @@
 """The pieces of a run built from its config, shared by training and evaluation: model, optimizer, fresh state."""
+
 from __future__ import annotations
 
 import jax
@@ -42,8 +43,11 @@ def initial_state(config, info, model, tx) -> parallel.TrainState:
 
 def abstract_state(config, info, model, tx) -> parallel.TrainState:
     """Zeros shaped like a fresh TrainState, without running or compiling the initialisers: a restore target."""
-    shapes = jax.eval_shape(lambda: parallel.create_train_state(
-        model, tx, jax.random.PRNGKey(config.seed), jnp.zeros((1, *info.crop_size, 3), jnp.float32)))
+    shapes = jax.eval_shape(
+        lambda: parallel.create_train_state(
+            model, tx, jax.random.PRNGKey(config.seed), jnp.zeros((1, *info.crop_size, 3), jnp.float32)
+        )
+    )
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 

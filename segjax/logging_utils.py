@@ -4,6 +4,7 @@ TensorBoard files are written by tensorboardX (no TensorFlow needed): `tensorboa
 `metrics.jsonl` has one JSON object per line: {"step": N, "split": "train"|"<eval split>", "<name>": value, ...},
 scalars only (per-class lists go to the evaluation reports).
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,15 @@ class Progress:
 
     def __init__(self, start_step: int, total_steps: int, batch_size: int, *, enabled: bool = True):
         self.batch_size = batch_size
-        self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                              disable=not enabled, file=sys.stderr, desc="train")
+        self._bar = tqdm.tqdm(
+            total=total_steps,
+            initial=start_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not enabled,
+            file=sys.stderr,
+            desc="train",
+        )
         self._last_step = start_step
         self._last_time = time.perf_counter()
 

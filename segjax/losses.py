@@ -11,6 +11,7 @@ Labels equal to ``ignore_index`` do not contribute. A label outside ``[0, C)`` t
 a data bug: the loss becomes NaN (so a non-finite-loss check stops training) rather than silently dropping or
 misreading the pixel; `segjax.metrics.check_labels` names the bad values on the host.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,14 +50,16 @@ def default_loss_config() -> ml_collections.ConfigDict:
       weights, one per class, as a comma-separated string (e.g. '0.5,1,2'; what `--config.loss.class_weighting=`
       accepts) or a list.
     """
-    return ml_collections.ConfigDict({
-        "cross_entropy": 1.0,
-        "dice": 0.0,
-        "focal": 0.0,
-        "focal_gamma": 2.0,
-        "dice_smooth": 1.0,
-        "class_weighting": "none",
-    })
+    return ml_collections.ConfigDict(
+        {
+            "cross_entropy": 1.0,
+            "dice": 0.0,
+            "focal": 0.0,
+            "focal_gamma": 2.0,
+            "dice_smooth": 1.0,
+            "class_weighting": "none",
+        }
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,14 +84,17 @@ def _parse_class_weighting(value):
             return tuple(float(v) for v in value)
         except (TypeError, ValueError):
             pass
-    raise ValueError(f"loss.class_weighting={value!r} is not valid: use one of {CLASS_WEIGHTINGS} or one weight "
-                     "per class as a comma-separated string such as '0.5,1,2' (or a list).")
+    raise ValueError(
+        f"loss.class_weighting={value!r} is not valid: use one of {CLASS_WEIGHTINGS} or one weight "
+        "per class as a comma-separated string such as '0.5,1,2' (or a list)."
+    )
 
 
 def _parse_config(loss_config) -> _LossSpec:
     if not isinstance(loss_config, Mapping | ml_collections.ConfigDict):
-        raise ValueError(f"loss_config must be a ConfigDict or dict (see default_loss_config()), "
-                         f"got {type(loss_config).__name__}.")
+        raise ValueError(
+            f"loss_config must be a ConfigDict or dict (see default_loss_config()), got {type(loss_config).__name__}."
+        )
     config = dict(default_loss_config())
     given = dict(loss_config.items())
     unknown = sorted(set(given) - set(config))
@@ -114,8 +120,7 @@ def _parse_config(loss_config) -> _LossSpec:
 def _check_weight_vector(weights, num_classes: int, what: str) -> np.ndarray:
     weights = np.asarray(weights, np.float64)
     if weights.shape != (num_classes,):
-        raise ValueError(f"{what} must have one weight per class, shape ({num_classes},), got shape "
-                         f"{weights.shape}.")
+        raise ValueError(f"{what} must have one weight per class, shape ({num_classes},), got shape {weights.shape}.")
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not np.any(weights > 0):
         raise ValueError(f"{what} must be finite, >= 0 and not all 0, got {weights.tolist()}.")
     return weights
@@ -132,15 +137,19 @@ def median_frequency_weights(class_pixel_counts, image_pixel_counts=None) -> np.
     """
     counts = np.asarray(class_pixel_counts, np.float64)
     if counts.ndim != 1 or not np.all(np.isfinite(counts)) or np.any(counts < 0) or not np.any(counts > 0):
-        raise ValueError("class_pixel_counts must be a 1-D array of non-negative counts, not all 0; got "
-                         f"{np.asarray(class_pixel_counts).tolist()}.")
+        raise ValueError(
+            "class_pixel_counts must be a 1-D array of non-negative counts, not all 0; got "
+            f"{np.asarray(class_pixel_counts).tolist()}."
+        )
     if image_pixel_counts is None:
         totals = np.full_like(counts, counts.sum())
     else:
         totals = np.asarray(image_pixel_counts, np.float64)
         if totals.shape != counts.shape or np.any(totals < counts):
-            raise ValueError(f"image_pixel_counts {totals.tolist()} must have the shape of class_pixel_counts "
-                             f"{counts.shape} and be >= them (pixels of the images that contain each class).")
+            raise ValueError(
+                f"image_pixel_counts {totals.tolist()} must have the shape of class_pixel_counts "
+                f"{counts.shape} and be >= them (pixels of the images that contain each class)."
+            )
     present = counts > 0
     frequency = np.divide(counts, totals, out=np.zeros_like(counts), where=present)
     median = np.median(frequency[present])
@@ -175,8 +184,10 @@ def resolve_class_weights(loss_config, num_classes: int, class_pixel_counts=None
         return None
     if weighting == "median_frequency":
         if class_pixel_counts is None:
-            raise ValueError("loss.class_weighting='median_frequency' needs the training set's class pixel counts: "
-                             "pass class_pixel_counts (and image_pixel_counts) from class_pixel_statistics.")
+            raise ValueError(
+                "loss.class_weighting='median_frequency' needs the training set's class pixel counts: "
+                "pass class_pixel_counts (and image_pixel_counts) from class_pixel_statistics."
+            )
         weights = median_frequency_weights(class_pixel_counts, image_pixel_counts)
     else:
         weights = weighting
@@ -186,6 +197,7 @@ def resolve_class_weights(loss_config, num_classes: int, class_pixel_counts=None
 # --------------------------------------------------------------------------------------------------------------
 # The losses. Each returns the per-device share of the global loss when axis_name is given.
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _global_sum(x, axis_name):
     """Sum of a statistic over the devices of axis_name, as a constant (stop_gradient)."""
@@ -311,9 +323,11 @@ def _resolve_weights_for_loss(spec: _LossSpec, class_weights, num_classes):
     if spec.class_weighting == "none":
         return None
     if spec.class_weighting == "median_frequency":
-        raise ValueError("loss.class_weighting='median_frequency' needs class_weights: compute them once with "
-                         "resolve_class_weights(loss_config, num_classes, class_pixel_counts, image_pixel_counts) "
-                         "and pass class_weights=... to compute_loss.")
+        raise ValueError(
+            "loss.class_weighting='median_frequency' needs class_weights: compute them once with "
+            "resolve_class_weights(loss_config, num_classes, class_pixel_counts, image_pixel_counts) "
+            "and pass class_weights=... to compute_loss."
+        )
     return jnp.asarray(_check_weight_vector(spec.class_weighting, num_classes, "loss.class_weighting"), jnp.float32)
 
 
@@ -346,6 +360,7 @@ def compute_loss(logits, labels, loss_config, *, ignore_index=255, class_weights
     Returns a float32 scalar; NaN if a label is outside [0, C) and not ignore_index.
     """
     spec = _parse_config(loss_config)
-    terms = loss_terms(logits, labels, loss_config, ignore_index=ignore_index, class_weights=class_weights,
-                       axis_name=axis_name)
+    terms = loss_terms(
+        logits, labels, loss_config, ignore_index=ignore_index, class_weights=class_weights, axis_name=axis_name
+    )
     return sum(spec.weights[name] * value for name, value in terms.items())

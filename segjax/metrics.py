@@ -12,6 +12,7 @@ Pixels whose ground-truth label equals `ignore_index` are skipped everywhere. La
 ``[0, num_classes)`` that are not `ignore_index` are a data bug: they are never counted as any class;
 `confusion_matrix(..., return_invalid_count=True)` counts them on device and `check_labels` raises on host.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,8 +40,9 @@ def _check_num_classes(num_classes) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "ignore_index", "return_invalid_count"))
-def confusion_matrix(labels, predictions, num_classes: int, ignore_index: int = 255, *,
-                     return_invalid_count: bool = False):
+def confusion_matrix(
+    labels, predictions, num_classes: int, ignore_index: int = 255, *, return_invalid_count: bool = False
+):
     """Confusion matrix ``n[i, j]`` = number of pixels of ground-truth class i predicted as class j.
 
     Args:
@@ -69,8 +71,11 @@ def confusion_matrix(labels, predictions, num_classes: int, ignore_index: int = 
     countable = (labels >= 0) & (labels < num_classes) & (predictions >= 0) & (predictions < num_classes)
     countable &= ~ignored
     # Two overflow buckets after the C*C cells: ignored pixels, then invalid ones.
-    bucket = jnp.where(countable, labels * num_classes + predictions,
-                       jnp.where(ignored, num_classes * num_classes, num_classes * num_classes + 1))
+    bucket = jnp.where(
+        countable,
+        labels * num_classes + predictions,
+        jnp.where(ignored, num_classes * num_classes, num_classes * num_classes + 1),
+    )
     counts = jax.ops.segment_sum(jnp.ones_like(bucket), bucket, num_segments=num_classes * num_classes + 2)
     matrix = counts[: num_classes * num_classes].reshape(num_classes, num_classes)
     if return_invalid_count:
@@ -88,7 +93,8 @@ def check_labels(labels, num_classes: int, ignore_index: int = 255) -> None:
         raise ValueError(
             f"Labels must lie in [0, {num_classes}) or equal ignore_index={ignore_index}; found {bad.sum()} "
             f"pixels with values {values[:10].tolist()}{' ...' if values.size > 10 else ''}. Fix the label map "
-            "of the dataset (e.g. map void to ignore_index, or reduce_zero_label) or num_classes.")
+            "of the dataset (e.g. map void to ignore_index, or reduce_zero_label) or num_classes."
+        )
 
 
 def _safe_divide(numerator, denominator):
@@ -136,8 +142,9 @@ def compute_scores(confusion) -> dict:
     per_class_accuracy = _safe_divide(true_positive, gt_pixels)
     per_class_iou = _safe_divide(true_positive, union)
     per_class_dice = _safe_divide(2.0 * true_positive, gt_pixels + predicted_pixels)
-    frequency_weighted_iou = (float(np.sum(gt_pixels[union > 0] * per_class_iou[union > 0]) / total)
-                              if total > 0 else float("nan"))
+    frequency_weighted_iou = (
+        float(np.sum(gt_pixels[union > 0] * per_class_iou[union > 0]) / total) if total > 0 else float("nan")
+    )
     return {
         "pixel_accuracy": float(true_positive.sum() / total) if total > 0 else float("nan"),
         "mean_pixel_accuracy": _nanmean(per_class_accuracy),
@@ -154,6 +161,7 @@ def compute_scores(confusion) -> dict:
 # Boundary F1 (SegNet's BF score)
 # --------------------------------------------------------------------------------------------------------------
 
+
 def segnet_boundary_tolerance(height: int, width: int) -> int:
     """SegNet's tolerance, 0.75% of the image diagonal, rounded half up to whole pixels (at least 1)."""
     return max(1, math.floor(0.0075 * math.hypot(height, width) + 0.5))
@@ -168,8 +176,12 @@ def _boundary_map(classes, valid):
     """
     vertical = (classes[:, 1:, :] != classes[:, :-1, :]) & valid[:, 1:, :] & valid[:, :-1, :]
     horizontal = (classes[:, :, 1:] != classes[:, :, :-1]) & valid[:, :, 1:] & valid[:, :, :-1]
-    return (jnp.pad(vertical, ((0, 0), (1, 0), (0, 0))) | jnp.pad(vertical, ((0, 0), (0, 1), (0, 0)))
-            | jnp.pad(horizontal, ((0, 0), (0, 0), (1, 0))) | jnp.pad(horizontal, ((0, 0), (0, 0), (0, 1))))
+    return (
+        jnp.pad(vertical, ((0, 0), (1, 0), (0, 0)))
+        | jnp.pad(vertical, ((0, 0), (0, 1), (0, 0)))
+        | jnp.pad(horizontal, ((0, 0), (0, 0), (1, 0)))
+        | jnp.pad(horizontal, ((0, 0), (0, 0), (0, 1)))
+    )
 
 
 def _matched_within(source, target, tolerance: int):
@@ -188,7 +200,7 @@ def _matched_within(source, target, tolerance: int):
     hit = jnp.zeros(source.shape, bool)
     for dy in range(2 * tolerance + 1):
         for dx in range(2 * tolerance + 1):
-            hit |= padded[:, dy:dy + height, dx:dx + width] == source
+            hit |= padded[:, dy : dy + height, dx : dx + width] == source
     return (source >= 0) & hit
 
 
@@ -246,8 +258,9 @@ def boundary_statistics(labels, predictions, num_classes: int, tolerance: int = 
     image = jnp.arange(n, dtype=jnp.int32)[None, :, None, None]
     kind = jnp.arange(5, dtype=jnp.int32)[:, None, None, None]
     bucket = jnp.where(maps >= 0, (kind * n + image) * num_classes + maps, 5 * n * num_classes)
-    counts = jax.ops.segment_sum(jnp.ones(bucket.size, jnp.int32), bucket.reshape(-1),
-                                 num_segments=5 * n * num_classes + 1)[:-1].reshape(5, n, num_classes)
+    counts = jax.ops.segment_sum(
+        jnp.ones(bucket.size, jnp.int32), bucket.reshape(-1), num_segments=5 * n * num_classes + 1
+    )[:-1].reshape(5, n, num_classes)
     pred_matched, pred_total, gt_matched, gt_total = counts[:4]  # (N, C) each
     present = counts[4] > 0
 
@@ -281,8 +294,9 @@ def boundary_scores(statistics) -> dict:
     pred_matched, pred_total = stats["pred_matched"], stats["pred_total"]
     gt_matched, gt_total = stats["gt_matched"], stats["gt_total"]
     denominator = pred_matched * gt_total + gt_matched * pred_total
-    aggregate = np.where(denominator > 0, 2.0 * pred_matched * gt_matched / np.where(denominator > 0, denominator, 1),
-                         0.0)
+    aggregate = np.where(
+        denominator > 0, 2.0 * pred_matched * gt_matched / np.where(denominator > 0, denominator, 1), 0.0
+    )
     aggregate = np.where((pred_total == 0) & (gt_total == 0), np.nan, aggregate)
     image_count = float(stats["image_count"])
     return {

@@ -4,6 +4,7 @@
 key in docs/config_reference.md. Weight decay never applies to biases or normalisation scales/offsets (any
 parameter with fewer than two dimensions), as is standard for convolutional networks.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -41,11 +42,15 @@ def create_schedule(schedule_config, learning_rate: float, num_train_steps: int)
         main = optax.constant_schedule(learning_rate)
     elif name == "poly":
         main = optax.polynomial_schedule(
-            init_value=learning_rate, end_value=end_value, power=float(schedule_config.poly_power),
-            transition_steps=decay_steps)
+            init_value=learning_rate,
+            end_value=end_value,
+            power=float(schedule_config.poly_power),
+            transition_steps=decay_steps,
+        )
     else:
-        main = optax.cosine_decay_schedule(init_value=learning_rate, decay_steps=decay_steps,
-                                           alpha=float(schedule_config.end_learning_rate_factor))
+        main = optax.cosine_decay_schedule(
+            init_value=learning_rate, decay_steps=decay_steps, alpha=float(schedule_config.end_learning_rate_factor)
+        )
     if warmup == 0:
         return main
     # Starts at lr / warmup_steps rather than 0, so that the very first update is not a no-op.
@@ -58,8 +63,9 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def create_optimizer(optimizer_config, schedule_config, num_train_steps: int
-                     ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
+def create_optimizer(
+    optimizer_config, schedule_config, num_train_steps: int
+) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
     """Returns (optax transformation, learning-rate schedule) for the config.
 
     Gradient clipping by global norm comes first (config.optimizer.grad_clip_norm, None or 0 = off). For 'sgd' and
@@ -85,6 +91,14 @@ def create_optimizer(optimizer_config, schedule_config, num_train_steps: int
     elif name == "adam":
         parts.append(optax.adam(schedule, b1=optimizer_config.b1, b2=optimizer_config.b2, eps=optimizer_config.eps))
     else:
-        parts.append(optax.adamw(schedule, b1=optimizer_config.b1, b2=optimizer_config.b2, eps=optimizer_config.eps,
-                                 weight_decay=weight_decay, mask=decay_mask))
+        parts.append(
+            optax.adamw(
+                schedule,
+                b1=optimizer_config.b1,
+                b2=optimizer_config.b2,
+                eps=optimizer_config.eps,
+                weight_decay=weight_decay,
+                mask=decay_mask,
+            )
+        )
     return optax.chain(*parts), schedule

@@ -12,6 +12,7 @@ state and batches and wraps these functions in one of two ways, chosen by `confi
 With `axis_name=None` the same functions run on one device under plain `jit`; all three give the same numbers
 (up to float summation order) because `segjax.losses.compute_loss` returns per-device shares of the global loss.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,8 +49,9 @@ def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array, 
     variables = _jitted_init(model)(init_rng, jnp.asarray(sample_images))
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), rng=state_rng)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params), rng=state_rng
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -76,8 +78,18 @@ def _ignore_invalid(labels, valid, ignore_index):
     return jnp.where(valid[:, None, None], labels, ignore_index)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx, loss_config, num_classes: int, ignore_index: int,
-               class_weights=None, axis_name: str | None = None) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model,
+    tx,
+    loss_config,
+    num_classes: int,
+    ignore_index: int,
+    class_weights=None,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict]:
     """One update on this device's slice of the batch; gradients and statistics summed over `axis_name`.
 
     Returns the new state and metrics for the global batch: `loss`, `grad_norm`, `confusion` (C, C) int32.
@@ -89,10 +101,17 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_config, num_cl
 
     def loss_fn(params):
         variables = _variables(state.replace(params=params))
-        logits, new_variables = model.apply(variables, images, train=True, rngs={"dropout": step_rng},
-                                            mutable=["batch_stats"])
-        loss = losses_lib.compute_loss(logits.astype(jnp.float32), labels, loss_config, ignore_index=ignore_index,
-                                       class_weights=class_weights, axis_name=axis_name)
+        logits, new_variables = model.apply(
+            variables, images, train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"]
+        )
+        loss = losses_lib.compute_loss(
+            logits.astype(jnp.float32),
+            labels,
+            loss_config,
+            ignore_index=ignore_index,
+            class_weights=class_weights,
+            axis_name=axis_name,
+        )
         return loss, (logits, new_variables)
 
     (loss, (logits, new_variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -100,16 +119,29 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_config, num_cl
     loss, grads = _psum((loss, grads), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              batch_stats=new_variables.get("batch_stats", state.batch_stats))
-    confusion = metrics_lib.confusion_matrix(labels, jnp.argmax(logits, axis=-1), num_classes,
-                                             ignore_index=ignore_index)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        opt_state=opt_state,
+        batch_stats=new_variables.get("batch_stats", state.batch_stats),
+    )
+    confusion = metrics_lib.confusion_matrix(
+        labels, jnp.argmax(logits, axis=-1), num_classes, ignore_index=ignore_index
+    )
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "confusion": _psum(confusion, axis_name)}
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, model, num_classes: int, ignore_index: int,
-              boundary_tolerance: int | None = None, axis_name: str | None = None) -> dict:
+def eval_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model,
+    num_classes: int,
+    ignore_index: int,
+    boundary_tolerance: int | None = None,
+    axis_name: str | None = None,
+) -> dict:
     """Metric statistics of one batch (padding examples excluded), summed over `axis_name`.
 
     `confusion` (C, C) int32, plus the boundary-F1 statistics of segjax.metrics when `boundary_tolerance` is set.
@@ -119,8 +151,9 @@ def eval_step(state: TrainState, batch: dict, *, model, num_classes: int, ignore
     labels = _ignore_invalid(batch["label"], batch.get("valid"), ignore_index)
     stats = {"confusion": metrics_lib.confusion_matrix(labels, predictions, num_classes, ignore_index=ignore_index)}
     if boundary_tolerance is not None:
-        stats["boundary"] = metrics_lib.boundary_statistics(labels, predictions, num_classes,
-                                                            tolerance=boundary_tolerance, ignore_index=ignore_index)
+        stats["boundary"] = metrics_lib.boundary_statistics(
+            labels, predictions, num_classes, tolerance=boundary_tolerance, ignore_index=ignore_index
+        )
     return _psum(stats, axis_name)
 
 
@@ -139,8 +172,10 @@ class DataParallel:
         devices = jax.local_devices()
         if num_devices is not None:
             if not 1 <= num_devices <= len(devices):
-                raise ValueError(f"num_devices={num_devices} but {len(devices)} local devices are available; "
-                                 f"use a value from 1 to {len(devices)} (or None for all).")
+                raise ValueError(
+                    f"num_devices={num_devices} but {len(devices)} local devices are available; "
+                    f"use a value from 1 to {len(devices)} (or None for all)."
+                )
             devices = devices[:num_devices]
         self.parallelism = parallelism
         self.devices = devices
@@ -160,8 +195,10 @@ class DataParallel:
 
     def check_batch_size(self, batch_size: int, what: str = "batch_size") -> None:
         if batch_size % self.num_devices:
-            raise ValueError(f"{what}={batch_size} is not divisible by the {self.num_devices} devices in use; "
-                             f"use a multiple of {self.num_devices} or set num_devices.")
+            raise ValueError(
+                f"{what}={batch_size} is not divisible by the {self.num_devices} devices in use; "
+                f"use a multiple of {self.num_devices} or set num_devices."
+            )
 
     # --- layout -------------------------------------------------------------------------------------------------
     def replicate(self, tree):
@@ -194,8 +231,9 @@ class DataParallel:
         return tree
 
     # --- wrapping -----------------------------------------------------------------------------------------------
-    def wrap(self, fn: Callable, *, returns_state: bool = False, per_example: bool = False,
-             donate_state: bool = False) -> Callable:
+    def wrap(
+        self, fn: Callable, *, returns_state: bool = False, per_example: bool = False, donate_state: bool = False
+    ) -> Callable:
         """Wraps fn(state, batch, axis_name=AXIS) -> outputs for the chosen parallelism.
 
         Outputs are summed over devices inside fn (replicated), or per example when `per_example` (then only the

@@ -7,6 +7,7 @@ checkpoint) -> data from the restored step -> loop (step, log, validate, checkpo
 Running again with the same workdir resumes and ends with the same numbers as an uninterrupted run: the state
 holds the RNG, per-step keys are derived from (rng, step), and the data loader restarts at the restored step.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,10 +44,12 @@ def class_weights_for(config, info):
         return losses_lib.resolve_class_weights(config.loss, num_classes)
     counts = np.zeros(num_classes, np.int64)
     image_counts = np.zeros(num_classes, np.int64)
-    statistics = jax.jit(functools.partial(losses_lib.class_pixel_statistics, num_classes=num_classes,
-                                           ignore_index=ignore_index))
-    loader = data_lib.make_loader(config.data, info.train_split, global_batch_size=config.eval_batch_size,
-                                  train=False, seed=config.seed)
+    statistics = jax.jit(
+        functools.partial(losses_lib.class_pixel_statistics, num_classes=num_classes, ignore_index=ignore_index)
+    )
+    loader = data_lib.make_loader(
+        config.data, info.train_split, global_batch_size=config.eval_batch_size, train=False, seed=config.seed
+    )
     for batch in loader:
         labels = np.where(batch["valid"][:, None, None], batch["label"], ignore_index)
         c, i = statistics(labels)
@@ -60,30 +63,55 @@ def class_weights_for(config, info):
 def wrapped_train_step(dp, model, config, num_classes: int, ignore_index: int, class_weights):
     """The train step for this setting, wrapped by `dp`; reused (not recompiled) by later runs in the process."""
     weights = None if class_weights is None else tuple(float(w) for w in class_weights)
-    return _wrapped_train_step(dp, model, config_utils.to_json(config.optimizer), config_utils.to_json(config.schedule),
-                               config.num_train_steps, config_utils.to_json(config.loss), num_classes, ignore_index,
-                               weights)
+    return _wrapped_train_step(
+        dp,
+        model,
+        config_utils.to_json(config.optimizer),
+        config_utils.to_json(config.schedule),
+        config.num_train_steps,
+        config_utils.to_json(config.loss),
+        num_classes,
+        ignore_index,
+        weights,
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _wrapped_train_step(dp, model, optimizer_json, schedule_json, num_train_steps, loss_json, num_classes,
-                        ignore_index, class_weights):
-    config = ml_collections.ConfigDict({"optimizer": json.loads(optimizer_json), "schedule": json.loads(schedule_json),
-                                        "num_train_steps": num_train_steps})
+def _wrapped_train_step(
+    dp, model, optimizer_json, schedule_json, num_train_steps, loss_json, num_classes, ignore_index, class_weights
+):
+    config = ml_collections.ConfigDict(
+        {
+            "optimizer": json.loads(optimizer_json),
+            "schedule": json.loads(schedule_json),
+            "num_train_steps": num_train_steps,
+        }
+    )
     tx, _ = build_optimizer(config)
     loss_config = ml_collections.ConfigDict(json.loads(loss_json))
     weights = None if class_weights is None else np.asarray(class_weights, np.float32)
-    return dp.wrap(functools.partial(parallel.train_step, model=model, tx=tx, loss_config=loss_config,
-                                     num_classes=num_classes, ignore_index=ignore_index, class_weights=weights),
-                   returns_state=True, donate_state=True)
+    return dp.wrap(
+        functools.partial(
+            parallel.train_step,
+            model=model,
+            tx=tx,
+            loss_config=loss_config,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            class_weights=weights,
+        ),
+        returns_state=True,
+        donate_state=True,
+    )
 
 
 def _train_batch(batch: dict) -> dict:
     return {"image": batch["image"], "label": batch["label"]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       max_steps_this_run: int | None = None) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: int | None = None
+) -> dict:
     """Trains (or resumes) the run in `workdir` to config.num_train_steps; returns the last validation scores.
 
     max_steps_this_run: stop after this many steps of this invocation without a final save, as a crash would
@@ -125,13 +153,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints.close()
         return scores or {}
 
-    log.info("%s: %d classes; %d devices (%s); global batch %d; steps %d -> %d", info.name, num_classes,
-             dp.num_devices, dp.parallelism, config.batch_size, start_step, num_steps)
+    log.info(
+        "%s: %d classes; %d devices (%s); global batch %d; steps %d -> %d",
+        info.name,
+        num_classes,
+        dp.num_devices,
+        dp.parallelism,
+        config.batch_size,
+        start_step,
+        num_steps,
+    )
     class_weights = class_weights_for(config, info)
     train_step = wrapped_train_step(dp, model, config, num_classes, ignore_index, class_weights)
     state = dp.replicate(host_state)
-    loader = data_lib.make_loader(config.data, info.train_split, global_batch_size=config.batch_size,
-                                  train=True, seed=config.seed, start_step=start_step)
+    loader = data_lib.make_loader(
+        config.data,
+        info.train_split,
+        global_batch_size=config.batch_size,
+        train=True,
+        seed=config.seed,
+        start_step=start_step,
+    )
 
     writer = MetricWriter(workdir)
     progress = Progress(start_step, num_steps, config.batch_size, enabled=config.progress_bar)
@@ -160,23 +202,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         f"The training loss became {float(m['loss'])} at step {s}. Training stopped; the last good "
                         f"checkpoint is step {last_saved} in {checkpoints.directory} (nothing after it was saved). "
                         "Lower optimizer.learning_rate, set optimizer.grad_clip_norm, or check the labels "
-                        f"(values must be < {num_classes} or the ignore index {ignore_index}).")
+                        f"(values must be < {num_classes} or the ignore index {ignore_index})."
+                    )
                 train_confusion += m["confusion"]
             loss = float(np.mean([m["loss"] for _, m in fetched]))
             images_per_s = progress.update(step, loss=loss)
             train_scores = metrics_lib.compute_scores(train_confusion)
-            writer.write(step, "train", {"loss": loss, "grad_norm": float(fetched[-1][1]["grad_norm"]),
-                                         "learning_rate": float(schedule(step - 1)), "images_per_second": images_per_s,
-                                         "mean_iou": train_scores["mean_iou"],
-                                         "pixel_accuracy": train_scores["pixel_accuracy"]})
+            writer.write(
+                step,
+                "train",
+                {
+                    "loss": loss,
+                    "grad_norm": float(fetched[-1][1]["grad_norm"]),
+                    "learning_rate": float(schedule(step - 1)),
+                    "images_per_second": images_per_s,
+                    "mean_iou": train_scores["mean_iou"],
+                    "pixel_accuracy": train_scores["pixel_accuracy"],
+                },
+            )
             train_confusion[:] = 0
 
             if validate_now:
-                scores = evaluate_split(dp, model, state, config, info.eval_split, num_classes=num_classes,
-                                        ignore_index=ignore_index)
+                scores = evaluate_split(
+                    dp, model, state, config, info.eval_split, num_classes=num_classes, ignore_index=ignore_index
+                )
                 writer.write(step, info.eval_split, scores)
-                progress.write(f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
-                               f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}")
+                progress.write(
+                    f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
+                    f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}"
+                )
             if save_now:
                 checkpoints.save(step, dp.unreplicate(state), meta, scores if validate_now else None)
                 last_saved = step
@@ -192,8 +246,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if done > (last_saved or 0) and finite:
             checkpoints.save(done, dp.unreplicate(state), meta, None)
             last_saved = done
-        log.warning("Interrupted. Latest checkpoint: %s in %s; run the same command to resume.",
-                    "none" if last_saved is None else f"step {last_saved}", checkpoints.directory)
+        log.warning(
+            "Interrupted. Latest checkpoint: %s in %s; run the same command to resume.",
+            "none" if last_saved is None else f"step {last_saved}",
+            checkpoints.directory,
+        )
         raise
     finally:
         progress.close()
@@ -208,8 +265,9 @@ def main(argv=None):
     from absl import app, flags
     from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/unet.py:small.",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config", None, "Experiment config file, e.g. configs/unet.py:small.", lock_config=True
+    )
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the resolved config.")
     flags.mark_flags_as_required(["config", "workdir"])
 

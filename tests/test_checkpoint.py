@@ -1,4 +1,5 @@
 """Checkpointer: retention (last N plus the best by mIoU), step resolution, shape checks, read-only use."""
+
 import os
 
 import numpy as np
@@ -11,11 +12,16 @@ from segjax.parallel import TrainState
 
 def _state(step, width=3, seed=0):
     rng = np.random.default_rng(seed + step)
-    params = {"conv": {"kernel": rng.normal(size=(3, 3, 2, width)).astype(np.float32),
-                       "bias": rng.normal(size=(width,)).astype(np.float32)}}
+    params = {
+        "conv": {
+            "kernel": rng.normal(size=(3, 3, 2, width)).astype(np.float32),
+            "bias": rng.normal(size=(width,)).astype(np.float32),
+        }
+    }
     opt_state = optax.adam(1e-3).init(params)
-    return TrainState(step=np.int32(step), params=params, batch_stats={}, opt_state=opt_state,
-                      rng=np.array([0, step], np.uint32))
+    return TrainState(
+        step=np.int32(step), params=params, batch_stats={}, opt_state=opt_state, rng=np.array([0, step], np.uint32)
+    )
 
 
 @pytest.fixture
@@ -25,8 +31,12 @@ def saved(tmp_path):
     scores = {2: 0.7, 4: 0.5}
     for step in range(1, 7):
         miou = scores.get(step)
-        checkpoints.save(step, _state(step), {"num_classes": 3},
-                         None if miou is None else {"mean_iou": miou, "per_class_iou": np.array([miou, np.nan])})
+        checkpoints.save(
+            step,
+            _state(step),
+            {"num_classes": 3},
+            None if miou is None else {"mean_iou": miou, "per_class_iou": np.array([miou, np.nan])},
+        )
     checkpoints.wait()
     checkpoints.close()
     return str(tmp_path)
@@ -58,8 +68,7 @@ def test_errors_name_the_problem(saved, tmp_path):
         reader.resolve_step(3)
     with pytest.raises(checkpoint_lib.CheckpointError, match="not 'latest', 'best' or an integer"):
         reader.resolve_step("newest")
-    with pytest.raises(checkpoint_lib.CheckpointError,
-                       match=r"params/conv/bias: checkpoint \(3,\) vs config \(4,\)"):
+    with pytest.raises(checkpoint_lib.CheckpointError, match=r"params/conv/bias: checkpoint \(3,\) vs config \(4,\)"):
         reader.restore(6, _state(0, width=4))
     empty = checkpoint_lib.Checkpointer(str(tmp_path / "empty"), keep=1)
     with pytest.raises(checkpoint_lib.CheckpointError, match="No checkpoint found"):

@@ -1,5 +1,6 @@
 """Configs: every family file builds a valid config and model; command-line overrides parse, typos and wrong types
 are errors before anything runs; optimizer/schedule choices behave as documented."""
+
 import os
 import subprocess
 import sys
@@ -16,9 +17,18 @@ from segjax.config_utils import load_sibling
 from segjax.models import create_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAMILIES = [("default.py", None), ("quickstart.py", None), ("unet.py", "small"), ("unet.py", "paper"),
-            ("fcn.py", "32s"), ("fcn.py", "16s"), ("fcn.py", "8s"), ("segnet.py", None), ("deconvnet.py", None),
-            ("pets_unet.py", None)]
+FAMILIES = [
+    ("default.py", None),
+    ("quickstart.py", None),
+    ("unet.py", "small"),
+    ("unet.py", "paper"),
+    ("fcn.py", "32s"),
+    ("fcn.py", "16s"),
+    ("fcn.py", "8s"),
+    ("segnet.py", None),
+    ("deconvnet.py", None),
+    ("pets_unet.py", None),
+]
 
 
 def _config(file_name, arg=None):
@@ -61,20 +71,29 @@ def _parse(*overrides):
 
 
 def test_command_line_overrides():
-    config = _parse("--config.model.upsample.method=resize_conv", "--config.seed=3",
-                    "--config.model.base_width=8", "--config.data.data_dir=/tmp/somewhere",
-                    "--config.optimizer.grad_clip_norm=1", "--config.data.crop_size=(48, 64)")
+    config = _parse(
+        "--config.model.upsample.method=resize_conv",
+        "--config.seed=3",
+        "--config.model.base_width=8",
+        "--config.data.data_dir=/tmp/somewhere",
+        "--config.optimizer.grad_clip_norm=1",
+        "--config.data.crop_size=(48, 64)",
+    )
     assert config.model.upsample.method == "resize_conv" and config.seed == 3
     assert config.model.base_width == 8 and config.data.data_dir == "/tmp/somewhere"
     assert config.optimizer.grad_clip_norm == 1.0 and tuple(config.data.crop_size) == (48, 64)
     assert config.model.name == "unet"
 
 
-@pytest.mark.parametrize("override,message", [
-    ("--config.model.upsampel.method=nearest", 'Did you mean "upsample"'),
-    ("--config.seed=three", "three"),
-    ("--config.model.base_width=wide", "wide"),
-    ("--config.batch_size=1.5", "1.5")])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--config.model.upsampel.method=nearest", 'Did you mean "upsample"'),
+        ("--config.seed=three", "three"),
+        ("--config.model.base_width=wide", "wide"),
+        ("--config.batch_size=1.5", "1.5"),
+    ],
+)
 def test_unknown_keys_and_wrong_types_fail_at_parse_time(override, message):
     with pytest.raises((flags.Error, KeyError)) as error:
         _parse(override)
@@ -83,9 +102,19 @@ def test_unknown_keys_and_wrong_types_fail_at_parse_time(override, message):
 
 def test_train_cli_rejects_a_typo_before_writing_anything(tmp_path):
     workdir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "segjax.train", "--config=configs/quickstart.py",
-                             f"--workdir={workdir}", "--config.optimizer.learnig_rate=0.1"],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segjax.train",
+            "--config=configs/quickstart.py",
+            f"--workdir={workdir}",
+            "--config.optimizer.learnig_rate=0.1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode != 0
     assert "learnig_rate" in result.stderr
     assert not workdir.exists()
@@ -107,8 +136,9 @@ def test_validation_errors_name_the_key():
 
 
 def _schedule(name, warmup=10, steps=100, lr=1.0, end=0.0, power=0.9):
-    cfg = ml_collections.ConfigDict(dict(name=name, warmup_steps=warmup, poly_power=power,
-                                         end_learning_rate_factor=end))
+    cfg = ml_collections.ConfigDict(
+        dict(name=name, warmup_steps=warmup, poly_power=power, end_learning_rate_factor=end)
+    )
     return optim.create_schedule(cfg, lr, steps)
 
 
@@ -127,25 +157,59 @@ def test_schedules_follow_their_formulas():
 
 
 def test_weight_decay_skips_biases_and_norm_scales():
-    params = {"conv": {"kernel": np.ones((3, 3, 2, 2), np.float32), "bias": np.ones(2, np.float32)},
-              "norm": {"scale": np.ones(2, np.float32)}}
-    zero = {"conv": {"kernel": np.zeros((3, 3, 2, 2), np.float32), "bias": np.zeros(2, np.float32)},
-            "norm": {"scale": np.zeros(2, np.float32)}}
+    params = {
+        "conv": {"kernel": np.ones((3, 3, 2, 2), np.float32), "bias": np.ones(2, np.float32)},
+        "norm": {"scale": np.ones(2, np.float32)},
+    }
+    zero = {
+        "conv": {"kernel": np.zeros((3, 3, 2, 2), np.float32), "bias": np.zeros(2, np.float32)},
+        "norm": {"scale": np.zeros(2, np.float32)},
+    }
     for name in ("sgd", "adam", "adamw"):
-        cfg = ml_collections.ConfigDict(dict(name=name, learning_rate=0.1, momentum=0.0, nesterov=False, b1=0.9,
-                                             b2=0.999, eps=1e-8, weight_decay=0.5, grad_clip_norm=None))
-        tx, _ = optim.create_optimizer(cfg, ml_collections.ConfigDict(dict(
-            name="constant", warmup_steps=0, poly_power=0.9, end_learning_rate_factor=0.0)), 10)
+        cfg = ml_collections.ConfigDict(
+            dict(
+                name=name,
+                learning_rate=0.1,
+                momentum=0.0,
+                nesterov=False,
+                b1=0.9,
+                b2=0.999,
+                eps=1e-8,
+                weight_decay=0.5,
+                grad_clip_norm=None,
+            )
+        )
+        tx, _ = optim.create_optimizer(
+            cfg,
+            ml_collections.ConfigDict(
+                dict(name="constant", warmup_steps=0, poly_power=0.9, end_learning_rate_factor=0.0)
+            ),
+            10,
+        )
         updates, _ = tx.update(zero, tx.init(params), params)  # zero gradient: only weight decay moves anything
         assert np.all(np.asarray(updates["conv"]["kernel"]) < 0), name
         assert np.all(np.asarray(updates["conv"]["bias"]) == 0) and np.all(np.asarray(updates["norm"]["scale"]) == 0)
 
 
 def test_gradient_clipping():
-    cfg = ml_collections.ConfigDict(dict(name="sgd", learning_rate=1.0, momentum=0.0, nesterov=False, b1=0.9,
-                                         b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip_norm=1.0))
-    tx, _ = optim.create_optimizer(cfg, ml_collections.ConfigDict(dict(
-        name="constant", warmup_steps=0, poly_power=0.9, end_learning_rate_factor=0.0)), 10)
+    cfg = ml_collections.ConfigDict(
+        dict(
+            name="sgd",
+            learning_rate=1.0,
+            momentum=0.0,
+            nesterov=False,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=0.0,
+            grad_clip_norm=1.0,
+        )
+    )
+    tx, _ = optim.create_optimizer(
+        cfg,
+        ml_collections.ConfigDict(dict(name="constant", warmup_steps=0, poly_power=0.9, end_learning_rate_factor=0.0)),
+        10,
+    )
     params = {"w": np.zeros(2, np.float32)}
     updates, _ = tx.update({"w": np.array([3.0, 4.0], np.float32)}, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
@@ -159,4 +223,6 @@ def test_resume_sees_no_change_in_tuples_after_the_json_round_trip(tmp_path):
     config.seed = 3
     config.data.crop_size = (48, 48)
     assert config_utils.changes_since_start(config, str(tmp_path)) == [
-        "data.crop_size: None -> [48, 48]", "seed: 0 -> 3"]
+        "data.crop_size: None -> [48, 48]",
+        "seed: 0 -> 3",
+    ]

@@ -1,4 +1,5 @@
 """Label maps of the real datasets, and their pipeline paths run offline on `tfds.testing.mock_data`."""
+
 import contextlib
 import functools
 import importlib.util
@@ -61,8 +62,10 @@ def mock_tfds(num_examples, max_value):
         kwargs.update(constant_dynamic_shape=True, max_value=max_value)
         original(self, features, num_examples, *args, **kwargs)
 
-    with mock.patch.object(mocking.RandomFakeGenerator, "__init__", init), tfds.testing.mock_data(
-            num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE):
+    with (
+        mock.patch.object(mocking.RandomFakeGenerator, "__init__", init),
+        tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE),
+    ):
         yield
 
 
@@ -72,8 +75,9 @@ def raw_examples(name, split, n):
     return [source[i] for i in range(n)], spec
 
 
-@pytest.mark.parametrize("name,max_value,eval_size", [
-    ("oxford_iiit_pet", 4, 16), ("scene_parse150", 160, 16), ("cityscapes", 34, (16, 32))])
+@pytest.mark.parametrize(
+    "name,max_value,eval_size", [("oxford_iiit_pet", 4, 16), ("scene_parse150", 160, 16), ("cityscapes", 34, (16, 32))]
+)
 def test_real_dataset_paths_on_mock_data(name, max_value, eval_size):
     config = default_data_config()
     config.name = name
@@ -84,12 +88,10 @@ def test_real_dataset_paths_on_mock_data(name, max_value, eval_size):
         info = get_dataset_info(config)
         assert info.num_classes == spec.num_classes and info.ignore_index == 255
         assert info.num_examples[info.eval_split] == 3
-        batch = next(make_loader(config, global_batch_size=2, train=True, seed=0, process_index=0,
-                                 process_count=1))
+        batch = next(make_loader(config, global_batch_size=2, train=True, seed=0, process_index=0, process_count=1))
         assert batch["image"].shape == (2, 8, 8, 3) and batch["label"].dtype == np.int32
         assert set(np.unique(batch["label"])) <= set(range(spec.num_classes)) | {255}
-        evals = list(make_loader(config, global_batch_size=2, train=False, seed=0, process_index=0,
-                                 process_count=1))
+        evals = list(make_loader(config, global_batch_size=2, train=False, seed=0, process_index=0, process_count=1))
         raw, _ = raw_examples(name, info.eval_split, 3)
     lut = label_lut(spec.num_classes, 255, spec.label_map, spec.reduce_zero_label)
     labels = np.concatenate([b["label"] for b in evals])

@@ -1,4 +1,5 @@
 """The folder builder: round trip of images and masks, and every bad pair reported by file name."""
+
 import os
 
 import numpy as np
@@ -55,8 +56,7 @@ def test_folder_round_trip_through_the_pipeline(tmp_path):
     info = get_dataset_info(config)
     assert info.num_classes == 3 and info.class_names == ("void", "red", "green")
     assert info.num_examples == {"train": 5, "validation": 2}
-    batches = list(make_loader(config, global_batch_size=2, train=False, seed=0, process_index=0,
-                               process_count=1))
+    batches = list(make_loader(config, global_batch_size=2, train=False, seed=0, process_index=0, process_count=1))
     got = [lab[:24, :24] for b in batches for lab in b["label"][b["valid"]]]
     assert len(got) == 2
     for lab in got:
@@ -116,8 +116,9 @@ def test_reduce_zero_label_folder_as_ade20k_stores_masks(tmp_path):
     config = folder_config(str(tmp_path))
     config.reduce_zero_label = True
     config.eval_size = 4
-    batch = next(make_loader(config, "train", global_batch_size=1, train=False, seed=0, process_index=0,
-                             process_count=1))
+    batch = next(
+        make_loader(config, "train", global_batch_size=1, train=False, seed=0, process_index=0, process_count=1)
+    )
     np.testing.assert_array_equal(batch["label"][0], [[255, 0, 1, 2]] * 4)
     config.reduce_zero_label = False  # then 3 is out of range for 3 classes: reported, not clipped
     with pytest.raises(ValueError, match=r"x.png: values \[3\]"):

@@ -1,4 +1,5 @@
 """The grain pipeline on the embedded dataset: determinism, resuming, sharding, evaluation passes, transforms."""
+
 import numpy as np
 import pytest
 
@@ -70,7 +71,7 @@ def test_resume_from_step_equals_uninterrupted_run_across_epochs(config):
     steps_per_epoch = NUM_TRAIN // 8
     full = take(train_loader(config), steps_per_epoch + 3)
     resumed = take(train_loader(config, start_step=steps_per_epoch - 1), 4)  # crosses the epoch boundary
-    assert_batches_equal(full[steps_per_epoch - 1:], resumed)
+    assert_batches_equal(full[steps_per_epoch - 1 :], resumed)
 
 
 def test_epochs_are_reshuffled_and_cover_every_example(config):
@@ -87,8 +88,7 @@ def test_epochs_are_reshuffled_and_cover_every_example(config):
 
 def test_process_shards_partition_each_global_batch(config):
     whole = take(train_loader(config, global_batch_size=8), 2)
-    shards = [take(train_loader(config, global_batch_size=8, process_index=p, process_count=2), 2)
-              for p in range(2)]
+    shards = [take(train_loader(config, global_batch_size=8, process_index=p, process_count=2), 2) for p in range(2)]
     for k in range(2):
         for p in range(2):
             assert shards[p][k]["label"].shape[0] == 4
@@ -97,8 +97,7 @@ def test_process_shards_partition_each_global_batch(config):
 
 
 def test_eval_is_one_padded_pass_over_every_example(config):
-    batches = list(make_loader(config, global_batch_size=4, train=False, seed=0, process_index=0,
-                               process_count=1))
+    batches = list(make_loader(config, global_batch_size=4, train=False, seed=0, process_index=0, process_count=1))
     assert len(batches) == 3  # ceil(10 / 4)
     valid = np.concatenate([b["valid"] for b in batches])
     assert valid.tolist() == [True] * NUM_VAL + [False] * 2
@@ -109,12 +108,18 @@ def test_eval_is_one_padded_pass_over_every_example(config):
     expected = {shapes.generate_scene(0, "validation", i, 64)[1].tobytes() for i in range(NUM_VAL)}
     full = config.copy_and_resolve_references()
     full.eval_size = 64
-    full_labels = np.concatenate([b["label"][b["valid"]] for b in make_loader(
-        full, global_batch_size=4, train=False, seed=0, process_index=0, process_count=1)])
+    full_labels = np.concatenate(
+        [
+            b["label"][b["valid"]]
+            for b in make_loader(full, global_batch_size=4, train=False, seed=0, process_index=0, process_count=1)
+        ]
+    )
     assert {lab.astype(np.uint8).tobytes() for lab in full_labels} == expected
     # Two processes: disjoint halves of every global batch, together every example once.
-    shards = [list(make_loader(full, global_batch_size=4, train=False, seed=0, process_index=p,
-                               process_count=2)) for p in range(2)]
+    shards = [
+        list(make_loader(full, global_batch_size=4, train=False, seed=0, process_index=p, process_count=2))
+        for p in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == 3
     got = [lab.astype(np.uint8).tobytes() for s in shards for b in s for lab in b["label"][b["valid"]]]
     assert len(got) == NUM_VAL and set(got) == expected
@@ -124,8 +129,7 @@ def test_loader_argument_errors(config):
     with pytest.raises(ValueError, match="multiple of process_count"):
         make_loader(config, global_batch_size=7, train=True, seed=0, process_index=0, process_count=2)
     with pytest.raises(ValueError, match="start_step"):
-        make_loader(config, global_batch_size=4, train=False, seed=0, start_step=3, process_index=0,
-                    process_count=1)
+        make_loader(config, global_batch_size=4, train=False, seed=0, start_step=3, process_index=0, process_count=1)
     bad = config.copy_and_resolve_references()
     bad.name = "imagenet"
     with pytest.raises(ValueError, match="'imagenet'.*'oxford_iiit_pet'"):
@@ -138,8 +142,7 @@ def test_loader_argument_errors(config):
 
 # ---- transforms on label-coded images: every pixel's colour names its class, so alignment is checkable ----
 
-PALETTE = np.array([[0, 0, 0], [250, 10, 10], [10, 250, 10], [10, 10, 250], [250, 250, 10], [250, 10, 250]],
-                   np.uint8)
+PALETTE = np.array([[0, 0, 0], [250, 10, 10], [10, 250, 10], [10, 10, 250], [250, 250, 10], [250, 10, 250]], np.uint8)
 
 
 def coded_example(rng, h=37, w=53, block=4):
@@ -159,11 +162,14 @@ def test_each_transform_keeps_image_and_label_aligned():
     rng = np.random.default_rng(0)
     ex = coded_example(rng)
     image, label = ex["image"], ex["label"]
-    for fn in [lambda i, l: transforms.hflip(i, l), lambda i, l: transforms.crop(i, l, 5, 9, (20, 30)),
-               lambda i, l: transforms.pad_to(i, l, (40, 60), 255),
-               lambda i, l: transforms.resize(i, l, (74, 106)),  # exact 2x: nearest and bilinear agree
-               lambda i, l: transforms.resize(i, l, (19, 27)),
-               lambda i, l: transforms.fit_within(i, l, (30, 30))]:
+    for fn in [
+        lambda i, l: transforms.hflip(i, l),
+        lambda i, l: transforms.crop(i, l, 5, 9, (20, 30)),
+        lambda i, l: transforms.pad_to(i, l, (40, 60), 255),
+        lambda i, l: transforms.resize(i, l, (74, 106)),  # exact 2x: nearest and bilinear agree
+        lambda i, l: transforms.resize(i, l, (19, 27)),
+        lambda i, l: transforms.fit_within(i, l, (30, 30)),
+    ]:
         im, lab = fn(image, label)
         assert im.shape[:2] == lab.shape and lab.dtype == np.uint8
         known = lab != 255
@@ -181,8 +187,14 @@ def test_each_transform_keeps_image_and_label_aligned():
 
 @pytest.mark.parametrize("scale_range", [(1.0, 1.0), (0.5, 2.0)])
 def test_train_transform_keeps_alignment_and_pads_with_ignore(scale_range):
-    t = transforms.TrainTransform(crop_size=(32, 40), scale_range=scale_range, hflip=True,
-                                  mean=transforms.IMAGENET_MEAN, std=transforms.IMAGENET_STD, ignore_index=255)
+    t = transforms.TrainTransform(
+        crop_size=(32, 40),
+        scale_range=scale_range,
+        hflip=True,
+        mean=transforms.IMAGENET_MEAN,
+        std=transforms.IMAGENET_STD,
+        ignore_index=255,
+    )
     rng = np.random.default_rng(1)
     saw_padding = False
     for i in range(20):
@@ -209,8 +221,12 @@ def test_eval_transform_fits_and_pads():
 
 def test_normalize_formula():
     x = np.array([[[0, 128, 255]]], np.uint8)
-    np.testing.assert_allclose(transforms.normalize(x, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0)),
-                               [[[(0 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.5, 0.5]]], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        transforms.normalize(x, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0)),
+        [[[(0 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.5, 0.5]]],
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_concurrent_preparation_by_another_process_is_tolerated():

@@ -1,4 +1,5 @@
 """The embedded dataset: determinism, class balance, thin and small structures, colour not giving the class."""
+
 import numpy as np
 import pytest
 from scipy import ndimage

@@ -5,6 +5,7 @@ arms, two steps, a 4-channel network on 32 px crops) covers the real training, t
 (Resuming from the training's own checkpoint is segjax.train's behaviour, tested there; the runner's part is to
 call it again on the same workdir and to mark a run done only after its analysis, tested here with fakes.)
 """
+
 import csv
 import json
 import pathlib
@@ -104,8 +105,10 @@ def _fake_analyze(config, workdir):
 
 
 def _fake_sweep(steps=3):
-    arms = (sweep_lib.Arm("unet", "a", "default", {"model.upsample.method": "nearest"}),
-            sweep_lib.Arm("unet", "b", "default", {"model.upsample.method": "bilinear"}))
+    arms = (
+        sweep_lib.Arm("unet", "a", "default", {"model.upsample.method": "nearest"}),
+        sweep_lib.Arm("unet", "b", "default", {"model.upsample.method": "bilinear"}),
+    )
     return sweep_lib.Sweep("fake", arms, (0, 1), {"num_train_steps": steps})
 
 
@@ -134,14 +137,14 @@ def test_a_changed_config_is_refused_not_mixed(tmp_path):
     sweep_lib.run_sweep(runs[:1], tmp_path, train_fn=_fake_train, analyze_fn=_fake_analyze, log=lambda s: None)
     changed = sweep_lib.expand(_fake_sweep(steps=5))
     with pytest.raises(ValueError, match="new --out"):
-        sweep_lib.run_sweep(changed[:1], tmp_path, train_fn=_fake_train, analyze_fn=_fake_analyze,
-                            log=lambda s: None)
+        sweep_lib.run_sweep(changed[:1], tmp_path, train_fn=_fake_train, analyze_fn=_fake_analyze, log=lambda s: None)
 
 
 def test_parallel_jobs_run_each_arm_once_in_spawned_processes(tmp_path):
     runs = sweep_lib.expand(_fake_sweep())[:2]
-    results = sweep_lib.run_sweep(runs, tmp_path, jobs=2, train_fn=_fake_train, analyze_fn=_fake_analyze,
-                                  log=lambda s: None)
+    results = sweep_lib.run_sweep(
+        runs, tmp_path, jobs=2, train_fn=_fake_train, analyze_fn=_fake_analyze, log=lambda s: None
+    )
     assert results == {r.name: "trained" for r in runs}
     for run in runs:
         analysis = json.loads((run.workdir(tmp_path) / sweep_lib.ANALYSIS_FILE).read_text())
@@ -154,20 +157,33 @@ def test_parallel_jobs_run_each_arm_once_in_spawned_processes(tmp_path):
 
 def tiny_overrides(data_dir):
     return {
-        "data.name": "embedded", "data.data_dir": str(data_dir), "data.embedded.num_train": 16,
-        "data.embedded.num_validation": 8, "data.embedded.num_test": 4, "data.crop_size": 32,
-        "num_devices": 1, "batch_size": 4, "eval_batch_size": 4, "num_train_steps": 2,
-        "log_every_steps": 1, "eval_every_steps": 2, "checkpoint_every_steps": 1, "progress_bar": False,
-        "schedule.warmup_steps": 1, "model.base_width": 4, "model.depth": 1,
+        "data.name": "embedded",
+        "data.data_dir": str(data_dir),
+        "data.embedded.num_train": 16,
+        "data.embedded.num_validation": 8,
+        "data.embedded.num_test": 4,
+        "data.crop_size": 32,
+        "num_devices": 1,
+        "batch_size": 4,
+        "eval_batch_size": 4,
+        "num_train_steps": 2,
+        "log_every_steps": 1,
+        "eval_every_steps": 2,
+        "checkpoint_every_steps": 1,
+        "progress_bar": False,
+        "schedule.warmup_steps": 1,
+        "model.base_width": 4,
+        "model.depth": 1,
     }
 
 
 @pytest.fixture(scope="module")
 def tiny_sweep_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    arms = tuple(sweep_lib.Arm("unet", label, "unet", ua.upsample_overrides(ua.METHOD_ARMS[label]),
-                               dict(ua.METHOD_ARMS[label]))
-                 for label in ("transposed_k3_default", "resize_conv_nearest"))
+    arms = tuple(
+        sweep_lib.Arm("unet", label, "unet", ua.upsample_overrides(ua.METHOD_ARMS[label]), dict(ua.METHOD_ARMS[label]))
+        for label in ("transposed_k3_default", "resize_conv_nearest")
+    )
     sweep = sweep_lib.Sweep("tiny", arms, (0,), tiny_overrides(out / "tfds"), "two arms, two steps")
     runs = sweep_lib.expand(sweep)
     results = sweep_lib.run_sweep(runs, out, log=lambda s: None)
@@ -195,11 +211,25 @@ def test_tiny_sweep_measurements_and_report(tiny_sweep_out, tmp_path):
         # Two steps of training changed the network, so the two measurements are of different networks.
         assert a["checkerboard"]["init"]["real"] != a["checkerboard"]["trained"]["real"]
 
-    path = report.write_report(out, tmp_path, runs=[*runs, *sweep_lib.expand(sweep, seeds=[5])], sweeps=[sweep],
-                               command="pytest", operator_study=False)
+    path = report.write_report(
+        out,
+        tmp_path,
+        runs=[*runs, *sweep_lib.expand(sweep, seeds=[5])],
+        sweeps=[sweep],
+        command="pytest",
+        operator_study=False,
+    )
     text = path.read_text()
-    for needle in ("transposed_k3_default", "resize_conv_nearest", "pytest", "sweep hash", "machine:",
-                   "not finished", "unet/resize_conv_nearest/seed5", "Whole networks"):
+    for needle in (
+        "transposed_k3_default",
+        "resize_conv_nearest",
+        "pytest",
+        "sweep hash",
+        "machine:",
+        "not finished",
+        "unet/resize_conv_nearest/seed5",
+        "Whole networks",
+    ):
         assert needle in text, needle
     with open(tmp_path / "results.csv") as f:
         arms = list(csv.DictReader(f))
@@ -229,8 +259,15 @@ def test_operator_checkerboard_at_init_matches_odena():
     scores = analysis.operator_checkerboard_at_init(seeds=[0])
     for label in ("transposed_k2_default", "transposed_k3_default", "transposed_k4_default", "pixel_shuffle_default"):
         assert scores[label][0] > 0.05, label
-    for label in ("nearest", "bilinear", "resize_conv_nearest", "resize_conv_bilinear", "transposed_k3_bilinear",
-                  "transposed_k4_bilinear", "pixel_shuffle_icnr"):
+    for label in (
+        "nearest",
+        "bilinear",
+        "resize_conv_nearest",
+        "resize_conv_bilinear",
+        "transposed_k3_bilinear",
+        "transposed_k4_bilinear",
+        "pixel_shuffle_icnr",
+    ):
         assert scores[label][0] < 1e-5, label
     assert scores["bed_of_nails"][0] == pytest.approx(np.sqrt(3) / 2, abs=1e-5)
 
@@ -243,7 +280,7 @@ def test_phase_map_matches_checkerboard_score_definition():
     y = rng.uniform(0.1, 1.0, size=(2, 13, 11, 3)).astype(np.float32)
     y[:, ::2, ::2, 1] += 2.0  # channel 1 has a period-2 pattern
     m = analysis.phase_means(y, 2, 2)  # border 2 keeps the pattern on phase (0, 0)
-    expected = np.mean(m.std(axis=(0, 1)) / np.sqrt((m ** 2).mean(axis=(0, 1))))
+    expected = np.mean(m.std(axis=(0, 1)) / np.sqrt((m**2).mean(axis=(0, 1))))
     assert float(checkerboard_score(y, 2, 2)) == pytest.approx(expected, rel=1e-5)
     pm = analysis.phase_map(y, 2, 2)
     assert pm[0, 0] > 0 and pm[1, 1] < 0 and pm.sum() == pytest.approx(0, abs=1e-9)

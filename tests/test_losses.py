@@ -1,4 +1,5 @@
 """segjax.losses against numpy formulas, finite differences, and single device == pmap == shard_map."""
+
 import functools
 
 import jax
@@ -74,8 +75,9 @@ def test_focal_matches_formula(gamma):
 
 def test_focal_with_gamma_zero_is_cross_entropy_and_confident_pixels_have_finite_gradients():
     logits, labels = random_problem(3)
-    np.testing.assert_allclose(losses.focal_loss(logits, labels, gamma=0.0),
-                               losses.cross_entropy_loss(logits, labels), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.focal_loss(logits, labels, gamma=0.0), losses.cross_entropy_loss(logits, labels), rtol=1e-6
+    )
     confident = 60.0 * np.eye(C, dtype=np.float32)[np.where(labels == IGNORE, 0, labels)]  # p_t rounds to 1
     for gamma in (0.5, 1.0, 2.0):
         value, grad = jax.value_and_grad(lambda x: losses.focal_loss(x, labels, gamma=gamma))(confident)
@@ -119,7 +121,9 @@ def test_compute_loss_is_the_weighted_sum_of_its_terms():
     assert set(terms) == {"cross_entropy", "dice", "focal"}
     np.testing.assert_allclose(
         losses.compute_loss(logits, labels, config),
-        terms["cross_entropy"] + 0.5 * terms["dice"] + 0.25 * terms["focal"], rtol=1e-6)
+        terms["cross_entropy"] + 0.5 * terms["dice"] + 0.25 * terms["focal"],
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(terms["dice"], losses.dice_loss(logits, labels), rtol=1e-6)
     np.testing.assert_allclose(terms["focal"], losses.focal_loss(logits, labels, gamma=2.0), rtol=1e-6)
     assert set(losses.loss_terms(logits, labels, {"cross_entropy": 0.0, "dice": 1.0})) == {"dice"}
@@ -139,12 +143,15 @@ def test_out_of_range_label_gives_nan_and_all_ignored_gives_zero():
 def test_class_weighting_from_config():
     logits, labels = random_problem(8)
     explicit = losses.compute_loss(logits, labels, {"class_weighting": "0.5, 2, 1, 3"})
-    np.testing.assert_allclose(explicit, losses.cross_entropy_loss(logits, labels, class_weights=WEIGHTS),
-                               rtol=1e-6)
-    np.testing.assert_allclose(losses.compute_loss(logits, labels, {"class_weighting": [0.5, 2, 1, 3]}), explicit,
-                               rtol=1e-6)
-    np.testing.assert_allclose(losses.compute_loss(logits, labels, {}, class_weights=np.ones(C)),
-                               losses.compute_loss(logits, labels, losses.default_loss_config()), rtol=1e-6)
+    np.testing.assert_allclose(explicit, losses.cross_entropy_loss(logits, labels, class_weights=WEIGHTS), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.compute_loss(logits, labels, {"class_weighting": [0.5, 2, 1, 3]}), explicit, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        losses.compute_loss(logits, labels, {}, class_weights=np.ones(C)),
+        losses.compute_loss(logits, labels, losses.default_loss_config()),
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match="resolve_class_weights"):
         losses.compute_loss(logits, labels, {"class_weighting": "median_frequency"})
     counts, image_pixels = [10, 0, 30, 60], [100, 0, 100, 60]
@@ -157,8 +164,9 @@ def test_class_weighting_from_config():
 
 def test_median_frequency_weights_and_class_pixel_statistics():
     # freq = count / pixels of the images containing the class: [0.1, absent, 0.3, 1.0]; median 0.3.
-    np.testing.assert_allclose(losses.median_frequency_weights([10, 0, 30, 60], [100, 0, 100, 60]),
-                               [3.0, 1.0, 1.0, 0.3])
+    np.testing.assert_allclose(
+        losses.median_frequency_weights([10, 0, 30, 60], [100, 0, 100, 60]), [3.0, 1.0, 1.0, 0.3]
+    )
     np.testing.assert_allclose(losses.median_frequency_weights([10, 30, 60]), [3.0, 1.0, 0.5])  # plain frequency
     with pytest.raises(ValueError, match="class_pixel_counts"):
         losses.median_frequency_weights([0, 0])
@@ -168,13 +176,16 @@ def test_median_frequency_weights_and_class_pixel_statistics():
     np.testing.assert_array_equal(image_pixels, [3 + 4, 3, 4, 4])
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"cross_entropy": -1.0}, "cross_entropy"),
-    ({"cross_entropy": 0.0}, "at least one"),
-    ({"crossentropy": 1.0}, "Unknown loss config key"),
-    ({"focal_gamma": -2.0}, "focal_gamma"),
-    ({"class_weighting": "median"}, "class_weighting"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"cross_entropy": -1.0}, "cross_entropy"),
+        ({"cross_entropy": 0.0}, "at least one"),
+        ({"crossentropy": 1.0}, "Unknown loss config key"),
+        ({"focal_gamma": -2.0}, "focal_gamma"),
+        ({"class_weighting": "median"}, "class_weighting"),
+    ],
+)
 def test_bad_config_raises_a_clear_error(bad, match):
     logits, labels = random_problem(9)
     with pytest.raises(ValueError, match=match):
@@ -226,20 +237,23 @@ def test_pmap_sum_equals_single_device_value_and_gradients(name, problem):
     assert jax.device_count() >= DEVICES, "tests/conftest.py should simulate 4 CPU devices"
     params, features, labels = problem
     config = PARALLEL_CONFIGS[name]
-    single = jax.jit(jax.value_and_grad(functools.partial(head_loss, config=config, axis_name=None),
-                                        argnums=(0, 1)))
-    per_device = jax.pmap(jax.value_and_grad(functools.partial(head_loss, config=config, axis_name="batch"),
-                                             argnums=(0, 1)),
-                          axis_name="batch", in_axes=(None, 0, 0, None))
+    single = jax.jit(jax.value_and_grad(functools.partial(head_loss, config=config, axis_name=None), argnums=(0, 1)))
+    per_device = jax.pmap(
+        jax.value_and_grad(functools.partial(head_loss, config=config, axis_name="batch"), argnums=(0, 1)),
+        axis_name="batch",
+        in_axes=(None, 0, 0, None),
+    )
     for class_weights in (np.ones(C, np.float32), WEIGHTS):
         (value, (param_grad, feature_grad)) = single(params, features, labels, class_weights)
         (values, (param_grads, feature_grads)) = per_device(params, split(features), split(labels), class_weights)
         np.testing.assert_allclose(values.sum(), value, rtol=1e-5, err_msg=name)
         for key in params:
-            np.testing.assert_allclose(param_grads[key].sum(0), param_grad[key], rtol=1e-4, atol=1e-6,
-                                       err_msg=f"{name} {key}")
-        np.testing.assert_allclose(feature_grads.reshape(feature_grad.shape), feature_grad, rtol=1e-4, atol=1e-7,
-                                   err_msg=name)
+            np.testing.assert_allclose(
+                param_grads[key].sum(0), param_grad[key], rtol=1e-4, atol=1e-6, err_msg=f"{name} {key}"
+            )
+        np.testing.assert_allclose(
+            feature_grads.reshape(feature_grad.shape), feature_grad, rtol=1e-4, atol=1e-7, err_msg=name
+        )
         assert np.all(np.isfinite(values)) and np.abs(param_grad["w"]).max() > 0
 
 
@@ -251,12 +265,16 @@ def test_shard_map_gradient_through_replicated_parameters(problem):
     def sharded_total(params, features, labels):
         per_device = jax.shard_map(
             lambda p, f, y: head_loss(p, f, y, WEIGHTS, config, "batch")[None],
-            mesh=mesh, in_specs=(P(), P("batch"), P("batch")), out_specs=P("batch"))
+            mesh=mesh,
+            in_specs=(P(), P("batch"), P("batch")),
+            out_specs=P("batch"),
+        )
         return per_device(params, features, labels).sum()
 
     value, grad = jax.jit(jax.value_and_grad(sharded_total))(params, features, labels)
-    expected_value, expected_grad = jax.jit(jax.value_and_grad(functools.partial(
-        head_loss, config=config, axis_name=None)))(params, features, labels, WEIGHTS)
+    expected_value, expected_grad = jax.jit(
+        jax.value_and_grad(functools.partial(head_loss, config=config, axis_name=None))
+    )(params, features, labels, WEIGHTS)
     np.testing.assert_allclose(value, expected_value, rtol=1e-5)
     for key in params:
         np.testing.assert_allclose(grad[key], expected_grad[key], rtol=1e-4, atol=1e-6)
@@ -265,5 +283,11 @@ def test_shard_map_gradient_through_replicated_parameters(problem):
 def test_default_loss_config_is_a_config_dict():
     config = losses.default_loss_config()
     assert isinstance(config, ml_collections.ConfigDict)
-    assert config.to_dict() == {"cross_entropy": 1.0, "dice": 0.0, "focal": 0.0, "focal_gamma": 2.0,
-                                "dice_smooth": 1.0, "class_weighting": "none"}
+    assert config.to_dict() == {
+        "cross_entropy": 1.0,
+        "dice": 0.0,
+        "focal": 0.0,
+        "focal_gamma": 2.0,
+        "dice_smooth": 1.0,
+        "class_weighting": "none",
+    }

@@ -1,4 +1,5 @@
 """segjax.metrics against hand-computed values and plain numpy / scipy references."""
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -10,12 +11,8 @@ IGNORE = 255
 # --------------------------------------------------------------------------------------------------------------
 # A fake model with fixed logits: every number below is computed by hand.
 # --------------------------------------------------------------------------------------------------------------
-FAKE_LABELS = np.array([[[0, 0, 1, 1],
-                         [0, 2, 1, IGNORE],
-                         [2, 2, 2, IGNORE]]], np.int32)
-FAKE_PREDICTIONS = np.array([[[0, 1, 1, 1],
-                              [0, 2, 2, 0],
-                              [2, 2, 3, 1]]], np.int32)
+FAKE_LABELS = np.array([[[0, 0, 1, 1], [0, 2, 1, IGNORE], [2, 2, 2, IGNORE]]], np.int32)
+FAKE_PREDICTIONS = np.array([[[0, 1, 1, 1], [0, 2, 2, 0], [2, 2, 3, 1]]], np.int32)
 FAKE_NUM_CLASSES = 5  # class 3 is only predicted, class 4 appears nowhere
 
 
@@ -30,11 +27,9 @@ def fake_model_logits():
 def test_fake_model_exact_scores():
     predictions = fake_model_logits().argmax(-1)
     confusion = np.asarray(metrics.confusion_matrix(FAKE_LABELS, predictions, FAKE_NUM_CLASSES))
-    np.testing.assert_array_equal(confusion, [[2, 1, 0, 0, 0],
-                                              [0, 2, 1, 0, 0],
-                                              [0, 0, 3, 1, 0],
-                                              [0, 0, 0, 0, 0],
-                                              [0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        confusion, [[2, 1, 0, 0, 0], [0, 2, 1, 0, 0], [0, 0, 3, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+    )
     assert confusion.dtype == np.int32
     scores = metrics.compute_scores(confusion)
     # t = [3, 3, 4, 0, 0], predicted = [2, 3, 4, 1, 0], 10 valid pixels, 7 correct.
@@ -92,8 +87,9 @@ def random_batch(seed, shape=(3, 13, 11)):
     noise = rng.random(shape)
     labels = np.where(noise < 0.08, rng.integers(0, 4, shape), labels)
     labels = np.where(noise > 0.9, IGNORE, labels).astype(np.int32)
-    predictions = np.where(rng.random(shape) < 0.75, np.where(labels == IGNORE, 0, labels),
-                           rng.integers(0, 5, shape)).astype(np.int32)
+    predictions = np.where(
+        rng.random(shape) < 0.75, np.where(labels == IGNORE, 0, labels), rng.integers(0, 5, shape)
+    ).astype(np.int32)
     predictions = np.roll(predictions, 1, axis=2)  # boundaries slightly off
     return labels, predictions
 
@@ -122,7 +118,9 @@ def reference_scores(confusion):
         "mean_iou": np.mean([iou[i] for i in present]),
         "frequency_weighted_iou": sum(t[i] * iou[i] for i in present) / t.sum(),
         "mean_dice": np.mean([dice[i] for i in present]),
-        "per_class_iou": iou, "per_class_accuracy": acc, "per_class_dice": dice,
+        "per_class_iou": iou,
+        "per_class_accuracy": acc,
+        "per_class_dice": dice,
     }
 
 
@@ -141,8 +139,9 @@ def test_confusion_and_scores_match_numpy_reference(seed):
 def test_confusion_matrices_sum_over_batches():
     labels, predictions = random_batch(2, shape=(4, 13, 11))
     whole = metrics.confusion_matrix(labels, predictions, NUM_CLASSES)
-    parts = sum(np.asarray(metrics.confusion_matrix(labels[i:i + 2], predictions[i:i + 2], NUM_CLASSES))
-                for i in (0, 2))
+    parts = sum(
+        np.asarray(metrics.confusion_matrix(labels[i : i + 2], predictions[i : i + 2], NUM_CLASSES)) for i in (0, 2)
+    )
     np.testing.assert_array_equal(whole, parts)
 
 
@@ -236,8 +235,10 @@ def test_boundary_statistics_match_scipy_reference(tolerance):
 
     scores = metrics.boundary_scores(stats)
     assert scores["boundary_f1"] == pytest.approx(expected["image_f1_sum"] / expected["image_count"], rel=1e-6)
-    per_class = [expected["class_f1_sum"][c] / expected["class_image_count"][c]
-                 if expected["class_image_count"][c] else np.nan for c in range(NUM_CLASSES)]
+    per_class = [
+        expected["class_f1_sum"][c] / expected["class_image_count"][c] if expected["class_image_count"][c] else np.nan
+        for c in range(NUM_CLASSES)
+    ]
     np.testing.assert_allclose(scores["per_class_boundary_f1"], per_class, rtol=1e-6)
     aggregate = []
     for c in range(NUM_CLASSES):

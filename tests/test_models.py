@@ -1,6 +1,7 @@
 """segjax.models: shapes for odd sizes, exact parameter counts, the model x upsampling grid, the papers'
 defaults (FCN's bilinear init, SegNet's index unpooling), batch norm (against nn.BatchNorm and across
 devices), the conv module, the CPU flag."""
+
 import os
 import subprocess
 import sys
@@ -20,378 +21,435 @@ ODD = (2, 37, 45, 3)
 
 
 def rkey(seed):
-  """RBG keys: XLA compiles their random bits far faster than threefry's (init compile 28 s -> 4 s)."""
-  return jax.random.key(seed, impl="rbg")
+    """RBG keys: XLA compiles their random bits far faster than threefry's (init compile 28 s -> 4 s)."""
+    return jax.random.key(seed, impl="rbg")
 
 
 def tiny(name, **overrides):
-  cfg = models.default_model_config()
-  cfg.name = name
-  cfg.base_width = 2
-  if not name.startswith("fcn"):
-    cfg.depth = 2
-  for key, value in overrides.items():
-    if key.startswith("upsample_"):
-      cfg.upsample[key[len("upsample_"):]] = value
-    else:
-      cfg[key] = value
-  return cfg
+    cfg = models.default_model_config()
+    cfg.name = name
+    cfg.base_width = 2
+    if not name.startswith("fcn"):
+        cfg.depth = 2
+    for key, value in overrides.items():
+        if key.startswith("upsample_"):
+            cfg.upsample[key[len("upsample_") :]] = value
+        else:
+            cfg[key] = value
+    return cfg
 
 
 def count(tree):
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 def abstract_apply(model, shape):
-  """Output shape and parameter shapes of init + apply without compiling anything."""
-  def run(x):
-    variables = model.init({"params": rkey(0)}, x)
-    return model.apply(variables, x), variables
-  return jax.eval_shape(run, jax.ShapeDtypeStruct(shape, jnp.float32))
+    """Output shape and parameter shapes of init + apply without compiling anything."""
+
+    def run(x):
+        variables = model.init({"params": rkey(0)}, x)
+        return model.apply(variables, x), variables
+
+    return jax.eval_shape(run, jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
 # --------------------------------------------------------------------------------------------------
 # Shapes, parameter counts, the grid
 # --------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", list(models.MODELS))
 @pytest.mark.parametrize("shape", [ODD, (1, 1, 70, 3), (1, 33, 32, 3)])
 def test_output_shape_any_size(name, shape):
-  out, _ = abstract_apply(models.create_model(tiny(name), NUM_CLASSES), shape)
-  assert out.shape == shape[:3] + (NUM_CLASSES,)
-  assert out.dtype == jnp.float32
+    out, _ = abstract_apply(models.create_model(tiny(name), NUM_CLASSES), shape)
+    assert out.shape == shape[:3] + (NUM_CLASSES,)
+    assert out.dtype == jnp.float32
 
 
 def conv_params(k, cin, cout, bias=True):
-  return k * k * cin * cout + (cout if bias else 0)
+    return k * k * cin * cout + (cout if bias else 0)
 
 
 def unet_params(b, d, c, up="transposed", norm="none"):
-  """U-Net: per level two 3x3 convs down and up, 2x2 up-conv (or 1x1 projection), 1x1 classifier."""
-  bias = norm == "none"
-  norm_p = 0 if norm == "none" else 2  # batch norm: scale and bias per channel
-  w = [b * 2 ** l for l in range(d + 1)]
-  total, cin = 0, 3
-  for l in range(d + 1):  # contracting path and bottom
-    total += conv_params(3, cin, w[l], bias) + conv_params(3, w[l], w[l], bias) + 2 * norm_p * w[l]
-    cin = w[l]
-  for l in range(d):
-    total += conv_params(2, w[l + 1], w[l]) if up == "transposed" else conv_params(1, w[l + 1], w[l])
-    total += conv_params(3, 2 * w[l], w[l], bias) + conv_params(3, w[l], w[l], bias) + 2 * norm_p * w[l]
-  return total + conv_params(1, w[0], c)
+    """U-Net: per level two 3x3 convs down and up, 2x2 up-conv (or 1x1 projection), 1x1 classifier."""
+    bias = norm == "none"
+    norm_p = 0 if norm == "none" else 2  # batch norm: scale and bias per channel
+    w = [b * 2**l for l in range(d + 1)]
+    total, cin = 0, 3
+    for l in range(d + 1):  # contracting path and bottom
+        total += conv_params(3, cin, w[l], bias) + conv_params(3, w[l], w[l], bias) + 2 * norm_p * w[l]
+        cin = w[l]
+    for l in range(d):
+        total += conv_params(2, w[l + 1], w[l]) if up == "transposed" else conv_params(1, w[l + 1], w[l])
+        total += conv_params(3, 2 * w[l], w[l], bias) + conv_params(3, w[l], w[l], bias) + 2 * norm_p * w[l]
+    return total + conv_params(1, w[0], c)
 
 
 def segnet_params(b, d, c, convs=2):
-  """SegNet with batch norm (convs without bias) and max_unpool (no parameters)."""
-  w = [b * 2 ** min(l, 3) for l in range(d)]
-  total, cin = 0, 3
-  for l in range(d):
-    for _ in range(convs):
-      total += conv_params(3, cin, w[l], False) + 2 * w[l]
-      cin = w[l]
-  for l in range(d):
-    outs = [w[l]] * (convs - 1) + [w[max(l - 1, 0)]]
-    cin = w[l]
-    for o in outs:
-      total += conv_params(3, cin, o, False) + 2 * o
-      cin = o
-  return total + conv_params(1, w[0], c)
+    """SegNet with batch norm (convs without bias) and max_unpool (no parameters)."""
+    w = [b * 2 ** min(l, 3) for l in range(d)]
+    total, cin = 0, 3
+    for l in range(d):
+        for _ in range(convs):
+            total += conv_params(3, cin, w[l], False) + 2 * w[l]
+            cin = w[l]
+    for l in range(d):
+        outs = [w[l]] * (convs - 1) + [w[max(l - 1, 0)]]
+        cin = w[l]
+        for o in outs:
+            total += conv_params(3, cin, o, False) + 2 * o
+            cin = o
+    return total + conv_params(1, w[0], c)
 
 
 def fcn32s_small_params(b, c):
-  """FCN-32s 'small' preset without norm: convs (1, 1, 2, 2, 2), fc 128 (3x3 fc6), 64x64 bilinear
-  transposed conv without bias."""
-  w = [b, 2 * b, 4 * b, 8 * b, 8 * b]
-  total, cin = 0, 3
-  for l, n in enumerate((1, 1, 2, 2, 2)):
-    for _ in range(n):
-      total += conv_params(3, cin, w[l])
-      cin = w[l]
-  total += conv_params(3, w[4], 128) + conv_params(1, 128, 128) + conv_params(1, 128, c)
-  return total + 64 * 64 * c * c
+    """FCN-32s 'small' preset without norm: convs (1, 1, 2, 2, 2), fc 128 (3x3 fc6), 64x64 bilinear
+    transposed conv without bias."""
+    w = [b, 2 * b, 4 * b, 8 * b, 8 * b]
+    total, cin = 0, 3
+    for l, n in enumerate((1, 1, 2, 2, 2)):
+        for _ in range(n):
+            total += conv_params(3, cin, w[l])
+            cin = w[l]
+    total += conv_params(3, w[4], 128) + conv_params(1, 128, 128) + conv_params(1, 128, c)
+    return total + 64 * 64 * c * c
 
 
-@pytest.mark.parametrize("cfg, expected", [
-    (dict(name="unet", base_width=4, depth=2, norm="none"), unet_params(4, 2, 5)),
-    (dict(name="unet", base_width=3, depth=3, norm="batch"), unet_params(3, 3, 5, norm="batch")),
-    (dict(name="unet", base_width=4, depth=2, norm="none", upsample={"method": "nearest"}),
-     unet_params(4, 2, 5, up="nearest")),
-    (dict(name="segnet", base_width=2, depth=4, norm="batch"), segnet_params(2, 4, 5)),
-    (dict(name="fcn32s", base_width=2, norm="none"), fcn32s_small_params(2, 5)),
-])
+@pytest.mark.parametrize(
+    "cfg, expected",
+    [
+        (dict(name="unet", base_width=4, depth=2, norm="none"), unet_params(4, 2, 5)),
+        (dict(name="unet", base_width=3, depth=3, norm="batch"), unet_params(3, 3, 5, norm="batch")),
+        (
+            dict(name="unet", base_width=4, depth=2, norm="none", upsample={"method": "nearest"}),
+            unet_params(4, 2, 5, up="nearest"),
+        ),
+        (dict(name="segnet", base_width=2, depth=4, norm="batch"), segnet_params(2, 4, 5)),
+        (dict(name="fcn32s", base_width=2, norm="none"), fcn32s_small_params(2, 5)),
+    ],
+)
 def test_parameter_counts(cfg, expected):
-  _, variables = abstract_apply(models.create_model(cfg, 5), (1, 32, 32, 3))
-  assert count(variables["params"]) == expected
+    _, variables = abstract_apply(models.create_model(cfg, 5), (1, 32, 32, 3))
+    assert count(variables["params"]) == expected
 
 
 def test_paper_unet_parameter_count():
-  # Ronneberger et al.'s U-Net: 64..1024 channels, 23 convolutional layers, about 31 M parameters.
-  _, variables = abstract_apply(models.create_model(dict(name="unet", preset="paper", norm="none"), 2),
-                                (1, 32, 32, 3))
-  assert count(variables["params"]) == unet_params(64, 4, 2)
-  assert 31.0e6 < unet_params(64, 4, 2) < 31.1e6
+    # Ronneberger et al.'s U-Net: 64..1024 channels, 23 convolutional layers, about 31 M parameters.
+    _, variables = abstract_apply(
+        models.create_model(dict(name="unet", preset="paper", norm="none"), 2), (1, 32, 32, 3)
+    )
+    assert count(variables["params"]) == unet_params(64, 4, 2)
+    assert 31.0e6 < unet_params(64, 4, 2) < 31.1e6
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
 @pytest.mark.parametrize("method", ops.METHODS)
 def test_model_method_grid(name, method):
-  cfg = tiny(name, upsample_method=method)
-  if name.startswith("fcn") and method == "max_unpool":
-    with pytest.raises(ValueError, match=rf"(?s){models.MODELS[name].__name__}.*max_unpool.*segnet"):
-      models.create_model(cfg, NUM_CLASSES)
-    return
-  model = models.create_model(cfg, NUM_CLASSES)
-  out, variables = abstract_apply(model, ODD)
-  assert out.shape == ODD[:3] + (NUM_CLASSES,)
-  if method in ops.PARAMETRIC_METHODS or not name.startswith("fcn"):
-    assert count(variables["params"]) > 0
+    cfg = tiny(name, upsample_method=method)
+    if name.startswith("fcn") and method == "max_unpool":
+        with pytest.raises(ValueError, match=rf"(?s){models.MODELS[name].__name__}.*max_unpool.*segnet"):
+            models.create_model(cfg, NUM_CLASSES)
+        return
+    model = models.create_model(cfg, NUM_CLASSES)
+    out, variables = abstract_apply(model, ODD)
+    assert out.shape == ODD[:3] + (NUM_CLASSES,)
+    if method in ops.PARAMETRIC_METHODS or not name.startswith("fcn"):
+        assert count(variables["params"]) > 0
 
 
-@pytest.mark.parametrize("name, method", [("unet", "pixel_shuffle"), ("fcn8s", "resize_conv"),
-                                          ("deconvnet", "max_unpool")])
+@pytest.mark.parametrize(
+    "name, method", [("unet", "pixel_shuffle"), ("fcn8s", "resize_conv"), ("deconvnet", "max_unpool")]
+)
 def test_grid_real_runs_finite_gradients(name, method):
-  model = models.create_model(tiny(name, upsample_method=method), NUM_CLASSES)
-  x = jax.random.normal(rkey(1), (2, 19, 23, 3))
-  labels = jax.random.randint(rkey(2), (2, 19, 23), 0, NUM_CLASSES)
-  variables = jax.jit(model.init)({"params": rkey(0)}, x)
+    model = models.create_model(tiny(name, upsample_method=method), NUM_CLASSES)
+    x = jax.random.normal(rkey(1), (2, 19, 23, 3))
+    labels = jax.random.randint(rkey(2), (2, 19, 23), 0, NUM_CLASSES)
+    variables = jax.jit(model.init)({"params": rkey(0)}, x)
 
-  def loss(params):
-    logits, _ = model.apply({**variables, "params": params}, x, train=True,
-                            rngs={"dropout": rkey(3)}, mutable=["batch_stats"])
-    onehot = jax.nn.one_hot(labels, NUM_CLASSES)
-    return -(onehot * jax.nn.log_softmax(logits)).sum(-1).mean()
+    def loss(params):
+        logits, _ = model.apply(
+            {**variables, "params": params}, x, train=True, rngs={"dropout": rkey(3)}, mutable=["batch_stats"]
+        )
+        onehot = jax.nn.one_hot(labels, NUM_CLASSES)
+        return -(onehot * jax.nn.log_softmax(logits)).sum(-1).mean()
 
-  value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
-  assert np.isfinite(value)
-  leaves = jax.tree.leaves(grads)
-  assert all(np.all(np.isfinite(g)) for g in leaves)
-  assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+    value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    assert np.isfinite(value)
+    leaves = jax.tree.leaves(grads)
+    assert all(np.all(np.isfinite(g)) for g in leaves)
+    assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
 
 
 # --------------------------------------------------------------------------------------------------
 # Config errors
 # --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cfg, match", [
-    (dict(name="vgg"), "Unknown model 'vgg'"),
-    (dict(name="unet", preset="huge"), "preset 'huge'"),
-    (dict(name="unet", norm="layer"), "norm 'layer'"),
-    (dict(name="fcn8s", depth=4), "depth is fixed at 5"),
-    (dict(name="unet", widht=3), "Unknown model config keys"),
-    (dict(name="unet", dropout=1.5), "dropout"),
-    (dict(name="unet", upsample={"method": "cubic"}), "cubic"),
-    (dict(name="unet", upsample={"method": "transposed", "init": "bilinear"}), "UNet.*halve"),
-    (dict(name="segnet", upsample={"method": "nearest", "kernel_size": 3}), "kernel_size=3"),
-    (dict(name="segnet", upsample={"method": "resize_conv", "init": "icnr"}), "init='icnr'"),
-])
+
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        (dict(name="vgg"), "Unknown model 'vgg'"),
+        (dict(name="unet", preset="huge"), "preset 'huge'"),
+        (dict(name="unet", norm="layer"), "norm 'layer'"),
+        (dict(name="fcn8s", depth=4), "depth is fixed at 5"),
+        (dict(name="unet", widht=3), "Unknown model config keys"),
+        (dict(name="unet", dropout=1.5), "dropout"),
+        (dict(name="unet", upsample={"method": "cubic"}), "cubic"),
+        (dict(name="unet", upsample={"method": "transposed", "init": "bilinear"}), "UNet.*halve"),
+        (dict(name="segnet", upsample={"method": "nearest", "kernel_size": 3}), "kernel_size=3"),
+        (dict(name="segnet", upsample={"method": "resize_conv", "init": "icnr"}), "init='icnr'"),
+    ],
+)
 def test_config_errors(cfg, match):
-  with pytest.raises(ValueError, match=match):
-    models.create_model(cfg, NUM_CLASSES)
+    with pytest.raises(ValueError, match=match):
+        models.create_model(cfg, NUM_CLASSES)
 
 
 def test_default_config_builds_the_small_unet():
-  cfg = models.default_model_config()
-  model = models.create_model(cfg, NUM_CLASSES)
-  assert isinstance(model, models.UNet)
-  assert (model.base_width, model.depth, model.upsample_method) == (16, 3, "transposed")
+    cfg = models.default_model_config()
+    model = models.create_model(cfg, NUM_CLASSES)
+    assert isinstance(model, models.UNet)
+    assert (model.base_width, model.depth, model.upsample_method) == (16, 3, "transposed")
 
 
 # --------------------------------------------------------------------------------------------------
 # The papers' defaults
 # --------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def fcn32s_at_init():
-  model = models.create_model(dict(name="fcn32s", base_width=2, norm="none"), NUM_CLASSES)
-  x = jax.random.normal(rkey(0), (1, 96, 128, 3))
-  variables = jax.jit(model.init)({"params": rkey(1)}, x)
-  logits, state = jax.jit(lambda v, x: model.apply(
-      v, x, capture_intermediates=lambda m, _: m.name == "score_fr", mutable=["intermediates"]))(variables, x)
-  return variables, logits, state["intermediates"]["score_fr"]["__call__"][0]
+    model = models.create_model(dict(name="fcn32s", base_width=2, norm="none"), NUM_CLASSES)
+    x = jax.random.normal(rkey(0), (1, 96, 128, 3))
+    variables = jax.jit(model.init)({"params": rkey(1)}, x)
+    logits, state = jax.jit(
+        lambda v, x: model.apply(
+            v, x, capture_intermediates=lambda m, _: m.name == "score_fr", mutable=["intermediates"]
+        )
+    )(variables, x)
+    return variables, logits, state["intermediates"]["score_fr"]["__call__"][0]
 
 
 def test_fcn_bilinear_init_is_bilinear_upsampling_of_the_score_map(fcn32s_at_init):
-  variables, logits, score = fcn32s_at_init
-  kernel = variables["params"]["upscore_final"]["upsample"]["kernel"]
-  np.testing.assert_array_equal(kernel, ops.bilinear_kernel(64, NUM_CLASSES))
-  assert score.shape == (1, 3, 4, NUM_CLASSES)
-  expected = ops.bilinear_upsample(score, 32)
-  # Away from the borders (where bilinear clamps to the edge and the transposed conv sees zeros).
-  np.testing.assert_allclose(logits[:, 16:-16, 16:-16], expected[:, 16:-16, 16:-16], rtol=1e-5, atol=1e-5)
-  # Everywhere: the transposed convolution with FCN's bilinear kernel, from the score map.
-  reference = lax.conv_transpose(score, ops.bilinear_kernel(64, NUM_CLASSES), (32, 32), "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
+    variables, logits, score = fcn32s_at_init
+    kernel = variables["params"]["upscore_final"]["upsample"]["kernel"]
+    np.testing.assert_array_equal(kernel, ops.bilinear_kernel(64, NUM_CLASSES))
+    assert score.shape == (1, 3, 4, NUM_CLASSES)
+    expected = ops.bilinear_upsample(score, 32)
+    # Away from the borders (where bilinear clamps to the edge and the transposed conv sees zeros).
+    np.testing.assert_allclose(logits[:, 16:-16, 16:-16], expected[:, 16:-16, 16:-16], rtol=1e-5, atol=1e-5)
+    # Everywhere: the transposed convolution with FCN's bilinear kernel, from the score map.
+    reference = lax.conv_transpose(
+        score, ops.bilinear_kernel(64, NUM_CLASSES), (32, 32), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_fcn8s_skip_scores_start_at_zero_and_upsamplers_bilinear():
-  _, variables = abstract_apply(models.create_model(tiny("fcn8s"), NUM_CLASSES), (1, 32, 32, 3))
-  params = variables["params"]
-  assert set(params) >= {"score_pool4", "score_pool3", "upscore1", "upscore2", "upscore_final"}
-  assert params["upscore1"]["upsample"]["kernel"].shape == (4, 4, NUM_CLASSES, NUM_CLASSES)
-  assert params["upscore_final"]["upsample"]["kernel"].shape == (16, 16, NUM_CLASSES, NUM_CLASSES)
-  model = models.create_model(tiny("fcn8s"), NUM_CLASSES)
-  real = jax.jit(model.init)({"params": rkey(0)}, jnp.zeros((1, 32, 32, 3)))["params"]
-  assert not np.any(real["score_pool4"]["kernel"]) and not np.any(real["score_pool3"]["kernel"])
-  np.testing.assert_array_equal(real["upscore1"]["upsample"]["kernel"], ops.bilinear_kernel(4, NUM_CLASSES))
+    _, variables = abstract_apply(models.create_model(tiny("fcn8s"), NUM_CLASSES), (1, 32, 32, 3))
+    params = variables["params"]
+    assert set(params) >= {"score_pool4", "score_pool3", "upscore1", "upscore2", "upscore_final"}
+    assert params["upscore1"]["upsample"]["kernel"].shape == (4, 4, NUM_CLASSES, NUM_CLASSES)
+    assert params["upscore_final"]["upsample"]["kernel"].shape == (16, 16, NUM_CLASSES, NUM_CLASSES)
+    model = models.create_model(tiny("fcn8s"), NUM_CLASSES)
+    real = jax.jit(model.init)({"params": rkey(0)}, jnp.zeros((1, 32, 32, 3)))["params"]
+    assert not np.any(real["score_pool4"]["kernel"]) and not np.any(real["score_pool3"]["kernel"])
+    np.testing.assert_array_equal(real["upscore1"]["upsample"]["kernel"], ops.bilinear_kernel(4, NUM_CLASSES))
 
 
 def test_segnet_unpools_exactly_where_the_encoder_maxima_were():
-  model = models.create_model(dict(name="segnet", base_width=2, depth=2, norm="none"), NUM_CLASSES)
-  x = jax.random.normal(rkey(0), (2, 14, 18, 3))  # padded to 16 x 20 inside
-  variables = jax.jit(model.init)({"params": rkey(1)}, x)
-  _, state = jax.jit(lambda v, x: model.apply(
-      v, x, capture_intermediates=lambda m, _: m.name in ("enc2", "up2"), mutable=["intermediates"]))(
-          variables, x)
-  enc = np.asarray(state["intermediates"]["enc2"]["__call__"][0])  # (2, 8, 10, 4), before pool 2
-  up = np.asarray(state["intermediates"]["up2"]["__call__"][0])
-  assert up.shape == enc.shape
-  n, h, w, c = enc.shape
-  cells = enc.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, c, 4)
-  first_max = cells.argmax(-1)  # first maximum in row-major window order
-  expected = np.zeros_like(cells)
-  np.put_along_axis(expected, first_max[..., None], cells.max(-1)[..., None], axis=-1)
-  expected = expected.reshape(n, h // 2, w // 2, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, h, w, c)
-  np.testing.assert_array_equal(up, expected)
-  assert np.count_nonzero(up) > 0
+    model = models.create_model(dict(name="segnet", base_width=2, depth=2, norm="none"), NUM_CLASSES)
+    x = jax.random.normal(rkey(0), (2, 14, 18, 3))  # padded to 16 x 20 inside
+    variables = jax.jit(model.init)({"params": rkey(1)}, x)
+    _, state = jax.jit(
+        lambda v, x: model.apply(
+            v, x, capture_intermediates=lambda m, _: m.name in ("enc2", "up2"), mutable=["intermediates"]
+        )
+    )(variables, x)
+    enc = np.asarray(state["intermediates"]["enc2"]["__call__"][0])  # (2, 8, 10, 4), before pool 2
+    up = np.asarray(state["intermediates"]["up2"]["__call__"][0])
+    assert up.shape == enc.shape
+    n, h, w, c = enc.shape
+    cells = enc.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, c, 4)
+    first_max = cells.argmax(-1)  # first maximum in row-major window order
+    expected = np.zeros_like(cells)
+    np.put_along_axis(expected, first_max[..., None], cells.max(-1)[..., None], axis=-1)
+    expected = expected.reshape(n, h // 2, w // 2, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, h, w, c)
+    np.testing.assert_array_equal(up, expected)
+    assert np.count_nonzero(up) > 0
 
 
 def test_unet_defaults_are_the_papers():
-  _, variables = abstract_apply(models.create_model(tiny("unet"), NUM_CLASSES), (1, 16, 16, 3))
-  up = variables["params"]["up2"]["upsample"]
-  assert up["kernel"].shape == (2, 2, 8, 4)  # 2x2 up-convolution halving the channels
+    _, variables = abstract_apply(models.create_model(tiny("unet"), NUM_CLASSES), (1, 16, 16, 3))
+    up = variables["params"]["up2"]["upsample"]
+    assert up["kernel"].shape == (2, 2, 8, 4)  # 2x2 up-convolution halving the channels
 
 
 # --------------------------------------------------------------------------------------------------
 # Normalisation and dropout
 # --------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(3, 5, 7, 6), (2, 4, 4, 64)])
 def test_batch_norm_matches_flax_batch_norm(shape):
-  """Training output, running statistics, evaluation output and gradients (x, scale, bias, through a
-  ReLU) equal nn.BatchNorm's, on shifted random inputs with repeated values (odd sizes: the row view
-  then groups k=35 pixels; 64 channels: k=8)."""
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(np.round(rng.normal(size=shape) * 2, 1) + 3, jnp.float32)  # ties from rounding
-  cotangent = jnp.asarray(rng.normal(size=shape), jnp.float32)
-  params = {"scale": jnp.asarray(rng.uniform(0.5, 2, shape[-1:]), jnp.float32),
-            "bias": jnp.asarray(rng.normal(size=shape[-1:]), jnp.float32)}
-  stats = {"mean": jnp.asarray(rng.normal(size=shape[-1:]), jnp.float32),
-           "var": jnp.asarray(rng.uniform(0.5, 2, shape[-1:]), jnp.float32)}
-  ours = layers.BatchNorm()
-  ref = nn.BatchNorm(momentum=0.9)
+    """Training output, running statistics, evaluation output and gradients (x, scale, bias, through a
+    ReLU) equal nn.BatchNorm's, on shifted random inputs with repeated values (odd sizes: the row view
+    then groups k=35 pixels; 64 channels: k=8)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(np.round(rng.normal(size=shape) * 2, 1) + 3, jnp.float32)  # ties from rounding
+    cotangent = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    params = {
+        "scale": jnp.asarray(rng.uniform(0.5, 2, shape[-1:]), jnp.float32),
+        "bias": jnp.asarray(rng.normal(size=shape[-1:]), jnp.float32),
+    }
+    stats = {
+        "mean": jnp.asarray(rng.normal(size=shape[-1:]), jnp.float32),
+        "var": jnp.asarray(rng.uniform(0.5, 2, shape[-1:]), jnp.float32),
+    }
+    ours = layers.BatchNorm()
+    ref = nn.BatchNorm(momentum=0.9)
 
-  def run(module, kwargs_train, kwargs_eval):
-    def loss(p, x):
-      y, upd = module.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"],
-                            **kwargs_train)
-      return jnp.sum(nn.relu(y) * cotangent), (y, upd["batch_stats"])
-    (_, (y, new_stats)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
-    y_eval = module.apply({"params": params, "batch_stats": stats}, x, **kwargs_eval)
-    return y, new_stats, grads, y_eval
+    def run(module, kwargs_train, kwargs_eval):
+        def loss(p, x):
+            y, upd = module.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"], **kwargs_train)
+            return jnp.sum(nn.relu(y) * cotangent), (y, upd["batch_stats"])
 
-  got = jax.jit(lambda: run(ours, {"train": True}, {"train": False}))()
-  want = jax.jit(lambda: run(ref, {"use_running_average": False}, {"use_running_average": True}))()
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+        (_, (y, new_stats)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+        y_eval = module.apply({"params": params, "batch_stats": stats}, x, **kwargs_eval)
+        return y, new_stats, grads, y_eval
+
+    got = jax.jit(lambda: run(ours, {"train": True}, {"train": False}))()
+    want = jax.jit(lambda: run(ref, {"use_running_average": False}, {"use_running_average": True}))()
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
 
 
 def test_batch_norm_statistics_are_synchronised_over_devices():
-  cfg = dict(name="unet", base_width=2, depth=1, norm="batch", dropout=0.0)
-  x = jax.random.normal(rkey(0), (4, 8, 8, 3)) * 2 + 1
-  single = models.create_model(cfg, NUM_CLASSES)
-  variables = jax.jit(single.init)({"params": rkey(1)}, x)
-  logits, updates = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]))(
-      variables, x)
+    cfg = dict(name="unet", base_width=2, depth=1, norm="batch", dropout=0.0)
+    x = jax.random.normal(rkey(0), (4, 8, 8, 3)) * 2 + 1
+    single = models.create_model(cfg, NUM_CLASSES)
+    variables = jax.jit(single.init)({"params": rkey(1)}, x)
+    logits, updates = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
 
-  synced = models.create_model(cfg, NUM_CLASSES, axis_name="devices")
-  devices = jax.devices()[:2]
-  step = jax.pmap(lambda v, xs: synced.apply(v, xs, train=True, mutable=["batch_stats"]),
-                  axis_name="devices", in_axes=(None, 0), devices=devices)
-  plogits, pupdates = step(variables, x.reshape(2, 2, 8, 8, 3))
-  np.testing.assert_allclose(plogits.reshape(logits.shape), logits, rtol=2e-5, atol=2e-5)
-  for got, want in zip(jax.tree.leaves(pupdates), jax.tree.leaves(updates)):
-    np.testing.assert_allclose(got[0], want, rtol=2e-5, atol=2e-6)
-    np.testing.assert_allclose(got[1], want, rtol=2e-5, atol=2e-6)
+    synced = models.create_model(cfg, NUM_CLASSES, axis_name="devices")
+    devices = jax.devices()[:2]
+    step = jax.pmap(
+        lambda v, xs: synced.apply(v, xs, train=True, mutable=["batch_stats"]),
+        axis_name="devices",
+        in_axes=(None, 0),
+        devices=devices,
+    )
+    plogits, pupdates = step(variables, x.reshape(2, 2, 8, 8, 3))
+    np.testing.assert_allclose(plogits.reshape(logits.shape), logits, rtol=2e-5, atol=2e-5)
+    for got, want in zip(jax.tree.leaves(pupdates), jax.tree.leaves(updates)):
+        np.testing.assert_allclose(got[0], want, rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(got[1], want, rtol=2e-5, atol=2e-6)
 
-  # Gradients: each device's input gradient is its slice of the single-device one (the batch-norm
-  # gradient uses the statistics of the whole batch); parameter gradients sum to the single-device ones.
-  cotangent = jax.random.normal(rkey(2), logits.shape)
+    # Gradients: each device's input gradient is its slice of the single-device one (the batch-norm
+    # gradient uses the statistics of the whole batch); parameter gradients sum to the single-device ones.
+    cotangent = jax.random.normal(rkey(2), logits.shape)
 
-  def grads(model, variables, x, cot):
-    def loss(params, x):
-      y, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
-      return jnp.sum(y * cot)
-    return jax.grad(loss, argnums=(0, 1))(variables["params"], x)
+    def grads(model, variables, x, cot):
+        def loss(params, x):
+            y, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+            return jnp.sum(y * cot)
 
-  g_params, g_x = jax.jit(lambda v, x, c: grads(single, v, x, c))(variables, x, cotangent)
-  pg_params, pg_x = jax.pmap(lambda v, x, c: grads(synced, v, x, c), axis_name="devices",
-                             in_axes=(None, 0, 0), devices=devices)(
-      variables, x.reshape(2, 2, 8, 8, 3), cotangent.reshape((2, 2) + logits.shape[1:]))
-  np.testing.assert_allclose(pg_x.reshape(g_x.shape), g_x, rtol=1e-4, atol=1e-6)
-  for got, want in zip(jax.tree.leaves(pg_params), jax.tree.leaves(g_params)):
-    np.testing.assert_allclose(got.sum(0), want, rtol=1e-4, atol=1e-5)
+        return jax.grad(loss, argnums=(0, 1))(variables["params"], x)
+
+    g_params, g_x = jax.jit(lambda v, x, c: grads(single, v, x, c))(variables, x, cotangent)
+    pg_params, pg_x = jax.pmap(
+        lambda v, x, c: grads(synced, v, x, c), axis_name="devices", in_axes=(None, 0, 0), devices=devices
+    )(variables, x.reshape(2, 2, 8, 8, 3), cotangent.reshape((2, 2) + logits.shape[1:]))
+    np.testing.assert_allclose(pg_x.reshape(g_x.shape), g_x, rtol=1e-4, atol=1e-6)
+    for got, want in zip(jax.tree.leaves(pg_params), jax.tree.leaves(g_params)):
+        np.testing.assert_allclose(got.sum(0), want, rtol=1e-4, atol=1e-5)
 
 
 def test_group_norm_and_no_norm_parameters():
-  _, group = abstract_apply(models.create_model(tiny("segnet", norm="group", base_width=8), 3), (1, 8, 8, 3))
-  assert "gn" in group["params"]["enc1"]["norm0"] and "batch_stats" not in group
-  _, none = abstract_apply(models.create_model(tiny("segnet", norm="none"), 3), (1, 8, 8, 3))
-  assert "norm0" not in none["params"]["enc1"] and "bias" in none["params"]["enc1"]["conv0"]
-  assert layers.group_count(64) == 16 and layers.group_count(8) == 2 and layers.group_count(6) == 1
+    _, group = abstract_apply(models.create_model(tiny("segnet", norm="group", base_width=8), 3), (1, 8, 8, 3))
+    assert "gn" in group["params"]["enc1"]["norm0"] and "batch_stats" not in group
+    _, none = abstract_apply(models.create_model(tiny("segnet", norm="none"), 3), (1, 8, 8, 3))
+    assert "norm0" not in none["params"]["enc1"] and "bias" in none["params"]["enc1"]["conv0"]
+    assert layers.group_count(64) == 16 and layers.group_count(8) == 2 and layers.group_count(6) == 1
 
 
 def test_unet_dropout_only_in_training():
-  model = models.create_model(dict(name="unet", base_width=2, depth=1, norm="none", dropout=0.5), 2)
-  x = jax.random.normal(rkey(0), (1, 8, 8, 3))
-  variables = jax.jit(model.init)({"params": rkey(1)}, x)
-  apply = jax.jit(lambda key, train: model.apply(variables, x, train=train, rngs={"dropout": key}),
-                  static_argnums=1)
-  a, b = apply(rkey(2), True), apply(rkey(3), True)
-  assert not np.allclose(a, b)
-  np.testing.assert_array_equal(apply(rkey(2), False), apply(rkey(3), False))
+    model = models.create_model(dict(name="unet", base_width=2, depth=1, norm="none", dropout=0.5), 2)
+    x = jax.random.normal(rkey(0), (1, 8, 8, 3))
+    variables = jax.jit(model.init)({"params": rkey(1)}, x)
+    apply = jax.jit(lambda key, train: model.apply(variables, x, train=train, rngs={"dropout": key}), static_argnums=1)
+    a, b = apply(rkey(2), True), apply(rkey(3), True)
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(apply(rkey(2), False), apply(rkey(3), False))
 
 
 # --------------------------------------------------------------------------------------------------
 # The convolution module and the CPU flag
 # --------------------------------------------------------------------------------------------------
 
+
 def test_conv_equals_flax_conv_with_the_same_parameters():
-  rng = np.random.default_rng(4)
-  x = jnp.asarray(rng.standard_normal((2, 9, 11, 5)), jnp.float32)
-  ours = layers.Conv(4, 2)
-  variables = ours.init(rkey(0), x)
-  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
-      jnp.shape, nn.Conv(4, (2, 2)).init(rkey(0), x))
-  np.testing.assert_allclose(ours.apply(variables, x), nn.Conv(4, (2, 2)).apply(variables, x),
-                             rtol=1e-6, atol=1e-6)
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 9, 11, 5)), jnp.float32)
+    ours = layers.Conv(4, 2)
+    variables = ours.init(rkey(0), x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, nn.Conv(4, (2, 2)).init(rkey(0), x))
+    np.testing.assert_allclose(ours.apply(variables, x), nn.Conv(4, (2, 2)).apply(variables, x), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, "--xla_cpu_experimental_ynn_fusion_type=dot"),
-    ({"SEGJAX_XLA_CPU_YNN": "0"}, ""),
-    ({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=eltwise"},
-     "--xla_cpu_experimental_ynn_fusion_type=eltwise"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "--xla_cpu_experimental_ynn_fusion_type=dot"),
+        ({"SEGJAX_XLA_CPU_YNN": "0"}, ""),
+        (
+            {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=eltwise"},
+            "--xla_cpu_experimental_ynn_fusion_type=eltwise",
+        ),
+    ],
+)
 def test_import_adds_the_ynn_flag_unless_told_otherwise(env, expected):
-  clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
-  out = subprocess.run([sys.executable, "-c", "import os, segjax; print(os.environ.get('XLA_FLAGS', ''))"],
-                       env={**clean, **env}, capture_output=True, text=True, check=True).stdout
-  assert out.strip() == expected
+    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, segjax; print(os.environ.get('XLA_FLAGS', ''))"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == expected
 
 
 # --------------------------------------------------------------------------------------------------
 # segjax-models
 # --------------------------------------------------------------------------------------------------
 
+
 def test_summary_table_counts_params_and_flops(capsys):
-  from segjax.models import summary
-  rows = summary.run(["--models", "unet,fcn32s", "--size", "17x21", "--base-width", "2", "--depth", "2",
-                       "--norm", "none", "--num-classes", "5", "--method", "max_unpool"])
-  out = capsys.readouterr().out
-  unet, fcn = rows
-  assert unet["params"] == unet_params(2, 2, 5, up="max_unpool")
-  # FLOPs of the convolutions alone (multiply-adds x 2) at the padded size 20x24 bound XLA's count below.
-  assert unet["gflops"] * 1e9 > 2 * 20 * 24 * 9 * 3 * 2
-  assert "error" in fcn and "max_unpool" in fcn["error"]
-  assert "unet" in out and "fcn32s" in out and f"{unet['params']:,}" in out
+    from segjax.models import summary
+
+    rows = summary.run(
+        [
+            "--models",
+            "unet,fcn32s",
+            "--size",
+            "17x21",
+            "--base-width",
+            "2",
+            "--depth",
+            "2",
+            "--norm",
+            "none",
+            "--num-classes",
+            "5",
+            "--method",
+            "max_unpool",
+        ]
+    )
+    out = capsys.readouterr().out
+    unet, fcn = rows
+    assert unet["params"] == unet_params(2, 2, 5, up="max_unpool")
+    # FLOPs of the convolutions alone (multiply-adds x 2) at the padded size 20x24 bound XLA's count below.
+    assert unet["gflops"] * 1e9 > 2 * 20 * 24 * 9 * 3 * 2
+    assert "error" in fcn and "max_unpool" in fcn["error"]
+    assert "unet" in out and "fcn32s" in out and f"{unet['params']:,}" in out

@@ -1,5 +1,6 @@
 """The notebooks run top to bottom on tiny settings (SEGJAX_NOTEBOOK_SMOKE=1), and the committed files are what
 notebooks/build_notebooks.py generates, without outputs."""
+
 import pathlib
 
 import nbformat

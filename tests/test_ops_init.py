@@ -1,66 +1,78 @@
 """Bilinear kernel, ICNR and the checkerboard score against their formulas."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
 
-from segjax.ops import (bed_of_nails, bilinear_kernel, bilinear_upsample, checkerboard_score,
-                        conv_transpose, icnr_init, nearest_upsample, pixel_shuffle)
+from segjax.ops import (
+    bed_of_nails,
+    bilinear_kernel,
+    bilinear_upsample,
+    checkerboard_score,
+    conv_transpose,
+    icnr_init,
+    nearest_upsample,
+    pixel_shuffle,
+)
 
 
 @pytest.mark.parametrize("size", [3, 4])
 def test_bilinear_kernel_formula(size):
-  k = np.asarray(bilinear_kernel(size, 2))
-  f = (size + 1) // 2
-  centre = f - 1 if size % 2 else f - 0.5
-  for i, j in np.ndindex(size, size):
-    w = (1 - abs(i - centre) / f) * (1 - abs(j - centre) / f)
-    np.testing.assert_allclose(k[i, j], w * np.eye(2), rtol=1e-6)
-  if size == 4:
-    np.testing.assert_allclose(k[:, 0, 0, 0], [1 / 16, 3 / 16, 3 / 16, 1 / 16])
+    k = np.asarray(bilinear_kernel(size, 2))
+    f = (size + 1) // 2
+    centre = f - 1 if size % 2 else f - 0.5
+    for i, j in np.ndindex(size, size):
+        w = (1 - abs(i - centre) / f) * (1 - abs(j - centre) / f)
+        np.testing.assert_allclose(k[i, j], w * np.eye(2), rtol=1e-6)
+    if size == 4:
+        np.testing.assert_allclose(k[:, 0, 0, 0], [1 / 16, 3 / 16, 3 / 16, 1 / 16])
 
 
 @pytest.mark.parametrize("factor", [2, 3])
 def test_bilinear_kernel_transposed_conv_is_bilinear_upsampling_inside(factor):
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 6, 7, 2)), jnp.float32)
-  size = 2 * factor - factor % 2
-  y = conv_transpose(x, bilinear_kernel(size, 2), factor, "SAME")
-  ref = bilinear_upsample(x, factor)
-  b = factor  # borders differ: zero padding vs edge clamping
-  np.testing.assert_allclose(y[:, b:-b, b:-b], ref[:, b:-b, b:-b], atol=1e-5)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 6, 7, 2)), jnp.float32)
+    size = 2 * factor - factor % 2
+    y = conv_transpose(x, bilinear_kernel(size, 2), factor, "SAME")
+    ref = bilinear_upsample(x, factor)
+    b = factor  # borders differ: zero padding vs edge clamping
+    np.testing.assert_allclose(y[:, b:-b, b:-b], ref[:, b:-b, b:-b], atol=1e-5)
 
 
 def test_icnr_pixel_shuffle_equals_conv_then_nearest():
-  factor, features = 2, 3
-  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 6, 4)), jnp.float32)
-  conv = nn.Conv(features * factor**2, (3, 3), kernel_init=icnr_init(factor=factor),
-                 bias_init=nn.initializers.normal(1.0), use_bias=False)
-  params = conv.init(jax.random.key(0), x)
-  kernel = params["params"]["kernel"]
-  y = pixel_shuffle(conv.apply(params, x), factor)
-  sub = kernel[..., ::factor**2]  # the sub-kernel (channel c*r*r of the full kernel is channel c)
-  np.testing.assert_array_equal(kernel, jnp.repeat(sub, factor**2, axis=-1))
-  ref = nearest_upsample(nn.Conv(features, (3, 3), use_bias=False).apply(
-      {"params": {"kernel": sub}}, x), factor)
-  np.testing.assert_allclose(y, ref, atol=1e-5)
-  with pytest.raises(ValueError, match="divisible by factor"):
-    icnr_init(factor=2)(jax.random.key(0), (3, 3, 4, 6))
+    factor, features = 2, 3
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 6, 4)), jnp.float32)
+    conv = nn.Conv(
+        features * factor**2,
+        (3, 3),
+        kernel_init=icnr_init(factor=factor),
+        bias_init=nn.initializers.normal(1.0),
+        use_bias=False,
+    )
+    params = conv.init(jax.random.key(0), x)
+    kernel = params["params"]["kernel"]
+    y = pixel_shuffle(conv.apply(params, x), factor)
+    sub = kernel[..., :: factor**2]  # the sub-kernel (channel c*r*r of the full kernel is channel c)
+    np.testing.assert_array_equal(kernel, jnp.repeat(sub, factor**2, axis=-1))
+    ref = nearest_upsample(nn.Conv(features, (3, 3), use_bias=False).apply({"params": {"kernel": sub}}, x), factor)
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="divisible by factor"):
+        icnr_init(factor=2)(jax.random.key(0), (3, 3, 4, 6))
 
 
 def test_checkerboard_score_cases():
-  ones = jnp.ones((2, 3, 3, 2))
-  for f in (2, 3):
-    np.testing.assert_allclose(checkerboard_score(bed_of_nails(ones, f), f), np.sqrt(1 - 1 / f**2),
-                               rtol=1e-6)
-  smooth = nearest_upsample(jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3))), 2)
-  assert float(checkerboard_score(smooth, 2)) < 1e-6  # all phases equal (means of the same values)
-  assert float(checkerboard_score(jnp.zeros((1, 4, 4, 1)), 2)) == 0.0
-  # Formula on a random map with a border and an odd size left after the crop.
-  y = np.random.default_rng(2).uniform(size=(2, 11, 10, 2)).astype(np.float32)
-  crop = y[:, 1:9, 1:9]
-  m = np.stack([[crop[:, a::2, b::2].mean((0, 1, 2)) for b in range(2)] for a in range(2)])
-  ref = np.mean(m.std((0, 1)) / np.sqrt((m**2).mean((0, 1))))
-  np.testing.assert_allclose(checkerboard_score(jnp.asarray(y), 2, border=1), ref, rtol=1e-5)
-  with pytest.raises(ValueError, match="border"):
-    checkerboard_score(jnp.asarray(y), 2, border=5)
+    ones = jnp.ones((2, 3, 3, 2))
+    for f in (2, 3):
+        np.testing.assert_allclose(checkerboard_score(bed_of_nails(ones, f), f), np.sqrt(1 - 1 / f**2), rtol=1e-6)
+    smooth = nearest_upsample(jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3))), 2)
+    assert float(checkerboard_score(smooth, 2)) < 1e-6  # all phases equal (means of the same values)
+    assert float(checkerboard_score(jnp.zeros((1, 4, 4, 1)), 2)) == 0.0
+    # Formula on a random map with a border and an odd size left after the crop.
+    y = np.random.default_rng(2).uniform(size=(2, 11, 10, 2)).astype(np.float32)
+    crop = y[:, 1:9, 1:9]
+    m = np.stack([[crop[:, a::2, b::2].mean((0, 1, 2)) for b in range(2)] for a in range(2)])
+    ref = np.mean(m.std((0, 1)) / np.sqrt((m**2).mean((0, 1))))
+    np.testing.assert_allclose(checkerboard_score(jnp.asarray(y), 2, border=1), ref, rtol=1e-5)
+    with pytest.raises(ValueError, match="border"):
+        checkerboard_score(jnp.asarray(y), 2, border=5)

@@ -1,4 +1,5 @@
 """pmap == sharded == one device: the same losses, metrics and parameters after a few steps (4 simulated CPUs)."""
+
 import functools
 
 import flax.linen as nn
@@ -25,8 +26,19 @@ class TinyNet(nn.Module):
 
 
 def _optimizer():
-    opt = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.2, momentum=0.9, nesterov=False, b1=0.9,
-                                         b2=0.999, eps=1e-8, weight_decay=1e-3, grad_clip_norm=5.0))
+    opt = ml_collections.ConfigDict(
+        dict(
+            name="sgd",
+            learning_rate=0.2,
+            momentum=0.9,
+            nesterov=False,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=1e-3,
+            grad_clip_norm=5.0,
+        )
+    )
     sched = ml_collections.ConfigDict(dict(name="poly", warmup_steps=1, poly_power=0.9, end_learning_rate_factor=0.0))
     return optim.create_optimizer(opt, sched, 10)[0]
 
@@ -90,12 +102,15 @@ def test_losses_and_metrics_match_single_device(runs, mode):
 def test_parameters_and_batch_stats_match_single_device(runs, mode):
     single, other = runs["single"][1], runs[mode][1]
     assert int(other.step) == int(single.step) == 3
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
-                 (single.params, single.batch_stats, single.opt_state),
-                 (other.params, other.batch_stats, other.opt_state))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
+        (single.params, single.batch_stats, single.opt_state),
+        (other.params, other.batch_stats, other.opt_state),
+    )
     # Training moved the parameters (a no-op step would also "match").
-    fresh = parallel.create_train_state(TinyNet(), _optimizer(), jax.random.PRNGKey(0),
-                                        np.zeros((1, 7, 9, 3), np.float32))
+    fresh = parallel.create_train_state(
+        TinyNet(), _optimizer(), jax.random.PRNGKey(0), np.zeros((1, 7, 9, 3), np.float32)
+    )
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), fresh.params, other.params)
     assert min(jax.tree.leaves(moved)) > 1e-4
 

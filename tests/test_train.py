@@ -1,5 +1,6 @@
 """End-to-end training and evaluation on tiny configs: one step per model family, interrupted-then-resumed ==
 uninterrupted, non-finite loss handling, segjax-eval reports and its user errors (nothing written, exit code 2)."""
+
 import functools
 import json
 import os
@@ -96,9 +97,11 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(uninterrupted, tmp_pa
     state_a, _ = _final_state(workdir_a, config)
     state_b, _ = _final_state(workdir_b, config)
     assert int(state_a.step) == int(state_b.step) == 4
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 (state_a.params, state_a.batch_stats, state_a.opt_state, state_a.rng),
-                 (state_b.params, state_b.batch_stats, state_b.opt_state, state_b.rng))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        (state_a.params, state_a.batch_stats, state_a.opt_state, state_a.rng),
+        (state_b.params, state_b.batch_stats, state_b.opt_state, state_b.rng),
+    )
     loss = lambda w: [r["loss"] for r in read_metrics(w) if r["split"] == "train" and r["step"] == 4]
     np.testing.assert_allclose(loss(workdir_b)[-1], loss(workdir_a)[-1], rtol=1e-5)
     np.testing.assert_array_equal(scores_b["confusion_matrix"], scores_a["confusion_matrix"])
@@ -137,9 +140,15 @@ def test_ctrl_c_saves_the_last_finished_step(data_dir, tmp_path, monkeypatch, in
     assert checkpoint_lib.Checkpointer(str(tmp_path), read_only=True).all_steps() == saved
 
 
-@pytest.mark.parametrize("file_name,arg,compute_dtype,parallelism", [
-    ("fcn.py", "8s", "float32", "pmap"), ("segnet.py", None, "float32", "pmap"),
-    ("deconvnet.py", None, "float32", "pmap"), ("unet.py", "small", "bfloat16", "sharded")])
+@pytest.mark.parametrize(
+    "file_name,arg,compute_dtype,parallelism",
+    [
+        ("fcn.py", "8s", "float32", "pmap"),
+        ("segnet.py", None, "float32", "pmap"),
+        ("deconvnet.py", None, "float32", "pmap"),
+        ("unet.py", "small", "bfloat16", "sharded"),
+    ],
+)
 def test_one_training_step_per_model_family(data_dir, file_name, arg, compute_dtype, parallelism):
     """U-Net is covered by the runs above (float32, pmap); one jitted step of the other families from their own
     configs, and U-Net with bfloat16 activations under the sharded wrapper (parameters stay float32)."""
@@ -153,9 +162,18 @@ def test_one_training_step_per_model_family(data_dir, file_name, arg, compute_dt
     weights = train.class_weights_for(config, info)
     assert (weights is not None) == (config.loss.class_weighting == "median_frequency")
     dp = parallel.DataParallel(parallelism, num_devices=2)
-    step = dp.wrap(functools.partial(parallel.train_step, model=model, tx=tx, loss_config=config.loss,
-                                     num_classes=info.num_classes, ignore_index=info.ignore_index,
-                                     class_weights=weights), returns_state=True)
+    step = dp.wrap(
+        functools.partial(
+            parallel.train_step,
+            model=model,
+            tx=tx,
+            loss_config=config.loss,
+            num_classes=info.num_classes,
+            ignore_index=info.ignore_index,
+            class_weights=weights,
+        ),
+        returns_state=True,
+    )
     batch = next(data_lib.make_loader(config.data, global_batch_size=2, train=True, seed=0))
     new_state, metrics = step(dp.replicate(state), dp.shard_batch(batch))
     new_state, metrics = dp.unreplicate(new_state), dp.unreplicate(metrics)
@@ -170,6 +188,7 @@ def test_one_training_step_per_model_family(data_dir, file_name, arg, compute_dt
 # ------------------------------------------------------------------------------------------------------------
 # segjax-eval
 # ------------------------------------------------------------------------------------------------------------
+
 
 def test_evaluate_checkpoint_writes_reports(uninterrupted):
     workdir, config, scores = uninterrupted
@@ -228,7 +247,8 @@ def test_evaluate_num_classes_mismatch_is_reported(uninterrupted, tmp_path, monk
 
 def test_eval_cli_exit_code_2_and_config_override_errors(tmp_path):
     missing = str(tmp_path / "nope")
-    result = subprocess.run([sys.executable, "-m", "segjax.evaluate", f"--workdir={missing}"],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "segjax.evaluate", f"--workdir={missing}"], capture_output=True, text=True, cwd=REPO
+    )
     assert result.returncode == 2, result.stderr
     assert "does not exist" in result.stderr and not os.path.exists(missing)

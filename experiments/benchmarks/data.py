@@ -9,6 +9,7 @@ quickstart model: small U-Net, batch norm, AdamW, under jit on one device), and 
 The pipeline should be >= 10x faster than the step consumes it. Pipeline and step are timed in alternating
 rounds so that load from other processes hits both; medians are reported.
 """
+
 import argparse
 import functools
 import os
@@ -25,8 +26,9 @@ QUICKSTART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."
 
 
 def time_pipeline(config, batch_size, num_batches):
-    loader = data_lib.make_loader(config, global_batch_size=batch_size, train=True, seed=0, process_index=0,
-                                  process_count=1)
+    loader = data_lib.make_loader(
+        config, global_batch_size=batch_size, train=True, seed=0, process_index=0, process_count=1
+    )
     next(loader)  # start-up (threads, first reads) is not throughput
     start = time.perf_counter()
     for _ in range(num_batches):
@@ -37,12 +39,16 @@ def time_pipeline(config, batch_size, num_batches):
 def make_step(num_classes, batch):
     """The quickstart config's jitted training step on one device."""
     from segjax import config_utils, models, optim, parallel  # pylint: disable=import-outside-toplevel
+
     config = config_utils.load_sibling(QUICKSTART, "quickstart").get_config()
     model = models.create_model(config.model, num_classes)
     tx, _ = optim.create_optimizer(config.optimizer, config.schedule, config.num_train_steps)
     state = parallel.create_train_state(model, tx, jax.random.key(0), batch["image"])
-    step = jax.jit(functools.partial(parallel.train_step, model=model, tx=tx, loss_config=config.loss,
-                                     num_classes=num_classes, ignore_index=255))
+    step = jax.jit(
+        functools.partial(
+            parallel.train_step, model=model, tx=tx, loss_config=config.loss, num_classes=num_classes, ignore_index=255
+        )
+    )
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     return step, state, batch, config
 
@@ -79,13 +85,18 @@ def main():
             c.num_workers, c.worker_processes = w, p
             settings.append((f"threads={w} processes={p}", c))
 
-    batch = next(data_lib.make_loader(base, global_batch_size=args.batch_size, train=True, seed=0,
-                                      process_index=0, process_count=1))
+    batch = next(
+        data_lib.make_loader(
+            base, global_batch_size=args.batch_size, train=True, seed=0, process_index=0, process_count=1
+        )
+    )
     step, state, device_batch, qs = make_step(info.num_classes, batch)
     start = time.perf_counter()
     state, _ = time_step(step, state, device_batch, 1)
-    print(f"training step: {qs.model.name} preset={qs.model.preset} norm={qs.model.norm}, batch "
-          f"{args.batch_size}, compile + first step {time.perf_counter() - start:.1f} s")
+    print(
+        f"training step: {qs.model.name} preset={qs.model.preset} norm={qs.model.norm}, batch "
+        f"{args.batch_size}, compile + first step {time.perf_counter() - start:.1f} s"
+    )
 
     pipeline_rates = {name: [] for name, _ in settings}
     step_rates = []
@@ -95,8 +106,10 @@ def main():
         state, rate = time_step(step, state, device_batch, args.steps)
         step_rates.append(rate)
 
-    print(f"\nbatch {args.batch_size}, 64 px, {args.rounds} rounds, medians "
-          f"(load from other processes applies to all; compare ratios)")
+    print(
+        f"\nbatch {args.batch_size}, 64 px, {args.rounds} rounds, medians "
+        f"(load from other processes applies to all; compare ratios)"
+    )
     step_rate = statistics.median(step_rates)
     print(f"  training step                      {step_rate:8.2f} steps/s")
     for name, rates in pipeline_rates.items():

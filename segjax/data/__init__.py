@@ -5,13 +5,25 @@
 
 Importing this package registers the TFDS builders `segjax_shapes` and `segjax_folder`.
 """
+
 from segjax.data.catalog import CATALOG, DatasetSpec, label_lut
 from segjax.data.folder import SegjaxFolder, check_folder, folder_config
 from segjax.data.pipeline import DatasetInfo, default_data_config, get_dataset_info, make_loader
 from segjax.data.shapes import CLASS_NAMES, SegjaxShapes, generate_scene, shapes_config
 
 __all__ = [
-    "CATALOG", "CLASS_NAMES", "DatasetInfo", "DatasetSpec", "SegjaxFolder", "SegjaxShapes", "check_folder",
-    "default_data_config", "folder_config", "generate_scene", "get_dataset_info", "label_lut", "make_loader",
+    "CATALOG",
+    "CLASS_NAMES",
+    "DatasetInfo",
+    "DatasetSpec",
+    "SegjaxFolder",
+    "SegjaxShapes",
+    "check_folder",
+    "default_data_config",
+    "folder_config",
+    "generate_scene",
+    "get_dataset_info",
+    "label_lut",
+    "make_loader",
     "shapes_config",
 ]

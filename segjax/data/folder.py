@@ -11,6 +11,7 @@ A mask is a single-channel (or palette) PNG whose pixel values are class indices
 mask or image, size mismatch, multi-channel mask, a value that is neither a class nor `ignore_index`) are
 reported together with the file names in one ValueError. Nothing is skipped or clipped silently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,12 +37,12 @@ class FolderConfig(tfds.core.BuilderConfig):
     reduce_zero_label: bool = False
 
 
-def folder_config(root: str, num_classes: int, ignore_index: int = 255, reduce_zero_label: bool = False
-                  ) -> FolderConfig:
+def folder_config(
+    root: str, num_classes: int, ignore_index: int = 255, reduce_zero_label: bool = False
+) -> FolderConfig:
     """Builder config for a folder; the name hashes its arguments, so each folder gets its own cache."""
     if not root:
-        raise ValueError("data_config.folder.root is empty: set it to the folder holding train/images and "
-                         "train/masks")
+        raise ValueError("data_config.folder.root is empty: set it to the folder holding train/images and train/masks")
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
         raise ValueError(f"data_config.folder.root {root!r} is not a directory")
@@ -50,9 +51,14 @@ def folder_config(root: str, num_classes: int, ignore_index: int = 255, reduce_z
     if not (num_classes <= ignore_index <= 255):
         raise ValueError(f"ignore_index {ignore_index} must lie in [num_classes, 255] = [{num_classes}, 255]")
     digest = hashlib.sha1(f"{root}|{num_classes}|{ignore_index}|{reduce_zero_label}".encode()).hexdigest()[:12]
-    return FolderConfig(name=f"{os.path.basename(root) or 'root'}_{digest}", root=root, num_classes=num_classes,
-                        ignore_index=ignore_index, reduce_zero_label=bool(reduce_zero_label),
-                        description=f"images and masks under {root}")
+    return FolderConfig(
+        name=f"{os.path.basename(root) or 'root'}_{digest}",
+        root=root,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        reduce_zero_label=bool(reduce_zero_label),
+        description=f"images and masks under {root}",
+    )
 
 
 def find_splits(root: str) -> list[str]:
@@ -76,10 +82,16 @@ def check_split(root: str, split: str, num_classes: int, ignore_index: int) -> t
     """Returns ([(name, image_path, mask_path)], [problem descriptions]) for one split."""
     image_dir = os.path.join(root, split, "images")
     mask_dir = os.path.join(root, split, "masks")
-    images = {os.path.splitext(f)[0]: f for f in sorted(os.listdir(image_dir))
-              if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES}
-    masks = ({os.path.splitext(f)[0]: f for f in sorted(os.listdir(mask_dir)) if f.lower().endswith(".png")}
-             if os.path.isdir(mask_dir) else {})
+    images = {
+        os.path.splitext(f)[0]: f
+        for f in sorted(os.listdir(image_dir))
+        if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
+    }
+    masks = (
+        {os.path.splitext(f)[0]: f for f in sorted(os.listdir(mask_dir)) if f.lower().endswith(".png")}
+        if os.path.isdir(mask_dir)
+        else {}
+    )
     problems, pairs = [], []
     for name in sorted(set(masks) - set(images)):
         problems.append(f"{os.path.join(mask_dir, masks[name])}: mask without an image in {image_dir}")
@@ -106,8 +118,10 @@ def check_split(root: str, split: str, num_classes: int, ignore_index: int) -> t
         values = np.unique(mask)
         bad = values[(values >= num_classes) & (values != ignore_index)]
         if bad.size:
-            problems.append(f"{mask_path}: values {bad.tolist()[:10]} are neither a class (0..{num_classes - 1}) "
-                            f"nor ignore_index {ignore_index}")
+            problems.append(
+                f"{mask_path}: values {bad.tolist()[:10]} are neither a class (0..{num_classes - 1}) "
+                f"nor ignore_index {ignore_index}"
+            )
             continue
         pairs.append((name, image_path, mask_path))
     if not images:
@@ -127,8 +141,10 @@ def check_folder(root: str, num_classes: int, ignore_index: int) -> dict[str, li
     if problems:
         shown = "\n  ".join(problems[:_MAX_REPORTED])
         more = f"\n  ... and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
-        raise ValueError(f"{len(problems)} bad image/mask pair(s) in {root}:\n  {shown}{more}\n"
-                         "Fix or remove these files; nothing was written.")
+        raise ValueError(
+            f"{len(problems)} bad image/mask pair(s) in {root}:\n  {shown}{more}\n"
+            "Fix or remove these files; nothing was written."
+        )
     return pairs
 
 
@@ -148,11 +164,13 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "file_name": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3)),
+                    "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+                    "file_name": tfds.features.Text(),
+                }
+            ),
             supervised_keys=("image", "label"),
         )
 

@@ -5,6 +5,7 @@ Every random choice is a pure function of (seed, position in the stream): grain 
 `make_loader(..., start_step=s)` is batch s + k of an uninterrupted loader, whatever the number of worker threads
 or processes, and the per-process shards of global batch k together are exactly that global batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.num_workers = 2  # grain reader threads (each builds whole batches)
     c.worker_processes = 0  # >0: additionally run the pipeline in that many processes (grain mp_prefetch)
     c.prefetch_batches = 8  # batches buffered ahead of the consumer
-    c.embedded = ml_collections.ConfigDict(dict(
-        resolution=64, num_train=None, num_validation=None, num_test=None, seed=0))
+    c.embedded = ml_collections.ConfigDict(
+        dict(resolution=64, num_train=None, num_validation=None, num_test=None, seed=0)
+    )
     c.folder = ml_collections.ConfigDict(dict(root="", num_classes=0, class_names=()))
     return c
 
@@ -70,6 +72,7 @@ class DatasetInfo:
 @dataclasses.dataclass(frozen=True)
 class _Resolved:
     """Everything the loader needs, derived from a data config once."""
+
     name: str
     builder: Any
     spec: catalog.DatasetSpec
@@ -89,7 +92,8 @@ def _require_tensorflow(name: str) -> None:
         raise ValueError(
             f"Preparing the TFDS dataset {name!r} needs TensorFlow, which is not installed. Install the extra: "
             "pip install 'segjax[tf]', or prepare the dataset on another machine with "
-            f"`tfds build {name}` and point data_config.data_dir at its data_dir.")
+            f"`tfds build {name}` and point data_config.data_dir at its data_dir."
+        )
     if importlib.util.find_spec("importlib_resources") is None:
         # TFDS 4.9.10 imports this backport lazily while preparing; the standard library module is equivalent.
         sys.modules["importlib_resources"] = importlib.resources
@@ -111,30 +115,43 @@ def _resolve(data_config) -> _Resolved:
     if name == "embedded" or name.startswith("segjax_shapes"):
         e = _cfg(data_config, "embedded", {})
         resolution = int(name.split("/")[1]) if "/" in name else int(_cfg(e, "resolution", 64))
-        config = shapes.shapes_config(resolution, _cfg(e, "num_train"), _cfg(e, "num_validation"),
-                                      _cfg(e, "num_test"), int(_cfg(e, "seed", 0)))
+        config = shapes.shapes_config(
+            resolution, _cfg(e, "num_train"), _cfg(e, "num_validation"), _cfg(e, "num_test"), int(_cfg(e, "seed", 0))
+        )
         registered = {c.name for c in shapes.SegjaxShapes.BUILDER_CONFIGS}  # TFDS wants their names, not copies
-        builder = shapes.SegjaxShapes(config=config.name if config.name in registered else config,
-                                      data_dir=data_dir, file_format="array_record")
+        builder = shapes.SegjaxShapes(
+            config=config.name if config.name in registered else config, data_dir=data_dir, file_format="array_record"
+        )
         _prepare(builder)  # seconds, offline; a no-op once prepared
-        spec = catalog.DatasetSpec(tfds_name=f"segjax_shapes/{config.name}", image_key="image",
-                                   label_key="label", class_names=shapes.CLASS_NAMES,
-                                   crop_size=(resolution, resolution), scale_range=(1.0, 1.0))
+        spec = catalog.DatasetSpec(
+            tfds_name=f"segjax_shapes/{config.name}",
+            image_key="image",
+            label_key="label",
+            class_names=shapes.CLASS_NAMES,
+            crop_size=(resolution, resolution),
+            scale_range=(1.0, 1.0),
+        )
     elif name == "folder":
         f = _cfg(data_config, "folder", {})
         num_classes = int(_cfg(f, "num_classes", 0))
-        config = folder_lib.folder_config(_cfg(f, "root", ""), num_classes, ignore_index,
-                                          bool(_cfg(data_config, "reduce_zero_label", False)))
+        config = folder_lib.folder_config(
+            _cfg(f, "root", ""), num_classes, ignore_index, bool(_cfg(data_config, "reduce_zero_label", False))
+        )
         builder = folder_lib.SegjaxFolder(config=config, data_dir=data_dir, file_format="array_record")
         _prepare(builder)  # validates every pair first; raises listing the bad files
         class_names = tuple(_cfg(f, "class_names", ())) or tuple(f"class_{i}" for i in range(num_classes))
         if len(class_names) != num_classes:
-            raise ValueError(f"data_config.folder.class_names has {len(class_names)} names but num_classes is "
-                             f"{num_classes}")
+            raise ValueError(
+                f"data_config.folder.class_names has {len(class_names)} names but num_classes is {num_classes}"
+            )
         splits = folder_lib.find_splits(config.root)
         spec = catalog.DatasetSpec(
-            tfds_name=f"segjax_folder/{config.name}", image_key="image", label_key="label",
-            class_names=class_names, eval_split="validation" if "validation" in splits else "train")
+            tfds_name=f"segjax_folder/{config.name}",
+            image_key="image",
+            label_key="label",
+            class_names=class_names,
+            eval_split="validation" if "validation" in splits else "train",
+        )
     else:
         spec = catalog.get_spec(name)
         builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
@@ -158,12 +175,12 @@ def _data_source(r: _Resolved, split: str):
             f"cannot read split {split!r} of {r.spec.tfds_name!r} from data_dir {r.builder.data_dir!r} "
             f"(available splits: {available or 'none prepared'}). For a catalog dataset, prepare it first "
             "(set data_config.download=True; this needs segjax[tf]) or point data_config.data_dir at a prepared "
-            f"copy. Cause: {e}") from e
+            f"copy. Cause: {e}"
+        ) from e
 
 
 def _splits(data_config, r: _Resolved) -> tuple[str, str]:
-    return (_cfg(data_config, "train_split", r.spec.train_split),
-            _cfg(data_config, "eval_split", r.spec.eval_split))
+    return (_cfg(data_config, "train_split", r.spec.train_split), _cfg(data_config, "eval_split", r.spec.eval_split))
 
 
 def get_dataset_info(data_config) -> DatasetInfo:
@@ -171,15 +188,23 @@ def get_dataset_info(data_config) -> DatasetInfo:
     r = _resolve(data_config)
     train_split, eval_split = _splits(data_config, r)
     num_examples = {s: len(_data_source(r, s)) for s in dict.fromkeys((train_split, eval_split))}
-    return DatasetInfo(name=r.spec.tfds_name, num_classes=r.spec.num_classes, ignore_index=r.ignore_index,
-                       class_names=tuple(r.spec.class_names), num_examples=num_examples,
-                       train_split=train_split, eval_split=eval_split, crop_size=r.crop_size,
-                       eval_size=r.eval_size)
+    return DatasetInfo(
+        name=r.spec.tfds_name,
+        num_classes=r.spec.num_classes,
+        ignore_index=r.ignore_index,
+        class_names=tuple(r.spec.class_names),
+        num_examples=num_examples,
+        train_split=train_split,
+        eval_split=eval_split,
+        crop_size=r.crop_size,
+        eval_size=r.eval_size,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class _Decode:
     """TFDS example -> {'image': uint8 (H, W, 3), 'label': uint8 (H, W) classes or ignore_index}."""
+
     image_key: str
     label_key: str
     label_channel: int
@@ -193,14 +218,16 @@ class _Decode:
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=-1)
         if image.shape[:2] != label.shape:
-            raise ValueError(f"image {image.shape} and mask {label.shape} ({self.image_key!r}, {self.label_key!r})"
-                             " differ in size")
+            raise ValueError(
+                f"image {image.shape} and mask {label.shape} ({self.image_key!r}, {self.label_key!r}) differ in size"
+            )
         return {"image": image.astype(np.uint8, copy=False), "label": self.lut[label.astype(np.uint8)]}
 
 
 @dataclasses.dataclass(frozen=True)
 class _PadToFullBatches:
     """Index i < n -> example i with valid=True; i >= n -> a copy of example 0, all labels ignored, valid=False."""
+
     examples: Any  # grain.MapDataset of evaluated examples
     num_examples: int
     ignore_index: int
@@ -209,13 +236,17 @@ class _PadToFullBatches:
         if index < self.num_examples:
             return dict(self.examples[index], valid=np.bool_(True))
         example = self.examples[0]
-        return {"image": example["image"], "label": np.full_like(example["label"], self.ignore_index),
-                "valid": np.bool_(False)}
+        return {
+            "image": example["image"],
+            "label": np.full_like(example["label"], self.ignore_index),
+            "valid": np.bool_(False),
+        }
 
 
 def _process(process_index, process_count) -> tuple[int, int]:
     if process_index is None or process_count is None:
         import jax  # pylint: disable=import-outside-toplevel
+
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
@@ -223,9 +254,17 @@ def _process(process_index, process_count) -> tuple[int, int]:
     return process_index, process_count
 
 
-def make_loader(data_config, split: str | None = None, *, global_batch_size: int, train: bool, seed: int,
-                start_step: int = 0, process_index: int | None = None, process_count: int | None = None
-                ) -> Iterator[dict]:
+def make_loader(
+    data_config,
+    split: str | None = None,
+    *,
+    global_batch_size: int,
+    train: bool,
+    seed: int,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict]:
     """Iterator of numpy batches for this process: {'image': float32 (B, H, W, 3), 'label': int32 (B, H, W)}.
 
     split=None picks the config's train_split (train=True) or eval_split (train=False).
@@ -236,8 +275,9 @@ def make_loader(data_config, split: str | None = None, *, global_batch_size: int
     """
     process_index, process_count = _process(process_index, process_count)
     if global_batch_size < 1 or global_batch_size % process_count:
-        raise ValueError(f"global_batch_size {global_batch_size} must be a positive multiple of process_count "
-                         f"{process_count}")
+        raise ValueError(
+            f"global_batch_size {global_batch_size} must be a positive multiple of process_count {process_count}"
+        )
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     if not 0 <= seed < 2**32 - 2**20:
@@ -247,16 +287,19 @@ def make_loader(data_config, split: str | None = None, *, global_batch_size: int
     split = split or (train_split if train else eval_split)
     source = _data_source(r, split)
     batch = global_batch_size // process_count
-    mean, std = tuple(_cfg(data_config, "mean", transforms.IMAGENET_MEAN)), tuple(
-        _cfg(data_config, "std", transforms.IMAGENET_STD))
+    mean, std = (
+        tuple(_cfg(data_config, "mean", transforms.IMAGENET_MEAN)),
+        tuple(_cfg(data_config, "std", transforms.IMAGENET_STD)),
+    )
     decode = _Decode(r.spec.image_key, r.spec.label_key, r.spec.label_channel, r.lut)
     ds = grain.MapDataset.source(source)
     if train:
         scale_range = tuple(float(s) for s in _cfg(data_config, "scale_range", r.spec.scale_range))
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
-        augment = transforms.TrainTransform(r.crop_size, scale_range, bool(_cfg(data_config, "hflip", True)),
-                                            mean, std, r.ignore_index)
+        augment = transforms.TrainTransform(
+            r.crop_size, scale_range, bool(_cfg(data_config, "hflip", True)), mean, std, r.ignore_index
+        )
         ds = ds.shuffle(seed=seed).repeat(None).map(decode).random_map(augment, seed=seed)
         ds = ds[process_index::process_count].batch(batch, drop_remainder=True)
         ds = ds[start_step:]

@@ -22,6 +22,7 @@ warmup-cosine, 600 steps, validation mIoU; `segjax-train --config=configs/quicks
 The coarse decoder is far behind the fine ones, as in the FCN paper's 32s -> 8s table. The quickstart
 itself adds a Dice term (thin wires, tiny specks) and reaches 0.88 with the U-Net (docs/training.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -144,8 +145,13 @@ def generate_scene(seed: int, split: str, index: int, size: int) -> tuple[np.nda
     field = _smooth_noise(rng, size, int(rng.integers(2, 5)))
     image = (background[None, None, :] + 20.0 * field[..., None] * rng.uniform(-1, 1, size=3)).astype(np.float32)
     label = np.zeros((size, size), np.uint8)
-    objects = ([1] * int(rng.integers(1, 3)) + [2] * int(rng.integers(1, 3)) + [3] * int(rng.integers(1, 3))
-               + [4] * int(rng.integers(1, 3)) + [5] * int(rng.integers(2, 6)))
+    objects = (
+        [1] * int(rng.integers(1, 3))
+        + [2] * int(rng.integers(1, 3))
+        + [3] * int(rng.integers(1, 3))
+        + [4] * int(rng.integers(1, 3))
+        + [5] * int(rng.integers(2, 6))
+    )
     rng.shuffle(objects)  # random drawing order: later objects occlude earlier ones
     for kind in objects:
         mask = _shape_mask(kind, rng, xx, yy, size)
@@ -160,6 +166,7 @@ def generate_scene(seed: int, split: str, index: int, size: int) -> tuple[np.nda
 @dataclasses.dataclass
 class ShapesConfig(tfds.core.BuilderConfig):
     """One resolution of the embedded dataset; the split sizes may be shrunk (tests) via `shapes_config`."""
+
     resolution: int = 64
     num_train: int = 1600
     num_validation: int = 200
@@ -167,12 +174,18 @@ class ShapesConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
 
-def shapes_config(resolution: int = 64, num_train: int | None = None, num_validation: int | None = None,
-                  num_test: int | None = None, seed: int = 0) -> ShapesConfig:
+def shapes_config(
+    resolution: int = 64,
+    num_train: int | None = None,
+    num_validation: int | None = None,
+    num_test: int | None = None,
+    seed: int = 0,
+) -> ShapesConfig:
     """The builder config for a resolution; non-default sizes or seeds get their own name (own cache folder)."""
     if resolution not in DEFAULT_SIZES:
-        raise ValueError(f"segjax_shapes resolution {resolution!r} is not available; choose one of "
-                         f"{sorted(DEFAULT_SIZES)}")
+        raise ValueError(
+            f"segjax_shapes resolution {resolution!r} is not available; choose one of {sorted(DEFAULT_SIZES)}"
+        )
     defaults = DEFAULT_SIZES[resolution]
     sizes = tuple(d if n is None else int(n) for n, d in zip((num_train, num_validation, num_test), defaults))
     if min(sizes) < 1:
@@ -180,9 +193,15 @@ def shapes_config(resolution: int = 64, num_train: int | None = None, num_valida
     name = str(resolution)
     if sizes != defaults or seed != 0:
         name += f"_n{sizes[0]}-{sizes[1]}-{sizes[2]}_s{seed}"
-    return ShapesConfig(name=name, description=f"{resolution}x{resolution} scenes, split sizes {sizes}",
-                        resolution=resolution, num_train=sizes[0], num_validation=sizes[1],
-                        num_test=sizes[2], seed=seed)
+    return ShapesConfig(
+        name=name,
+        description=f"{resolution}x{resolution} scenes, split sizes {sizes}",
+        resolution=resolution,
+        num_train=sizes[0],
+        num_validation=sizes[1],
+        num_test=sizes[2],
+        seed=seed,
+    )
 
 
 class SegjaxShapes(tfds.core.GeneratorBasedBuilder):
@@ -205,10 +224,12 @@ class SegjaxShapes(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(r, r, 3), dtype=np.uint8, encoding=raw),
-                "label": tfds.features.Tensor(shape=(r, r), dtype=np.uint8, encoding=raw),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(r, r, 3), dtype=np.uint8, encoding=raw),
+                    "label": tfds.features.Tensor(shape=(r, r), dtype=np.uint8, encoding=raw),
+                }
+            ),
             supervised_keys=("image", "label"),
         )
 

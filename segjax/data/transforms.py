@@ -5,6 +5,7 @@ pixels that carry no label. Every geometric transform moves image and label toge
 resampled with nearest neighbour (an interpolated class index is meaningless) and padded with `ignore_index`,
 so padding never counts in the loss or the metrics.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,9 @@ def resize(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple
     return image, label
 
 
-def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, int], ignore_index: int
-           ) -> tuple[np.ndarray, np.ndarray]:
+def pad_to(
+    image: np.ndarray, label: np.ndarray, size: tuple[int, int], ignore_index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Pads bottom and right up to at least `size`: image with 0, label with `ignore_index`."""
     h, w = image.shape[:2]
     ph, pw = max(size[0] - h, 0), max(size[1] - w, 0)
@@ -49,10 +51,11 @@ def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, int], ignore_i
     return image, label
 
 
-def crop(image: np.ndarray, label: np.ndarray, top: int, left: int, size: tuple[int, int]
-         ) -> tuple[np.ndarray, np.ndarray]:
+def crop(
+    image: np.ndarray, label: np.ndarray, top: int, left: int, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     h, w = size
-    return image[top:top + h, left:left + w], label[top:top + h, left:left + w]
+    return image[top : top + h, left : left + w], label[top : top + h, left : left + w]
 
 
 def hflip(image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +81,7 @@ def normalize(image: np.ndarray, mean, std) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class TrainTransform:
     """Random scale, pad, random crop and horizontal flip, then normalisation (the mmsegmentation recipe)."""
+
     crop_size: tuple[int, int]
     scale_range: tuple[float, float]
     hflip: bool
@@ -105,6 +109,7 @@ class TrainTransform:
 @dataclasses.dataclass(frozen=True)
 class EvalTransform:
     """No augmentation: fit into `eval_size` (downscaling large images only), pad to it, normalise."""
+
     eval_size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]

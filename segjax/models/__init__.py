@@ -3,6 +3,7 @@
 `create_model(model_config, num_classes)` builds FCN-32s/16s/8s, SegNet, U-Net or DeconvNet from the
 model section of a config (see `default_model_config`); `MODELS` maps the config names to the classes.
 """
+
 import jax.numpy as jnp
 
 from segjax.models.base import EncoderDecoder
@@ -12,26 +13,37 @@ from segjax.models.layers import Conv, conv2d
 from segjax.models.segnet import DeconvNet, SegNet
 from segjax.models.unet import UNet
 
-MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "segnet": SegNet, "unet": UNet,
-          "deconvnet": DeconvNet}
+MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "segnet": SegNet, "unet": UNet, "deconvnet": DeconvNet}
 
 
-def create_model(model_config, num_classes: int, *, axis_name: str | None = None,
-                 dtype=jnp.float32) -> EncoderDecoder:
-  """The network named by `model_config.name`, with the config's preset, widths, norm, dropout and
-  upsampling operator. Raises a ValueError for unknown values or a model/operator pair that cannot work.
+def create_model(model_config, num_classes: int, *, axis_name: str | None = None, dtype=jnp.float32) -> EncoderDecoder:
+    """The network named by `model_config.name`, with the config's preset, widths, norm, dropout and
+    upsampling operator. Raises a ValueError for unknown values or a model/operator pair that cannot work.
 
-  `axis_name`: batch-norm statistics are averaged over this pmap / shard_map axis.
-  `dtype`: computation dtype (parameters stay float32; logits are returned as float32).
-  """
-  if not isinstance(num_classes, int) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-  resolved = resolve(model_config)
-  model = MODELS[resolved.name](num_classes=num_classes, axis_name=axis_name, dtype=dtype,
-                                **resolved.kwargs)
-  model.check_upsample()
-  return model
+    `axis_name`: batch-norm statistics are averaged over this pmap / shard_map axis.
+    `dtype`: computation dtype (parameters stay float32; logits are returned as float32).
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+    resolved = resolve(model_config)
+    model = MODELS[resolved.name](num_classes=num_classes, axis_name=axis_name, dtype=dtype, **resolved.kwargs)
+    model.check_upsample()
+    return model
 
 
-__all__ = ["MODELS", "PRESETS", "Conv", "DeconvNet", "EncoderDecoder", "FCN", "FCN8s", "FCN16s",
-           "FCN32s", "SegNet", "UNet", "conv2d", "create_model", "default_model_config"]
+__all__ = [
+    "MODELS",
+    "PRESETS",
+    "Conv",
+    "DeconvNet",
+    "EncoderDecoder",
+    "FCN",
+    "FCN8s",
+    "FCN16s",
+    "FCN32s",
+    "SegNet",
+    "UNet",
+    "conv2d",
+    "create_model",
+    "default_model_config",
+]

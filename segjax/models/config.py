@@ -1,5 +1,6 @@
 """The model section of a config: its defaults, the width/depth presets of each network, and the
 resolution of a config into the arguments of a model class (with clear errors for bad values)."""
+
 import dataclasses
 
 import ml_collections
@@ -7,8 +8,14 @@ import ml_collections
 from segjax import ops
 from segjax.models.layers import NORMS
 
-FAMILIES = {"fcn32s": "fcn", "fcn16s": "fcn", "fcn8s": "fcn", "segnet": "segnet", "unet": "unet",
-            "deconvnet": "deconvnet"}
+FAMILIES = {
+    "fcn32s": "fcn",
+    "fcn16s": "fcn",
+    "fcn8s": "fcn",
+    "segnet": "segnet",
+    "unet": "unet",
+    "deconvnet": "deconvnet",
+}
 PRESET_NAMES = ("small", "paper")
 
 # Per family and preset: base_width (channels of the first level), depth (number of 2x poolings),
@@ -37,8 +44,7 @@ PRESETS = {
 }
 
 # What `upsample.method = None` and `dropout = None` mean: the paper's choice.
-DEFAULT_METHOD = {"fcn": "transposed", "segnet": "max_unpool", "unet": "transposed",
-                  "deconvnet": "max_unpool"}
+DEFAULT_METHOD = {"fcn": "transposed", "segnet": "max_unpool", "unet": "transposed", "deconvnet": "max_unpool"}
 # FCN: dropout 0.5 after fc6 and fc7; U-Net: 0.5 at the end of the contracting path; DeconvNet keeps
 # VGG's fc dropout; SegNet none (its Bayesian variant uses 0.5 around the deepest blocks).
 DEFAULT_DROPOUT = {"fcn": 0.5, "segnet": 0.0, "unet": 0.5, "deconvnet": 0.5}
@@ -47,35 +53,37 @@ DEFAULT_TRANSPOSED_INIT = {"fcn": "bilinear", "segnet": None, "unet": None, "dec
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-  """The model section of a config with its defaults (a small U-Net with its paper decoder)."""
-  return ml_collections.ConfigDict({
-      "name": "unet",          # one of MODELS: fcn32s, fcn16s, fcn8s, segnet, unet, deconvnet
-      "preset": "small",       # 'small' (CPU-sized) or 'paper' widths and depth
-      "base_width": None,      # int: channels of the first level (None: the preset's)
-      "depth": None,           # int: number of 2x poolings (None: the preset's; FCN is fixed at 5)
-      "norm": "batch",         # 'none' (FCN, U-Net papers), 'batch' (SegNet paper) or 'group'
-      "dropout": None,         # float; None: the paper's (FCN 0.5 fc6/fc7, U-Net 0.5 bottom, SegNet 0)
-      "upsample": {
-          "method": None,      # one of segjax.ops.METHODS; None: the paper's decoder
-          "kernel_size": None,  # transposed / resize_conv / pixel_shuffle kernel; None: the default
-          "init": None,        # transposed: 'default'|'bilinear'; pixel_shuffle: 'default'|'icnr'
-          "resize": "nearest",  # resize_conv: 'nearest'|'bilinear'
-      },
-  })
+    """The model section of a config with its defaults (a small U-Net with its paper decoder)."""
+    return ml_collections.ConfigDict(
+        {
+            "name": "unet",  # one of MODELS: fcn32s, fcn16s, fcn8s, segnet, unet, deconvnet
+            "preset": "small",  # 'small' (CPU-sized) or 'paper' widths and depth
+            "base_width": None,  # int: channels of the first level (None: the preset's)
+            "depth": None,  # int: number of 2x poolings (None: the preset's; FCN is fixed at 5)
+            "norm": "batch",  # 'none' (FCN, U-Net papers), 'batch' (SegNet paper) or 'group'
+            "dropout": None,  # float; None: the paper's (FCN 0.5 fc6/fc7, U-Net 0.5 bottom, SegNet 0)
+            "upsample": {
+                "method": None,  # one of segjax.ops.METHODS; None: the paper's decoder
+                "kernel_size": None,  # transposed / resize_conv / pixel_shuffle kernel; None: the default
+                "init": None,  # transposed: 'default'|'bilinear'; pixel_shuffle: 'default'|'icnr'
+                "resize": "nearest",  # resize_conv: 'nearest'|'bilinear'
+            },
+        }
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedModel:
-  name: str
-  kwargs: dict
+    name: str
+    kwargs: dict
 
 
 def _get(cfg, key, default=None):
-  if cfg is None:
-    return default
-  if isinstance(cfg, dict):
-    return cfg.get(key, default)
-  return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    if cfg is None:
+        return default
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
 _KNOWN_KEYS = {"name", "preset", "base_width", "depth", "norm", "dropout", "upsample"}
@@ -83,56 +91,64 @@ _KNOWN_UPSAMPLE_KEYS = {"method", "kernel_size", "init", "resize"}
 
 
 def _positive_int(value, what: str, name: str):
-  if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-    raise ValueError(f"model {name}: {what} must be a positive int or None, got {value!r}.")
-  return value
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"model {name}: {what} must be a positive int or None, got {value!r}.")
+    return value
 
 
 def resolve(model_config) -> ResolvedModel:
-  """Turns a model config (ConfigDict or dict) into (name, keyword arguments of the model class)."""
-  keys = set(model_config.keys())
-  unknown = keys - _KNOWN_KEYS
-  if unknown:
-    raise ValueError(f"Unknown model config keys {sorted(unknown)}; valid: {sorted(_KNOWN_KEYS)}.")
-  name = _get(model_config, "name", "unet")
-  if name not in FAMILIES:
-    raise ValueError(f"Unknown model {name!r}; valid: {', '.join(FAMILIES)}.")
-  family = FAMILIES[name]
-  preset_name = _get(model_config, "preset", "small")
-  if preset_name not in PRESET_NAMES:
-    raise ValueError(f"model {name}: unknown preset {preset_name!r}; valid: {', '.join(PRESET_NAMES)}.")
-  preset = PRESETS[family][preset_name]
-  base_width = _positive_int(_get(model_config, "base_width"), "base_width", name) or preset["base_width"]
-  depth = _positive_int(_get(model_config, "depth"), "depth", name) or preset["depth"]
-  if family == "fcn" and depth != 5:
-    raise ValueError(f"model {name}: depth is fixed at 5 (the output stride 32 is in the name), got "
-                     f"depth={depth}; use unet, segnet or deconvnet for other depths.")
-  norm = _get(model_config, "norm", "batch")
-  if norm not in NORMS:
-    raise ValueError(f"model {name}: unknown norm {norm!r}; valid: {', '.join(NORMS)}.")
-  dropout = _get(model_config, "dropout")
-  if dropout is None:
-    dropout = DEFAULT_DROPOUT[family]
-  if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-    raise ValueError(f"model {name}: dropout must be a rate in [0, 1) or None, got {dropout!r}.")
+    """Turns a model config (ConfigDict or dict) into (name, keyword arguments of the model class)."""
+    keys = set(model_config.keys())
+    unknown = keys - _KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"Unknown model config keys {sorted(unknown)}; valid: {sorted(_KNOWN_KEYS)}.")
+    name = _get(model_config, "name", "unet")
+    if name not in FAMILIES:
+        raise ValueError(f"Unknown model {name!r}; valid: {', '.join(FAMILIES)}.")
+    family = FAMILIES[name]
+    preset_name = _get(model_config, "preset", "small")
+    if preset_name not in PRESET_NAMES:
+        raise ValueError(f"model {name}: unknown preset {preset_name!r}; valid: {', '.join(PRESET_NAMES)}.")
+    preset = PRESETS[family][preset_name]
+    base_width = _positive_int(_get(model_config, "base_width"), "base_width", name) or preset["base_width"]
+    depth = _positive_int(_get(model_config, "depth"), "depth", name) or preset["depth"]
+    if family == "fcn" and depth != 5:
+        raise ValueError(
+            f"model {name}: depth is fixed at 5 (the output stride 32 is in the name), got "
+            f"depth={depth}; use unet, segnet or deconvnet for other depths."
+        )
+    norm = _get(model_config, "norm", "batch")
+    if norm not in NORMS:
+        raise ValueError(f"model {name}: unknown norm {norm!r}; valid: {', '.join(NORMS)}.")
+    dropout = _get(model_config, "dropout")
+    if dropout is None:
+        dropout = DEFAULT_DROPOUT[family]
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"model {name}: dropout must be a rate in [0, 1) or None, got {dropout!r}.")
 
-  up = _get(model_config, "upsample") or {}
-  unknown = set(up.keys()) - _KNOWN_UPSAMPLE_KEYS
-  if unknown:
-    raise ValueError(f"Unknown model.upsample keys {sorted(unknown)}; valid: {sorted(_KNOWN_UPSAMPLE_KEYS)}.")
-  method = _get(up, "method") or DEFAULT_METHOD[family]
-  ops.check_method(method)
-  init = _get(up, "init")
-  if init is None and method == "transposed":
-    init = DEFAULT_TRANSPOSED_INIT[family]
-  convs = preset["convs"]
-  kwargs = dict(
-      base_width=base_width, depth=depth, convs=tuple(convs[i % len(convs)] for i in range(depth)),
-      norm=norm, dropout=float(dropout), upsample_method=method,
-      upsample_kernel_size=_positive_int(_get(up, "kernel_size"), "upsample.kernel_size", name),
-      upsample_init=init, upsample_resize=_get(up, "resize", "nearest"))
-  if "fc_width" in preset:
-    kwargs.update(fc_width=preset["fc_width"], fc_kernel=preset["fc_kernel"])
-  if family == "fcn":
-    kwargs.pop("depth")
-  return ResolvedModel(name, kwargs)
+    up = _get(model_config, "upsample") or {}
+    unknown = set(up.keys()) - _KNOWN_UPSAMPLE_KEYS
+    if unknown:
+        raise ValueError(f"Unknown model.upsample keys {sorted(unknown)}; valid: {sorted(_KNOWN_UPSAMPLE_KEYS)}.")
+    method = _get(up, "method") or DEFAULT_METHOD[family]
+    ops.check_method(method)
+    init = _get(up, "init")
+    if init is None and method == "transposed":
+        init = DEFAULT_TRANSPOSED_INIT[family]
+    convs = preset["convs"]
+    kwargs = dict(
+        base_width=base_width,
+        depth=depth,
+        convs=tuple(convs[i % len(convs)] for i in range(depth)),
+        norm=norm,
+        dropout=float(dropout),
+        upsample_method=method,
+        upsample_kernel_size=_positive_int(_get(up, "kernel_size"), "upsample.kernel_size", name),
+        upsample_init=init,
+        upsample_resize=_get(up, "resize", "nearest"),
+    )
+    if "fc_width" in preset:
+        kwargs.update(fc_width=preset["fc_width"], fc_kernel=preset["fc_kernel"])
+    if family == "fcn":
+        kwargs.pop("depth")
+    return ResolvedModel(name, kwargs)

@@ -10,6 +10,7 @@ no bias), which is the default here. Deviations: 'SAME' padding plus padding the
 32 instead of the paper's 100-pixel padding and crop layers; the fc6 kernel is a preset value (7 as in VGG
 for 'paper', 3 for 'small'); norm is configurable (the paper has none).
 """
+
 from typing import ClassVar
 
 from flax import linen as nn
@@ -19,61 +20,77 @@ from segjax.models.layers import Conv, ConvBlock, max_pool
 
 
 class FCN(EncoderDecoder):
-  """FCN with `skips` fusions (0: FCN-32s, 1: FCN-16s with pool4, 2: FCN-8s with pool3 too)."""
-  depth: int = 5
-  convs: tuple[int, ...] = (2, 2, 3, 3, 3)
-  fc_width: int = 4096
-  fc_kernel: int = 7
-  skips: int = 0
+    """FCN with `skips` fusions (0: FCN-32s, 1: FCN-16s with pool4, 2: FCN-8s with pool3 too)."""
 
-  unsupported_methods: ClassVar[dict] = {
-      "max_unpool": ("FCN upsamples class-score maps by 8-32 in one step, which no single pooling's "
-                     "indices describe (use segnet, unet or deconvnet for max_unpool)"),
-  }
+    depth: int = 5
+    convs: tuple[int, ...] = (2, 2, 3, 3, 3)
+    fc_width: int = 4096
+    fc_kernel: int = 7
+    skips: int = 0
 
-  @property
-  def stride(self) -> int:
-    return 32
+    unsupported_methods: ClassVar[dict] = {
+        "max_unpool": (
+            "FCN upsamples class-score maps by 8-32 in one step, which no single pooling's "
+            "indices describe (use segnet, unet or deconvnet for max_unpool)"
+        ),
+    }
 
-  def width(self, level: int) -> int:
-    """VGG widths: base, 2*base, 4*base, 8*base, 8*base."""
-    return self.base_width * 2 ** min(level, 3)
+    @property
+    def stride(self) -> int:
+        return 32
 
-  @nn.compact
-  def network(self, x, train: bool):
-    if self.depth != 5:
-      raise ValueError(f"{type(self).__name__}: depth is fixed at 5 (output stride 32), got {self.depth}.")
-    pools = []
-    for level in range(5):
-      x = ConvBlock((self.width(level),) * self.level_convs(level), norm=self.norm,
-                    axis_name=self.axis_name, dtype=self.dtype, name=f"block{level + 1}")(x, train)
-      x, _ = max_pool(x)
-      pools.append(x)
-    for i, kernel in enumerate((self.fc_kernel, 1)):
-      x = nn.relu(Conv(self.fc_width, kernel, dtype=self.dtype, name=f"fc{6 + i}")(x))
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    score = Conv(self.num_classes, 1, dtype=self.dtype, name="score_fr")(x)
-    stride = 32
-    for i in range(self.skips):
-      pool = pools[3 - i]  # pool4 (stride 16), then pool3 (stride 8)
-      up = self.up_step(self.num_classes, 2, use_bias=False, name=f"upscore{i + 1}")(score)
-      skip = Conv(self.num_classes, 1, kernel_init=nn.initializers.zeros_init(), dtype=self.dtype,
-                  name=f"score_pool{4 - i}")(pool)
-      score = up + skip
-      stride //= 2
-    return self.up_step(self.num_classes, stride, use_bias=False, name="upscore_final")(score)
+    def width(self, level: int) -> int:
+        """VGG widths: base, 2*base, 4*base, 8*base, 8*base."""
+        return self.base_width * 2 ** min(level, 3)
+
+    @nn.compact
+    def network(self, x, train: bool):
+        if self.depth != 5:
+            raise ValueError(f"{type(self).__name__}: depth is fixed at 5 (output stride 32), got {self.depth}.")
+        pools = []
+        for level in range(5):
+            x = ConvBlock(
+                (self.width(level),) * self.level_convs(level),
+                norm=self.norm,
+                axis_name=self.axis_name,
+                dtype=self.dtype,
+                name=f"block{level + 1}",
+            )(x, train)
+            x, _ = max_pool(x)
+            pools.append(x)
+        for i, kernel in enumerate((self.fc_kernel, 1)):
+            x = nn.relu(Conv(self.fc_width, kernel, dtype=self.dtype, name=f"fc{6 + i}")(x))
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        score = Conv(self.num_classes, 1, dtype=self.dtype, name="score_fr")(x)
+        stride = 32
+        for i in range(self.skips):
+            pool = pools[3 - i]  # pool4 (stride 16), then pool3 (stride 8)
+            up = self.up_step(self.num_classes, 2, use_bias=False, name=f"upscore{i + 1}")(score)
+            skip = Conv(
+                self.num_classes,
+                1,
+                kernel_init=nn.initializers.zeros_init(),
+                dtype=self.dtype,
+                name=f"score_pool{4 - i}",
+            )(pool)
+            score = up + skip
+            stride //= 2
+        return self.up_step(self.num_classes, stride, use_bias=False, name="upscore_final")(score)
 
 
 class FCN32s(FCN):
-  """FCN-32s: the class-score map upsampled by 32 in one step."""
-  skips: int = 0
+    """FCN-32s: the class-score map upsampled by 32 in one step."""
+
+    skips: int = 0
 
 
 class FCN16s(FCN):
-  """FCN-16s: the score map upsampled by 2, fused with pool4's score, upsampled by 16."""
-  skips: int = 1
+    """FCN-16s: the score map upsampled by 2, fused with pool4's score, upsampled by 16."""
+
+    skips: int = 1
 
 
 class FCN8s(FCN):
-  """FCN-8s: FCN-16s fused once more with pool3's score, then upsampled by 8."""
-  skips: int = 2
+    """FCN-8s: FCN-16s fused once more with pool3's score, then upsampled by 8."""
+
+    skips: int = 2

@@ -15,6 +15,7 @@ convolutional and works for any input size, instead of collapsing a 7x7 map to 1
 The decoder's operator is configurable; with a method other than max_unpool the indices are not
 computed and each level upsamples the features instead (same channels, then the same convolutions).
 """
+
 from flax import linen as nn
 
 from segjax.models.base import EncoderDecoder
@@ -22,58 +23,61 @@ from segjax.models.layers import Conv, ConvBlock, Norm, max_pool
 
 
 class SegNet(EncoderDecoder):
-  """SegNet; `dropout` > 0 gives Bayesian SegNet's dropout after the deepest three encoder and decoder
-  levels. With `fc_width` set, the DeconvNet bottleneck (see `DeconvNet`)."""
-  depth: int = 5
-  convs: tuple[int, ...] = (2, 2, 3, 3, 3)
-  fc_width: int | None = None
-  fc_kernel: int = 7
+    """SegNet; `dropout` > 0 gives Bayesian SegNet's dropout after the deepest three encoder and decoder
+    levels. With `fc_width` set, the DeconvNet bottleneck (see `DeconvNet`)."""
 
-  def width(self, level: int) -> int:
-    """VGG widths: base, 2*base, 4*base, 8*base, 8*base, ..."""
-    return self.base_width * 2 ** min(level, 3)
+    depth: int = 5
+    convs: tuple[int, ...] = (2, 2, 3, 3, 3)
+    fc_width: int | None = None
+    fc_kernel: int = 7
 
-  def _level_dropout(self, level: int) -> bool:
-    return self.fc_width is None and self.dropout > 0 and level >= self.depth - 3
+    def width(self, level: int) -> int:
+        """VGG widths: base, 2*base, 4*base, 8*base, 8*base, ..."""
+        return self.base_width * 2 ** min(level, 3)
 
-  @nn.compact
-  def network(self, x, train: bool):
-    block = dict(norm=self.norm, axis_name=self.axis_name, dtype=self.dtype)
-    pooled = []
-    for level in range(self.depth):
-      x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"enc{level + 1}")(
-          x, train)
-      size = x.shape[1:3]
-      x, indices = max_pool(x, with_indices=self.uses_indices)
-      pooled.append((indices, size))
-      if self._level_dropout(level):
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    if self.fc_width is not None:
-      x = self._fc_bottleneck(x, train)
-    for level in reversed(range(self.depth)):
-      indices, size = pooled[level]
-      x = self.up_step(x.shape[-1], 2, name=f"up{level + 1}")(x, indices, size)
-      n = self.level_convs(level)
-      widths = (self.width(level),) * (n - 1) + (self.width(max(level - 1, 0)),)
-      x = ConvBlock(widths, **block, name=f"dec{level + 1}")(x, train)
-      if self._level_dropout(level):
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)
+    def _level_dropout(self, level: int) -> bool:
+        return self.fc_width is None and self.dropout > 0 and level >= self.depth - 3
 
-  def _fc_bottleneck(self, x, train: bool):
-    """DeconvNet's fc6 (fc_kernel), fc7 (1x1) with dropout, and deconv-fc6 back to the encoder width;
-    each followed by norm and ReLU. Called from `network` (its submodules are named there)."""
-    width = x.shape[-1]
-    for name, features, kernel, drop in (("fc6", self.fc_width, self.fc_kernel, True),
-                                         ("fc7", self.fc_width, 1, True),
-                                         ("deconv_fc6", width, self.fc_kernel, False)):
-      x = Conv(features, kernel, use_bias=self.norm == "none", dtype=self.dtype, name=name)(x)
-      x = nn.relu(Norm(self.norm, self.axis_name, self.dtype, name=f"{name}_norm")(x, train))
-      if drop:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return x
+    @nn.compact
+    def network(self, x, train: bool):
+        block = dict(norm=self.norm, axis_name=self.axis_name, dtype=self.dtype)
+        pooled = []
+        for level in range(self.depth):
+            x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"enc{level + 1}")(x, train)
+            size = x.shape[1:3]
+            x, indices = max_pool(x, with_indices=self.uses_indices)
+            pooled.append((indices, size))
+            if self._level_dropout(level):
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        if self.fc_width is not None:
+            x = self._fc_bottleneck(x, train)
+        for level in reversed(range(self.depth)):
+            indices, size = pooled[level]
+            x = self.up_step(x.shape[-1], 2, name=f"up{level + 1}")(x, indices, size)
+            n = self.level_convs(level)
+            widths = (self.width(level),) * (n - 1) + (self.width(max(level - 1, 0)),)
+            x = ConvBlock(widths, **block, name=f"dec{level + 1}")(x, train)
+            if self._level_dropout(level):
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)
+
+    def _fc_bottleneck(self, x, train: bool):
+        """DeconvNet's fc6 (fc_kernel), fc7 (1x1) with dropout, and deconv-fc6 back to the encoder width;
+        each followed by norm and ReLU. Called from `network` (its submodules are named there)."""
+        width = x.shape[-1]
+        for name, features, kernel, drop in (
+            ("fc6", self.fc_width, self.fc_kernel, True),
+            ("fc7", self.fc_width, 1, True),
+            ("deconv_fc6", width, self.fc_kernel, False),
+        ):
+            x = Conv(features, kernel, use_bias=self.norm == "none", dtype=self.dtype, name=name)(x)
+            x = nn.relu(Norm(self.norm, self.axis_name, self.dtype, name=f"{name}_norm")(x, train))
+            if drop:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return x
 
 
 class DeconvNet(SegNet):
-  """DeconvNet: SegNet's unpooling decoder plus VGG's fc6/fc7 (with dropout) in the middle."""
-  fc_width: int | None = 4096
+    """DeconvNet: SegNet's unpooling decoder plus VGG's fc6/fc7 (with dropout) in the middle."""
+
+    fc_width: int | None = 4096

@@ -10,6 +10,7 @@ Deviation from the paper: 'SAME' convolutions (the paper's are 'VALID' and crop 
 covers the whole (padded) input. Parameter-free upsampling methods halve the channels with a 1x1
 convolution before upsampling (see `UpStep`); max_unpool uses the indices of the pooling at the same level.
 """
+
 from typing import ClassVar
 
 from flax import linen as nn
@@ -20,38 +21,37 @@ from segjax.models.layers import Conv, ConvBlock, max_pool
 
 
 class UNet(EncoderDecoder):
-  """U-Net with `depth` poolings and widths base_width * 2**level."""
-  unsupported_methods: ClassVar[dict] = {}
+    """U-Net with `depth` poolings and widths base_width * 2**level."""
 
-  def width(self, level: int) -> int:
-    return self.base_width * 2 ** level
+    unsupported_methods: ClassVar[dict] = {}
 
-  def check_upsample(self):
-    super().check_upsample()
-    if self.upsample_method == "transposed" and self.upsample_init == "bilinear":
-      raise ValueError(
-          "model UNet: upsample.init='bilinear' upsamples each channel on its own (same channels in and "
-          "out), but U-Net's up-convolutions halve the channels; use init 'default' (or None), or the "
-          "method 'bilinear' (parameter-free, with a 1x1 channel projection).")
+    def width(self, level: int) -> int:
+        return self.base_width * 2**level
 
-  @nn.compact
-  def network(self, x, train: bool):
-    block = dict(norm=self.norm, axis_name=self.axis_name, dtype=self.dtype)
-    skips = []
-    for level in range(self.depth):
-      x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"down{level + 1}")(
-          x, train)
-      size = x.shape[1:3]
-      pooled, indices = max_pool(x, with_indices=self.uses_indices)
-      skips.append((x, indices, size))
-      x = pooled
-    x = ConvBlock((self.width(self.depth),) * self.level_convs(self.depth), **block, name="bottom")(
-        x, train)
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    for level in reversed(range(self.depth)):
-      skip, indices, size = skips[level]
-      x = self.up_step(self.width(level), 2, name=f"up{level + 1}")(x, indices, size)
-      x = jnp.concatenate([skip, x], axis=-1)
-      x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"upblock{level + 1}")(
-          x, train)
-    return Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)
+    def check_upsample(self):
+        super().check_upsample()
+        if self.upsample_method == "transposed" and self.upsample_init == "bilinear":
+            raise ValueError(
+                "model UNet: upsample.init='bilinear' upsamples each channel on its own (same channels in and "
+                "out), but U-Net's up-convolutions halve the channels; use init 'default' (or None), or the "
+                "method 'bilinear' (parameter-free, with a 1x1 channel projection)."
+            )
+
+    @nn.compact
+    def network(self, x, train: bool):
+        block = dict(norm=self.norm, axis_name=self.axis_name, dtype=self.dtype)
+        skips = []
+        for level in range(self.depth):
+            x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"down{level + 1}")(x, train)
+            size = x.shape[1:3]
+            pooled, indices = max_pool(x, with_indices=self.uses_indices)
+            skips.append((x, indices, size))
+            x = pooled
+        x = ConvBlock((self.width(self.depth),) * self.level_convs(self.depth), **block, name="bottom")(x, train)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        for level in reversed(range(self.depth)):
+            skip, indices, size = skips[level]
+            x = self.up_step(self.width(level), 2, name=f"up{level + 1}")(x, indices, size)
+            x = jnp.concatenate([skip, x], axis=-1)
+            x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"upblock{level + 1}")(x, train)
+        return Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)

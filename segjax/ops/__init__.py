@@ -4,18 +4,43 @@ Pure functions: pooling with indices and unpooling, bed of nails, nearest and bi
 pixel shuffle, a fast transposed convolution, the bilinear and ICNR initialisers and the checkerboard
 score; plus the linen `Upsample` module that picks an operator by name.
 """
+
 from segjax.ops.analysis import checkerboard_score
 from segjax.ops.conv_transpose import conv_transpose
 from segjax.ops.init import bilinear_kernel, icnr_init
 from segjax.ops.pooling import max_pool_with_indices, max_unpool
-from segjax.ops.resize import (bed_of_nails, bilinear_upsample, nearest_upsample, pixel_shuffle,
-                               pixel_unshuffle)
-from segjax.ops.upsample import (INDEX_METHODS, INITS, METHODS, PARAMETRIC_METHODS, Upsample,
-                                 check_method, default_kernel_size, has_params, needs_indices)
+from segjax.ops.resize import bed_of_nails, bilinear_upsample, nearest_upsample, pixel_shuffle, pixel_unshuffle
+from segjax.ops.upsample import (
+    INDEX_METHODS,
+    INITS,
+    METHODS,
+    PARAMETRIC_METHODS,
+    Upsample,
+    check_method,
+    default_kernel_size,
+    has_params,
+    needs_indices,
+)
 
 __all__ = [
-    "INDEX_METHODS", "INITS", "METHODS", "PARAMETRIC_METHODS", "Upsample", "bed_of_nails",
-    "bilinear_kernel", "bilinear_upsample", "check_method", "checkerboard_score", "conv_transpose",
-    "default_kernel_size", "has_params", "icnr_init", "max_pool_with_indices", "max_unpool",
-    "nearest_upsample", "needs_indices", "pixel_shuffle", "pixel_unshuffle",
+    "INDEX_METHODS",
+    "INITS",
+    "METHODS",
+    "PARAMETRIC_METHODS",
+    "Upsample",
+    "bed_of_nails",
+    "bilinear_kernel",
+    "bilinear_upsample",
+    "check_method",
+    "checkerboard_score",
+    "conv_transpose",
+    "default_kernel_size",
+    "has_params",
+    "icnr_init",
+    "max_pool_with_indices",
+    "max_unpool",
+    "nearest_upsample",
+    "needs_indices",
+    "pixel_shuffle",
+    "pixel_unshuffle",
 ]
