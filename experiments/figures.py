@@ -52,7 +52,7 @@ def miou_per_arm(arms, path: pathlib.Path, metric: str = "val_miou", xlabel: str
         squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
-    for ax, model in zip(axes[:, 0], models):
+    for ax, model in zip(axes[:, 0], models, strict=True):
         members = [a for a in arms if a["model"] == model]
         y = np.arange(len(members))
         means = [a[f"{metric}_mean"] for a in members]
@@ -130,7 +130,7 @@ def sample_predictions(arms, model: str, path: pathlib.Path, max_samples: int = 
     for i in range(n):
         panels = [("image", first["image"][i]), ("ground truth", colorize(first["label"][i]))]
         panels += [(label, colorize(data["prediction"][i])) for label, data in samples]
-        for ax, (title, img) in zip(axes[i], panels):
+        for ax, (title, img) in zip(axes[i], panels, strict=True):
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

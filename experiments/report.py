@@ -18,7 +18,7 @@ import os
 import pathlib
 import platform
 import subprocess
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -305,8 +305,8 @@ def write_report(
             if name == "checkerboard_phase_maps.png":
                 md += [
                     "Each map: the mean of every output phase (position modulo the factor) of the most "
-                    "checkerboarded class probability on the constant input, as (mean - overall mean) / rms, seed 0, each "
-                    "map on its own colour scale (red +, blue -); above it, the run's checkerboard score, which "
+                    "checkerboarded class probability on the constant input, as (mean - overall mean) / rms, seed 0, "
+                    "each map on its own colour scale (red +, blue -); above it, the run's checkerboard score, which "
                     "says how strong the pattern is.",
                     "",
                 ]

@@ -144,7 +144,7 @@ def _operator_figure(path: pathlib.Path) -> None:
 
     outs = analysis.operator_outputs(seed=0)
     fig, axes = plt.subplots(1, len(outs), figsize=(1.25 * len(outs), 1.6))
-    for ax, (label, y) in zip(axes, outs.items()):
+    for ax, (label, y) in zip(axes, outs.items(), strict=True):
         crop = y[0, 2:10, 2:10, 0]
         lo, hi = float(crop.min()), float(crop.max())
         if hi - lo < 1e-6 * max(abs(hi), 1.0):  # constant: draw mid-grey, not an autoscaled black square

@@ -24,10 +24,9 @@ import jax
 import numpy as np
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils
+from segjax import config_utils, parallel
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
-from segjax import parallel
 from segjax.experiment import abstract_state, build_model, build_optimizer
 
 
@@ -118,7 +117,10 @@ def per_class_table(scores: dict, class_names) -> str:
     """Text table: one row per class (IoU, accuracy, boundary F1), then the means."""
     names = list(class_names) if class_names else [str(i) for i in range(len(scores["per_class_iou"]))]
     width = max(8, max(len(n) for n in names))
-    fmt = lambda v: "   -  " if v is None or not math.isfinite(v) else f"{100 * v:6.2f}"
+
+    def fmt(v):
+        return "   -  " if v is None or not math.isfinite(v) else f"{100 * v:6.2f}"
+
     rows = [f"{'class':<{width}}    IoU    Acc     BF1"]
     bf1 = scores.get("per_class_boundary_f1", [float("nan")] * len(names))
     for i, name in enumerate(names):
@@ -212,7 +214,7 @@ def plot_examples(examples: dict, num_classes: int, ignore_index: int, path: str
             _colour_labels(examples["label"][i], num_classes, ignore_index),
             _colour_labels(examples["prediction"][i], num_classes, ignore_index),
         )
-        for ax, panel, title in zip(axes[i], panels, ("image", "ground truth", "prediction")):
+        for ax, panel, title in zip(axes[i], panels, ("image", "ground truth", "prediction"), strict=True):
             ax.imshow(panel, interpolation="nearest")
             ax.set_axis_off()
             if i == 0:

@@ -7,9 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax import models as models_lib
-from segjax import optim
-from segjax import parallel
-
+from segjax import optim, parallel
 
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 

@@ -309,7 +309,7 @@ def dice_loss(logits, labels, *, smooth=1.0, ignore_index=255, class_weights=Non
     value, slope = jax.value_and_grad(loss_of)(global_stats)
     value, slope = jax.lax.stop_gradient((value, slope))
     devices = jax.lax.psum(1.0, axis_name)
-    linear = sum(jnp.vdot(g, s - jax.lax.stop_gradient(s)) for g, s in zip(slope, local))
+    linear = sum(jnp.vdot(g, s - jax.lax.stop_gradient(s)) for g, s in zip(slope, local, strict=True))
     return _poison(value / devices + linear, bad)
 
 

@@ -7,7 +7,8 @@ parameter with fewer than two dimensions), as is standard for convolutional netw
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import optax

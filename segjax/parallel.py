@@ -16,14 +16,16 @@ With `axis_name=None` the same functions run on one device under plain `jit`; al
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib

@@ -21,11 +21,10 @@ import ml_collections
 import numpy as np
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils
+from segjax import config_utils, parallel
 from segjax import data as data_lib
 from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib
-from segjax import parallel
 from segjax.evaluate import evaluate_split
 from segjax.experiment import abstract_state, build_model, build_optimizer, checkpoint_meta, initial_state
 from segjax.logging_utils import MetricWriter, Progress, quiet_libraries

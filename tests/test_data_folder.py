@@ -3,8 +3,8 @@
 import os
 
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 from segjax.data import check_folder, default_data_config, get_dataset_info, make_loader
 

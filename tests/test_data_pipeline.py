@@ -30,7 +30,7 @@ def train_loader(config, **kw):
 
 def assert_batches_equal(a, b):
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.keys() == y.keys()
         for k in x:
             np.testing.assert_array_equal(x[k], y[k], err_msg=k)
@@ -163,12 +163,12 @@ def test_each_transform_keeps_image_and_label_aligned():
     ex = coded_example(rng)
     image, label = ex["image"], ex["label"]
     for fn in [
-        lambda i, l: transforms.hflip(i, l),
-        lambda i, l: transforms.crop(i, l, 5, 9, (20, 30)),
-        lambda i, l: transforms.pad_to(i, l, (40, 60), 255),
-        lambda i, l: transforms.resize(i, l, (74, 106)),  # exact 2x: nearest and bilinear agree
-        lambda i, l: transforms.resize(i, l, (19, 27)),
-        lambda i, l: transforms.fit_within(i, l, (30, 30)),
+        lambda i, lab: transforms.hflip(i, lab),
+        lambda i, lab: transforms.crop(i, lab, 5, 9, (20, 30)),
+        lambda i, lab: transforms.pad_to(i, lab, (40, 60), 255),
+        lambda i, lab: transforms.resize(i, lab, (74, 106)),  # exact 2x: nearest and bilinear agree
+        lambda i, lab: transforms.resize(i, lab, (19, 27)),
+        lambda i, lab: transforms.fit_within(i, lab, (30, 30)),
     ]:
         im, lab = fn(image, label)
         assert im.shape[:2] == lab.shape and lab.dtype == np.uint8

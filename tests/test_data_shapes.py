@@ -34,7 +34,7 @@ def test_class_histogram_background_dominates_and_every_class_appears(scenes):
     assert 0.6 < freq[0] < 0.95, freq  # strong imbalance: background well over half
     assert np.all(freq[1:] > 0.005), freq
     # Every image has background, some wire and some speck pixels (unless fully occluded, which is rare).
-    per_image = np.stack([np.bincount(l.ravel(), minlength=shapes.NUM_CLASSES) for l in labels])
+    per_image = np.stack([np.bincount(lab.ravel(), minlength=shapes.NUM_CLASSES) for lab in labels])
     assert np.all(per_image[:, 0] > 0.5 * 64 * 64)
     assert np.mean(per_image[:, 4] > 0) > 0.9 and np.mean(per_image[:, 5] > 0) > 0.9
 

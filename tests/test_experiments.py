@@ -16,7 +16,6 @@ import pytest
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Expansion
 
@@ -26,9 +25,13 @@ def test_ablation_presets_expand_into_valid_configs():
     runs = sweep_lib.expand(sweep)
     labels = {m: {r.arm.label for r in runs if r.arm.model == m} for m in ("unet", "segnet")}
     assert labels["segnet"] == {"bilinear", "max_unpool", "transposed_k4_bilinear"}  # SegNet Table 1 arms
-    assert labels["unet"] == {l for l in ua.METHOD_ARMS if not (l.startswith("transposed") and l.endswith("bilinear"))}
+    assert labels["unet"] == {
+        label for label in ua.METHOD_ARMS if not (label.startswith("transposed") and label.endswith("bilinear"))
+    }
     gpu_labels = {r.arm.key for r in sweep_lib.expand(ua.ablation("gpu"), seeds=[0])}
-    assert gpu_labels == {f"{m}/{l}" for m in ("unet", "segnet") for l in ua.METHOD_ARMS if (m, l) not in ua.EXCLUDED}
+    assert gpu_labels == {
+        f"{m}/{label}" for m in ("unet", "segnet") for label in ua.METHOD_ARMS if (m, label) not in ua.EXCLUDED
+    }
     assert len(runs) == (len(labels["unet"]) + len(labels["segnet"])) * 3
     assert len({r.workdir("OUT") for r in runs}) == len(runs)
     assert len({r.config_hash for r in runs}) == len(runs)  # the seed is part of the config

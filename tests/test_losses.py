@@ -8,7 +8,8 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from segjax import losses
 
@@ -80,7 +81,7 @@ def test_focal_with_gamma_zero_is_cross_entropy_and_confident_pixels_have_finite
     )
     confident = 60.0 * np.eye(C, dtype=np.float32)[np.where(labels == IGNORE, 0, labels)]  # p_t rounds to 1
     for gamma in (0.5, 1.0, 2.0):
-        value, grad = jax.value_and_grad(lambda x: losses.focal_loss(x, labels, gamma=gamma))(confident)
+        value, grad = jax.value_and_grad(functools.partial(losses.focal_loss, labels=labels, gamma=gamma))(confident)
         assert np.isfinite(value) and np.all(np.isfinite(grad)), gamma
 
 
@@ -103,7 +104,10 @@ def test_gradients_match_finite_differences_in_float64():
     config = dict(cross_entropy=0.7, dice=1.3, focal=0.4, focal_gamma=1.5, dice_smooth=0.5)
     with jax.enable_x64(True):
         x = jnp.asarray(logits, jnp.float64)
-        f = lambda x: losses.compute_loss(x, labels, config, class_weights=WEIGHTS)
+
+        def f(x):
+            return losses.compute_loss(x, labels, config, class_weights=WEIGHTS)
+
         grad = np.asarray(jax.jit(jax.grad(f))(x))
         eps = 1e-6
         steps = eps * np.eye(logits.size).reshape((logits.size,) + logits.shape)  # all coordinates at once

@@ -96,7 +96,7 @@ def random_batch(seed, shape=(3, 13, 11)):
 
 def reference_confusion(labels, predictions, num_classes):
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    for label, prediction in zip(labels.ravel(), predictions.ravel()):
+    for label, prediction in zip(labels.ravel(), predictions.ravel(), strict=True):
         if label != IGNORE:
             confusion[label, prediction] += 1
     return confusion
@@ -195,7 +195,7 @@ def reference_boundary_statistics(labels, predictions, num_classes, tolerance):
     keys = ("pred_matched", "pred_total", "gt_matched", "gt_total", "class_f1_sum", "class_image_count")
     out = {key: np.zeros(num_classes) for key in keys}
     out["image_f1_sum"], out["image_count"] = 0.0, 0
-    for gt_image, pred_image in zip(labels, predictions):
+    for gt_image, pred_image in zip(labels, predictions, strict=True):
         valid = gt_image != IGNORE
         gt_b, pred_b = reference_boundary(gt_image, valid), reference_boundary(pred_image, valid)
         image_f1s = []
@@ -203,7 +203,7 @@ def reference_boundary_statistics(labels, predictions, num_classes, tolerance):
             gt_c, pred_c = gt_b & (gt_image == c), pred_b & (pred_image == c)
             pm, pt = reference_matched(pred_c, gt_c, tolerance), pred_c.sum()
             gm, gt = reference_matched(gt_c, pred_c, tolerance), gt_c.sum()
-            for key, value in zip(keys[:4], (pm, pt, gm, gt)):
+            for key, value in zip(keys[:4], (pm, pt, gm, gt), strict=True):
                 out[key][c] += value
             if pt == 0 and gt == 0:
                 f1 = 1.0

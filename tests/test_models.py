@@ -74,28 +74,28 @@ def unet_params(b, d, c, up="transposed", norm="none"):
     """U-Net: per level two 3x3 convs down and up, 2x2 up-conv (or 1x1 projection), 1x1 classifier."""
     bias = norm == "none"
     norm_p = 0 if norm == "none" else 2  # batch norm: scale and bias per channel
-    w = [b * 2**l for l in range(d + 1)]
+    w = [b * 2**lvl for lvl in range(d + 1)]
     total, cin = 0, 3
-    for l in range(d + 1):  # contracting path and bottom
-        total += conv_params(3, cin, w[l], bias) + conv_params(3, w[l], w[l], bias) + 2 * norm_p * w[l]
-        cin = w[l]
-    for l in range(d):
-        total += conv_params(2, w[l + 1], w[l]) if up == "transposed" else conv_params(1, w[l + 1], w[l])
-        total += conv_params(3, 2 * w[l], w[l], bias) + conv_params(3, w[l], w[l], bias) + 2 * norm_p * w[l]
+    for lvl in range(d + 1):  # contracting path and bottom
+        total += conv_params(3, cin, w[lvl], bias) + conv_params(3, w[lvl], w[lvl], bias) + 2 * norm_p * w[lvl]
+        cin = w[lvl]
+    for lvl in range(d):
+        total += conv_params(2, w[lvl + 1], w[lvl]) if up == "transposed" else conv_params(1, w[lvl + 1], w[lvl])
+        total += conv_params(3, 2 * w[lvl], w[lvl], bias) + conv_params(3, w[lvl], w[lvl], bias) + 2 * norm_p * w[lvl]
     return total + conv_params(1, w[0], c)
 
 
 def segnet_params(b, d, c, convs=2):
     """SegNet with batch norm (convs without bias) and max_unpool (no parameters)."""
-    w = [b * 2 ** min(l, 3) for l in range(d)]
+    w = [b * 2 ** min(lvl, 3) for lvl in range(d)]
     total, cin = 0, 3
-    for l in range(d):
+    for lvl in range(d):
         for _ in range(convs):
-            total += conv_params(3, cin, w[l], False) + 2 * w[l]
-            cin = w[l]
-    for l in range(d):
-        outs = [w[l]] * (convs - 1) + [w[max(l - 1, 0)]]
-        cin = w[l]
+            total += conv_params(3, cin, w[lvl], False) + 2 * w[lvl]
+            cin = w[lvl]
+    for lvl in range(d):
+        outs = [w[lvl]] * (convs - 1) + [w[max(lvl - 1, 0)]]
+        cin = w[lvl]
         for o in outs:
             total += conv_params(3, cin, o, False) + 2 * o
             cin = o
@@ -107,10 +107,10 @@ def fcn32s_small_params(b, c):
     transposed conv without bias."""
     w = [b, 2 * b, 4 * b, 8 * b, 8 * b]
     total, cin = 0, 3
-    for l, n in enumerate((1, 1, 2, 2, 2)):
+    for lvl, n in enumerate((1, 1, 2, 2, 2)):
         for _ in range(n):
-            total += conv_params(3, cin, w[l])
-            cin = w[l]
+            total += conv_params(3, cin, w[lvl])
+            cin = w[lvl]
     total += conv_params(3, w[4], 128) + conv_params(1, 128, 128) + conv_params(1, 128, c)
     return total + 64 * 64 * c * c
 
@@ -320,7 +320,7 @@ def test_batch_norm_matches_flax_batch_norm(shape):
 
     got = jax.jit(lambda: run(ours, {"train": True}, {"train": False}))()
     want = jax.jit(lambda: run(ref, {"use_running_average": False}, {"use_running_average": True}))()
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
 
 
@@ -341,7 +341,7 @@ def test_batch_norm_statistics_are_synchronised_over_devices():
     )
     plogits, pupdates = step(variables, x.reshape(2, 2, 8, 8, 3))
     np.testing.assert_allclose(plogits.reshape(logits.shape), logits, rtol=2e-5, atol=2e-5)
-    for got, want in zip(jax.tree.leaves(pupdates), jax.tree.leaves(updates)):
+    for got, want in zip(jax.tree.leaves(pupdates), jax.tree.leaves(updates), strict=True):
         np.testing.assert_allclose(got[0], want, rtol=2e-5, atol=2e-6)
         np.testing.assert_allclose(got[1], want, rtol=2e-5, atol=2e-6)
 
@@ -361,7 +361,7 @@ def test_batch_norm_statistics_are_synchronised_over_devices():
         lambda v, x, c: grads(synced, v, x, c), axis_name="devices", in_axes=(None, 0, 0), devices=devices
     )(variables, x.reshape(2, 2, 8, 8, 3), cotangent.reshape((2, 2) + logits.shape[1:]))
     np.testing.assert_allclose(pg_x.reshape(g_x.shape), g_x, rtol=1e-4, atol=1e-6)
-    for got, want in zip(jax.tree.leaves(pg_params), jax.tree.leaves(g_params)):
+    for got, want in zip(jax.tree.leaves(pg_params), jax.tree.leaves(g_params), strict=True):
         np.testing.assert_allclose(got.sum(0), want, rtol=1e-4, atol=1e-5)
 
 

@@ -36,7 +36,7 @@ def _check(x_shape, kernel_shape, stride, padding, seed=0):
     cotangent = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
     ref = _value_and_grads(_reference, x, kernel, cotangent, stride, padding)
     ours = _value_and_grads(_ours, x, kernel, cotangent, stride, padding)
-    for name, a, b in zip(("output", "d/dx", "d/dkernel"), ours, ref):
+    for name, a, b in zip(("output", "d/dx", "d/dkernel"), ours, ref, strict=True):
         assert a.shape == b.shape, name
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
 

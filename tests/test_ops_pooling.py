@@ -111,7 +111,7 @@ def test_max_unpool_matches_numpy(window, stride, size, assume_in_cell):
         ref_flat = np_unpool(values, indices, *size).reshape(2, -1, 3)
         np.testing.assert_array_equal(y_flat[counts <= 1], ref_flat[counts <= 1])
         vals = values.reshape(2, -1, 3)
-        for b, k, ch in zip(*np.nonzero(counts > 1)):
+        for b, k, ch in zip(*np.nonzero(counts > 1), strict=True):
             assert y_flat[b, k, ch] in vals[b][flat_idx[b, :, ch] == k, ch]
         # Gradient of values whose index is written once: the cotangent at that index.
         unique = np.take_along_axis(counts, flat_idx, axis=1) == 1

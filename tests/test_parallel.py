@@ -92,7 +92,7 @@ def test_losses_and_metrics_match_single_device(runs, mode):
     single, other = runs["single"][0], runs[mode][0]
     np.testing.assert_allclose([m["loss"] for m in other], [m["loss"] for m in single], rtol=1e-5)
     np.testing.assert_allclose([m["grad_norm"] for m in other], [m["grad_norm"] for m in single], rtol=1e-4)
-    for a, b in zip(single, other):
+    for a, b in zip(single, other, strict=True):
         np.testing.assert_array_equal(a["confusion"], b["confusion"])
     # The confusion matrix counts every non-ignored pixel of the global batch once.
     assert single[0]["confusion"].sum() == 8 * 7 * 9 - 3 * 4 * 9

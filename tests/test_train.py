@@ -102,7 +102,10 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(uninterrupted, tmp_pa
         (state_a.params, state_a.batch_stats, state_a.opt_state, state_a.rng),
         (state_b.params, state_b.batch_stats, state_b.opt_state, state_b.rng),
     )
-    loss = lambda w: [r["loss"] for r in read_metrics(w) if r["split"] == "train" and r["step"] == 4]
+
+    def loss(w):
+        return [r["loss"] for r in read_metrics(w) if r["split"] == "train" and r["step"] == 4]
+
     np.testing.assert_allclose(loss(workdir_b)[-1], loss(workdir_a)[-1], rtol=1e-5)
     np.testing.assert_array_equal(scores_b["confusion_matrix"], scores_a["confusion_matrix"])
 

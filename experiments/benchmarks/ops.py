@@ -54,7 +54,7 @@ def time_jax(fn, args, repeats, backward):
         def fwd_bwd(cotangent, *args):
             def of_floats(*floats):
                 full = list(args)
-                for i, a in zip(float_args, floats):
+                for i, a in zip(float_args, floats, strict=True):
                     full[i] = a
                 return fn(*full)
 
@@ -62,10 +62,15 @@ def time_jax(fn, args, repeats, backward):
             return y, vjp(cotangent)
 
         step = jax.jit(fwd_bwd)
-        run = lambda: jax.block_until_ready(step(cotangent, *args))
+
+        def run():
+            return jax.block_until_ready(step(cotangent, *args))
     else:
         fwd = jax.jit(fn)
-        run = lambda: jax.block_until_ready(fwd(*args))
+
+        def run():
+            return jax.block_until_ready(fwd(*args))
+
     return _median_seconds(run, repeats)
 
 
@@ -115,7 +120,10 @@ def conv_transpose_cases(x, k):
     }
     # torch padding / output_padding giving the same 2H x 2W output as SAME.
     pad, out_pad = {2: (0, 0), 3: (1, 1), 4: (1, 0)}[k]
-    torch_fn = lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=pad, output_padding=out_pad)
+
+    def torch_fn(x, w):
+        return F.conv_transpose2d(x, w, stride=2, padding=pad, output_padding=out_pad)
+
     return (
         f"conv_transpose k={k} s=2",
         lambda x, w: ops.conv_transpose(x, w, 2, "SAME"),
@@ -147,7 +155,10 @@ def _stock_unpool(values, indices, size):
 
 def pool_unpool_case(x):
     size = x.shape[1:3]
-    segjax_fn = lambda x: ops.max_unpool(*ops.max_pool_with_indices(x), size)
+
+    def segjax_fn(x):
+        return ops.max_unpool(*ops.max_pool_with_indices(x), size)
+
     stock = {"nn.max_pool+scatter": lambda x: _stock_unpool(*_stock_pool_with_indices(x), size)}
 
     def torch_fn(x):
@@ -173,7 +184,10 @@ def resize_case(x, method):
     fn = {"nearest": ops.nearest_upsample, "bilinear": ops.bilinear_upsample}[method]
     stock = {"jax.image.resize": lambda x: jax.image.resize(x, (n, 2 * h, 2 * w, c), method)}
     kwargs = dict(align_corners=False) if method == "bilinear" else {}
-    torch_fn = lambda x: F.interpolate(x, scale_factor=2, mode=method, **kwargs)
+
+    def torch_fn(x):
+        return F.interpolate(x, scale_factor=2, mode=method, **kwargs)
+
     return (f"{method}_upsample x2", lambda x: fn(x, 2), stock, "F.interpolate", torch_fn, (x,))
 
 
@@ -227,7 +241,9 @@ def batch_norm_case(x):
         )
         return jax.nn.relu(y)
 
-    torch_fn = lambda x, scale, bias: F.relu(F.batch_norm(x, None, None, scale, bias, training=True))
+    def torch_fn(x, scale, bias):
+        return F.relu(F.batch_norm(x, None, None, scale, bias, training=True))
+
     return (
         "batch_norm+relu (train)",
         lambda x, scale, bias: jax.nn.relu(layers.batch_norm_train(x, scale, bias)[0]),

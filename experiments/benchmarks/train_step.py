@@ -45,12 +45,14 @@ def conv_block(cin, widths):
 class TorchUNet(tnn.Module):
     def __init__(self, num_classes, base, depth, dropout=0.5):
         super().__init__()
-        w = [base * 2**l for l in range(depth + 1)]
-        self.down = tnn.ModuleList([conv_block(3 if l == 0 else w[l - 1], (w[l], w[l])) for l in range(depth)])
+        w = [base * 2**lvl for lvl in range(depth + 1)]
+        self.down = tnn.ModuleList(
+            [conv_block(3 if lvl == 0 else w[lvl - 1], (w[lvl], w[lvl])) for lvl in range(depth)]
+        )
         self.bottom = conv_block(w[depth - 1], (w[depth], w[depth]))
         self.drop = tnn.Dropout(dropout)
-        self.up = tnn.ModuleList([tnn.ConvTranspose2d(w[l + 1], w[l], 2, stride=2) for l in range(depth)])
-        self.upblock = tnn.ModuleList([conv_block(2 * w[l], (w[l], w[l])) for l in range(depth)])
+        self.up = tnn.ModuleList([tnn.ConvTranspose2d(w[lvl + 1], w[lvl], 2, stride=2) for lvl in range(depth)])
+        self.upblock = tnn.ModuleList([conv_block(2 * w[lvl], (w[lvl], w[lvl])) for lvl in range(depth)])
         self.classifier = tnn.Conv2d(w[0], num_classes, 1)
 
     def forward(self, x):
@@ -60,18 +62,20 @@ class TorchUNet(tnn.Module):
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.drop(self.bottom(x))
-        for l in reversed(range(len(self.down))):
-            x = self.upblock[l](torch.cat([skips[l], self.up[l](x)], 1))
+        for lvl in reversed(range(len(self.down))):
+            x = self.upblock[lvl](torch.cat([skips[lvl], self.up[lvl](x)], 1))
         return self.classifier(x)
 
 
 class TorchSegNet(tnn.Module):
     def __init__(self, num_classes, base, depth, convs):
         super().__init__()
-        w = [base * 2 ** min(l, 3) for l in range(depth)]
-        self.enc = tnn.ModuleList([conv_block(3 if l == 0 else w[l - 1], (w[l],) * convs[l]) for l in range(depth)])
+        w = [base * 2 ** min(lvl, 3) for lvl in range(depth)]
+        self.enc = tnn.ModuleList(
+            [conv_block(3 if lvl == 0 else w[lvl - 1], (w[lvl],) * convs[lvl]) for lvl in range(depth)]
+        )
         self.dec = tnn.ModuleList(
-            [conv_block(w[l], (w[l],) * (convs[l] - 1) + (w[max(l - 1, 0)],)) for l in range(depth)]
+            [conv_block(w[lvl], (w[lvl],) * (convs[lvl] - 1) + (w[max(lvl - 1, 0)],)) for lvl in range(depth)]
         )
         self.classifier = tnn.Conv2d(w[0], num_classes, 1)
 
@@ -82,9 +86,9 @@ class TorchSegNet(tnn.Module):
             size = x.shape[-2:]
             x, idx = F.max_pool2d(x, 2, return_indices=True)
             pooled.append((idx, size))
-        for l in reversed(range(len(self.enc))):
-            idx, size = pooled[l]
-            x = self.dec[l](F.max_unpool2d(x, idx, 2, output_size=size))
+        for lvl in reversed(range(len(self.enc))):
+            idx, size = pooled[lvl]
+            x = self.dec[lvl](F.max_unpool2d(x, idx, 2, output_size=size))
         return self.classifier(x)
 
 
@@ -99,7 +103,7 @@ def torch_model(name, cfg, num_classes):
         return TorchUNet(num_classes, cfg["base_width"], cfg["depth"])
     convs = models.PRESETS["segnet"]["paper"]["convs"]
     return TorchSegNet(
-        num_classes, cfg["base_width"], cfg["depth"], [convs[l % len(convs)] for l in range(cfg["depth"])]
+        num_classes, cfg["base_width"], cfg["depth"], [convs[lvl % len(convs)] for lvl in range(cfg["depth"])]
     )
 
 
@@ -192,7 +196,7 @@ def bench_one(name, cfg, size, batch, num_classes, steps, rounds):
     jax_ips = batch / statistics.median(t_jax)
     # The ratio is the median of the rounds' own ratios: each pairs runs seconds apart, so a slow spell of
     # the (shared, virtual) machine cancels out instead of landing on one side's median.
-    ratio = statistics.median(t / j for t, j in zip(t_torch, t_jax))
+    ratio = statistics.median(t / j for t, j in zip(t_torch, t_jax, strict=True))
     return dict(
         model=name,
         size=size,
@@ -237,7 +241,8 @@ def main():
             r = bench_one(name, cfgs[name], size, args.batch, args.classes, args.steps, args.rounds)
             print(
                 f"{r['model']:8} {r['size']:>5} {r['params']:>10,} {r['torch_ips']:>12.2f} "
-                f"{r['jax_ips']:>13.2f} {r['ratio']:>6.2f} {r['compile_s']:>10.2f} {r['compile_cpu_s']:>8.2f} {r['xla_mb']:>8.0f}",
+                f"{r['jax_ips']:>13.2f} {r['ratio']:>6.2f} {r['compile_s']:>10.2f} {r['compile_cpu_s']:>8.2f} "
+                f"{r['xla_mb']:>8.0f}",
                 flush=True,
             )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -9,7 +9,7 @@ class of ADE20K) becomes ignore, every other value v becomes v - 1, and 255 stay
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

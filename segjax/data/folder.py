@@ -19,10 +19,10 @@ import hashlib
 import io
 import os
 
-from etils import epath
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "validation", "test")

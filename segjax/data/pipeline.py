@@ -13,18 +13,17 @@ import importlib.resources
 import importlib.util
 import math
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from absl import flags
 import grain.python as grain
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags
 
-from segjax.data import catalog
+from segjax.data import catalog, shapes, transforms
 from segjax.data import folder as folder_lib
-from segjax.data import shapes
-from segjax.data import transforms
 
 
 def default_data_config() -> ml_collections.ConfigDict:

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 CLASS_NAMES = ("background", "disc", "box", "triangle", "wire", "speck")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -72,7 +72,7 @@ def _rotated(xx, yy, cx, cy, angle):
 def _segment_distance(xx, yy, points: np.ndarray) -> np.ndarray:
     """Distance from every pixel centre to a polyline given as (K, 2) points (x, y)."""
     best = np.full(xx.shape, np.inf)
-    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
+    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
         vx, vy = x1 - x0, y1 - y0
         t = np.clip(((xx - x0) * vx + (yy - y0) * vy) / max(vx * vx + vy * vy, 1e-9), 0.0, 1.0)
         best = np.minimum(best, np.hypot(xx - (x0 + t * vx), yy - (y0 + t * vy)))
@@ -187,7 +187,9 @@ def shapes_config(
             f"segjax_shapes resolution {resolution!r} is not available; choose one of {sorted(DEFAULT_SIZES)}"
         )
     defaults = DEFAULT_SIZES[resolution]
-    sizes = tuple(d if n is None else int(n) for n, d in zip((num_train, num_validation, num_test), defaults))
+    sizes = tuple(
+        d if n is None else int(n) for n, d in zip((num_train, num_validation, num_test), defaults, strict=True)
+    )
     if min(sizes) < 1:
         raise ValueError(f"segjax_shapes split sizes must be positive, got {sizes}")
     name = str(resolution)

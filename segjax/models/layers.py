@@ -228,7 +228,7 @@ def pad_to_multiple(x, multiple: int):
 # --------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _index_free_methods() -> tuple[str, ...]:
     return tuple(m for m in ops.METHODS if not ops.needs_indices(m))
 

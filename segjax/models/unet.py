@@ -13,8 +13,8 @@ convolution before upsampling (see `UpStep`); max_unpool uses the indices of the
 
 from typing import ClassVar
 
-from flax import linen as nn
 import jax.numpy as jnp
+from flax import linen as nn
 
 from segjax.models.base import EncoderDecoder
 from segjax.models.layers import Conv, ConvBlock, max_pool

@@ -147,7 +147,7 @@ def conv_transpose(x, kernel, stride, padding="SAME", precision=None):
     kh, kw, cin, cout = kernel.shape
     ph, pw = (
         _axis_plan(size, k, s, *transpose_padding(k, s, pad))
-        for size, k, s, pad in zip(x.shape[1:3], (kh, kw), strides, pads)
+        for size, k, s, pad in zip(x.shape[1:3], (kh, kw), strides, pads, strict=True)
     )
     x_pad = lax.pad(
         x,

@@ -28,7 +28,10 @@ def bilinear_kernel(size: int, channels: int, dtype=jnp.float32):
     return jnp.asarray(kernel, dtype)
 
 
-def icnr_init(base_init=nn.initializers.lecun_normal(), *, factor: int):
+_LECUN_NORMAL = nn.initializers.lecun_normal()
+
+
+def icnr_init(base_init=_LECUN_NORMAL, *, factor: int):
     """ICNR (Aitken et al. 2017) initialiser for the convolution in front of `pixel_shuffle(., factor)`.
 
     Draws one sub-kernel (kh, kw, Cin, Cout / factor**2) from `base_init` and repeats it for the factor**2

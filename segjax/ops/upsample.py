@@ -134,7 +134,9 @@ class Upsample(nn.Module):
                         f"Upsample(method='transposed', weight_init='bilinear') upsamples each "
                         f"channel on its own: features ({self.features}) must equal input channels ({c})."
                     )
-                kernel_init = lambda key, shape, dtype=jnp.float32: bilinear_kernel(shape[0], c, dtype)
+
+                def kernel_init(key, shape, dtype=jnp.float32):
+                    return bilinear_kernel(shape[0], c, dtype)
             else:
                 kernel_init = nn.initializers.lecun_normal()
             kernel = self.param("kernel", kernel_init, (kernel_size, kernel_size, c, self.features), jnp.float32)
