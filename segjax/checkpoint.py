@@ -49,11 +49,7 @@ class Checkpointer:
             options = ocp.CheckpointManagerOptions(
                 preservation_policy=policy, best_fn=_best_metric, best_mode="max", create=True
             )
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=options,
-            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
-        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=_handler_registry())
 
     # --- queries --------------------------------------------------------------------------------------------------
     def all_steps(self) -> list[int]:
@@ -129,6 +125,18 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """The two items of a checkpoint and their handlers, for saving and restoring."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item, handler, save, restore in (
+        ("state", ocp.StandardCheckpointHandler(), ocp.args.StandardSave, ocp.args.StandardRestore),
+        ("meta", ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore),
+    ):
+        registry.add(item, save, handler)
+        registry.add(item, restore, handler)
+    return registry
 
 
 def _best_metric(metrics: dict) -> float:

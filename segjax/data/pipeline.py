@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import grain.python as grain
+import grain
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
