@@ -190,8 +190,7 @@ def initial_and_trained_variables(config, info, model, workdir: pathlib.Path) ->
     from segjax import experiment
     from segjax.checkpoint import Checkpointer
 
-    tx, _ = experiment.build_optimizer(config)
-    fresh = experiment.initial_state(config, info, model, tx)
+    fresh = experiment.initial_state(config, info, model)
     checkpoints = Checkpointer(str(workdir), read_only=True)
     try:
         trained, meta = checkpoints.restore(checkpoints.resolve_step("latest"), fresh)

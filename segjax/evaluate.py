@@ -13,7 +13,6 @@ print one clear message and exit with status 2 without writing anything.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from segjax import checkpoint as checkpoint_lib
 from segjax import config_utils, parallel
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
-from segjax.experiment import abstract_state, build_model, build_optimizer
+from segjax.experiment import abstract_state, build_model
 
 
 def _eval_batch(batch: dict) -> dict:
@@ -35,25 +34,6 @@ def _eval_batch(batch: dict) -> dict:
     out = {"image": batch["image"], "label": batch["label"]}
     out["valid"] = batch["valid"] if "valid" in batch else np.ones(len(batch["image"]), bool)
     return out
-
-
-@functools.lru_cache(maxsize=16)
-def _wrapped_eval_step(dp, model, num_classes, ignore_index, tolerance):
-    """One wrapped (hence compiled) evaluation step per setting, reused by every validation of a process."""
-    return dp.wrap(
-        functools.partial(
-            parallel.eval_step,
-            model=model,
-            num_classes=num_classes,
-            ignore_index=ignore_index,
-            boundary_tolerance=tolerance,
-        )
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _wrapped_predict_step(dp, model):
-    return dp.wrap(functools.partial(parallel.predict_step, model=model), per_example=True)
 
 
 def evaluate_split(
@@ -84,13 +64,13 @@ def evaluate_split(
             tolerance = config.eval.boundary_tolerance
             if tolerance is None:
                 tolerance = metrics_lib.segnet_boundary_tolerance(*batch["label"].shape[1:3])
-            step_fn = _wrapped_eval_step(dp, model, num_classes, ignore_index, int(tolerance))
+            step_fn = dp.wrap(parallel.EvalStep(model, num_classes, ignore_index, int(tolerance)))
         sharded = dp.shard_batch(batch)
         stats = step_fn(state, sharded)
         totals = stats if totals is None else jax.tree.map(lambda a, b: a + b, totals, stats)
         if sum(len(e["image"]) for e in examples) < collect_examples:
             if predict_fn is None:
-                predict_fn = _wrapped_predict_step(dp, model)
+                predict_fn = dp.wrap(parallel.PredictStep(model), per_example=True)
             predictions = dp.gather_examples(predict_fn(state, sharded))
             keep = batch["valid"]
             examples.append(
@@ -280,11 +260,10 @@ def evaluate_checkpoint(
         split = split or info.eval_split
         if split not in info.num_examples:
             raise EvalError(f"Split {split!r} does not exist in {info.name}; available: {sorted(info.num_examples)}.")
-        dp = parallel.DataParallel(config.parallelism, config.num_devices)
+        dp = parallel.data_parallel(config.parallelism, config.num_devices)
         dp.check_batch_size(config.eval_batch_size, "eval_batch_size")
         model = build_model(config, info.num_classes)
-        tx, _ = build_optimizer(config)
-        state, _ = checkpoints.restore(resolved, abstract_state(config, info, model, tx))
+        state, _ = checkpoints.restore(resolved, abstract_state(config, info, model))
     except checkpoint_lib.CheckpointError as e:
         raise EvalError(str(e)) from None
     finally:

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 __all__ = [
+    "LossSpec",
     "default_loss_config",
     "compute_loss",
     "loss_terms",
@@ -39,35 +40,78 @@ LOSS_NAMES = ("cross_entropy", "dice", "focal")
 CLASS_WEIGHTINGS = ("none", "median_frequency")
 
 
-def default_loss_config() -> ml_collections.ConfigDict:
-    """Defaults of the `loss` config: weights of each loss in the total, and their options.
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """The loss of a run: weights of each loss in the total and their options; frozen and hashable.
+
+    Parsed once on the host from the `loss` config section (`LossSpec.from_config`) and passed whole to
+    `compute_loss`, so a traced step reads plain Python floats and nothing is parsed inside it.
 
     cross_entropy / dice / focal: weight of that loss in the sum (0 disables it).
     focal_gamma: focusing parameter gamma of the focal loss (Lin et al. use 2; 0 gives cross-entropy).
     dice_smooth: epsilon added to the numerator and denominator of each class's Dice ratio.
     class_weighting: 'none', 'median_frequency' (SegNet; weights computed from the training set's class pixel
-      counts by `median_frequency_weights` and passed to `compute_loss` as `class_weights`), or explicit
-      weights, one per class, as a comma-separated string (e.g. '0.5,1,2'; what `--config.loss.class_weighting=`
-      accepts) or a list.
+      counts by `median_frequency_weights`, then fixed with `with_class_weights`), or one weight per class: a
+      tuple, or a comma-separated string such as '0.5,1,2' (what `--config.loss.class_weighting=` accepts).
     """
-    return ml_collections.ConfigDict(
-        {
-            "cross_entropy": 1.0,
-            "dice": 0.0,
-            "focal": 0.0,
-            "focal_gamma": 2.0,
-            "dice_smooth": 1.0,
-            "class_weighting": "none",
-        }
-    )
+
+    cross_entropy: float = 1.0
+    dice: float = 0.0
+    focal: float = 0.0
+    focal_gamma: float = 2.0
+    dice_smooth: float = 1.0
+    class_weighting: str | tuple[float, ...] = "none"
+
+    def __post_init__(self):
+        for name in LOSS_NAMES:
+            weight = getattr(self, name)
+            if not _is_real(weight) or not np.isfinite(weight) or weight < 0:
+                raise ValueError(f"loss.{name}={weight!r} must be a finite weight >= 0.")
+        if not any(self.weights.values()):
+            raise ValueError(
+                f"All loss weights are 0 ({self.weights}); give at least one of {LOSS_NAMES} a weight > 0."
+            )
+        if not _is_real(self.focal_gamma) or not self.focal_gamma >= 0:
+            raise ValueError(f"loss.focal_gamma={self.focal_gamma!r} must be a number >= 0 (2.0 in Lin et al.).")
+        if not _is_real(self.dice_smooth) or not self.dice_smooth > 0:
+            raise ValueError(f"loss.dice_smooth={self.dice_smooth!r} must be a number > 0 (e.g. 1.0).")
+        for name in (*LOSS_NAMES, "focal_gamma", "dice_smooth"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "class_weighting", _parse_class_weighting(self.class_weighting))
+
+    @classmethod
+    def from_config(cls, loss_config) -> LossSpec:
+        """The spec of a `loss` config section (ConfigDict or dict; missing keys take the defaults)."""
+        if isinstance(loss_config, cls):
+            return loss_config
+        if not isinstance(loss_config, Mapping | ml_collections.ConfigDict):
+            raise ValueError(f"loss_config must be a ConfigDict or dict, got {type(loss_config).__name__}.")
+        given = dict(loss_config.items())
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(given) - set(valid))
+        if unknown:
+            raise ValueError(f"Unknown loss config key(s) {unknown}; valid keys: {valid}.")
+        return cls(**given)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Loss name -> weight in the total."""
+        return {name: getattr(self, name) for name in LOSS_NAMES}
+
+    def with_class_weights(self, class_weights) -> LossSpec:
+        """This spec with class_weighting fixed to explicit per-class weights (None: unchanged)."""
+        if class_weights is None:
+            return self
+        return dataclasses.replace(self, class_weighting=tuple(float(w) for w in np.asarray(class_weights).ravel()))
 
 
-@dataclasses.dataclass(frozen=True)
-class _LossSpec:
-    weights: dict  # loss name -> weight in the total
-    focal_gamma: float
-    dice_smooth: float
-    class_weighting: str | tuple  # 'none' | 'median_frequency' | tuple of floats
+def default_loss_config() -> ml_collections.ConfigDict:
+    """The `loss` config section: the fields of `LossSpec` with its defaults."""
+    return ml_collections.ConfigDict(dataclasses.asdict(LossSpec()))
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _parse_class_weighting(value):
@@ -88,33 +132,6 @@ def _parse_class_weighting(value):
         f"loss.class_weighting={value!r} is not valid: use one of {CLASS_WEIGHTINGS} or one weight "
         "per class as a comma-separated string such as '0.5,1,2' (or a list)."
     )
-
-
-def _parse_config(loss_config) -> _LossSpec:
-    if not isinstance(loss_config, Mapping | ml_collections.ConfigDict):
-        raise ValueError(
-            f"loss_config must be a ConfigDict or dict (see default_loss_config()), got {type(loss_config).__name__}."
-        )
-    config = dict(default_loss_config())
-    given = dict(loss_config.items())
-    unknown = sorted(set(given) - set(config))
-    if unknown:
-        raise ValueError(f"Unknown loss config key(s) {unknown}; valid keys: {sorted(config)}.")
-    config.update(given)
-    weights = {}
-    for name in LOSS_NAMES:
-        weight = config[name]
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not np.isfinite(weight) or weight < 0:
-            raise ValueError(f"loss.{name}={weight!r} must be a finite weight >= 0.")
-        weights[name] = float(weight)
-    if not any(weights.values()):
-        raise ValueError(f"All loss weights are 0 ({weights}); give at least one of {LOSS_NAMES} a weight > 0.")
-    gamma, smooth = config["focal_gamma"], config["dice_smooth"]
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not gamma >= 0:
-        raise ValueError(f"loss.focal_gamma={gamma!r} must be a number >= 0 (2.0 in Lin et al.).")
-    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Real) or not smooth > 0:
-        raise ValueError(f"loss.dice_smooth={smooth!r} must be a number > 0 (e.g. 1.0).")
-    return _LossSpec(weights, float(gamma), float(smooth), _parse_class_weighting(config["class_weighting"]))
 
 
 def _check_weight_vector(weights, num_classes: int, what: str) -> np.ndarray:
@@ -173,13 +190,13 @@ def class_pixel_statistics(labels, num_classes: int, ignore_index: int = 255):
     return per_image.sum(0), jnp.where(per_image > 0, valid_pixels, 0).sum(0)
 
 
-def resolve_class_weights(loss_config, num_classes: int, class_pixel_counts=None, image_pixel_counts=None):
-    """The class weights `loss_config.class_weighting` asks for: None, or a float32 (C,) numpy array.
+def resolve_class_weights(spec: LossSpec, num_classes: int, class_pixel_counts=None, image_pixel_counts=None):
+    """The class weights `spec.class_weighting` asks for: None, or a float32 (C,) numpy array.
 
     'median_frequency' needs the training set's class_pixel_counts (and image_pixel_counts), see
     `median_frequency_weights`.
     """
-    weighting = _parse_config(loss_config).class_weighting
+    weighting = spec.class_weighting
     if weighting == "none":
         return None
     if weighting == "median_frequency":
@@ -313,7 +330,7 @@ def dice_loss(logits, labels, *, smooth=1.0, ignore_index=255, class_weights=Non
     return _poison(value / devices + linear, bad)
 
 
-def _resolve_weights_for_loss(spec: _LossSpec, class_weights, num_classes):
+def _resolve_weights_for_loss(spec: LossSpec, class_weights, num_classes):
     if class_weights is not None:
         if isinstance(class_weights, jax.Array):  # possibly traced: only the shape can be checked
             if class_weights.shape != (num_classes,):
@@ -324,43 +341,47 @@ def _resolve_weights_for_loss(spec: _LossSpec, class_weights, num_classes):
         return None
     if spec.class_weighting == "median_frequency":
         raise ValueError(
-            "loss.class_weighting='median_frequency' needs class_weights: compute them once with "
-            "resolve_class_weights(loss_config, num_classes, class_pixel_counts, image_pixel_counts) "
-            "and pass class_weights=... to compute_loss."
+            "loss.class_weighting='median_frequency' needs class weights: compute them once with "
+            "resolve_class_weights(spec, num_classes, class_pixel_counts, image_pixel_counts) and pass "
+            "spec.with_class_weights(weights) (or class_weights=...) to compute_loss."
         )
     return jnp.asarray(_check_weight_vector(spec.class_weighting, num_classes, "loss.class_weighting"), jnp.float32)
 
 
-def loss_terms(logits, labels, loss_config, *, ignore_index=255, class_weights=None, axis_name=None) -> dict:
-    """The unweighted losses that loss_config enables (weight > 0), by name; see `compute_loss`."""
-    spec = _parse_config(loss_config)
-    weights = _resolve_weights_for_loss(spec, class_weights, jnp.shape(logits)[-1])
+def loss_terms(logits, labels, spec: LossSpec, *, ignore_index=255, class_weights=None, axis_name=None) -> dict:
+    """The unweighted losses that `spec` enables (weight > 0), by name; see `compute_loss`."""
+    weights = _resolve_weights_for_loss(_as_spec(spec), class_weights, jnp.shape(logits)[-1])
     common = dict(ignore_index=ignore_index, class_weights=weights, axis_name=axis_name)
     terms = {}
-    if spec.weights["cross_entropy"]:
+    if spec.cross_entropy:
         terms["cross_entropy"] = cross_entropy_loss(logits, labels, **common)
-    if spec.weights["dice"]:
+    if spec.dice:
         terms["dice"] = dice_loss(logits, labels, smooth=spec.dice_smooth, **common)
-    if spec.weights["focal"]:
+    if spec.focal:
         terms["focal"] = focal_loss(logits, labels, gamma=spec.focal_gamma, **common)
     return terms
 
 
-def compute_loss(logits, labels, loss_config, *, ignore_index=255, class_weights=None, axis_name=None):
-    """Weighted sum of the losses in loss_config: cross_entropy * CE + dice * Dice + focal * Focal.
+def compute_loss(logits, labels, spec: LossSpec, *, ignore_index=255, class_weights=None, axis_name=None):
+    """Weighted sum of the losses of `spec`: cross_entropy * CE + dice * Dice + focal * Focal.
 
     Args:
       logits: float (N, H, W, C). labels: int (N, H, W), `ignore_index` where not evaluated.
-      loss_config: ConfigDict or dict with the keys of `default_loss_config()` (missing keys take the defaults).
-      class_weights: float (C,) weights of the classes; overrides loss_config.class_weighting (which must be
-        resolved to weights with `resolve_class_weights` when it is 'median_frequency').
+      spec: the LossSpec (`LossSpec.from_config(config.loss)`).
+      class_weights: float (C,) weights of the classes; overrides spec.class_weighting (which must be resolved to
+        weights, `resolve_class_weights` and `with_class_weights`, when it is 'median_frequency').
       axis_name: inside pmap / shard_map, the axis the global batch is split over. The returned per-device value
         sums over that axis to the global-batch loss, and so do its gradients (psum them, do not pmean them).
 
     Returns a float32 scalar; NaN if a label is outside [0, C) and not ignore_index.
     """
-    spec = _parse_config(loss_config)
     terms = loss_terms(
-        logits, labels, loss_config, ignore_index=ignore_index, class_weights=class_weights, axis_name=axis_name
+        logits, labels, spec, ignore_index=ignore_index, class_weights=class_weights, axis_name=axis_name
     )
     return sum(spec.weights[name] * value for name, value in terms.items())
+
+
+def _as_spec(spec) -> LossSpec:
+    if not isinstance(spec, LossSpec):
+        raise TypeError(f"Expected a LossSpec (LossSpec.from_config(config.loss)), got {type(spec).__name__}.")
+    return spec

@@ -1,17 +1,22 @@
-"""Optimizers and learning-rate schedules built from the config (optax).
+"""Optimizers and learning-rate schedules (optax), built from frozen, hashable specs of the config.
 
-`config.optimizer` chooses the update rule, `config.schedule` the learning-rate curve; both are documented key by
-key in docs/config_reference.md. Weight decay never applies to biases or normalisation scales/offsets (any
-parameter with fewer than two dimensions), as is standard for convolutional networks.
+`OptimizerSpec.from_config(config.optimizer)` chooses the update rule and `ScheduleSpec.from_config(config)` the
+learning-rate curve (it needs `num_train_steps`); both are validated when made and documented key by key in
+docs/config_reference.md. The specs, not the config, travel into the training step, so equal settings give equal
+(hashable) steps that share one compilation. Weight decay never applies to biases or normalisation scales/offsets
+(any parameter with fewer than two dimensions), as is standard for convolutional networks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import ml_collections
 import optax
+from ml_collections import config_dict
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "poly", "warmup_cosine")
@@ -22,7 +27,75 @@ def _check_choice(kind: str, value: str, valid: tuple[str, ...]) -> None:
         raise ValueError(f"Unknown {kind} {value!r}; valid choices: {', '.join(valid)}.")
 
 
-def create_schedule(schedule_config, learning_rate: float, num_train_steps: int) -> optax.Schedule:
+def _fields_of(cls, section, where: str) -> dict:
+    """The keys of a config section that are fields of `cls`; an unknown key is an error naming the valid ones."""
+    given = dict(section.items())
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"Unknown {where} key(s) {unknown}; valid keys: {valid}.")
+    return given
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """config.optimizer: the update rule and its hyperparameters (see docs/config_reference.md)."""
+
+    name: str = "adamw"
+    learning_rate: float = 1e-3  # peak learning rate
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd
+    b1: float = 0.9  # adam/adamw
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 1e-4  # never applied to biases and norm parameters
+    grad_clip_norm: float | None = None  # clip by global norm; None or 0: off
+
+    def __post_init__(self):
+        _check_choice("optimizer", self.name, OPTIMIZERS)
+        if not float(self.learning_rate) > 0:
+            raise ValueError(f"optimizer.learning_rate={self.learning_rate} must be positive.")
+        if float(self.weight_decay or 0.0) < 0:
+            raise ValueError(f"optimizer.weight_decay={self.weight_decay} must be >= 0.")
+        for name in ("learning_rate", "momentum", "b1", "b2", "eps"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "weight_decay", float(self.weight_decay or 0.0))
+        object.__setattr__(self, "nesterov", bool(self.nesterov))
+        object.__setattr__(self, "grad_clip_norm", float(self.grad_clip_norm) if self.grad_clip_norm else None)
+
+    @classmethod
+    def from_config(cls, optimizer_config) -> OptimizerSpec:
+        return cls(**_fields_of(cls, optimizer_config, "optimizer"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSpec:
+    """config.schedule plus config.num_train_steps: the learning-rate curve over the run."""
+
+    num_train_steps: int
+    name: str = "warmup_cosine"
+    warmup_steps: int = 100  # linear warmup from learning_rate / warmup_steps
+    poly_power: float = 0.9  # 'poly': lr * (1 - t/T)^power
+    end_learning_rate_factor: float = 0.0  # final lr = factor * learning_rate ('poly', 'warmup_cosine')
+
+    def __post_init__(self):
+        _check_choice("schedule", self.name, SCHEDULES)
+        warmup = int(self.warmup_steps)
+        if warmup < 0 or warmup >= max(self.num_train_steps, 1):
+            raise ValueError(
+                f"schedule.warmup_steps={warmup} must be >= 0 and smaller than num_train_steps={self.num_train_steps}."
+            )
+        object.__setattr__(self, "warmup_steps", warmup)
+        object.__setattr__(self, "poly_power", float(self.poly_power))
+        object.__setattr__(self, "end_learning_rate_factor", float(self.end_learning_rate_factor))
+
+    @classmethod
+    def from_config(cls, config) -> ScheduleSpec:
+        """From a whole config: its `schedule` section and `num_train_steps`."""
+        return cls(num_train_steps=int(config.num_train_steps), **_fields_of(cls, config.schedule, "schedule"))
+
+
+def create_schedule(spec: ScheduleSpec, learning_rate: float) -> optax.Schedule:
     """Learning rate as a function of the step: optional linear warmup, then the named decay.
 
     Warmup rises linearly from lr / warmup_steps (update 0) to lr (update warmup_steps).
@@ -30,27 +103,18 @@ def create_schedule(schedule_config, learning_rate: float, num_train_steps: int)
     'constant': flat after warmup. 'poly': lr * (1 - t/T)^power down to end_learning_rate_factor * lr (FCN/DeepLab).
     'warmup_cosine': cosine from lr to end_learning_rate_factor * lr.
     """
-    name = schedule_config.name
-    _check_choice("schedule", name, SCHEDULES)
-    warmup = int(schedule_config.warmup_steps)
-    if warmup < 0 or warmup >= max(num_train_steps, 1):
-        raise ValueError(
-            f"schedule.warmup_steps={warmup} must be >= 0 and smaller than num_train_steps={num_train_steps}."
-        )
-    end_value = learning_rate * float(schedule_config.end_learning_rate_factor)
-    decay_steps = max(num_train_steps - warmup, 1)
-    if name == "constant":
+    warmup = spec.warmup_steps
+    end_value = learning_rate * spec.end_learning_rate_factor
+    decay_steps = max(spec.num_train_steps - warmup, 1)
+    if spec.name == "constant":
         main = optax.constant_schedule(learning_rate)
-    elif name == "poly":
+    elif spec.name == "poly":
         main = optax.polynomial_schedule(
-            init_value=learning_rate,
-            end_value=end_value,
-            power=float(schedule_config.poly_power),
-            transition_steps=decay_steps,
+            init_value=learning_rate, end_value=end_value, power=spec.poly_power, transition_steps=decay_steps
         )
     else:
         main = optax.cosine_decay_schedule(
-            init_value=learning_rate, decay_steps=decay_steps, alpha=float(schedule_config.end_learning_rate_factor)
+            init_value=learning_rate, decay_steps=decay_steps, alpha=spec.end_learning_rate_factor
         )
     if warmup == 0:
         return main
@@ -65,41 +129,39 @@ def decay_mask(params: Any) -> Any:
 
 
 def create_optimizer(
-    optimizer_config, schedule_config, num_train_steps: int
+    spec: OptimizerSpec, schedule_spec: ScheduleSpec
 ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
-    """Returns (optax transformation, learning-rate schedule) for the config.
+    """Returns (optax transformation, learning-rate schedule) for the specs.
 
-    Gradient clipping by global norm comes first (config.optimizer.grad_clip_norm, None or 0 = off). For 'sgd' and
-    'adam', weight_decay is an L2 term added to the gradient (coupled, as in the FCN/SegNet papers); for 'adamw' it
-    is decoupled (Loshchilov & Hutter).
+    Gradient clipping by global norm comes first (grad_clip_norm, None = off). For 'sgd' and 'adam', weight_decay is
+    an L2 term added to the gradient (coupled, as in the FCN/SegNet papers); for 'adamw' it is decoupled
+    (Loshchilov & Hutter).
     """
-    name = optimizer_config.name
-    _check_choice("optimizer", name, OPTIMIZERS)
-    learning_rate = float(optimizer_config.learning_rate)
-    if learning_rate <= 0:
-        raise ValueError(f"optimizer.learning_rate={learning_rate} must be positive.")
-    schedule = create_schedule(schedule_config, learning_rate, num_train_steps)
-    weight_decay = float(optimizer_config.weight_decay or 0.0)
+    schedule = create_schedule(schedule_spec, spec.learning_rate)
     parts = []
-    clip = optimizer_config.grad_clip_norm
-    if clip:
-        parts.append(optax.clip_by_global_norm(float(clip)))
-    if name in ("sgd", "adam") and weight_decay > 0:
-        parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
-    if name == "sgd":
-        momentum = float(optimizer_config.momentum)
-        parts.append(optax.sgd(schedule, momentum=momentum or None, nesterov=bool(optimizer_config.nesterov)))
-    elif name == "adam":
-        parts.append(optax.adam(schedule, b1=optimizer_config.b1, b2=optimizer_config.b2, eps=optimizer_config.eps))
+    if spec.grad_clip_norm:
+        parts.append(optax.clip_by_global_norm(spec.grad_clip_norm))
+    if spec.name in ("sgd", "adam") and spec.weight_decay > 0:
+        parts.append(optax.add_decayed_weights(spec.weight_decay, mask=decay_mask))
+    if spec.name == "sgd":
+        parts.append(optax.sgd(schedule, momentum=spec.momentum or None, nesterov=spec.nesterov))
+    elif spec.name == "adam":
+        parts.append(optax.adam(schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps))
     else:
         parts.append(
-            optax.adamw(
-                schedule,
-                b1=optimizer_config.b1,
-                b2=optimizer_config.b2,
-                eps=optimizer_config.eps,
-                weight_decay=weight_decay,
-                mask=decay_mask,
-            )
+            optax.adamw(schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps, weight_decay=spec.weight_decay, mask=decay_mask)
         )
     return optax.chain(*parts), schedule
+
+
+def default_optimizer_config() -> ml_collections.ConfigDict:
+    """The `optimizer` config section: the fields of `OptimizerSpec` with its defaults."""
+    values = dataclasses.asdict(OptimizerSpec())
+    values["grad_clip_norm"] = config_dict.placeholder(float)
+    return ml_collections.ConfigDict(values)
+
+
+def default_schedule_config() -> ml_collections.ConfigDict:
+    """The `schedule` config section: the fields of `ScheduleSpec` with its defaults (num_train_steps is top-level)."""
+    values = {f.name: f.default for f in dataclasses.fields(ScheduleSpec) if f.name != "num_train_steps"}
+    return ml_collections.ConfigDict(values)

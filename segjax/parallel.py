@@ -1,9 +1,9 @@
 """Data-parallel training and evaluation: one per-device step, wrapped for `pmap` or for `jit` over a device mesh.
 
-The per-device functions (`train_step`, `eval_step`, `predict_step`) see one device's slice of the global batch
-and talk to the other devices only through collectives over `AXIS` (`psum` of gradients, losses and metric
-statistics; batch norm averages its statistics over the same axis inside the model). `DataParallel` lays out
-state and batches and wraps these functions in one of two ways, chosen by `config.parallelism`:
+The per-device steps (`TrainStep`, `EvalStep`, `PredictStep`: frozen, hashable) see one device's slice of the
+global batch and talk to the other devices only through collectives over `AXIS` (`psum` of gradients, losses and
+metric statistics; batch norm averages its statistics over the same axis inside the model). `DataParallel` lays out
+state and batches and wraps these steps in one of two ways, chosen by `config.parallelism`:
 
 - 'pmap': `jax.pmap` over the local devices; the state is replicated with a leading device axis.
 - 'sharded': `jax.jit` of `jax.shard_map` over a 1-D `Mesh`; the state is a replicated `NamedSharding`, batches
@@ -15,6 +15,8 @@ With `axis_name=None` the same functions run on one device under plain `jit`; al
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -29,9 +31,11 @@ from jax.sharding import PartitionSpec as P
 
 from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib
+from segjax import optim
 
 AXIS = "batch"
 PARALLELISMS = ("pmap", "sharded")
+_MAX_WRAPPED = 16  # wrapped (compiled) steps a DataParallel keeps for reuse
 
 
 @flax.struct.dataclass
@@ -80,89 +84,95 @@ def _ignore_invalid(labels, valid, ignore_index):
     return jnp.where(valid[:, None, None], labels, ignore_index)
 
 
-def train_step(
-    state: TrainState,
-    batch: dict,
-    *,
-    model,
-    tx,
-    loss_config,
-    num_classes: int,
-    ignore_index: int,
-    class_weights=None,
-    axis_name: str | None = None,
-) -> tuple[TrainState, dict]:
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
     """One update on this device's slice of the batch; gradients and statistics summed over `axis_name`.
 
-    Returns the new state and metrics for the global batch: `loss`, `grad_norm`, `confusion` (C, C) int32.
+    Frozen and hashable, built from specs rather than the config: two runs with equal settings (differing only in
+    their seed, say) build equal steps, which `DataParallel.wrap` compiles once. Calling it returns the new state
+    and metrics for the global batch: `loss`, `grad_norm`, `confusion` (C, C) int32.
     """
-    step_rng = jax.random.fold_in(state.rng, state.step)
-    if axis_name is not None:
-        step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
-    images, labels = batch["image"], batch["label"]
 
-    def loss_fn(params):
-        variables = _variables(state.replace(params=params))
-        logits, new_variables = model.apply(
-            variables, images, train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"]
+    model: Any  # a flax linen Module (hashable)
+    loss: losses_lib.LossSpec  # class weights resolved (`LossSpec.with_class_weights`)
+    optimizer: optim.OptimizerSpec
+    schedule: optim.ScheduleSpec
+    num_classes: int
+    ignore_index: int
+
+    def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> tuple[TrainState, dict]:
+        tx, _ = optim.create_optimizer(self.optimizer, self.schedule)
+        step_rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
+        images, labels = batch["image"], batch["label"]
+
+        def loss_fn(params):
+            variables = _variables(state.replace(params=params))
+            logits, new_variables = self.model.apply(
+                variables, images, train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"]
+            )
+            loss = losses_lib.compute_loss(
+                logits.astype(jnp.float32), labels, self.loss, ignore_index=self.ignore_index, axis_name=axis_name
+            )
+            return loss, (logits, new_variables)
+
+        (loss, (logits, new_variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        # Per-device losses/gradients are shares of the global ones (see segjax.losses): their sum is the global value.
+        loss, grads = _psum((loss, grads), axis_name)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            batch_stats=new_variables.get("batch_stats", state.batch_stats),
         )
-        loss = losses_lib.compute_loss(
-            logits.astype(jnp.float32),
-            labels,
-            loss_config,
-            ignore_index=ignore_index,
-            class_weights=class_weights,
-            axis_name=axis_name,
+        confusion = metrics_lib.confusion_matrix(
+            labels, jnp.argmax(logits, axis=-1), self.num_classes, ignore_index=self.ignore_index
         )
-        return loss, (logits, new_variables)
-
-    (loss, (logits, new_variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    # Per-device losses/gradients are shares of the global ones (see segjax.losses): their sum is the global value.
-    loss, grads = _psum((loss, grads), axis_name)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=params,
-        opt_state=opt_state,
-        batch_stats=new_variables.get("batch_stats", state.batch_stats),
-    )
-    confusion = metrics_lib.confusion_matrix(
-        labels, jnp.argmax(logits, axis=-1), num_classes, ignore_index=ignore_index
-    )
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "confusion": _psum(confusion, axis_name)}
-    return new_state, metrics
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "confusion": _psum(confusion, axis_name)}
+        return new_state, metrics
 
 
-def eval_step(
-    state: TrainState,
-    batch: dict,
-    *,
-    model,
-    num_classes: int,
-    ignore_index: int,
-    boundary_tolerance: int | None = None,
-    axis_name: str | None = None,
-) -> dict:
-    """Metric statistics of one batch (padding examples excluded), summed over `axis_name`.
+@dataclasses.dataclass(frozen=True)
+class EvalStep:
+    """Metric statistics of one batch (padding examples excluded), summed over `axis_name`; hashable.
 
-    `confusion` (C, C) int32, plus the boundary-F1 statistics of segjax.metrics when `boundary_tolerance` is set.
+    Returns `confusion` (C, C) int32, plus the boundary-F1 statistics of segjax.metrics when `boundary_tolerance`
+    is set.
     """
-    logits = model.apply(_variables(state), batch["image"], train=False)
-    predictions = jnp.argmax(logits, axis=-1)
-    labels = _ignore_invalid(batch["label"], batch.get("valid"), ignore_index)
-    stats = {"confusion": metrics_lib.confusion_matrix(labels, predictions, num_classes, ignore_index=ignore_index)}
-    if boundary_tolerance is not None:
-        stats["boundary"] = metrics_lib.boundary_statistics(
-            labels, predictions, num_classes, tolerance=boundary_tolerance, ignore_index=ignore_index
-        )
-    return _psum(stats, axis_name)
+
+    model: Any
+    num_classes: int
+    ignore_index: int
+    boundary_tolerance: int | None = None
+
+    def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> dict:
+        logits = self.model.apply(_variables(state), batch["image"], train=False)
+        predictions = jnp.argmax(logits, axis=-1)
+        labels = _ignore_invalid(batch["label"], batch.get("valid"), self.ignore_index)
+        stats = {
+            "confusion": metrics_lib.confusion_matrix(
+                labels, predictions, self.num_classes, ignore_index=self.ignore_index
+            )
+        }
+        if self.boundary_tolerance is not None:
+            stats["boundary"] = metrics_lib.boundary_statistics(
+                labels, predictions, self.num_classes, tolerance=self.boundary_tolerance, ignore_index=self.ignore_index
+            )
+        return _psum(stats, axis_name)
 
 
-def predict_step(state: TrainState, batch: dict, *, model, axis_name: str | None = None) -> jax.Array:
-    """Per-pixel class predictions (N, H, W) int32 for this device's examples."""
-    logits = model.apply(_variables(state), batch["image"], train=False)
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+@dataclasses.dataclass(frozen=True)
+class PredictStep:
+    """Per-pixel class predictions (N, H, W) int32 for this device's examples; hashable."""
+
+    model: Any
+
+    def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> jax.Array:
+        logits = self.model.apply(_variables(state), batch["image"], train=False)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
 class DataParallel:
@@ -185,15 +195,7 @@ class DataParallel:
         self.mesh = Mesh(np.asarray(devices), (AXIS,))
         self._replicated = NamedSharding(self.mesh, P())
         self._split = NamedSharding(self.mesh, P(AXIS))
-
-    def _key(self):
-        return self.parallelism, tuple(d.id for d in self.devices)
-
-    def __eq__(self, other):  # equal layouts wrap functions identically (lets callers cache wrapped functions)
-        return isinstance(other, DataParallel) and self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
+        self._wrapped = collections.OrderedDict()  # (fn, options) -> wrapped fn, the most recently used last
 
     def check_batch_size(self, batch_size: int, what: str = "batch_size") -> None:
         if batch_size % self.num_devices:
@@ -240,8 +242,19 @@ class DataParallel:
 
         Outputs are summed over devices inside fn (replicated), or per example when `per_example` (then only the
         outputs, not a state, are returned). `returns_state`: fn returns (state, outputs); the state stays
-        replicated.
+        replicated. Wrapping an equal `fn` again (a hashable step such as `TrainStep`) returns the same wrapped
+        function, whose compilation is then reused: this is how runs that differ only in their seed share one.
         """
+        key = (fn, returns_state, per_example, donate_state)
+        if key in self._wrapped:
+            self._wrapped.move_to_end(key)
+        else:
+            self._wrapped[key] = self._wrap(fn, returns_state, per_example, donate_state)
+            if len(self._wrapped) > _MAX_WRAPPED:
+                self._wrapped.popitem(last=False)
+        return self._wrapped[key]
+
+    def _wrap(self, fn: Callable, returns_state: bool, per_example: bool, donate_state: bool) -> Callable:
         fn = functools.partial(fn, axis_name=AXIS)
         donate = (0,) if donate_state else ()
         if self.parallelism == "pmap":
@@ -249,7 +262,13 @@ class DataParallel:
         out = P(AXIS) if per_example else P()
         out_specs = (P(), out) if returns_state else out
         # check_vma=False: with it, JAX would psum the gradients of replicated parameters implicitly (the transpose
-        # of its automatic pvary), so the explicit psum in train_step would count them num_devices times. Without
+        # of its automatic pvary), so the explicit psum in TrainStep would count them num_devices times. Without
         # it shard_map behaves like pmap: every collective is the one written in the per-device function.
         mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=out_specs, check_vma=False)
         return jax.jit(mapped, donate_argnums=donate)
+
+
+@functools.cache
+def data_parallel(parallelism: str = "pmap", num_devices: int | None = None) -> DataParallel:
+    """The process's one `DataParallel` for these settings: runs with equal settings share its wrapped steps."""
+    return DataParallel(parallelism, num_devices)

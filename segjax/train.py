@@ -11,7 +11,6 @@ holds the RNG, per-step keys are derived from (rng, step), and the data loader r
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
@@ -21,12 +20,19 @@ import ml_collections
 import numpy as np
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils, parallel
+from segjax import config_utils, optim, parallel
 from segjax import data as data_lib
 from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib
 from segjax.evaluate import evaluate_split
-from segjax.experiment import abstract_state, build_model, build_optimizer, checkpoint_meta, initial_state
+from segjax.experiment import (
+    abstract_state,
+    build_model,
+    checkpoint_meta,
+    initial_state,
+    loss_spec,
+    optimizer_specs,
+)
 from segjax.logging_utils import MetricWriter, Progress, quiet_libraries
 
 log = logging.getLogger("segjax.train")
@@ -36,11 +42,11 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
-def class_weights_for(config, info):
-    """Class weights of config.loss.class_weighting; 'median_frequency' counts the training split's pixels."""
+def with_class_weights(spec: losses_lib.LossSpec, config, info) -> losses_lib.LossSpec:
+    """`spec` with its class weights fixed; 'median_frequency' counts the pixels of the training split."""
     num_classes, ignore_index = info.num_classes, info.ignore_index
-    if config.loss.class_weighting != "median_frequency":
-        return losses_lib.resolve_class_weights(config.loss, num_classes)
+    if spec.class_weighting != "median_frequency":
+        return spec.with_class_weights(losses_lib.resolve_class_weights(spec, num_classes))
     counts = np.zeros(num_classes, np.int64)
     image_counts = np.zeros(num_classes, np.int64)
     statistics = jax.jit(
@@ -54,54 +60,9 @@ def class_weights_for(config, info):
         c, i = statistics(labels)
         counts += np.asarray(c, np.int64)
         image_counts += np.asarray(i, np.int64)
-    weights = losses_lib.resolve_class_weights(config.loss, num_classes, counts, image_counts)
+    weights = losses_lib.resolve_class_weights(spec, num_classes, counts, image_counts)
     log.info("Median-frequency class weights: %s", np.round(weights, 3).tolist())
-    return weights
-
-
-def wrapped_train_step(dp, model, config, num_classes: int, ignore_index: int, class_weights):
-    """The train step for this setting, wrapped by `dp`; reused (not recompiled) by later runs in the process."""
-    weights = None if class_weights is None else tuple(float(w) for w in class_weights)
-    return _wrapped_train_step(
-        dp,
-        model,
-        config_utils.to_json(config.optimizer),
-        config_utils.to_json(config.schedule),
-        config.num_train_steps,
-        config_utils.to_json(config.loss),
-        num_classes,
-        ignore_index,
-        weights,
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _wrapped_train_step(
-    dp, model, optimizer_json, schedule_json, num_train_steps, loss_json, num_classes, ignore_index, class_weights
-):
-    config = ml_collections.ConfigDict(
-        {
-            "optimizer": json.loads(optimizer_json),
-            "schedule": json.loads(schedule_json),
-            "num_train_steps": num_train_steps,
-        }
-    )
-    tx, _ = build_optimizer(config)
-    loss_config = ml_collections.ConfigDict(json.loads(loss_json))
-    weights = None if class_weights is None else np.asarray(class_weights, np.float32)
-    return dp.wrap(
-        functools.partial(
-            parallel.train_step,
-            model=model,
-            tx=tx,
-            loss_config=loss_config,
-            num_classes=num_classes,
-            ignore_index=ignore_index,
-            class_weights=weights,
-        ),
-        returns_state=True,
-        donate_state=True,
-    )
+    return spec.with_class_weights(weights)
 
 
 def _train_batch(batch: dict) -> dict:
@@ -116,8 +77,18 @@ def train_and_evaluate(
     max_steps_this_run: stop after this many steps of this invocation without a final save, as a crash would
     (tests and preemption drills); the next call resumes from the latest checkpoint.
     """
+    # Everything a bad config breaks is checked before anything is written to the workdir.
     config_utils.validate(config)
-    tx, schedule = build_optimizer(config)  # checks the optimizer/schedule keys before anything is written
+    optimizer, schedule_spec = optimizer_specs(config)
+    loss = loss_spec(config)
+    info = data_lib.get_dataset_info(config.data)
+    num_classes, ignore_index = info.num_classes, info.ignore_index
+    dp = parallel.data_parallel(config.parallelism, config.num_devices)
+    dp.check_batch_size(config.batch_size, "batch_size")
+    dp.check_batch_size(config.eval_batch_size, "eval_batch_size")
+    model = build_model(config, num_classes)
+    schedule = optim.create_schedule(schedule_spec, optimizer.learning_rate)
+
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     previous = os.path.join(workdir, config_utils.CONFIG_FILE)
@@ -127,22 +98,14 @@ def train_and_evaluate(
             log.warning("The config differs from the one this workdir was started with:\n  %s", "\n  ".join(changed))
     config_utils.save_config(config, workdir)
 
-    # Data description, devices, model, optimizer.
-    info = data_lib.get_dataset_info(config.data)
-    num_classes, ignore_index = info.num_classes, info.ignore_index
-    dp = parallel.DataParallel(config.parallelism, config.num_devices)
-    dp.check_batch_size(config.batch_size, "batch_size")
-    dp.check_batch_size(config.eval_batch_size, "eval_batch_size")
-    model = build_model(config, num_classes)
-
     # State: fresh or restored.
     checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     last_saved = checkpoints.latest_step()
     scores = None
     if last_saved is None:
-        host_state = initial_state(config, info, model, tx)
+        host_state = initial_state(config, info, model)
     else:
-        host_state, meta = checkpoints.restore(last_saved, abstract_state(config, info, model, tx))
+        host_state, meta = checkpoints.restore(last_saved, abstract_state(config, info, model))
         scores = meta.get("scores")
         log.info("Resuming from the checkpoint of step %d in %s", last_saved, checkpoints.directory)
     start_step = int(host_state.step)
@@ -162,8 +125,10 @@ def train_and_evaluate(
         start_step,
         num_steps,
     )
-    class_weights = class_weights_for(config, info)
-    train_step = wrapped_train_step(dp, model, config, num_classes, ignore_index, class_weights)
+    step = parallel.TrainStep(
+        model, with_class_weights(loss, config, info), optimizer, schedule_spec, num_classes, ignore_index
+    )
+    train_step = dp.wrap(step, returns_state=True, donate_state=True)  # equal steps of earlier runs: compiled once
     state = dp.replicate(host_state)
     loader = data_lib.make_loader(
         config.data,

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import numpy as np
 import optax
@@ -136,10 +137,8 @@ def test_validation_errors_name_the_key():
 
 
 def _schedule(name, warmup=10, steps=100, lr=1.0, end=0.0, power=0.9):
-    cfg = ml_collections.ConfigDict(
-        dict(name=name, warmup_steps=warmup, poly_power=power, end_learning_rate_factor=end)
-    )
-    return optim.create_schedule(cfg, lr, steps)
+    spec = optim.ScheduleSpec(steps, name=name, warmup_steps=warmup, poly_power=power, end_learning_rate_factor=end)
+    return optim.create_schedule(spec, lr)
 
 
 def test_schedules_follow_their_formulas():
@@ -156,64 +155,44 @@ def test_schedules_follow_their_formulas():
         _schedule("poly", warmup=100)
 
 
+CONSTANT = optim.ScheduleSpec(10, name="constant", warmup_steps=0)
+
+
 def test_weight_decay_skips_biases_and_norm_scales():
     params = {
         "conv": {"kernel": np.ones((3, 3, 2, 2), np.float32), "bias": np.ones(2, np.float32)},
         "norm": {"scale": np.ones(2, np.float32)},
     }
-    zero = {
-        "conv": {"kernel": np.zeros((3, 3, 2, 2), np.float32), "bias": np.zeros(2, np.float32)},
-        "norm": {"scale": np.zeros(2, np.float32)},
-    }
+    zero = jax.tree.map(np.zeros_like, params)
     for name in ("sgd", "adam", "adamw"):
-        cfg = ml_collections.ConfigDict(
-            dict(
-                name=name,
-                learning_rate=0.1,
-                momentum=0.0,
-                nesterov=False,
-                b1=0.9,
-                b2=0.999,
-                eps=1e-8,
-                weight_decay=0.5,
-                grad_clip_norm=None,
-            )
-        )
-        tx, _ = optim.create_optimizer(
-            cfg,
-            ml_collections.ConfigDict(
-                dict(name="constant", warmup_steps=0, poly_power=0.9, end_learning_rate_factor=0.0)
-            ),
-            10,
-        )
+        spec = optim.OptimizerSpec(name=name, learning_rate=0.1, momentum=0.0, weight_decay=0.5)
+        tx, _ = optim.create_optimizer(spec, CONSTANT)
         updates, _ = tx.update(zero, tx.init(params), params)  # zero gradient: only weight decay moves anything
         assert np.all(np.asarray(updates["conv"]["kernel"]) < 0), name
         assert np.all(np.asarray(updates["conv"]["bias"]) == 0) and np.all(np.asarray(updates["norm"]["scale"]) == 0)
 
 
 def test_gradient_clipping():
-    cfg = ml_collections.ConfigDict(
-        dict(
-            name="sgd",
-            learning_rate=1.0,
-            momentum=0.0,
-            nesterov=False,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            weight_decay=0.0,
-            grad_clip_norm=1.0,
-        )
-    )
-    tx, _ = optim.create_optimizer(
-        cfg,
-        ml_collections.ConfigDict(dict(name="constant", warmup_steps=0, poly_power=0.9, end_learning_rate_factor=0.0)),
-        10,
-    )
+    spec = optim.OptimizerSpec(name="sgd", learning_rate=1.0, momentum=0.0, weight_decay=0.0, grad_clip_norm=1.0)
+    tx, _ = optim.create_optimizer(spec, CONSTANT)
     params = {"w": np.zeros(2, np.float32)}
     updates, _ = tx.update({"w": np.array([3.0, 4.0], np.float32)}, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
-    assert float(optax.global_norm(updates)) == pytest.approx(1.0)
+    assert float(optax.tree.norm(updates)) == pytest.approx(1.0)
+
+
+def test_optimizer_and_schedule_specs_are_frozen_hashable_and_validated():
+    config = _config("unet.py", "small")
+    optimizer, schedule = experiment.optimizer_specs(config)
+    assert (optimizer, schedule) == experiment.optimizer_specs(_config("unet.py", "small"))
+    assert hash(optimizer) == hash(optim.OptimizerSpec.from_config(config.optimizer))
+    assert optimizer.grad_clip_norm is None and schedule.num_train_steps == config.num_train_steps
+    config.optimizer.grad_clip_norm = 0.0  # 0 is off, the same spec as None
+    assert optim.OptimizerSpec.from_config(config.optimizer) == optimizer
+    with pytest.raises(ValueError, match="learning_rate=-1.0 must be positive"):
+        optim.OptimizerSpec(learning_rate=-1.0)
+    with pytest.raises(ValueError, match=r"Unknown schedule key\(s\) \['warmup'\]"):
+        optim.ScheduleSpec.from_config(ml_collections.ConfigDict({"num_train_steps": 5, "schedule": {"warmup": 1}}))
 
 
 def test_resume_sees_no_change_in_tuples_after_the_json_round_trip(tmp_path):

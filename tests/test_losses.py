@@ -1,5 +1,6 @@
 """segjax.losses against numpy formulas, finite differences, and single device == pmap == shard_map."""
 
+import dataclasses
 import functools
 
 import jax
@@ -106,7 +107,7 @@ def test_gradients_match_finite_differences_in_float64():
         x = jnp.asarray(logits, jnp.float64)
 
         def f(x):
-            return losses.compute_loss(x, labels, config, class_weights=WEIGHTS)
+            return losses.compute_loss(x, labels, losses.LossSpec(**config), class_weights=WEIGHTS)
 
         grad = np.asarray(jax.jit(jax.grad(f))(x))
         eps = 1e-6
@@ -119,8 +120,7 @@ def test_gradients_match_finite_differences_in_float64():
 
 def test_compute_loss_is_the_weighted_sum_of_its_terms():
     logits, labels = random_problem(6)
-    config = losses.default_loss_config()
-    config.dice, config.focal, config.focal_gamma = 0.5, 0.25, 2.0
+    config = losses.LossSpec(dice=0.5, focal=0.25, focal_gamma=2.0)
     terms = losses.loss_terms(logits, labels, config)
     assert set(terms) == {"cross_entropy", "dice", "focal"}
     np.testing.assert_allclose(
@@ -130,14 +130,14 @@ def test_compute_loss_is_the_weighted_sum_of_its_terms():
     )
     np.testing.assert_allclose(terms["dice"], losses.dice_loss(logits, labels), rtol=1e-6)
     np.testing.assert_allclose(terms["focal"], losses.focal_loss(logits, labels, gamma=2.0), rtol=1e-6)
-    assert set(losses.loss_terms(logits, labels, {"cross_entropy": 0.0, "dice": 1.0})) == {"dice"}
+    assert set(losses.loss_terms(logits, labels, losses.LossSpec(cross_entropy=0.0, dice=1.0))) == {"dice"}
 
 
 def test_out_of_range_label_gives_nan_and_all_ignored_gives_zero():
     logits, labels = random_problem(7)
     bad = labels.copy()
     bad[0, 0, 0] = C
-    config = dict(cross_entropy=1.0, dice=1.0, focal=1.0)
+    config = losses.LossSpec(cross_entropy=1.0, dice=1.0, focal=1.0)
     assert np.isnan(losses.compute_loss(logits, bad, config))
     ignored = np.full_like(labels, IGNORE)
     assert losses.cross_entropy_loss(logits, ignored) == 0.0
@@ -146,24 +146,34 @@ def test_out_of_range_label_gives_nan_and_all_ignored_gives_zero():
 
 def test_class_weighting_from_config():
     logits, labels = random_problem(8)
-    explicit = losses.compute_loss(logits, labels, {"class_weighting": "0.5, 2, 1, 3"})
+    spec = losses.LossSpec.from_config
+    explicit = losses.compute_loss(logits, labels, spec({"class_weighting": "0.5, 2, 1, 3"}))
     np.testing.assert_allclose(explicit, losses.cross_entropy_loss(logits, labels, class_weights=WEIGHTS), rtol=1e-6)
     np.testing.assert_allclose(
-        losses.compute_loss(logits, labels, {"class_weighting": [0.5, 2, 1, 3]}), explicit, rtol=1e-6
+        losses.compute_loss(logits, labels, spec({"class_weighting": [0.5, 2, 1, 3]})), explicit, rtol=1e-6
     )
     np.testing.assert_allclose(
-        losses.compute_loss(logits, labels, {}, class_weights=np.ones(C)),
-        losses.compute_loss(logits, labels, losses.default_loss_config()),
+        losses.compute_loss(logits, labels, spec({}), class_weights=np.ones(C)),
+        losses.compute_loss(logits, labels, spec(losses.default_loss_config())),
         rtol=1e-6,
     )
     with pytest.raises(ValueError, match="resolve_class_weights"):
-        losses.compute_loss(logits, labels, {"class_weighting": "median_frequency"})
+        losses.compute_loss(logits, labels, spec({"class_weighting": "median_frequency"}))
     counts, image_pixels = [10, 0, 30, 60], [100, 0, 100, 60]
-    resolved = losses.resolve_class_weights({"class_weighting": "median_frequency"}, C, counts, image_pixels)
+    median = spec({"class_weighting": "median_frequency"})
+    resolved = losses.resolve_class_weights(median, C, counts, image_pixels)
     np.testing.assert_allclose(resolved, [3.0, 1.0, 1.0, 0.3], rtol=1e-6)
-    assert losses.resolve_class_weights(losses.default_loss_config(), C) is None
+    # Fixed into the spec, the weights are what the loss uses, and the spec stays hashable.
+    fixed = median.with_class_weights(resolved)
+    assert fixed.class_weighting == tuple(float(w) for w in resolved) and hash(fixed) == hash(spec(fixed))
+    np.testing.assert_allclose(
+        losses.compute_loss(logits, labels, fixed),
+        losses.cross_entropy_loss(logits, labels, class_weights=resolved),
+        rtol=1e-6,
+    )
+    assert losses.resolve_class_weights(losses.LossSpec(), C) is None
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
-        losses.resolve_class_weights({"class_weighting": "1,2"}, C)
+        losses.resolve_class_weights(spec({"class_weighting": "1,2"}), C)
 
 
 def test_median_frequency_weights_and_class_pixel_statistics():
@@ -191,9 +201,21 @@ def test_median_frequency_weights_and_class_pixel_statistics():
     ],
 )
 def test_bad_config_raises_a_clear_error(bad, match):
-    logits, labels = random_problem(9)
     with pytest.raises(ValueError, match=match):
-        losses.compute_loss(logits, labels, bad)
+        losses.LossSpec.from_config(bad)
+
+
+def test_loss_spec_is_frozen_hashable_and_parsed_once():
+    spec = losses.LossSpec.from_config({"dice": 1, "class_weighting": "1, 2"})
+    assert spec == losses.LossSpec(dice=1.0, class_weighting=(1.0, 2.0)) and hash(spec) == hash(
+        losses.LossSpec(dice=1.0, class_weighting=(1.0, 2.0))
+    )
+    assert isinstance(spec.dice, float) and spec.weights == {"cross_entropy": 1.0, "dice": 1.0, "focal": 0.0}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.dice = 2.0
+    logits, labels = random_problem(9)
+    with pytest.raises(TypeError, match="LossSpec"):
+        losses.compute_loss(logits, labels, {"dice": 1.0})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -224,7 +246,9 @@ def parallel_problem():
 
 def head_loss(params, features, labels, class_weights, config, axis_name):
     logits = features @ params["w"] + params["b"]
-    return losses.compute_loss(logits, labels, config, class_weights=class_weights, axis_name=axis_name)
+    return losses.compute_loss(
+        logits, labels, losses.LossSpec.from_config(config), class_weights=class_weights, axis_name=axis_name
+    )
 
 
 def split(x):

@@ -1,10 +1,7 @@
 """pmap == sharded == one device: the same losses, metrics and parameters after a few steps (4 simulated CPUs)."""
 
-import functools
-
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -26,8 +23,8 @@ class TinyNet(nn.Module):
 
 
 def _optimizer():
-    opt = ml_collections.ConfigDict(
-        dict(
+    opt = optim.OptimizerSpec(
+        **dict(
             name="sgd",
             learning_rate=0.2,
             momentum=0.9,
@@ -39,8 +36,8 @@ def _optimizer():
             grad_clip_norm=5.0,
         )
     )
-    sched = ml_collections.ConfigDict(dict(name="poly", warmup_steps=1, poly_power=0.9, end_learning_rate_factor=0.0))
-    return optim.create_optimizer(opt, sched, 10)[0]
+    sched = optim.ScheduleSpec(10, name="poly", warmup_steps=1, poly_power=0.9, end_learning_rate_factor=0.0)
+    return opt, sched
 
 
 def _batches():
@@ -54,30 +51,30 @@ def _batches():
 
 
 def _run(mode):
-    tx = _optimizer()
-    loss_config = losses.default_loss_config()
-    loss_config.dice = 0.5  # a loss with global statistics, not only a per-pixel mean
+    optimizer, schedule = _optimizer()
+    loss = losses.LossSpec(dice=0.5)  # a loss with global statistics, not only a per-pixel mean
     model = TinyNet(None if mode == "single" else parallel.AXIS)
+    tx, _ = optim.create_optimizer(optimizer, schedule)
     state = parallel.create_train_state(model, tx, jax.random.PRNGKey(0), np.zeros((1, 7, 9, 3), np.float32))
-    kwargs = dict(model=model, tx=tx, loss_config=loss_config, num_classes=NUM_CLASSES, ignore_index=255)
-    eval_kwargs = dict(model=model, num_classes=NUM_CLASSES, ignore_index=255, boundary_tolerance=1)
+    train_step = parallel.TrainStep(model, loss, optimizer, schedule, NUM_CLASSES, ignore_index=255)
+    eval_step = parallel.EvalStep(model, NUM_CLASSES, ignore_index=255, boundary_tolerance=1)
     batches = _batches()
     eval_batch = dict(batches[0], valid=np.array([True] * 6 + [False] * 2))
     history = []
     if mode == "single":
-        step = jax.jit(functools.partial(parallel.train_step, **kwargs))
+        step = jax.jit(train_step)
         for batch in batches:
             state, metrics = step(state, batch)
             history.append(jax.device_get(metrics))
-        stats = jax.jit(functools.partial(parallel.eval_step, **eval_kwargs))(state, eval_batch)
+        stats = jax.jit(eval_step)(state, eval_batch)
         return history, jax.device_get(state), jax.device_get(stats)
     dp = parallel.DataParallel(mode)
-    step = dp.wrap(functools.partial(parallel.train_step, **kwargs), returns_state=True, donate_state=True)
+    step = dp.wrap(train_step, returns_state=True, donate_state=True)
     state = dp.replicate(state)
     for batch in batches:
         state, metrics = step(state, dp.shard_batch(batch))
         history.append(dp.unreplicate(metrics))
-    stats = dp.wrap(functools.partial(parallel.eval_step, **eval_kwargs))(state, dp.shard_batch(eval_batch))
+    stats = dp.wrap(eval_step)(state, dp.shard_batch(eval_batch))
     return history, dp.unreplicate(state), dp.unreplicate(stats)
 
 
@@ -108,9 +105,8 @@ def test_parameters_and_batch_stats_match_single_device(runs, mode):
         (other.params, other.batch_stats, other.opt_state),
     )
     # Training moved the parameters (a no-op step would also "match").
-    fresh = parallel.create_train_state(
-        TinyNet(), _optimizer(), jax.random.PRNGKey(0), np.zeros((1, 7, 9, 3), np.float32)
-    )
+    tx, _ = optim.create_optimizer(*_optimizer())
+    fresh = parallel.create_train_state(TinyNet(), tx, jax.random.PRNGKey(0), np.zeros((1, 7, 9, 3), np.float32))
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), fresh.params, other.params)
     assert min(jax.tree.leaves(moved)) > 1e-4
 

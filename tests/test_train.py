@@ -1,13 +1,13 @@
 """End-to-end training and evaluation on tiny configs: one step per model family, interrupted-then-resumed ==
 uninterrupted, non-finite loss handling, segjax-eval reports and its user errors (nothing written, exit code 2)."""
 
-import functools
 import json
 import os
 import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -63,9 +63,8 @@ def uninterrupted(data_dir, tmp_path_factory):
 def _final_state(workdir, config):
     info = data_lib.get_dataset_info(config.data)
     model = experiment.build_model(config, info.num_classes)
-    tx, _ = experiment.build_optimizer(config)
     checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
-    state, meta = checkpoints.restore(checkpoints.latest_step(), experiment.abstract_state(config, info, model, tx))
+    state, meta = checkpoints.restore(checkpoints.latest_step(), experiment.abstract_state(config, info, model))
     checkpoints.close()
     return state, meta
 
@@ -108,6 +107,25 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(uninterrupted, tmp_pa
 
     np.testing.assert_allclose(loss(workdir_b)[-1], loss(workdir_a)[-1], rtol=1e-5)
     np.testing.assert_array_equal(scores_b["confusion_matrix"], scores_a["confusion_matrix"])
+
+
+def test_runs_that_differ_only_in_their_seed_reuse_the_compiled_programs(uninterrupted, data_dir, tmp_path):
+    """The fixture's run compiled the steps of this config; another seed compiles nothing (XLA backend compiles)."""
+    _, config, _ = uninterrupted
+    compiles = []
+
+    def count(event, duration, **kwargs):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        other = ml_collections.ConfigDict(config.to_dict())
+        other.seed = 7
+        scores = train.train_and_evaluate(other, str(tmp_path / "seed7"))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert compiles == [] and 0 <= scores["mean_iou"] <= 1
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
@@ -159,22 +177,13 @@ def test_one_training_step_per_model_family(data_dir, file_name, arg, compute_dt
     config.compute_dtype = compute_dtype
     info = data_lib.get_dataset_info(config.data)
     model = experiment.build_model(config, info.num_classes)
-    tx, _ = experiment.build_optimizer(config)
-    state = experiment.initial_state(config, info, model, tx)
+    state = experiment.initial_state(config, info, model)
     # Class weights as the family config asks (SegNet: median frequency, counted over the training split).
-    weights = train.class_weights_for(config, info)
-    assert (weights is not None) == (config.loss.class_weighting == "median_frequency")
+    loss = train.with_class_weights(experiment.loss_spec(config), config, info)
+    assert isinstance(loss.class_weighting, tuple) == (config.loss.class_weighting == "median_frequency")
     dp = parallel.DataParallel(parallelism, num_devices=2)
     step = dp.wrap(
-        functools.partial(
-            parallel.train_step,
-            model=model,
-            tx=tx,
-            loss_config=config.loss,
-            num_classes=info.num_classes,
-            ignore_index=info.ignore_index,
-            class_weights=weights,
-        ),
+        parallel.TrainStep(model, loss, *experiment.optimizer_specs(config), info.num_classes, info.ignore_index),
         returns_state=True,
     )
     batch = next(data_lib.make_loader(config.data, global_batch_size=2, train=True, seed=0))

@@ -11,7 +11,6 @@ rounds so that load from other processes hits both; medians are reported.
 """
 
 import argparse
-import functools
 import os
 import statistics
 import tempfile
@@ -38,17 +37,15 @@ def time_pipeline(config, batch_size, num_batches):
 
 def make_step(num_classes, batch):
     """The quickstart config's jitted training step on one device."""
-    from segjax import config_utils, models, optim, parallel  # pylint: disable=import-outside-toplevel
+    from segjax import config_utils, losses, models, optim, parallel  # pylint: disable=import-outside-toplevel
 
     config = config_utils.load_sibling(QUICKSTART, "quickstart").get_config()
     model = models.create_model(config.model, num_classes)
-    tx, _ = optim.create_optimizer(config.optimizer, config.schedule, config.num_train_steps)
+    optimizer, schedule = optim.OptimizerSpec.from_config(config.optimizer), optim.ScheduleSpec.from_config(config)
+    tx, _ = optim.create_optimizer(optimizer, schedule)
     state = parallel.create_train_state(model, tx, jax.random.key(0), batch["image"])
-    step = jax.jit(
-        functools.partial(
-            parallel.train_step, model=model, tx=tx, loss_config=config.loss, num_classes=num_classes, ignore_index=255
-        )
-    )
+    loss = losses.LossSpec.from_config(config.loss)
+    step = jax.jit(parallel.TrainStep(model, loss, optimizer, schedule, num_classes, ignore_index=255))
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     return step, state, batch, config
 
