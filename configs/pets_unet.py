@@ -12,8 +12,8 @@ from segjax.config_utils import load_sibling
 unet = load_sibling(__file__, "unet")
 
 
-def get_config(arg="small"):
-    config = unet.get_config(arg or "small")
+def get_config(arg=None):
+    config = unet.get_config(arg)
     config.data.name = "oxford_iiit_pet"
     config.batch_size = 16
     config.eval_batch_size = 16

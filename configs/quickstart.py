@@ -4,13 +4,13 @@ segjax-train --config=configs/quickstart.py --workdir=runs/quickstart
 segjax-eval --workdir=runs/quickstart
 """
 
-from segjax.config_utils import load_sibling
+from segjax.config_utils import load_sibling, parse_arg
 
 unet = load_sibling(__file__, "unet")
 
 
 def get_config(arg=None):
-    del arg
+    parse_arg(__file__, arg)  # the quickstart takes no argument
     config = unet.get_config("small")
     config.num_train_steps = 600
     config.batch_size = 16

@@ -17,11 +17,10 @@ paper-reproduction presets reuse the ablation's finished runs instead of trainin
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
+import copy
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -33,6 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
+
+from segjax import cli, config_utils
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
@@ -110,41 +111,19 @@ class Run:
 
 def load_family_config(family: str) -> ml_collections.ConfigDict:
     """The config of a family in configs/: 'unet' -> configs/unet.py get_config(); 'fcn:8s' -> get_config('8s')."""
-    name, _, arg = family.partition(":")
+    name, sep, arg = family.partition(":")
     path = CONFIGS_DIR / f"{name}.py"
     if not path.exists():
         known = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))
         raise ValueError(f"Unknown config family {family!r}: {path} does not exist. Known families: {known}.")
-    if str(REPO_ROOT) not in sys.path:  # config files may import each other as `configs.default`
-        sys.path.insert(0, str(REPO_ROOT))
-    spec = importlib.util.spec_from_file_location(f"_segjax_config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    return config_utils.load_config_file(f"{path}{sep}{arg}")
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-    """Set dotted keys ('model.upsample.method') on a copy of config; unknown keys are an error, not a no-op."""
-    config = ml_collections.ConfigDict(config.to_dict())
+    """Set dotted keys ('model.upsample.method') on a copy of config; unknown keys and wrong types are errors."""
+    config = copy.deepcopy(config)
     for key, value in overrides.items():
-        node = config
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if part not in node:
-                raise ValueError(
-                    f"Override {key!r}: config has no {'.'.join(parts[: i + 1])!r}; "
-                    f"valid keys there: {sorted(node.keys())}."
-                )
-            node = node[part]
-        if parts[-1] not in node:
-            raise ValueError(
-                f"Override {key!r}: config has no key {parts[-1]!r} under "
-                f"{'.'.join(parts[:-1]) or 'the root'}; valid keys there: {sorted(node.keys())}."
-            )
-        if isinstance(value, Mapping):
-            value = ml_collections.ConfigDict(dict(value))
-        with node.unlocked():
-            node[parts[-1]] = value
+        config_utils.set_value(config, key, value)
     return config
 
 
@@ -221,7 +200,7 @@ def run_state(workdir: pathlib.Path, expected_hash: str) -> str:
 
 
 def _default_train(config, workdir):
-    from segjax.train import train_and_evaluate  # imported late: the runner itself must not need jax
+    from segjax.train import train_and_evaluate  # imported when a run trains (the data pipeline, TFDS, orbax)
 
     return train_and_evaluate(config, workdir)
 
@@ -358,7 +337,7 @@ def main(
     default_out: str = "experiments/runs",
 ) -> int:
     """CLI for a sweep file: pick a preset, run it into --out, then write the report into OUT/report."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog=prog or "experiments.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", required=True, choices=sorted(presets))
     parser.add_argument("--out", default=None, help=f"run folder (default {default_out}/<preset>)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1: in this process)")
@@ -378,7 +357,7 @@ def main(
     runs = dedupe([r for s in sweeps for r in expand(s, only=args.only, seeds=seeds)])
     if not runs:
         arms = [a.key for s in sweeps for a in s.arms]
-        raise SystemExit(f"--only {args.only} matches no arm of preset {args.preset!r}; its arms are {arms}.")
+        parser.error(f"--only {args.only} matches no arm of preset {args.preset!r}; its arms are {arms}")
     shown = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--note")]
     command = " ".join(["python -m", prog or "experiments.sweep", *shown]) + (" --note=..." if args.note else "")
     if args.dry_run:

@@ -6,13 +6,17 @@ The resolved config of a run (defaults + the family's choices + command-line ove
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import difflib
+import importlib.util
 import json
 import os
 import tempfile
 
 import ml_collections
-from ml_collections import config_dict
 
+from segjax import cli
 from segjax.parallel import PARALLELISMS
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -52,39 +56,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config.eval.boundary_tolerance={tolerance!r} must be a non-negative integer (pixels) "
             "or None (SegNet's 0.75% of the image diagonal)."
         )
-
-
-# Types of keys whose default is None, so `--config.KEY=VALUE` can set them (ml_collections cannot override a
-# plain None). Keys not listed here accept any Python literal; their consumers validate the value.
-NONE_KEY_TYPES = {
-    "num_devices": int,
-    "model.base_width": int,
-    "model.depth": int,
-    "model.dropout": float,
-    "model.upsample.method": str,
-    "model.upsample.kernel_size": int,
-    "model.upsample.init": str,
-    "data.data_dir": str,
-    "data.train_split": str,
-    "data.eval_split": str,
-    "data.reduce_zero_label": bool,
-    "data.scale_range": tuple,
-    "data.embedded.num_train": int,
-    "data.embedded.num_validation": int,
-    "data.embedded.num_test": int,
-}
-
-
-def make_overridable(config: ml_collections.ConfigDict, prefix: str = "") -> ml_collections.ConfigDict:
-    """Turns every None leaf into a typed placeholder (NONE_KEY_TYPES, else any literal), in place; returns it."""
-    for key in list(config.keys()):
-        path = f"{prefix}{key}"
-        value = config[key]
-        if isinstance(value, ml_collections.ConfigDict):
-            make_overridable(value, path + ".")
-        elif value is None and not isinstance(config._fields.get(key), config_dict.FieldReference):
-            config[key] = config_dict.placeholder(NONE_KEY_TYPES.get(path, object))
-    return config
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -147,10 +118,201 @@ def load_sibling(config_file: str, name: str = "default"):
     Config files are loaded by path (`--config=configs/unet.py`), not as a package, so `import configs.default`
     would depend on the working directory; this does not.
     """
-    import importlib.util
+    return _load_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py"))
 
-    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+
+def _load_module(path: str):
+    name = os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(f"segjax_config_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config files, their arguments and command-line overrides
+
+
+class ConfigError(ValueError):
+    """A config file, argument or override a user got wrong; the message names it and the fix."""
+
+
+def parse_arg(config_file: str, arg: str | None, **options) -> ml_collections.ConfigDict:
+    """The options of a config file's argument, `configs/unet.py:ARG`, with their defaults (big_vision's form).
+
+    ARG is `key=value` pairs separated by commas (`preset=small,depth=3`); a bare value sets the first option
+    (`small`). Values are Python literals where they parse as one ('3', 'True'), else text. An option whose
+    default is a tuple of strings takes one of them, the first being its default. An unknown option, a value of
+    another type than its default, or a value outside its choices is a ConfigError naming the valid ones.
+    """
+    where = os.path.basename(config_file)
+    choices = {k: v for k, v in options.items() if isinstance(v, tuple)}
+    values = {k: (v[0] if k in choices else v) for k, v in options.items()}
+    for i, part in enumerate(p.strip() for p in (arg or "").split(",") if p.strip()):
+        name, sep, text = (s.strip() for s in part.partition("="))
+        if not sep:
+            if i or not options:
+                raise ConfigError(
+                    f"{where}: argument {part!r} needs a name, e.g. {next(iter(options), 'key')}={part}; "
+                    f"options: {_describe(options) or 'none'}."
+                )
+            name, text = next(iter(options)), part
+        if name not in options:
+            raise ConfigError(f"{where}: unknown option {name!r}; options: {_describe(options) or 'none'}.")
+        value = _literal(text)
+        default = values[name]
+        if name in choices:
+            if value not in choices[name]:
+                raise ConfigError(f"{where}: {name}={value!r} is not one of {', '.join(choices[name])}.")
+        elif default is not None and not _fits(value, type(default)):
+            raise ConfigError(
+                f"{where}: {name}={text!r} must be {type(default).__name__} like its default {default!r}."
+            )
+        values[name] = value
+    return ml_collections.ConfigDict(values)
+
+
+def _describe(options: dict) -> str:
+    return ", ".join(
+        f"{k} ({'|'.join(v)})" if isinstance(v, tuple) else f"{k} (default {v!r})" for k, v in options.items()
+    )
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _fits(value, wanted: type) -> bool:
+    if wanted is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, wanted)
+
+
+def load_config_file(argument: str) -> ml_collections.ConfigDict:
+    """`path/to/config.py[:ARG]` -> that file's `get_config(ARG)` (`get_config()` without ARG).
+
+    A missing file, one that fails to import, or a get_config that raises is a ConfigError naming the file and
+    the cause (one line, no traceback).
+    """
+    path, _, arg = argument.partition(":")
+    if not os.path.isfile(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        known = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+        raise ConfigError(
+            f"config file {path!r} does not exist" + (f"; files there: {', '.join(known)}" if known else "")
+        )
+    try:
+        module = _load_module(path)
+    except Exception as e:  # noqa: BLE001 - any error inside the user's file is reported, not raised
+        raise ConfigError(f"config file {path!r} could not be loaded: {type(e).__name__}: {e}") from None
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} defines no get_config(arg) function.")
+    try:
+        return module.get_config(arg) if arg else module.get_config()
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"{path}:{arg}: get_config failed: {type(e).__name__}: {e}") from None
+
+
+def flat_keys(config, prefix: str = "") -> list[str]:
+    """Every leaf key of a config, dotted ('model.upsample.method')."""
+    keys = []
+    for key in config.keys():
+        value = config[key]
+        if isinstance(value, ml_collections.ConfigDict | dict):
+            keys += flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _leaf(config, key: str):
+    """(section holding `key`, its last part); ConfigError with the closest valid keys if it does not exist."""
+    node, parts = config, key.split(".")
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, ml_collections.ConfigDict | dict) else None
+        if not isinstance(node, ml_collections.ConfigDict | dict):
+            break
+    else:
+        if parts[-1] in node and not isinstance(node[parts[-1]], ml_collections.ConfigDict | dict):
+            return node, parts[-1]
+    keys = flat_keys(config)
+    inside = [k for k in keys if k.startswith(key + ".")]
+    if inside:
+        raise ConfigError(f"config.{key} is a section, not a key; set one of: {', '.join(inside)}.")
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    if close:
+        raise ConfigError(f"config has no key {key!r}; did you mean {', '.join(close)}?")
+    section = node if isinstance(node, ml_collections.ConfigDict | dict) else config
+    here = [f"{k}.*" if isinstance(section[k], ml_collections.ConfigDict | dict) else k for k in section.keys()]
+    raise ConfigError(f"config has no key {key!r}; keys there: {', '.join(sorted(here))}.")
+
+
+def set_value(config, key: str, value) -> None:
+    """Sets the dotted `key` of `config` (which must exist) to `value`; ConfigError for an unknown key or a type
+    the key does not take."""
+    node, leaf = _leaf(config, key)
+    try:
+        with node.unlocked() if isinstance(node, ml_collections.ConfigDict) else contextlib.nullcontext():
+            node[leaf] = value
+    except TypeError as e:
+        raise ConfigError(f"config.{key}={value!r} has the wrong type: {e}") from None
+
+
+def override(config, key: str, text: str) -> None:
+    """Sets the dotted `key` from command-line text, read as the key's type (str keys take the text as it is)."""
+    node, leaf = _leaf(config, key)
+    wanted = node.get_type(leaf) if isinstance(node, ml_collections.ConfigDict) else type(node[leaf])
+    if wanted is str:
+        value = text
+    elif wanted is bool:
+        value = {"true": True, "false": False}.get(text.strip().lower(), text)
+        if not isinstance(value, bool):
+            raise ConfigError(f"config.{key}={text!r}: {key} takes True or False.")
+    else:
+        value = _literal(text)
+    if wanted not in (type(None), object) and not _fits(value, wanted):
+        raise ConfigError(f"config.{key}={text!r}: {key} takes a value of type {wanted.__name__}.")
+    set_value(config, key, value)
+
+
+def parse_with_config(parser: cli.ArgumentParser, argv=None, *, base_config=None):
+    """Parses argv with `parser` (which defines --config) plus `--config.KEY=VALUE` overrides.
+
+    Returns (args, config): the config of --config with the overrides applied in order, or `base_config()` with
+    them when --config is not given (None when neither is there). Every error goes through `cli.fail`.
+    """
+    args, extra = parser.parse_known_args(argv)
+    overrides, unknown = [], []
+    extra = list(extra)
+    while extra:
+        item = extra.pop(0)
+        if not item.startswith("--config."):
+            unknown.append(item)
+            continue
+        key, sep, text = item[len("--config.") :].partition("=")
+        if not sep:
+            if not extra or extra[0].startswith("--"):
+                parser.error(f"{item} needs a value: {item}=VALUE")
+            text = extra.pop(0)
+        overrides.append((key, text))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        if args.config:
+            config = load_config_file(args.config)
+        elif base_config is not None:
+            config = base_config(args)
+        else:
+            config = None
+        if overrides and config is None:
+            parser.error("--config.KEY=VALUE overrides need --config=FILE")
+        for key, text in overrides:
+            override(config, key, text)
+    except ValueError as e:
+        cli.fail(parser.prog, str(e))
+    return args, config

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils, optim, parallel
+from segjax import cli, config_utils, optim, parallel
 from segjax import data as data_lib
 from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib
@@ -225,30 +225,21 @@ def train_and_evaluate(
 
 
 def main(argv=None):
-    """Entry point of `segjax-train` (absl flags: --config=FILE[:ARG] --config.KEY=VALUE --workdir=DIR)."""
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file(
-        "config", None, "Experiment config file, e.g. configs/unet.py:small.", lock_config=True
-    )
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the resolved config.")
-    flags.mark_flags_as_required(["config", "workdir"])
-
-    def run(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-        quiet_libraries()
-        config = flags.FLAGS.config
-        try:
-            scores = train_and_evaluate(config, flags.FLAGS.workdir)
-        except (ValueError, NonFiniteLossError) as e:
-            print(f"segjax-train: error: {e}", file=sys.stderr)
-            sys.exit(2 if isinstance(e, ValueError) else 1)
-        if scores:
-            print(f"final validation mIoU {scores['mean_iou']:.4f}")
-
-    app.run(run, argv=argv)
+    """Entry point of `segjax-train`: --config=FILE[:ARG] --workdir=DIR [--config.KEY=VALUE ...]."""
+    parser = cli.ArgumentParser(prog="segjax-train", description="Train (or resume) a segjax run.")
+    parser.add_argument("--config", required=True, help=cli.CONFIG_HELP)
+    parser.add_argument("--workdir", required=True, help="directory for checkpoints, logs and the resolved config")
+    args, config = config_utils.parse_with_config(parser, argv)
+    quiet_libraries()
+    try:
+        scores = train_and_evaluate(config, args.workdir)
+    except ValueError as e:
+        cli.fail(parser.prog, str(e))
+    except NonFiniteLossError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if scores:
+        print(f"final validation mIoU {scores['mean_iou']:.4f}")
 
 
 if __name__ == "__main__":

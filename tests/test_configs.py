@@ -2,20 +2,16 @@
 are errors before anything runs; optimizer/schedule choices behave as documented."""
 
 import os
-import subprocess
-import sys
 
 import jax
 import ml_collections
 import numpy as np
 import optax
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
-from segjax import config_utils, experiment, optim
+from segjax import cli, config_utils, evaluate, experiment, optim, train
 from segjax.config_utils import load_sibling
-from segjax.models import create_model
+from segjax.models import create_model, summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = [
@@ -58,67 +54,122 @@ def _flat(tree, prefix=""):
             yield f"{prefix}{key}"
 
 
-def test_unknown_variant_is_a_clear_error():
-    with pytest.raises(ValueError, match="variant '4s' is not one of"):
-        _config("fcn.py", "4s")
+def test_config_arguments_are_parsed_by_one_helper():
+    assert _config("unet.py", "preset=paper,depth=3").model.to_dict() == dict(
+        _config("unet.py", "paper").model.to_dict(), depth=3
+    )
+    assert _config("fcn.py", "16s").model.name == "fcn16s" and _config("fcn.py").model.name == "fcn8s"
+    assert _config("fcn.py", "stride=32s,preset=paper").model.preset == "paper"
+    for file_name, arg, match in [
+        ("fcn.py", "4s", r"fcn.py: stride='4s' is not one of 8s, 16s, 32s"),
+        ("unet.py", "preset=small,dept=3", r"unknown option 'dept'; options: preset \(small\|paper\), depth"),
+        ("unet.py", "small,3", "needs a name"),
+        ("quickstart.py", "small", "needs a name"),
+    ]:
+        with pytest.raises(config_utils.ConfigError, match=match):
+            _config(file_name, arg)
 
 
-def _parse(*overrides):
-    argv = ["prog", f"--config={os.path.join(REPO, 'configs', 'unet.py')}:small", *overrides]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
-    values(argv)
-    return values.config
+def test_deconvnet_config_derives_from_segnet():
+    deconvnet, segnet = _config("deconvnet.py"), _config("segnet.py")
+    keys = config_utils.flat_keys(deconvnet)
+    assert keys == config_utils.flat_keys(segnet)
+    changed = {k for k in keys if _get(deconvnet, k) != _get(segnet, k)}
+    assert changed == {"model.name", "loss.class_weighting", "optimizer.learning_rate", "schedule.name"}
+
+
+def _get(config, key):
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def _train_cli(capsys, *args):
+    """segjax-train's main in this process: (exit status, stderr); parse errors exit before anything runs."""
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(list(args))
+    return exit_info.value.code, capsys.readouterr().err
 
 
 def test_command_line_overrides():
-    config = _parse(
-        "--config.model.upsample.method=resize_conv",
-        "--config.seed=3",
-        "--config.model.base_width=8",
-        "--config.data.data_dir=/tmp/somewhere",
-        "--config.optimizer.grad_clip_norm=1",
-        "--config.data.crop_size=(48, 64)",
+    parser = cli.ArgumentParser(prog="test")
+    parser.add_argument("--config")
+    _, config = config_utils.parse_with_config(
+        parser,
+        [
+            "--config=configs/unet.py:small",
+            "--config.model.upsample.method=resize_conv",
+            "--config.seed=3",
+            "--config.model.base_width",  # the value may follow as the next argument
+            "8",
+            "--config.data.data_dir=/tmp/somewhere",
+            "--config.optimizer.grad_clip_norm=1",
+            "--config.data.crop_size=(48, 64)",
+            "--config.progress_bar=false",
+            "--config.loss.class_weighting=0.5,1,2",  # a str key keeps the text as it is
+        ],
     )
     assert config.model.upsample.method == "resize_conv" and config.seed == 3
     assert config.model.base_width == 8 and config.data.data_dir == "/tmp/somewhere"
     assert config.optimizer.grad_clip_norm == 1.0 and tuple(config.data.crop_size) == (48, 64)
+    assert config.progress_bar is False and config.loss.class_weighting == "0.5,1,2"
     assert config.model.name == "unet"
 
 
 @pytest.mark.parametrize(
-    "override,message",
+    "args,message",
     [
-        ("--config.model.upsampel.method=nearest", 'Did you mean "upsample"'),
-        ("--config.seed=three", "three"),
-        ("--config.model.base_width=wide", "wide"),
-        ("--config.batch_size=1.5", "1.5"),
+        (["--config.no_such_key=3"], "config has no key 'no_such_key'; keys there: batch_size, "),
+        (["--config.model.upsampel.method=nearest"], "did you mean model.upsample.method"),
+        (["--config.optimizer.learnig_rate=0.1"], "did you mean optimizer.learning_rate"),
+        (["--config.seed=three"], "config.seed='three': seed takes a value of type int"),
+        (["--config.model.base_width=wide"], "base_width='wide'"),
+        (["--config.batch_size=1.5"], "config.batch_size='1.5'"),
+        (["--config.progress_bar=maybe"], "progress_bar takes True or False"),
+        (["--config.model=unet"], "config.model is a section, not a key; set one of: model.base_width"),
+        (["--config.seed"], "--config.seed needs a value"),
+        (["--no_such_flag=1"], "unrecognized arguments: --no_such_flag=1"),
     ],
 )
-def test_unknown_keys_and_wrong_types_fail_at_parse_time(override, message):
-    with pytest.raises((flags.Error, KeyError)) as error:
-        _parse(override)
-    assert message in str(error.value)
-
-
-def test_train_cli_rejects_a_typo_before_writing_anything(tmp_path):
+def test_train_cli_errors_are_one_line_exit_2_and_write_nothing(capsys, tmp_path, args, message):
     workdir = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segjax.train",
-            "--config=configs/quickstart.py",
-            f"--workdir={workdir}",
-            "--config.optimizer.learnig_rate=0.1",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert result.returncode != 0
-    assert "learnig_rate" in result.stderr
+    code, err = _train_cli(capsys, f"--config={REPO}/configs/quickstart.py", f"--workdir={workdir}", *args)
+    assert code == 2 and err.startswith("segjax-train: error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not workdir.exists()
+
+
+def test_train_cli_reports_bad_config_files(capsys, tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    raises = tmp_path / "raises.py"
+    raises.write_text("def get_config(arg=None):\n    return {}['missing']\n")
+    for config, message in [
+        (f"{REPO}/configs/no_such_file.py", "no_such_file.py' does not exist; files there: deconvnet.py"),
+        (f"{broken}", "could not be loaded: SyntaxError"),
+        (f"{raises}", "get_config failed: KeyError: 'missing'"),
+        (f"{REPO}/configs/unet.py:tiny", "unet.py: preset='tiny' is not one of small, paper"),
+    ]:
+        code, err = _train_cli(capsys, f"--config={config}", f"--workdir={tmp_path / 'run'}")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, err = _train_cli(capsys, f"--workdir={tmp_path / 'run'}")
+    assert code == 2 and "the following arguments are required: --config" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_and_models_cli_errors(capsys, tmp_path):
+    for main, args, message in [
+        (evaluate.main, [f"--workdir={tmp_path / 'nope'}"], "does not exist"),
+        (evaluate.main, [f"--workdir={tmp_path}", "--bogus"], "unrecognized arguments: --bogus"),
+        (evaluate.main, [f"--workdir={tmp_path}"], "config.json: it is not a segjax-train workdir"),
+        (summary.main, ["--models=unet,foo"], "unknown models ['foo']"),
+        (summary.main, ["--size=big"], "--size must be N or HxW"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert os.listdir(tmp_path) == []
 
 
 def test_validation_errors_name_the_key():

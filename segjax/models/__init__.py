@@ -7,7 +7,7 @@ model section of a config (see `default_model_config`); `MODELS` maps the config
 import jax.numpy as jnp
 
 from segjax.models.base import EncoderDecoder
-from segjax.models.config import PRESETS, default_model_config, resolve
+from segjax.models.config import PRESET_NAMES, PRESETS, default_model_config, resolve
 from segjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from segjax.models.layers import Conv, conv2d
 from segjax.models.segnet import DeconvNet, SegNet
@@ -33,6 +33,7 @@ def create_model(model_config, num_classes: int, *, axis_name: str | None = None
 
 __all__ = [
     "MODELS",
+    "PRESET_NAMES",
     "PRESETS",
     "Conv",
     "DeconvNet",

@@ -4,6 +4,7 @@ resolution of a config into the arguments of a model class (with clear errors fo
 import dataclasses
 
 import ml_collections
+from ml_collections import config_dict
 
 from segjax import ops
 from segjax.models.layers import NORMS
@@ -58,14 +59,14 @@ def default_model_config() -> ml_collections.ConfigDict:
         {
             "name": "unet",  # one of MODELS: fcn32s, fcn16s, fcn8s, segnet, unet, deconvnet
             "preset": "small",  # 'small' (CPU-sized) or 'paper' widths and depth
-            "base_width": None,  # int: channels of the first level (None: the preset's)
-            "depth": None,  # int: number of 2x poolings (None: the preset's; FCN is fixed at 5)
+            "base_width": config_dict.placeholder(int),  # channels of the first level (None: the preset's)
+            "depth": config_dict.placeholder(int),  # number of 2x poolings (None: the preset's; FCN is fixed at 5)
             "norm": "batch",  # 'none' (FCN, U-Net papers), 'batch' (SegNet paper) or 'group'
-            "dropout": None,  # float; None: the paper's (FCN 0.5 fc6/fc7, U-Net 0.5 bottom, SegNet 0)
+            "dropout": config_dict.placeholder(float),  # None: the paper's (FCN, U-Net 0.5; SegNet 0)
             "upsample": {
-                "method": None,  # one of segjax.ops.METHODS; None: the paper's decoder
-                "kernel_size": None,  # transposed / resize_conv / pixel_shuffle kernel; None: the default
-                "init": None,  # transposed: 'default'|'bilinear'; pixel_shuffle: 'default'|'icnr'
+                "method": config_dict.placeholder(str),  # one of segjax.ops.METHODS; None: the paper's decoder
+                "kernel_size": config_dict.placeholder(int),  # of the learned methods; None: their default
+                "init": config_dict.placeholder(str),  # transposed: default|bilinear; pixel_shuffle: default|icnr
                 "resize": "nearest",  # resize_conv: 'nearest'|'bilinear'
             },
         }

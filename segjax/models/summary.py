@@ -5,14 +5,13 @@ the compiled forward pass) at a given input size and upsampling method.
     segjax-models --preset paper --size 224 --method bilinear --models unet,segnet
 """
 
-import argparse
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segjax import ops
+from segjax import cli, ops
 from segjax.models import MODELS, create_model, default_model_config
 
 
@@ -62,7 +61,7 @@ def format_table(rows) -> str:
 
 def run(argv=None) -> list[dict]:
     """Parses the command line, prints the table and returns its rows."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="segjax-models",
         description="Parameter count and GFLOPs (XLA cost analysis, forward pass per image) of each model.",
     )
@@ -116,7 +115,10 @@ def run(argv=None) -> list[dict]:
 
 def main(argv=None) -> None:
     """Entry point of `segjax-models` (returns None: a console script's return value is its exit status)."""
-    run(argv)
+    try:
+        run(argv)
+    except ValueError as e:
+        cli.fail("segjax-models", str(e))
 
 
 if __name__ == "__main__":
