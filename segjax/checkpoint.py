@@ -17,6 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from segjax.logging_utils import without_log_messages
+
 BEST_METRIC = "mean_iou"
 
 
@@ -37,7 +39,12 @@ class Checkpointer:
         self.directory = checkpoint_dir(workdir)
         if read_only:
             options = ocp.CheckpointManagerOptions(
-                read_only=True, best_fn=_best_metric, best_mode="max", enable_async_checkpointing=False
+                read_only=True,
+                save_interval_steps=0,  # what read_only implies; orbax warns when it has to set these itself
+                create=False,
+                best_fn=_best_metric,
+                best_mode="max",
+                enable_async_checkpointing=False,
             )
         else:
             policy = ocm.AnyPreservationPolicy(
@@ -49,7 +56,8 @@ class Checkpointer:
             options = ocp.CheckpointManagerOptions(
                 preservation_policy=policy, best_fn=_best_metric, best_mode="max", create=True
             )
-        self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=_handler_registry())
+        with without_log_messages("Given directory is read only"):
+            self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=_handler_registry())
 
     # --- queries --------------------------------------------------------------------------------------------------
     def all_steps(self) -> list[int]:

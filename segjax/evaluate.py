@@ -16,17 +16,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 
 import jax
 import numpy as np
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils, parallel
+from segjax import cli, config_utils, parallel
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
 from segjax.experiment import abstract_state, build_model
+from segjax.logging_utils import quiet_libraries
 
 
 def _eval_batch(batch: dict) -> dict:
@@ -228,6 +228,17 @@ class EvalError(ValueError):
     """A user error of segjax-eval: reported in one message, exit status 2, nothing written."""
 
 
+def run_config(workdir: str):
+    """The resolved config the run in `workdir` was trained with; EvalError if it is not a segjax-train workdir."""
+    workdir = os.path.abspath(workdir)
+    if not os.path.isdir(workdir):
+        raise EvalError(f"Workdir {workdir} does not exist; pass the --workdir of a segjax-train run.")
+    try:
+        return config_utils.load_config(workdir)
+    except FileNotFoundError:
+        raise EvalError(f"{workdir} has no {config_utils.CONFIG_FILE}: it is not a segjax-train workdir.") from None
+
+
 def evaluate_checkpoint(
     workdir: str, step="latest", split: str | None = None, config=None, *, write: bool = True, verbose: bool = True
 ) -> dict:
@@ -237,13 +248,8 @@ def evaluate_checkpoint(
     it must build the same model (checked against the checkpoint).
     """
     workdir = os.path.abspath(workdir)
-    if not os.path.isdir(workdir):
-        raise EvalError(f"Workdir {workdir} does not exist; pass the --workdir of a segjax-train run.")
-    if config is None:
-        try:
-            config = config_utils.load_config(workdir)
-        except FileNotFoundError:
-            raise EvalError(f"{workdir} has no {config_utils.CONFIG_FILE}: it is not a segjax-train workdir.") from None
+    stored = run_config(workdir)  # also checks that workdir is a segjax-train workdir
+    config = stored if config is None else config
     if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
         raise EvalError(f"No checkpoint found in {workdir} (no checkpoints/ folder); train first (segjax-train).")
     checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
@@ -314,34 +320,19 @@ def evaluate_checkpoint(
 
 
 def main(argv=None):
-    """Entry point of `segjax-eval`."""
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    flags.DEFINE_string("workdir", None, "Workdir of a segjax-train run.")
-    flags.DEFINE_string("step", "latest", "Checkpoint to evaluate: latest, best (validation mIoU) or a step number.")
-    flags.DEFINE_string("split", None, "Split to evaluate (default: the config's data.eval_split).")
-    config_flags.DEFINE_config_file(
-        "config",
-        None,
-        "Optional config replacing the workdir's config.json (must build the same model).",
-        lock_config=True,
-    )
-    flags.mark_flag_as_required("workdir")
-
-    def run(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-        from segjax.logging_utils import quiet_libraries
-
-        quiet_libraries()
-        try:
-            evaluate_checkpoint(flags.FLAGS.workdir, flags.FLAGS.step, flags.FLAGS.split, flags.FLAGS.config)
-        except ValueError as e:
-            print(f"segjax-eval: error: {e}", file=sys.stderr)
-            sys.exit(2)
-
-    app.run(run, argv=argv)
+    """Entry point of `segjax-eval`: --workdir=DIR [--step=latest|best|N] [--split=S] [--config=FILE[:ARG]]
+    [--config.KEY=VALUE ...] (overrides apply to --config, or to the workdir's config.json without it)."""
+    parser = cli.ArgumentParser(prog="segjax-eval", description="Evaluate a checkpoint of a segjax-train run.")
+    parser.add_argument("--workdir", required=True, help="workdir of a segjax-train run")
+    parser.add_argument("--step", default="latest", help="checkpoint: latest, best (validation mIoU) or a step")
+    parser.add_argument("--split", default=None, help="split to evaluate (default: the config's data.eval_split)")
+    parser.add_argument("--config", default=None, help="a config replacing the workdir's (must build the same model)")
+    args, config = config_utils.parse_with_config(parser, argv, base_config=lambda args: run_config(args.workdir))
+    quiet_libraries()
+    try:
+        evaluate_checkpoint(args.workdir, args.step, args.split, config)
+    except ValueError as e:
+        cli.fail(parser.prog, str(e))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ scalars only (per-class lists go to the evaluation reports).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -106,6 +107,23 @@ class Progress:
 
     def close(self) -> None:
         self._bar.close()
+
+
+@contextlib.contextmanager
+def without_log_messages(*prefixes: str, logger: str = "absl"):
+    """Drops the records of `logger` whose message starts with one of `prefixes`: library notices that tell a
+    segjax user nothing (orbax announcing a read-only directory segjax opened read-only on purpose, TFDS announcing
+    segjax's own builder configs). Other messages pass."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefixes)
+
+    target = logging.getLogger(logger)
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
 
 
 def quiet_libraries() -> None:

@@ -1,12 +1,13 @@
 """The folder builder: round trip of images and masks, and every bad pair reported by file name."""
 
+import logging
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from segjax.data import check_folder, default_data_config, get_dataset_info, make_loader
+from segjax.data import check_folder, default_data_config, folder, get_dataset_info, make_loader
 
 PALETTE = np.array([[0, 0, 0], [250, 10, 10], [10, 250, 10]], np.uint8)
 
@@ -123,3 +124,56 @@ def test_reduce_zero_label_folder_as_ade20k_stores_masks(tmp_path):
     config.reduce_zero_label = False  # then 3 is out of range for 3 classes: reported, not clipped
     with pytest.raises(ValueError, match=r"x.png: values \[3\]"):
         get_dataset_info(config)
+
+
+def test_prepared_copy_follows_its_folder(tmp_path, caplog, monkeypatch):
+    """4 pairs, then 6 more: training sees 10; a bad mask added later is reported by name and the good copy stays."""
+    rng = np.random.default_rng(1)
+    root = str(tmp_path / "data")
+    for i in range(4):
+        write_pair(root, "train", f"a{i}", random_label(rng, 16, 16))
+    config = folder_config(str(tmp_path))
+    config.crop_size = 16
+    assert get_dataset_info(config).num_examples["train"] == 4
+    for i in range(4, 10):
+        write_pair(root, "train", f"a{i}", random_label(rng, 16, 16))
+    os.utime(os.path.join(root, "train", "masks", "a0.png"), ns=(1, 1))  # a changed pair: same size, other mtime
+    with caplog.at_level(logging.INFO, logger="segjax.data"):
+        info = get_dataset_info(config)
+    assert info.num_examples["train"] == 10
+    assert "pairs: 6 added, 0 removed, 1 changed" in caplog.text
+    batches = make_loader(config, global_batch_size=10, train=True, seed=0, process_index=0, process_count=1)
+    assert next(batches)["label"].shape == (10, 16, 16)
+
+    # An unchanged folder is not read again (beyond the file metadata of the fingerprint).
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the unchanged folder was read again")
+
+    monkeypatch.setattr(folder, "_load_mask", no_reading)
+    assert get_dataset_info(config).num_examples["train"] == 10
+    monkeypatch.undo()
+
+    bad = random_label(rng, 16, 16)
+    bad[3, 3] = 7  # neither a class (0..2) nor the ignore index
+    write_pair(root, "train", "zz_bad", bad)
+    with pytest.raises(ValueError, match=r"zz_bad.png: values \[7\] are neither a class \(0..2\) nor ignore_index"):
+        get_dataset_info(config)
+    os.remove(os.path.join(root, "train", "images", "zz_bad.png"))
+    os.remove(os.path.join(root, "train", "masks", "zz_bad.png"))
+    # The last good copy stayed in place: back to the 10 pairs it was made from, nothing to prepare.
+    monkeypatch.setattr(folder, "_load_mask", no_reading)
+    assert get_dataset_info(config).num_examples["train"] == 10
+
+
+def test_fingerprint_counts_pairs(tmp_path):
+    old = {"train/a": [["train/images/a.png", 1, 1]], "train/b": [["train/images/b.png", 1, 1]]}
+    new = {"train/a": [["train/images/a.png", 1, 2]], "train/c": [["train/images/c.png", 1, 1]]}
+    assert folder.describe_changes(old, new) == "1 added, 1 removed, 1 changed"
+    rng = np.random.default_rng(2)
+    write_pair(str(tmp_path), "train", "x", random_label(rng, 8, 8))
+    (tmp_path / "train" / "images" / "notes.txt").write_text("not an image")
+    pairs = folder.fingerprint(str(tmp_path))
+    assert list(pairs) == ["train/x"] and [f[0] for f in pairs["train/x"]] == [
+        "train/images/x.png",
+        "train/masks/x.png",
+    ]

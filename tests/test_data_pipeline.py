@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segjax.data import default_data_config, get_dataset_info, make_loader, shapes, transforms
+from segjax.data import default_data_config, folder, get_dataset_info, make_loader, shapes, transforms
 
 NUM_TRAIN, NUM_VAL = 40, 10
 
@@ -230,8 +230,6 @@ def test_normalize_formula():
 
 
 def test_concurrent_preparation_by_another_process_is_tolerated():
-    from segjax.data import pipeline
-
     class Builder:
         def __init__(self, prepared):
             self.prepared = prepared
@@ -242,6 +240,6 @@ def test_concurrent_preparation_by_another_process_is_tolerated():
         def is_prepared(self):
             return self.prepared
 
-    pipeline._prepare(Builder(prepared=True))  # the twin finished: fine
+    folder.prepare_once(Builder(prepared=True))  # the twin finished: fine
     with pytest.raises(FileExistsError):
-        pipeline._prepare(Builder(prepared=False))  # anything else is a real error
+        folder.prepare_once(Builder(prepared=False))  # anything else is a real error

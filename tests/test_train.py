@@ -2,6 +2,7 @@
 uninterrupted, non-finite loss handling, segjax-eval reports and its user errors (nothing written, exit code 2)."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 from segjax import checkpoint as checkpoint_lib
+from segjax import config_utils, evaluate, experiment, parallel, train
 from segjax import data as data_lib
-from segjax import evaluate, experiment, parallel, train
 from segjax.config_utils import load_sibling
 from segjax.logging_utils import read_metrics
 
@@ -128,6 +129,19 @@ def test_runs_that_differ_only_in_their_seed_reuse_the_compiled_programs(uninter
     assert compiles == [] and 0 <= scores["mean_iou"] <= 1
 
 
+def test_a_bad_model_or_loss_setting_is_refused_before_the_workdir_is_written(data_dir, tmp_path):
+    for key, value, message in [
+        ("model.upsample.method", "bogus", "Unknown upsampling method 'bogus'"),
+        ("loss.class_weighting", "median", "loss.class_weighting='median' is not valid"),
+        ("schedule.warmup_steps", 10, "warmup_steps=10 must be >= 0 and smaller than num_train_steps=4"),
+    ]:
+        config = tiny_config(data_dir)
+        config_utils.set_value(config, key, value)
+        with pytest.raises(ValueError, match=message):
+            train.train_and_evaluate(config, str(tmp_path / "run"))
+        assert not (tmp_path / "run").exists()
+
+
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
     config = tiny_config(data_dir)  # the same config as the runs above: their compiled step is reused
     real_make_loader = data_lib.make_loader
@@ -215,6 +229,15 @@ def test_evaluate_checkpoint_writes_reports(uninterrupted):
     assert names == ["validation-step4-confusion.png", "validation-step4-examples.png", "validation-step4.json"]
     table = evaluate.per_class_table(written["scores"], written["class_names"])
     assert table.splitlines()[1].startswith("background") and "mean_iou" in table
+
+
+def test_eval_command_prints_no_library_warnings(uninterrupted, capsys, caplog):
+    workdir, _, scores = uninterrupted
+    with caplog.at_level(logging.WARNING):
+        evaluate.main([f"--workdir={workdir}", "--step=latest", "--config.eval.num_images_to_plot=0"])
+    out = capsys.readouterr()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "WARNING" not in out.err and f"{100 * scores['mean_iou']:.2f}" in out.out
 
 
 def _eval_error(workdir, step="latest", config=None, match=""):

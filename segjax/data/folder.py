@@ -10,6 +10,11 @@ A mask is a single-channel (or palette) PNG whose pixel values are class indices
 1 .. num_classes the classes). Every pair is checked before anything is written; all problems (missing
 mask or image, size mismatch, multi-channel mask, a value that is neither a class nor `ignore_index`) are
 reported together with the file names in one ValueError. Nothing is skipped or clipped silently.
+
+The prepared copy follows its folder: `prepared_builder` records a fingerprint of the folder (relative file names,
+sizes, modification times) with the copy, compares it on every use (file metadata only, no pixels read) and
+prepares the copy again, with the validation above, when the folder changed. The old copy is kept until the new
+one is complete, so a folder that became invalid leaves the last good copy in place.
 """
 
 from __future__ import annotations
@@ -17,16 +22,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
+from segjax.logging_utils import without_log_messages
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "validation", "test")
+FINGERPRINT_FILE = "segjax_folder_fingerprint.json"
 _MAX_REPORTED = 30
+
+log = logging.getLogger("segjax.data")
 
 
 @dataclasses.dataclass
@@ -190,3 +203,87 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
                     image_bytes = _png_bytes(np.asarray(image.convert("RGB")))
             mask = _load_mask(mask_path).astype(np.uint8)[..., None]
             yield name, {"image": image_bytes, "label": _png_bytes(mask[..., 0]), "file_name": name}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The prepared copy follows its folder
+
+
+def fingerprint(root: str) -> dict[str, list]:
+    """'split/name' -> [[relative path, size, mtime_ns], ...] of the pair's image and mask files (stat only)."""
+    pairs: dict[str, list] = {}
+    for split in find_splits(root):
+        for kind, suffixes in (("images", IMAGE_SUFFIXES), ("masks", (".png",))):
+            folder = os.path.join(root, split, kind)
+            if not os.path.isdir(folder):
+                continue
+            for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+                stem, suffix = os.path.splitext(entry.name)
+                if entry.is_file() and suffix.lower() in suffixes:
+                    stat = entry.stat()
+                    pairs.setdefault(f"{split}/{stem}", []).append(
+                        [f"{split}/{kind}/{entry.name}", stat.st_size, stat.st_mtime_ns]
+                    )
+    return pairs
+
+
+def describe_changes(old: dict, new: dict) -> str:
+    """'N added, M removed, K changed' pairs between two fingerprints."""
+    added = len(new.keys() - old.keys())
+    removed = len(old.keys() - new.keys())
+    changed = sum(old[k] != new[k] for k in old.keys() & new.keys())
+    return f"{added} added, {removed} removed, {changed} changed"
+
+
+def prepare_once(builder) -> None:
+    """download_and_prepare of segjax's own builders (folders, the embedded dataset), tolerating another process
+    that finishes the same preparation first."""
+    try:
+        builder.download_and_prepare()
+    except FileExistsError:  # TFDS renames its temporary folder at the end; a concurrent twin got there first
+        if not builder.is_prepared():
+            raise
+
+
+def prepared_builder(config: FolderConfig, data_dir: str | None) -> SegjaxFolder:
+    """The builder of `config`'s folder, prepared from the folder as it is now (see the module docstring)."""
+
+    def make() -> SegjaxFolder:
+        with without_log_messages("Using custom data configuration"):  # every folder has its own builder config
+            return SegjaxFolder(config=config, data_dir=data_dir, file_format="array_record")
+
+    current = fingerprint(config.root)
+    builder = make()
+    path = epath.Path(builder.data_dir)
+    recorded_file = path / FINGERPRINT_FILE
+    recorded = json.loads(recorded_file.read_text()) if builder.is_prepared() and recorded_file.exists() else None
+    if recorded == current:
+        return builder
+    if recorded is not None:
+        log.info(
+            "The folder %s changed since it was prepared (pairs: %s); preparing it again.",
+            config.root,
+            describe_changes(recorded, current),
+        )
+    elif builder.is_prepared():
+        log.info("The prepared copy of %s records no fingerprint of its folder; preparing it again.", config.root)
+    else:
+        log.info("Preparing the folder %s (%d image/mask pairs).", config.root, len(current))
+    stale = path.parent / f".{path.name}.stale"
+    if path.exists():
+        if stale.exists():
+            shutil.rmtree(stale)
+        path.rename(stale)  # kept until the new copy is complete
+        builder = make()
+    try:
+        prepare_once(builder)
+    except BaseException:
+        if stale.exists() and not path.exists():
+            stale.rename(path)  # the folder is invalid now: the last good copy stays
+        raise
+    tmp = path / f".{FINGERPRINT_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(current))
+    tmp.replace(recorded_file)
+    if stale.exists():
+        shutil.rmtree(stale)
+    return builder

@@ -21,9 +21,11 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
+from ml_collections import config_dict
 
 from segjax.data import catalog, shapes, transforms
 from segjax.data import folder as folder_lib
+from segjax.logging_utils import without_log_messages
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -32,25 +34,28 @@ def default_data_config() -> ml_collections.ConfigDict:
     # 'embedded' (= segjax_shapes/<embedded.resolution>), 'segjax_shapes/64', 'segjax_shapes/128', 'folder',
     # or a catalog dataset: 'oxford_iiit_pet', 'cityscapes', 'scene_parse150' (see segjax/data/catalog.py).
     c.name = "embedded"
-    c.data_dir = None  # TFDS data_dir; None = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+    # Typed placeholders (None until set): None means the dataset's own choice.
+    c.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None: ~/tensorflow_datasets or $TFDS_DATA_DIR
     c.download = False  # catalog datasets: let TFDS download and prepare them if missing (needs segjax[tf])
-    c.train_split = None  # None = the dataset's own (e.g. 'train')
-    c.eval_split = None  # None = the dataset's own (e.g. 'validation'; 'test' where TFDS has no validation)
-    c.crop_size = None  # training crop, int or (h, w); None = the dataset's (embedded: its resolution)
-    c.eval_size = None  # fixed evaluation size (pad / downscale to fit); None = crop_size
-    c.scale_range = None  # random rescale (low, high) before cropping; None = the dataset's ((1, 1) for embedded,
-    #                       else (0.5, 2.0)); (1.0, 1.0) disables
+    c.train_split = config_dict.placeholder(str)  # e.g. 'train'
+    c.eval_split = config_dict.placeholder(str)  # e.g. 'validation' ('test' where TFDS has no validation)
+    c.crop_size = config_dict.placeholder(object)  # training crop, int or (h, w); embedded: its resolution
+    c.eval_size = config_dict.placeholder(object)  # fixed evaluation size (pad / downscale to fit); None: crop_size
+    # Random rescale (low, high) before cropping; None: (1, 1) for embedded, else (0.5, 2.0); (1.0, 1.0) disables.
+    c.scale_range = config_dict.placeholder(tuple)
     c.hflip = True
     c.mean = transforms.IMAGENET_MEAN
     c.std = transforms.IMAGENET_STD
     c.ignore_index = 255
-    c.reduce_zero_label = None  # None = the dataset's convention (True for scene_parse150); folder: False
+    c.reduce_zero_label = config_dict.placeholder(
+        bool
+    )  # None = the dataset's convention (True for scene_parse150); folder: False
     c.num_workers = 2  # grain reader threads (each builds whole batches)
     c.worker_processes = 0  # >0: additionally run the pipeline in that many processes (grain mp_prefetch)
     c.prefetch_batches = 8  # batches buffered ahead of the consumer
-    c.embedded = ml_collections.ConfigDict(
-        dict(resolution=64, num_train=None, num_validation=None, num_test=None, seed=0)
-    )
+    c.embedded = ml_collections.ConfigDict({"resolution": 64, "seed": 0})
+    for split in ("train", "validation", "test"):  # examples of each split; None: the generator's default
+        c.embedded[f"num_{split}"] = config_dict.placeholder(int)
     c.folder = ml_collections.ConfigDict(dict(root="", num_classes=0, class_names=()))
     return c
 
@@ -98,15 +103,6 @@ def _require_tensorflow(name: str) -> None:
         sys.modules["importlib_resources"] = importlib.resources
 
 
-def _prepare(builder) -> None:
-    """download_and_prepare that tolerates another process finishing the same preparation first."""
-    try:
-        builder.download_and_prepare()
-    except FileExistsError:  # TFDS renames its temporary folder at the end; a concurrent twin got there first
-        if not builder.is_prepared():
-            raise
-
-
 def _resolve(data_config) -> _Resolved:
     name = _cfg(data_config, "name", "embedded")
     data_dir = _cfg(data_config, "data_dir")
@@ -118,10 +114,13 @@ def _resolve(data_config) -> _Resolved:
             resolution, _cfg(e, "num_train"), _cfg(e, "num_validation"), _cfg(e, "num_test"), int(_cfg(e, "seed", 0))
         )
         registered = {c.name for c in shapes.SegjaxShapes.BUILDER_CONFIGS}  # TFDS wants their names, not copies
-        builder = shapes.SegjaxShapes(
-            config=config.name if config.name in registered else config, data_dir=data_dir, file_format="array_record"
-        )
-        _prepare(builder)  # seconds, offline; a no-op once prepared
+        with without_log_messages("Using custom data configuration"):  # segjax's own builder configs
+            builder = shapes.SegjaxShapes(
+                config=config.name if config.name in registered else config,
+                data_dir=data_dir,
+                file_format="array_record",
+            )
+        folder_lib.prepare_once(builder)  # seconds, offline; a no-op once prepared
         spec = catalog.DatasetSpec(
             tfds_name=f"segjax_shapes/{config.name}",
             image_key="image",
@@ -136,8 +135,7 @@ def _resolve(data_config) -> _Resolved:
         config = folder_lib.folder_config(
             _cfg(f, "root", ""), num_classes, ignore_index, bool(_cfg(data_config, "reduce_zero_label", False))
         )
-        builder = folder_lib.SegjaxFolder(config=config, data_dir=data_dir, file_format="array_record")
-        _prepare(builder)  # validates every pair first; raises listing the bad files
+        builder = folder_lib.prepared_builder(config, data_dir)  # follows the folder; raises listing bad files
         class_names = tuple(_cfg(f, "class_names", ())) or tuple(f"class_{i}" for i in range(num_classes))
         if len(class_names) != num_classes:
             raise ValueError(
