@@ -1,0 +1,203 @@
+"""Statistics of seed-paired ablations: plain numpy/scipy, each function tested against scipy or its formula.
+
+Every arm of an ablation is trained with the same seeds, and a seed fixes the data order and the encoder's
+initialisation, so two arms are compared seed by seed: the contrast of arms A and B is the mean of the per-seed
+differences d_s = A_s - B_s, with a paired t interval and test (df = n - 1) and a percentile bootstrap interval.
+
+Verdict rules (`verdict`; quoted in every report). alpha = 0.05. The p-values of all contrasts of one family (the
+hypotheses of one network in one preset) are Holm-adjusted together; the TOST p-values are Holm-adjusted over the
+same family separately.
+- A directed claim "A beats B" (expected d > 0), with an equivalence margin m:
+    held            the Holm-adjusted two-sided p < alpha and the mean difference is > 0;
+    did not hold    the Holm-adjusted two-sided p < alpha and the mean difference is < 0;
+    equivalent      not significant, and the Holm-adjusted TOST p < alpha: the difference lies within +-m, so any
+                    effect in the claimed direction is smaller than the margin;
+    inconclusive    otherwise (the interval is too wide to decide; more seeds would).
+- A no-difference claim "A and B are equivalent within +-m":
+    held            the Holm-adjusted TOST p < alpha;
+    did not hold    the Holm-adjusted two-sided p < alpha and |mean difference| > m;
+    inconclusive    otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import optimize
+from scipy import stats as sps
+
+ALPHA = 0.05
+POWER = 0.8
+VERDICTS = ("held", "did not hold", "equivalent", "inconclusive")
+RULES = __doc__[__doc__.index("Verdict rules") :].strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class Contrast:
+    """Paired contrast of two arms over n seeds: d_s = a_s - b_s."""
+
+    mean: float  # mean of d
+    sd: float  # sample standard deviation of d (ddof=1)
+    n: int
+    ci_low: float  # (1 - alpha) t interval of the mean
+    ci_high: float
+    p: float  # two-sided paired t-test of mean(d) = 0
+    boot_low: float  # (1 - alpha) percentile bootstrap interval of the mean
+    boot_high: float
+
+
+def _as_differences(a, b) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(
+            f"paired values must be two 1-D arrays of equal length (same seed order), got {a.shape} and {b.shape}"
+        )
+    if not np.all(np.isfinite(a)) or not np.all(np.isfinite(b)):
+        raise ValueError("paired values must be finite")
+    return a - b
+
+
+def paired_contrast(a, b, *, alpha: float = ALPHA, n_boot: int = 10000, seed: int = 0) -> Contrast:
+    """Mean of a - b per seed with its t interval, two-sided paired t-test and bootstrap interval.
+
+    With zero spread (all differences equal) the interval is that value and p is 1 for a zero mean, 0 otherwise.
+    """
+    d = _as_differences(a, b)
+    n = len(d)
+    if n < 2:
+        raise ValueError(f"a paired contrast needs at least 2 seeds, got {n}")
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    se = sd / math.sqrt(n)
+    if se == 0:
+        low = high = mean
+        p = 1.0 if mean == 0 else 0.0
+    else:
+        half = sps.t.ppf(1 - alpha / 2, n - 1) * se
+        low, high = mean - half, mean + half
+        p = float(2 * sps.t.sf(abs(mean / se), n - 1))
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    boot_low, boot_high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return Contrast(mean, sd, n, float(low), float(high), p, float(boot_low), float(boot_high))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the input order (each >= its raw p, at most 1)."""
+    p = np.asarray(p_values, np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted_sorted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted_sorted, 1.0)
+    return out
+
+
+def tost(a, b, margin: float) -> float:
+    """p-value of the two one-sided paired t-tests that |mean(a - b)| < margin (equivalence when p < alpha)."""
+    if not margin > 0:
+        raise ValueError(f"the equivalence margin must be > 0, got {margin}")
+    d = _as_differences(a, b)
+    n = len(d)
+    mean, se = d.mean(), d.std(ddof=1) / math.sqrt(n)
+    if se == 0:
+        return 0.0 if abs(mean) < margin else 1.0
+    p_above_lower = sps.t.sf((mean + margin) / se, n - 1)  # H0: mean <= -margin
+    p_below_upper = sps.t.cdf((mean - margin) / se, n - 1)  # H0: mean >= +margin
+    return float(max(p_above_lower, p_below_upper))
+
+
+def blocked_anova(table) -> dict:
+    """Two-way ANOVA without replication, seeds as blocks: does the arm matter? `table` is (seeds, arms).
+
+    Returns F, its degrees of freedom and p for the arm effect, and the shares of the total sum of squares
+    explained by the arms, the seeds and neither (residual).
+    """
+    y = np.asarray(table, np.float64)
+    n, k = y.shape
+    grand = y.mean()
+    ss_arm = n * ((y.mean(axis=0) - grand) ** 2).sum()
+    ss_seed = k * ((y.mean(axis=1) - grand) ** 2).sum()
+    ss_total = ((y - grand) ** 2).sum()
+    ss_resid = ss_total - ss_arm - ss_seed
+    df_arm, df_resid = k - 1, (k - 1) * (n - 1)
+    f = (ss_arm / df_arm) / (ss_resid / df_resid) if ss_resid > 0 else math.inf
+    share = (lambda ss: ss / ss_total) if ss_total > 0 else (lambda ss: math.nan)
+    return {
+        "F": float(f),
+        "df": (df_arm, df_resid),
+        "p": float(sps.f.sf(f, df_arm, df_resid)),
+        "share_arm": float(share(ss_arm)),
+        "share_seed": float(share(ss_seed)),
+        "share_residual": float(share(ss_resid)),
+    }
+
+
+def friedman(table) -> dict:
+    """Friedman's rank test of the arms with seeds as blocks (scipy), for (seeds, arms) tables."""
+    y = np.asarray(table, np.float64)
+    statistic, p = sps.friedmanchisquare(*y.T)
+    return {"chi2": float(statistic), "df": y.shape[1] - 1, "p": float(p)}
+
+
+def power(delta: float, sd: float, n: int, *, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test at level alpha when the true mean difference is delta (noncentral t)."""
+    df = n - 1
+    critical = sps.t.ppf(1 - alpha / 2, df)
+    nc = delta / (sd / math.sqrt(n))
+    wrong_side = np.nan_to_num(sps.nct.cdf(-critical, df, nc), nan=0.0)  # scipy gives NaN where it is ~1e-30
+    return float(sps.nct.sf(critical, df, nc) + wrong_side)
+
+
+def minimum_detectable_difference(sd: float, n: int, *, alpha: float = ALPHA, target: float = POWER) -> float:
+    """The smallest true mean difference the paired t-test at level alpha detects with probability `target`.
+
+    For a family corrected by Holm, pass alpha / m: the first step of Holm tests the smallest p at alpha / m.
+    """
+    if not sd > 0:
+        return 0.0
+    se = sd / math.sqrt(n)
+    upper = (sps.t.ppf(1 - alpha / 2, n - 1) + 10) * se  # power there is 1 to many digits
+    return float(optimize.brentq(lambda delta: power(delta, sd, n, alpha=alpha) - target, 1e-12 * se, upper))
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One hypothesis's contrast, its adjusted tests and the verdict the rules give."""
+
+    contrast: Contrast
+    p_holm: float
+    tost_p: float
+    tost_p_holm: float
+    margin: float
+    claim: str  # 'greater' (a beats b) or 'equivalent'
+    verdict: str
+
+
+def verdict(contrast: Contrast, *, p_holm: float, tost_p_holm: float, margin: float, claim: str) -> str:
+    """The verdict of the module docstring's rules for one contrast (p-values already Holm-adjusted)."""
+    significant = p_holm < ALPHA
+    equivalent = tost_p_holm < ALPHA
+    if claim == "greater":
+        if significant:
+            return "held" if contrast.mean > 0 else "did not hold"
+        return "equivalent" if equivalent else "inconclusive"
+    if claim == "equivalent":
+        if equivalent:
+            return "held"
+        if significant and abs(contrast.mean) > margin:
+            return "did not hold"
+        return "inconclusive"
+    raise ValueError(f"claim must be 'greater' or 'equivalent', got {claim!r}")
+
+
+def family_verdicts(pairs, margins, claims) -> list[Verdict]:
+    """Verdicts of a family of paired contrasts: [(a, b)], their margins and claims; Holm over the family."""
+    contrasts = [paired_contrast(a, b) for a, b in pairs]
+    tosts = [tost(a, b, m) for (a, b), m in zip(pairs, margins, strict=True)]
+    p_adj, tost_adj = holm([c.p for c in contrasts]), holm(tosts)
+    return [
+        Verdict(c, float(p), t, float(ta), m, claim, verdict(c, p_holm=p, tost_p_holm=ta, margin=m, claim=claim))
+        for c, p, t, ta, m, claim in zip(contrasts, p_adj, tosts, tost_adj, margins, claims, strict=True)
+    ]

@@ -1,0 +1,155 @@
+"""experiments.stats against scipy and plain references, on random data with odd sizes and ties; the verdict rules
+on constructed cases."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from experiments import stats
+
+
+def _pair(seed, n, shift=0.0, sd=0.02, ties=False):
+    rng = np.random.default_rng(seed)
+    b = rng.normal(0.8, 0.03, n)
+    a = b + shift + rng.normal(0, sd, n)
+    if ties:  # rounded scores: equal values and equal differences
+        a, b = np.round(a, 2), np.round(b, 2)
+    return a, b
+
+
+@pytest.mark.parametrize(
+    "seed,n,shift,ties", [(0, 5, 0.01, False), (1, 7, -0.02, True), (2, 3, 0.0, False), (3, 11, 0.005, True)]
+)
+def test_paired_contrast_matches_scipy(seed, n, shift, ties):
+    a, b = _pair(seed, n, shift, ties=ties)
+    c = stats.paired_contrast(a, b)
+    reference = sps.ttest_rel(a, b)
+    interval = reference.confidence_interval(0.95)
+    assert c.n == n and c.mean == pytest.approx(np.mean(a - b)) and c.sd == pytest.approx(np.std(a - b, ddof=1))
+    assert c.p == pytest.approx(reference.pvalue, rel=1e-9)
+    assert (c.ci_low, c.ci_high) == pytest.approx((interval.low, interval.high), rel=1e-9)
+    boot = sps.bootstrap((a - b,), np.mean, n_resamples=20000, method="percentile", rng=np.random.default_rng(9))
+    width = c.ci_high - c.ci_low
+    assert c.boot_low == pytest.approx(boot.confidence_interval.low, abs=0.05 * width)
+    assert c.boot_high == pytest.approx(boot.confidence_interval.high, abs=0.05 * width)
+
+
+def test_paired_contrast_edge_cases():
+    same = stats.paired_contrast([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert (same.mean, same.p, same.ci_low, same.ci_high) == (0.0, 1.0, 0.0, 0.0)
+    shifted = stats.paired_contrast([1.5, 2.5, 3.5], [1.0, 2.0, 3.0])  # exactly 0.5 apart: no spread
+    assert shifted.p == 0.0 and shifted.ci_low == shifted.ci_high == 0.5
+    with pytest.raises(ValueError, match="same seed order"):
+        stats.paired_contrast([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        stats.paired_contrast([1.0], [2.0])
+
+
+def _holm_reference(p):
+    """Holm's procedure written out: the i-th smallest p times (m - i), running maximum, capped at 1."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+@pytest.mark.parametrize("seed,m", [(0, 1), (1, 5), (2, 7), (3, 12)])
+def test_holm_matches_the_procedure(seed, m):
+    p = np.random.default_rng(seed).uniform(0, 0.2, m)
+    p[: m // 3] = p[0]  # ties
+    np.testing.assert_allclose(stats.holm(p), _holm_reference(list(p)))
+    assert np.all(stats.holm(p) >= p)
+
+
+@pytest.mark.parametrize("seed,n,shift,margin", [(0, 5, 0.0, 0.02), (1, 6, 0.015, 0.01), (2, 9, -0.004, 0.01)])
+def test_tost_is_the_larger_one_sided_p(seed, n, shift, margin):
+    a, b = _pair(seed, n, shift, sd=0.01)
+    d = a - b
+    lower = sps.ttest_1samp(d + margin, 0.0, alternative="greater").pvalue
+    upper = sps.ttest_1samp(d - margin, 0.0, alternative="less").pvalue
+    assert stats.tost(a, b, margin) == pytest.approx(max(lower, upper), rel=1e-9)
+    with pytest.raises(ValueError, match="margin"):
+        stats.tost(a, b, 0.0)
+
+
+def _anova_by_regression(y):
+    """F of the arm effect as the drop in residual sum of squares when arm dummies join the seed dummies."""
+    n, k = y.shape
+    seeds, arms = np.repeat(np.eye(n), k, axis=0), np.tile(np.eye(k), (n, 1))
+
+    def rss(x):
+        coef, *_ = np.linalg.lstsq(x, y.ravel(), rcond=None)
+        return float(((y.ravel() - x @ coef) ** 2).sum())
+
+    full, reduced = rss(np.hstack([seeds, arms[:, 1:]])), rss(seeds)
+    df_resid = (n - 1) * (k - 1)
+    return ((reduced - full) / (k - 1)) / (full / df_resid), df_resid
+
+
+@pytest.mark.parametrize("seed,n,k", [(0, 5, 4), (1, 3, 11), (2, 7, 2)])
+def test_blocked_anova_matches_the_regression_and_the_paired_t(seed, n, k):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(0.8, 0.02, (n, 1)) + rng.normal(0, 0.01, (1, k)) + rng.normal(0, 0.01, (n, k))
+    result = stats.blocked_anova(y)
+    f, df_resid = _anova_by_regression(y)
+    assert result["F"] == pytest.approx(f, rel=1e-8) and result["df"] == (k - 1, df_resid)
+    assert result["p"] == pytest.approx(sps.f.sf(f, k - 1, df_resid), rel=1e-8)
+    assert result["share_arm"] + result["share_seed"] + result["share_residual"] == pytest.approx(1.0)
+    if k == 2:  # two arms: the blocked F is the square of the paired t
+        t = sps.ttest_rel(y[:, 0], y[:, 1])
+        assert result["F"] == pytest.approx(t.statistic**2) and result["p"] == pytest.approx(t.pvalue)
+
+
+def test_friedman_is_scipys():
+    y = np.random.default_rng(4).normal(size=(6, 4)).round(1)
+    assert stats.friedman(y)["p"] == pytest.approx(sps.friedmanchisquare(*y.T).pvalue)
+
+
+@pytest.mark.parametrize("sd,n,alpha", [(0.02, 5, 0.05), (0.043, 3, 0.05), (0.015, 8, 0.05 / 7)])
+def test_minimum_detectable_difference_has_the_target_power_by_simulation(sd, n, alpha):
+    delta = stats.minimum_detectable_difference(sd, n, alpha=alpha)
+    rng = np.random.default_rng(0)
+    d = rng.normal(delta, sd, size=(40000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))
+    rejected = np.mean(np.abs(t) > sps.t.ppf(1 - alpha / 2, n - 1))
+    assert rejected == pytest.approx(0.8, abs=0.01)
+    # The textbook approximation (t quantiles of alpha/2 and the power) is close to the exact value.
+    approx = (sps.t.ppf(1 - alpha / 2, n - 1) + sps.t.ppf(0.8, n - 1)) * sd / np.sqrt(n)
+    assert delta == pytest.approx(approx, rel=0.1)
+
+
+def test_verdict_rules_on_constructed_cases():
+    rng = np.random.default_rng(5)
+    base = rng.normal(0.8, 0.03, 6)
+    noise = rng.normal(0, 0.002, 6)
+    clear = (base + 0.05 + noise, base)  # a beats b by far more than the spread
+    identical = (base + noise, base)  # no difference
+    wrong = (base - 0.05 + noise, base)
+    noisy = (base + rng.normal(0.0, 0.05, 6), base)  # too much spread to say anything
+    results = stats.family_verdicts([clear, identical, wrong, noisy], [0.01] * 4, ["greater"] * 4)
+    assert [r.verdict for r in results] == ["held", "equivalent", "did not hold", "inconclusive"]
+    tight = stats.family_verdicts([identical], [0.0001], ["greater"])[0]
+    assert tight.verdict == "inconclusive"  # a margin too strict to show equivalence
+    claims = stats.family_verdicts([identical, clear, noisy], [0.01] * 3, ["equivalent"] * 3)
+    assert [r.verdict for r in claims] == ["held", "did not hold", "inconclusive"]
+    assert set(stats.VERDICTS) >= {r.verdict for r in results + claims}
+    # Holm: the family's adjusted p-values are what decide.
+    assert all(r.p_holm >= r.contrast.p for r in results)
+
+
+def test_rules_are_quoted_from_the_module():
+    assert stats.RULES.startswith("Verdict rules") and "inconclusive" in stats.RULES
+    assert all(v in stats.RULES for v in stats.VERDICTS)
+
+
+def test_holm_family_of_all_pairs():
+    """Holm over every pair of k arms controls at alpha: a null family of 10 pairs rejects nothing here."""
+    rng = np.random.default_rng(6)
+    y = rng.normal(0.8, 0.02, (5, 5))
+    p = [stats.paired_contrast(y[:, i], y[:, j]).p for i, j in itertools.combinations(range(5), 2)]
+    assert np.all(stats.holm(p) > 0.05)
