@@ -2,7 +2,8 @@
 
 TensorBoard files are written by tensorboardX (no TensorFlow needed): `tensorboard --logdir <workdir>/tb`.
 `metrics.jsonl` has one JSON object per line: {"step": N, "split": "train"|"<eval split>", "<name>": value, ...},
-scalars only (per-class lists go to the evaluation reports).
+scalars only: a validation's per-class IoU appears as 'iou/<class name>' (NaN, a class absent from the split and
+never predicted, as null); the other per-class lists go to the evaluation reports.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def scalars(scores: dict) -> dict:
         if np.ndim(value) == 0 and isinstance(value, (int, float, np.number, np.ndarray)):
             out[key] = float(value)
     return out
+
+
+def per_class_scalars(scores: dict, class_names) -> dict:
+    """The per-class IoU of a score dict as scalars named 'iou/<class name>' (metrics.jsonl and TensorBoard)."""
+    return {f"iou/{name}": float(v) for name, v in zip(class_names, scores.get("per_class_iou", []), strict=False)}
 
 
 class MetricWriter:

@@ -33,7 +33,7 @@ from segjax.experiment import (
     loss_spec,
     optimizer_specs,
 )
-from segjax.logging_utils import MetricWriter, Progress, quiet_libraries
+from segjax.logging_utils import MetricWriter, Progress, per_class_scalars, quiet_libraries
 
 log = logging.getLogger("segjax.train")
 
@@ -190,7 +190,7 @@ def train_and_evaluate(
                 scores = evaluate_split(
                     dp, model, state, config, info.eval_split, num_classes=num_classes, ignore_index=ignore_index
                 )
-                writer.write(step, info.eval_split, scores)
+                writer.write(step, info.eval_split, {**scores, **per_class_scalars(scores, info.class_names)})
                 progress.write(
                     f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
                     f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}"

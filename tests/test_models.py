@@ -70,8 +70,9 @@ def conv_params(k, cin, cout, bias=True):
     return k * k * cin * cout + (cout if bias else 0)
 
 
-def unet_params(b, d, c, up="transposed", norm="none"):
-    """U-Net: per level two 3x3 convs down and up, 2x2 up-conv (or 1x1 projection), 1x1 classifier."""
+def unet_params(b, d, c, up="transposed", norm="none", skips=True):
+    """U-Net: per level two 3x3 convs down and up, 2x2 up-conv (or 1x1 projection), 1x1 classifier; without
+    skips the first up-block conv sees only the upsampled features."""
     bias = norm == "none"
     norm_p = 0 if norm == "none" else 2  # batch norm: scale and bias per channel
     w = [b * 2**lvl for lvl in range(d + 1)]
@@ -81,7 +82,8 @@ def unet_params(b, d, c, up="transposed", norm="none"):
         cin = w[lvl]
     for lvl in range(d):
         total += conv_params(2, w[lvl + 1], w[lvl]) if up == "transposed" else conv_params(1, w[lvl + 1], w[lvl])
-        total += conv_params(3, 2 * w[lvl], w[lvl], bias) + conv_params(3, w[lvl], w[lvl], bias) + 2 * norm_p * w[lvl]
+        first_in = 2 * w[lvl] if skips else w[lvl]
+        total += conv_params(3, first_in, w[lvl], bias) + conv_params(3, w[lvl], w[lvl], bias) + 2 * norm_p * w[lvl]
     return total + conv_params(1, w[0], c)
 
 
@@ -123,6 +125,13 @@ def fcn32s_small_params(b, c):
         (
             dict(name="unet", base_width=4, depth=2, norm="none", upsample={"method": "nearest"}),
             unet_params(4, 2, 5, up="nearest"),
+        ),
+        (dict(name="unet", base_width=4, depth=2, norm="none", skips=False), unet_params(4, 2, 5, skips=False)),
+        (  # the channel-halving bilinear init: a 4x4 instead of a 2x2 kernel for each up-convolution (8->4, 16->8)
+            dict(
+                name="unet", base_width=4, depth=2, upsample=dict(method="transposed", kernel_size=4, init="bilinear")
+            ),
+            unet_params(4, 2, 5, norm="batch") + (4 * 4 - 2 * 2) * (8 * 4 + 16 * 8),
         ),
         (dict(name="segnet", base_width=2, depth=4, norm="batch"), segnet_params(2, 4, 5)),
         (dict(name="fcn32s", base_width=2, norm="none"), fcn32s_small_params(2, 5)),
@@ -194,8 +203,8 @@ def test_grid_real_runs_finite_gradients(name, method):
         (dict(name="fcn8s", depth=4), "depth is fixed at 5"),
         (dict(name="unet", widht=3), "Unknown model config keys"),
         (dict(name="unet", dropout=1.5), "dropout"),
+        (dict(name="segnet", skips=False), "only U-Net's skip connections"),
         (dict(name="unet", upsample={"method": "cubic"}), "cubic"),
-        (dict(name="unet", upsample={"method": "transposed", "init": "bilinear"}), "UNet.*halve"),
         (dict(name="segnet", upsample={"method": "nearest", "kernel_size": 3}), "kernel_size=3"),
         (dict(name="segnet", upsample={"method": "resize_conv", "init": "icnr"}), "init='icnr'"),
     ],

@@ -40,6 +40,26 @@ def test_bilinear_kernel_transposed_conv_is_bilinear_upsampling_inside(factor):
     np.testing.assert_allclose(y[:, b:-b, b:-b], ref[:, b:-b, b:-b], atol=1e-5)
 
 
+@pytest.mark.parametrize("group,size", [(2, 4), (3, 3)])
+def test_channel_reducing_bilinear_kernel_upsamples_group_means(group, size):
+    """in = group * out channels: output o is the bilinear upsampling of the mean of inputs group*o .. +group-1."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 7, 5, 2 * group)), jnp.float32)
+    factor = 2
+    kernel = bilinear_kernel(size, 2 * group, 2)
+    assert kernel.shape == (size, size, 2 * group, 2)
+    np.testing.assert_allclose(np.asarray(kernel).sum(axis=2), np.asarray(bilinear_kernel(size, 2)).sum(axis=2))
+    y = conv_transpose(x, kernel, factor, "SAME")
+    means = x.reshape(2, 7, 5, 2, group).mean(-1)
+    if size == 2 * factor - factor % 2:
+        ref = bilinear_upsample(means, factor)
+        np.testing.assert_allclose(y[:, 2:-2, 2:-2], ref[:, 2:-2, 2:-2], atol=1e-5)
+    # Any size: the same as the diagonal kernel applied to the group means (the convolution is linear).
+    np.testing.assert_allclose(y, conv_transpose(means, bilinear_kernel(size, 2), factor, "SAME"), atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the output channels"):
+        bilinear_kernel(4, 5, 2)
+
+
 def test_icnr_pixel_shuffle_equals_conv_then_nearest():
     factor, features = 2, 3
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 6, 4)), jnp.float32)

@@ -96,7 +96,7 @@ def test_icnr_pixel_shuffle_has_no_checkerboard_at_init():
         (dict(method="nearest", kernel_size=3), {}, "kernel_size must be None"),
         (dict(method="resize_conv", features=3, weight_init="icnr"), {}, "weight_init"),
         (dict(method="resize_conv", features=3, resize="cubic"), {}, "resize"),
-        (dict(method="transposed", features=3, weight_init="bilinear"), {}, "must equal input channels"),
+        (dict(method="transposed", features=3, weight_init="bilinear"), {}, "must be a multiple of features"),
         (dict(method="max_unpool"), {}, "indices"),
         (dict(method="nearest"), dict(output_size=(11, 12)), "only cropping"),
     ],

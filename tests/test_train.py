@@ -79,6 +79,8 @@ def test_run_writes_config_metrics_tensorboard_and_checkpoints(uninterrupted):
     validation = [r for r in records if r["split"] == "validation"]
     assert [r["step"] for r in validation] == [4]
     assert validation[0]["mean_iou"] == pytest.approx(scores["mean_iou"])
+    per_class = [validation[0][f"iou/{name}"] for name in data_lib.CLASS_NAMES]
+    np.testing.assert_allclose(np.array(per_class, float), scores["per_class_iou"])  # None (absent class) is NaN
     assert 0 <= scores["mean_iou"] <= 1 and np.isfinite(scores["boundary_f1"])
     # Every validation pixel counted once: 6 images of 32x32, padding excluded.
     assert scores["confusion_matrix"].sum() == 6 * 32 * 32

@@ -63,6 +63,7 @@ def default_model_config() -> ml_collections.ConfigDict:
             "depth": config_dict.placeholder(int),  # number of 2x poolings (None: the preset's; FCN is fixed at 5)
             "norm": "batch",  # 'none' (FCN, U-Net papers), 'batch' (SegNet paper) or 'group'
             "dropout": config_dict.placeholder(float),  # None: the paper's (FCN, U-Net 0.5; SegNet 0)
+            "skips": True,  # U-Net: concatenate the encoder's features; False: a plain encoder-decoder (ablations)
             "upsample": {
                 "method": config_dict.placeholder(str),  # one of segjax.ops.METHODS; None: the paper's decoder
                 "kernel_size": config_dict.placeholder(int),  # of the learned methods; None: their default
@@ -87,7 +88,7 @@ def _get(cfg, key, default=None):
     return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
-_KNOWN_KEYS = {"name", "preset", "base_width", "depth", "norm", "dropout", "upsample"}
+_KNOWN_KEYS = {"name", "preset", "base_width", "depth", "norm", "dropout", "skips", "upsample"}
 _KNOWN_UPSAMPLE_KEYS = {"method", "kernel_size", "init", "resize"}
 
 
@@ -150,6 +151,16 @@ def resolve(model_config) -> ResolvedModel:
     )
     if "fc_width" in preset:
         kwargs.update(fc_width=preset["fc_width"], fc_kernel=preset["fc_kernel"])
+    skips = _get(model_config, "skips", True)
+    if not isinstance(skips, bool):
+        raise ValueError(f"model {name}: skips must be True or False, got {skips!r}.")
+    if family == "unet":
+        kwargs["skips"] = skips
+    elif not skips:
+        raise ValueError(
+            f"model {name}: only U-Net's skip connections can be switched off (skips=False); FCN's skips are "
+            "chosen by its name (fcn32s has none), SegNet and DeconvNet pass pooling indices, not features."
+        )
     if family == "fcn":
         kwargs.pop("depth")
     return ResolvedModel(name, kwargs)

@@ -4,7 +4,8 @@ Contracting path: `depth` levels of two 3x3 conv-norm-ReLU layers (widths base *
 by 2x2 max pooling; a bottom block (base * 2**depth) with dropout at the end of the contracting path.
 Expanding path: per level an "up-convolution" that doubles the resolution and halves the channels (the
 paper's 2x2 transposed convolution, the default), concatenation with the contracting path's features at
-that level, and two 3x3 conv-norm-ReLU layers; a 1x1 convolution gives the class scores.
+that level (unless `skips=False`), and two 3x3 conv-norm-ReLU layers; a 1x1 convolution gives the class
+scores.
 
 Deviation from the paper: 'SAME' convolutions (the paper's are 'VALID' and crop the skips), so the output
 covers the whole (padded) input. Parameter-free upsampling methods halve the channels with a 1x1
@@ -24,18 +25,10 @@ class UNet(EncoderDecoder):
     """U-Net with `depth` poolings and widths base_width * 2**level."""
 
     unsupported_methods: ClassVar[dict] = {}
+    skips: bool = True  # False: no concatenation, a plain encoder-decoder (to ablate what the skips hide)
 
     def width(self, level: int) -> int:
         return self.base_width * 2**level
-
-    def check_upsample(self):
-        super().check_upsample()
-        if self.upsample_method == "transposed" and self.upsample_init == "bilinear":
-            raise ValueError(
-                "model UNet: upsample.init='bilinear' upsamples each channel on its own (same channels in and "
-                "out), but U-Net's up-convolutions halve the channels; use init 'default' (or None), or the "
-                "method 'bilinear' (parameter-free, with a 1x1 channel projection)."
-            )
 
     @nn.compact
     def network(self, x, train: bool):
@@ -52,6 +45,7 @@ class UNet(EncoderDecoder):
         for level in reversed(range(self.depth)):
             skip, indices, size = skips[level]
             x = self.up_step(self.width(level), 2, name=f"up{level + 1}")(x, indices, size)
-            x = jnp.concatenate([skip, x], axis=-1)
+            if self.skips:
+                x = jnp.concatenate([skip, x], axis=-1)
             x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"upblock{level + 1}")(x, train)
         return Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)

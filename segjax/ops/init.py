@@ -8,23 +8,35 @@ from flax import linen as nn
 from segjax.ops._checks import factor_int
 
 
-def bilinear_kernel(size: int, channels: int, dtype=jnp.float32):
-    """FCN's bilinear upsampling kernel, (size, size, channels, channels) HWIO.
+def bilinear_kernel(size: int, channels: int, out_channels: int | None = None, dtype=jnp.float32):
+    """FCN's bilinear upsampling kernel, (size, size, channels, out_channels) HWIO.
 
-    f = (size + 1) // 2, centre c = f - 1 for odd size else f - 0.5, weight (1 - |i-c|/f)(1 - |j-c|/f) on
-    the channel diagonal (each channel upsampled on its own). With size = 2*s - s % 2, stride s and SAME
-    padding, the transposed convolution equals bilinear upsampling away from the borders.
+    f = (size + 1) // 2, centre c = f - 1 for odd size else f - 0.5, weight (1 - |i-c|/f)(1 - |j-c|/f). With
+    out_channels = channels (the default) the weights sit on the channel diagonal: each channel is upsampled on
+    its own. With channels = g * out_channels (U-Net's up-convolutions halve the channels: g = 2), output
+    channel o is the bilinear upsampling of the mean of input channels g*o .. g*o + g - 1 (weight / g on each).
+    With size = 2*s - s % 2, stride s and SAME padding, the transposed convolution equals that bilinear
+    upsampling away from the borders.
     """
+    out_channels = channels if out_channels is None else out_channels
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"bilinear_kernel size must be a positive int, got {size!r}.")
-    if not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"bilinear_kernel channels must be a positive int, got {channels!r}.")
+    for name, value in (("channels", channels), ("out_channels", out_channels)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"bilinear_kernel {name} must be a positive int, got {value!r}.")
+    if channels % out_channels:
+        raise ValueError(
+            f"bilinear_kernel: input channels ({channels}) must be a multiple of the output channels "
+            f"({out_channels}): each output averages a group of inputs, then upsamples them bilinearly."
+        )
+    group = channels // out_channels
     f = (size + 1) // 2
     centre = f - 1 if size % 2 == 1 else f - 0.5
     taps = 1 - np.abs(np.arange(size) - centre) / f
-    weights = np.outer(taps, taps)
-    kernel = np.zeros((size, size, channels, channels), np.float32)
-    kernel[:, :, np.arange(channels), np.arange(channels)] = weights[:, :, None]
+    weights = np.outer(taps, taps) / group
+    kernel = np.zeros((size, size, channels, out_channels), np.float32)
+    inputs = np.arange(channels)
+    kernel[:, :, inputs, inputs // group] = weights[:, :, None]
     return jnp.asarray(kernel, dtype)
 
 

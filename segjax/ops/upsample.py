@@ -55,7 +55,7 @@ class Upsample(nn.Module):
     `output_size`, default factor*H x factor*W; `indices` required). Parameter-free methods keep the
     channel count; learned ones output `features` channels.
       transposed: conv_transpose with kernel `kernel_size`, stride factor, SAME padding; weight_init
-        'default' (lecun normal) or 'bilinear' (FCN; needs features == input channels).
+        'default' (lecun normal) or 'bilinear' (FCN; input channels a multiple of features, see bilinear_kernel).
       resize_conv: `resize` ('nearest' or 'bilinear') then a kernel_size conv (Odena et al. 2016).
       pixel_shuffle: conv to features*factor**2 channels then pixel_shuffle; weight_init 'default' or
         'icnr'.
@@ -129,14 +129,15 @@ class Upsample(nn.Module):
             y = _FIXED[method](x, f)
         elif method == "transposed":
             if init == "bilinear":
-                if self.features != c:
+                if c % self.features:
                     raise ValueError(
-                        f"Upsample(method='transposed', weight_init='bilinear') upsamples each "
-                        f"channel on its own: features ({self.features}) must equal input channels ({c})."
+                        f"Upsample(method='transposed', weight_init='bilinear') upsamples each group of "
+                        f"input channels on its own: the input channels ({c}) must be a multiple of features "
+                        f"({self.features})."
                     )
 
                 def kernel_init(key, shape, dtype=jnp.float32):
-                    return bilinear_kernel(shape[0], c, dtype)
+                    return bilinear_kernel(shape[0], c, self.features, dtype)
             else:
                 kernel_init = nn.initializers.lecun_normal()
             kernel = self.param("kernel", kernel_init, (kernel_size, kernel_size, c, self.features), jnp.float32)
