@@ -16,7 +16,6 @@ fixed batch of validation images.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pathlib
 from typing import Any
@@ -24,6 +23,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from experiments.definitions import UPSAMPLE_ARMS
+from segjax import experiment, ops
+from segjax.checkpoint import Checkpointer
+from segjax.data import get_dataset_info, make_loader
+from segjax.logging_utils import read_metrics
+from segjax.models import create_model
+from segjax.models.summary import count_params
 
 CB_FACTOR = 4
 CB_BORDER = 8
@@ -69,17 +76,12 @@ def _probabilities(apply_fn, variables, images):
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _score(probs, factor, border):
-    from segjax.ops import checkerboard_score
 
-    return checkerboard_score(probs, factor, border)
+    return ops.checkerboard_score(probs, factor, border)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Cost
-
-
-def count_params(params) -> int:
-    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
 
 
 def forward_gflops(apply_fn, variables, image_shape) -> float | None:
@@ -100,22 +102,12 @@ def forward_gflops(apply_fn, variables, image_shape) -> float | None:
 # Reading what training wrote
 
 
-def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
-    path = pathlib.Path(workdir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The run
 
 
 def analyze_run(config, workdir: str) -> dict[str, Any]:
     """Everything the report needs about one finished run; see the module docstring."""
-    from segjax import experiment
-    from segjax.data import get_dataset_info
-    from segjax.models import create_model
 
     workdir = pathlib.Path(workdir)
     info = get_dataset_info(config.data)
@@ -164,7 +156,6 @@ def _apply(model, variables, images):
 
 def fixed_batch(config, split: str, n: int):
     """The first n examples of the evaluation split (no augmentation): the same for every arm."""
-    from segjax.data import make_loader
 
     batch = next(
         iter(
@@ -187,8 +178,6 @@ def initial_and_trained_variables(config, info, model, workdir: pathlib.Path) ->
     The initial state comes from `segjax.experiment.initial_state`, so 'at initialisation' is exactly the
     network this run started from.
     """
-    from segjax import experiment
-    from segjax.checkpoint import Checkpointer
 
     fresh = experiment.initial_state(config, info, model)
     checkpoints = Checkpointer(str(workdir), read_only=True)
@@ -242,25 +231,16 @@ def display_images(images) -> np.ndarray:
 # Operator-level study (Odena et al.): one Upsample layer, random init, constant input
 
 
-OPERATOR_CASES = (
-    ("nearest", dict(method="nearest")),
-    ("bilinear", dict(method="bilinear")),
-    ("bed_of_nails", dict(method="bed_of_nails")),
-    ("max_unpool", dict(method="max_unpool")),
-    ("transposed_k2_default", dict(method="transposed", kernel_size=2, weight_init="default")),
-    ("transposed_k3_default", dict(method="transposed", kernel_size=3, weight_init="default")),
-    ("transposed_k4_default", dict(method="transposed", kernel_size=4, weight_init="default")),
-    ("transposed_k3_bilinear", dict(method="transposed", kernel_size=3, weight_init="bilinear")),
-    ("transposed_k4_bilinear", dict(method="transposed", kernel_size=4, weight_init="bilinear")),
-    ("resize_conv_nearest", dict(method="resize_conv", resize="nearest")),
-    ("resize_conv_bilinear", dict(method="resize_conv", resize="bilinear")),
-    ("pixel_shuffle_default", dict(method="pixel_shuffle", weight_init="default")),
-    ("pixel_shuffle_icnr", dict(method="pixel_shuffle", weight_init="icnr")),
-)
+def upsample_kwargs(label: str) -> dict:
+    """The `segjax.ops.Upsample` arguments of an operator of the one table, definitions.UPSAMPLE_ARMS."""
+    settings = dict(UPSAMPLE_ARMS[label])
+    if "init" in settings:
+        settings["weight_init"] = settings.pop("init")  # Upsample's name (a field called `init` would shadow linen's)
+    return settings
 
 
 def operator_outputs(seed: int, channels: int = 8, size: int = 16) -> dict[str, np.ndarray]:
-    """Output of each operator of OPERATOR_CASES (x2, freshly initialised with `seed`) on a constant input."""
+    """Output of each operator of UPSAMPLE_ARMS (x2, freshly initialised with `seed`) on a constant input."""
     key = jax.random.PRNGKey(seed)
     return {label: np.asarray(fn(key)) for label, fn in _operator_fns(channels, size).items()}
 
@@ -270,11 +250,11 @@ def _operator_fns(channels: int, size: int) -> dict:
     """label -> compiled key -> output of a freshly initialised operator on a constant (1, size, size, channels).
 
     Compiled without backend optimisation (run-once programs; see FAST_COMPILE)."""
-    from segjax import ops
 
     x = jnp.ones((1, size, size, channels), jnp.float32)
     fns = {}
-    for label, kwargs in OPERATOR_CASES:
+    for label in UPSAMPLE_ARMS:
+        kwargs = upsample_kwargs(label)
         learned = ops.has_params(kwargs["method"])
         module = ops.Upsample(factor=2, features=channels if learned else None, **kwargs)
         if kwargs["method"] == "max_unpool":  # unpool the pooled input with its own indices (ties: the first)
@@ -292,7 +272,7 @@ def _operator_fns(channels: int, size: int) -> dict:
 
 def operator_checkerboard_at_init(seeds=range(5), border: int = 2) -> dict[str, list[float]]:
     """label -> checkerboard score (factor 2) of each freshly initialised operator on a constant input, per seed."""
-    scores: dict[str, list[float]] = {label: [] for label, _ in OPERATOR_CASES}
+    scores: dict[str, list[float]] = {label: [] for label in UPSAMPLE_ARMS}
     for seed in seeds:
         for label, y in operator_outputs(seed).items():
             scores[label].append(float(_score(jnp.asarray(y), 2, border)))

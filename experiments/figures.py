@@ -1,16 +1,17 @@
-"""Report figures (matplotlib Agg, PNG): mIoU per arm with its seed spread, checkerboard phase maps at
-initialisation and after training, sample predictions side by side."""
+"""Report figures as PNGs (matplotlib's object API, no pyplot state): per-arm dots with 95% intervals, the
+hypotheses' contrasts, learning curves, mIoU against GFLOPs, checkerboard phase maps and sample predictions.
+
+Axes of absolute scores start at zero; axes of differences show zero (and the equivalence margin).
+"""
 
 from __future__ import annotations
 
-import math
 import pathlib
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from segjax.logging_utils import save_figure
 
 # Class colours for label maps (index 255 = ignore is drawn black).
 PALETTE = np.array(
@@ -38,95 +39,145 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _models(arms):
-    return list(dict.fromkeys(a["model"] for a in arms))
+def dots_with_intervals(rows: list[dict], path: pathlib.Path, *, title: str, xlabel: str) -> None:
+    """One line per arm: every seed as a dot, the mean with its 95% t interval; the x axis starts at 0.
+
+    rows: [{'label', 'values' (per seed), 'mean', 'ci_low', 'ci_high'}], top to bottom.
+    """
+    fig = Figure(figsize=(7, 0.38 * len(rows) + 1.2))
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    for yi, row in zip(y, rows, strict=True):
+        ax.plot(row["values"], [yi] * len(row["values"]), "o", color="0.6", markersize=3, zorder=1)
+        ax.errorbar(
+            row["mean"],
+            yi,
+            xerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
+            fmt="D",
+            color="C0",
+            capsize=3,
+            zorder=2,
+        )
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
+    high = max(max(max(r["values"]), r["ci_high"]) for r in rows)
+    ax.set_xlim(0, min(1.0, high * 1.05) if high <= 1 else high * 1.05)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    save_figure(fig, path)
 
 
-def miou_per_arm(arms, path: pathlib.Path, metric: str = "val_miou", xlabel: str = "validation mIoU") -> None:
-    models = _models(arms)
-    heights = [sum(a["model"] == m for a in arms) for m in models]
-    fig, axes = plt.subplots(
-        len(models),
-        1,
-        figsize=(7, 0.35 * sum(heights) + 1.2 * len(models)),
-        squeeze=False,
-        gridspec_kw={"height_ratios": heights},
-    )
-    for ax, model in zip(axes[:, 0], models, strict=True):
-        members = [a for a in arms if a["model"] == model]
-        y = np.arange(len(members))
-        means = [a[f"{metric}_mean"] for a in members]
-        stds = [0.0 if math.isnan(a[f"{metric}_std"]) else a[f"{metric}_std"] for a in members]
-        ax.barh(y, means, xerr=stds, color="#8fb3d9", ecolor="black", capsize=3)
-        for i, a in enumerate(members):
-            seeds = [m[metric] for m in a["_members"] if m[metric] is not None]
-            ax.plot(seeds, [i] * len(seeds), "k.", markersize=4)
-        ax.set_yticks(y, [a["label"] for a in members], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title(f"{model}: mean ± std over seeds (dots: seeds)", fontsize=9)
-        finite = [m for m in means if not math.isnan(m)]
-        if finite:
-            lo = max(0.0, min(finite) - 3 * max(stds + [0.01]))
-            ax.set_xlim(lo, min(1.0, max(finite) + 3 * max(stds + [0.01])))
-    axes[-1, 0].set_xlabel(xlabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+def contrasts(rows: list[dict], path: pathlib.Path, *, title: str, xlabel: str) -> None:
+    """One line per contrast: the mean difference with its 95% interval, the seeds' differences as dots, zero and
+    the equivalence margin (shaded) marked. rows: [{'label', 'values', 'mean', 'ci_low', 'ci_high', 'margin'}]."""
+    fig = Figure(figsize=(7, 0.45 * len(rows) + 1.2))
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    for yi, row in zip(y, rows, strict=True):
+        ax.plot(row["values"], [yi] * len(row["values"]), "o", color="0.6", markersize=3, zorder=1)
+        ax.errorbar(
+            row["mean"],
+            yi,
+            xerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
+            fmt="D",
+            color="C3",
+            capsize=3,
+            zorder=2,
+        )
+        margin = row.get("margin")
+        if margin:
+            ax.fill_betweenx([yi - 0.35, yi + 0.35], -margin, margin, color="C2", alpha=0.15, lw=0)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    save_figure(fig, path)
+
+
+def learning_curves(curves: dict[str, tuple[list[int], np.ndarray]], path: pathlib.Path, *, title: str) -> None:
+    """Validation mIoU against the step: per arm the mean over seeds (lines) and each seed (faint)."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for i, (label, (steps, values)) in enumerate(curves.items()):
+        values = np.atleast_2d(values)
+        for seed_values in values:
+            ax.plot(steps, seed_values, color=f"C{i % 10}", alpha=0.15, lw=0.8)
+        ax.plot(steps, values.mean(0), color=f"C{i % 10}", lw=1.5, label=label)
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, None)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation mIoU")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    save_figure(fig, path)
+
+
+def miou_against_cost(points: list[dict], path: pathlib.Path, *, cost: str, xlabel: str) -> None:
+    """Final mIoU (mean and 95% interval) against a cost column per arm; both axes start at zero."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    for i, p in enumerate(points):
+        ax.errorbar(
+            p[cost],
+            p["mean"],
+            yerr=[[p["mean"] - p["ci_low"]], [p["ci_high"] - p["mean"]]],
+            fmt="o",
+            color=f"C{i % 10}",
+            capsize=3,
+        )
+        ax.annotate(p["label"], (p[cost], p["mean"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(0, max(p[cost] for p in points) * 1.15)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("final validation mIoU")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
 
 
 def phase_maps(arms, path: pathlib.Path) -> bool:
-    """One row per arm, columns (init, trained) per model: the normalised phase means of the most checkerboarded
-    probability channel on a constant input (seed 0). Each map has its own colour scale (the patterns differ by
-    orders of magnitude); the magnitude is the score above the map."""
-    rows = [a for a in arms if a["_members"][0]["_analysis"].get("phase_maps")]
-    if not rows:
+    """Checkerboard phase maps (seed 0) at initialisation and after training, one row per arm, one colour scale
+    shared by every map, every row and column labelled."""
+    items = [a for a in arms if a["_members"] and a["_members"][0]["_analysis"].get("phase_maps")]
+    if not items:
         return False
-    labels = list(dict.fromkeys(a["label"] for a in rows))
-    models = _models(rows)
-    by_key = {(a["model"], a["label"]): a for a in rows}
-    fig, axes = plt.subplots(
-        len(labels), 2 * len(models), figsize=(1.3 * 2 * len(models) + 1.5, 1.25 * len(labels)), squeeze=False
-    )
-    for i, label in enumerate(labels):
-        labelled = False
-        for j, model in enumerate(models):
-            for k, stage in enumerate(("init", "trained")):
-                ax = axes[i, 2 * j + k]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                arm = by_key.get((model, label))
-                if arm is None:
-                    ax.axis("off")
-                    continue
-                analysis = arm["_members"][0]["_analysis"]
-                pattern = np.asarray(analysis["phase_maps"][stage])
-                vmax = float(np.abs(pattern).max()) or 1.0
-                ax.imshow(pattern, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-                score = analysis["checkerboard"][stage]["constant"]
-                ax.set_title(f"{model} {stage}\n{score:.4f}" if i == 0 else f"{score:.4f}", fontsize=7)
-                if not labelled:
-                    ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-                    labelled = True
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    maps = [(a, m) for a in items for m in [a["_members"][0]["_analysis"]["phase_maps"]]]
+    limit = max(float(np.abs(np.asarray(m[stage])).max()) for _, m in maps for stage in ("init", "trained")) or 1.0
+    fig = Figure(figsize=(3.2, 1.4 * len(maps) + 0.6))
+    axes = fig.subplots(len(maps), 2, squeeze=False)
+    image = None
+    for row, (arm, m) in enumerate(maps):
+        for col, stage in enumerate(("init", "trained")):
+            ax = axes[row, col]
+            image = ax.imshow(np.asarray(m[stage]), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            score = arm[f"cb_{stage}_constant_mean"]
+            ax.set_title(f"{stage}: {score:.4f}", fontsize=6)
+            if col == 0:
+                ax.set_ylabel(f"{arm['model']}/{arm['label']}", fontsize=5, rotation=0, ha="right", va="center")
+    fig.colorbar(image, ax=axes, shrink=0.6)
+    save_figure(fig, path)
     return True
 
 
 def sample_predictions(arms, model: str, path: pathlib.Path, max_samples: int = 3) -> bool:
-    """Rows: validation images; columns: image, ground truth, each arm's prediction (seed 0)."""
-    members = [a for a in arms if a["model"] == model]
+    """Image, ground truth and every arm's prediction (seed 0) for the first validation images."""
     samples = []
-    for a in members:
-        file = a["_members"][0]["_workdir"] / "samples.npz"
-        if file.exists():
-            samples.append((a["label"], np.load(file)))
+    for a in arms:
+        if a["model"] != model or not a["_members"]:
+            continue
+        npz = pathlib.Path(a["_members"][0]["_workdir"]) / "samples.npz"
+        if npz.exists():
+            samples.append((a["label"], dict(np.load(npz))))
     if not samples:
         return False
     first = samples[0][1]
-    n = min(max_samples, first["image"].shape[0])
+    n = min(max_samples, len(first["image"]))
     cols = 2 + len(samples)
-    fig, axes = plt.subplots(n, cols, figsize=(1.2 * cols, 1.3 * n + 0.4), squeeze=False)
+    fig = Figure(figsize=(1.3 * cols, 1.4 * n + 0.4))
+    axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         panels = [("image", first["image"][i]), ("ground truth", colorize(first["label"][i]))]
         panels += [(label, colorize(data["prediction"][i])) for label, data in samples]
@@ -134,25 +185,6 @@ def sample_predictions(arms, model: str, path: pathlib.Path, max_samples: int = 
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=6, rotation=30, ha="left")
-    fig.suptitle(f"{model}: validation predictions (seed 0)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+            ax.set_title(title.replace("_", "\n", 1), fontsize=6)
+    save_figure(fig, path)
     return True
-
-
-def write_figures(arms, report_dir: pathlib.Path) -> list[tuple[str, str]]:
-    """All figures of the main report; returns (title, file name) of those written."""
-    report_dir = pathlib.Path(report_dir)
-    made = []
-    miou_per_arm(arms, report_dir / "miou_per_arm.png")
-    made.append(("Validation mIoU per arm", "miou_per_arm.png"))
-    if phase_maps(arms, report_dir / "checkerboard_phase_maps.png"):
-        made.append(("Checkerboard phase maps (initialisation vs trained)", "checkerboard_phase_maps.png"))
-    for model in _models(arms):
-        name = f"sample_predictions_{model}.png"
-        if sample_predictions(arms, model, report_dir / name):
-            made.append((f"Sample predictions: {model}", name))
-    return made

@@ -31,9 +31,14 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import ml_collections
 
-from segjax import cli, config_utils
+from experiments import analysis as analysis_lib
+from experiments.definitions import Arm, Sweep
+from segjax import config_utils
+from segjax.logging_utils import write_json
+from segjax.train import train_and_evaluate
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
@@ -45,48 +50,6 @@ ERROR_FILE = "error.txt"
 
 # ----------------------------------------------------------------------------------------------------------------
 # Sweep definitions
-
-
-@dataclasses.dataclass(frozen=True)
-class Arm:
-    """One configuration of a sweep, everything except the seed.
-
-    model: report label of the network (e.g. 'unet'); label: the arm's name within that model (e.g.
-    'transposed_k3_bilinear'); config: the config family, 'unet' or 'fcn:8s' for ``configs/fcn.py`` with arg
-    '8s'; overrides: flattened ml_collections overrides ('model.upsample.method': 'transposed'); tags: free-form
-    facts the report groups by (method, kernel size, init, ...).
-    """
-
-    model: str
-    label: str
-    config: str
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.model}/{self.label}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Sweep:
-    """A named set of arms, the seeds each one is run with, and overrides shared by every arm (budget)."""
-
-    name: str
-    arms: tuple[Arm, ...]
-    seeds: tuple[int, ...]
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    description: str = ""
-
-    def __post_init__(self):
-        keys = [arm.key for arm in self.arms]
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
-        if dupes:
-            raise ValueError(
-                f"Sweep {self.name!r} defines these arms more than once: {dupes}; give each a unique (model, label)."
-            )
-        if not self.seeds:
-            raise ValueError(f"Sweep {self.name!r} has no seeds; give at least one.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,13 +132,6 @@ def dedupe(runs: Sequence[Run]) -> list[Run]:
 # Executing runs
 
 
-def write_json_atomic(path: pathlib.Path, payload: Any) -> None:
-    """Write JSON so that readers see either the old file or the complete new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=repr))
-    os.replace(tmp, path)
-
-
 def read_json(path: pathlib.Path) -> Any:
     return json.loads(pathlib.Path(path).read_text())
 
@@ -199,18 +155,6 @@ def run_state(workdir: pathlib.Path, expected_hash: str) -> str:
     return "new"
 
 
-def _default_train(config, workdir):
-    from segjax.train import train_and_evaluate  # imported when a run trains (the data pipeline, TFDS, orbax)
-
-    return train_and_evaluate(config, workdir)
-
-
-def _default_analyze(config, workdir):
-    from experiments import analysis
-
-    return analysis.analyze_run(config, workdir)
-
-
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 AnalyzeFn = Callable[[ml_collections.ConfigDict, str], dict]
 
@@ -224,7 +168,7 @@ def execute_run(
     if state == "done":
         return "skipped"
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
+    write_json(
         workdir / RUN_FILE,
         {
             "config_hash": run.config_hash,
@@ -240,12 +184,12 @@ def execute_run(
     )
     (workdir / ERROR_FILE).unlink(missing_ok=True)
     start = time.time()
-    (train_fn or _default_train)(run.config, str(workdir))
+    (train_fn or train_and_evaluate)(run.config, str(workdir))
     train_seconds = time.time() - start
-    analysis = dict((analyze_fn or _default_analyze)(run.config, str(workdir)))
+    analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config, str(workdir)))
     analysis.setdefault("wall_seconds_train_call", train_seconds)
-    write_json_atomic(workdir / ANALYSIS_FILE, analysis)
-    write_json_atomic(
+    write_json(workdir / ANALYSIS_FILE, analysis)
+    write_json(
         workdir / DONE,
         {"config_hash": run.config_hash, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": state == "partial"},
     )
@@ -270,11 +214,8 @@ def _worker_init(out: str):
 
 
 def configure_jax(out: str | os.PathLike) -> None:
-    """Share XLA compilations between the runs of a sweep (every seed of an arm compiles the same programs)."""
-    try:
-        import jax
-    except ImportError:
-        return
+    """Share XLA compilations between the processes and invocations of a sweep (within one process, equal steps
+    are already compiled once: segjax.parallel.DataParallel.wrap)."""
     cache = pathlib.Path(out) / ".jax_cache"
     cache.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(cache))
@@ -323,61 +264,3 @@ def run_sweep(
                 results[name] = status
                 log(f"[sweep] {i + 1}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
     return results
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Command line shared by the sweep files
-
-
-def main(
-    presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]],
-    argv: Sequence[str] | None = None,
-    *,
-    prog: str | None = None,
-    default_out: str = "experiments/runs",
-) -> int:
-    """CLI for a sweep file: pick a preset, run it into --out, then write the report into OUT/report."""
-    parser = cli.ArgumentParser(prog=prog or "experiments.sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", required=True, choices=sorted(presets))
-    parser.add_argument("--out", default=None, help=f"run folder (default {default_out}/<preset>)")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1: in this process)")
-    parser.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the preset's")
-    parser.add_argument("--only", action="append", default=[], help="run only arms whose model/label contains this")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
-    parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
-    parser.add_argument("--report-dir", default=None, help="where the report goes (default OUT/report)")
-    parser.add_argument("--no-report", action="store_true", help="train only; write the report later")
-    parser.add_argument("--note", default="", help="text for the report's 'How this was produced' section")
-    args = parser.parse_args(argv)
-
-    made = presets[args.preset]()
-    sweeps = [made] if isinstance(made, Sweep) else list(made)
-    out = pathlib.Path(args.out or f"{default_out}/{args.preset}")
-    seeds = list(range(args.seeds)) if args.seeds else None
-    runs = dedupe([r for s in sweeps for r in expand(s, only=args.only, seeds=seeds)])
-    if not runs:
-        arms = [a.key for s in sweeps for a in s.arms]
-        parser.error(f"--only {args.only} matches no arm of preset {args.preset!r}; its arms are {arms}")
-    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--note")]
-    command = " ".join(["python -m", prog or "experiments.sweep", *shown]) + (" --note=..." if args.note else "")
-    if args.dry_run:
-        for run in runs:
-            print(f"{run.name:50s} {run.config_hash}  {run_state(run.workdir(out), run.config_hash)}")
-        print(f"{len(runs)} runs")
-        return 0
-    out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    if not args.report_only:
-        results = run_sweep(runs, out, jobs=args.jobs)
-        failed = [name for name, status in results.items() if status == "failed"]
-    if args.no_report:
-        return 1 if failed else 0
-    from experiments import report  # plotting imports only once there is something to report
-
-    report_dir = pathlib.Path(args.report_dir or out / "report")
-    report.write_report(out, report_dir, runs=runs, sweeps=sweeps, command=command, note=args.note)
-    print(f"[sweep] report: {report_dir / 'REPORT.md'}")
-    if failed:
-        print(f"[sweep] {len(failed)} runs failed (see their error.txt): {failed}", file=sys.stderr)
-        return 1
-    return 0

@@ -48,6 +48,7 @@ from matplotlib import cbook
 from PIL import Image
 
 from experiments import analysis
+from experiments.definitions import UPSAMPLE_ARMS
 from segjax import ops
 
 SIZE = 32 if SMOKE else 128
@@ -160,7 +161,7 @@ def apply_operator(kwargs, image, seed=0):
     variables = module.init(jax.random.PRNGKey(seed), image, **call)
     return np.asarray(module.apply(variables, image, **call))
 
-cases = analysis.OPERATOR_CASES
+cases = [(label, analysis.upsample_kwargs(label)) for label in UPSAMPLE_ARMS]
 constant = jnp.ones_like(small)
 fig, axes = plt.subplots(2, len(cases), figsize=(1.6 * len(cases), 3.6))
 for j, (label, kwargs) in enumerate(cases):

@@ -9,77 +9,79 @@ call it again on the same workdir and to mark a run done only after its analysis
 import csv
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from experiments import analysis, command, definitions, report, reproduction_report, reproductions, stats
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
+from segjax.logging_utils import read_metrics
+from segjax.models.config import resolve
+from segjax.ops import checkerboard_score
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # ----------------------------------------------------------------------------------------------------------------
 # Expansion
 
 
 def test_ablation_presets_expand_into_valid_configs():
-    sweep = ua.ablation("cpu")
+    sweep = ua.PRESETS["cpu"]()
     runs = sweep_lib.expand(sweep)
-    labels = {m: {r.arm.label for r in runs if r.arm.model == m} for m in ("unet", "segnet")}
-    assert labels["segnet"] == {"bilinear", "max_unpool", "transposed_k4_bilinear"}  # SegNet Table 1 arms
-    assert labels["unet"] == {
-        label for label in ua.METHOD_ARMS if not (label.startswith("transposed") and label.endswith("bilinear"))
-    }
-    gpu_labels = {r.arm.key for r in sweep_lib.expand(ua.ablation("gpu"), seeds=[0])}
-    assert gpu_labels == {
-        f"{m}/{label}" for m in ("unet", "segnet") for label in ua.METHOD_ARMS if (m, label) not in ua.EXCLUDED
-    }
-    assert len(runs) == (len(labels["unet"]) + len(labels["segnet"])) * 3
+    labels = [a.label for a in sweep.arms]
+    assert len(labels) == len(set(labels)) == 10
+    assert {arm for h in sweep.hypotheses for arm in h.arms} == set(labels)  # every arm answers a hypothesis
+    assert len(runs) == 10 * len(sweep.seeds) and len(sweep.seeds) >= 5
     assert len({r.workdir("OUT") for r in runs}) == len(runs)
     assert len({r.config_hash for r in runs}) == len(runs)  # the seed is part of the config
-    from segjax.models.config import resolve
-
     for run in runs:
         c = run.config
-        assert c.seed == run.seed and c.model.name == run.arm.model
-        settings = ua.METHOD_ARMS[run.arm.label]
+        settings = definitions.UPSAMPLE_ARMS[run.arm.label.removeprefix("noskip_")]
+        assert c.seed == run.seed and c.model.name == "unet"
+        assert c.model.skips == (not run.arm.label.startswith("noskip_"))
         assert c.model.upsample.method == settings["method"]
         assert c.model.upsample.kernel_size == settings.get("kernel_size")
         assert c.model.upsample.init == settings.get("init")
-        assert c.num_train_steps == ua.BUDGETS["cpu"]["overrides"]["num_train_steps"]
+        assert c.num_train_steps == definitions.CPU_STEPS and c.data.crop_size == 32 and c.data.eval_size == 64
         kwargs = resolve(c.model).kwargs  # every arm is a valid model config
         assert kwargs["upsample_method"] == settings["method"]
+    smoke = ua.PRESETS["smoke_cpu"]()
+    assert smoke.smoke_test and not smoke.hypotheses
+    assert {a.label for a in smoke.arms if a.model == "unet"} == set(definitions.UPSAMPLE_ARMS)
+    assert {r.arm.key for r in sweep_lib.expand(ua.PRESETS["gpu"](), seeds=[0])} == {a.key for a in sweep.arms}
+    with pytest.raises(ValueError, match="needs arms"):
+        definitions.Sweep("bad", sweep.arms[:1], (0,), hypotheses=sweep.hypotheses)
 
 
 def test_reproduction_presets_expand_into_valid_configs():
-    from experiments import reproductions
-    from segjax.models.config import resolve
-
-    fcn = sweep_lib.expand(reproductions.fcn("cpu"))
+    fcn = sweep_lib.expand(reproductions.fcn())
     assert [r.config.model.name for r in fcn if r.seed == 0] == ["fcn32s", "fcn16s", "fcn8s"]
     for run in fcn:
         resolve(run.config.model)
-    segnet = {r.arm.label for r in sweep_lib.expand(reproductions.segnet("gpu"))}
-    assert segnet == {"bilinear", "max_unpool", "transposed_k4_bilinear"}
-    odena = {r.arm.key for r in sweep_lib.expand(reproductions.odena("cpu"))}
+    assert {r.arm.label for r in sweep_lib.expand(reproductions.segnet())} == set(definitions.SEGNET_TABLE1)
+    odena = {r.arm.key for r in sweep_lib.expand(reproductions.odena())}
     assert "unet/transposed_k3_default" in odena and "unet/nearest" not in odena
-    assert set(reproductions.PRESETS) >= {"odena_cpu", "fcn_cpu", "segnet_cpu", "odena_gpu", "fcn_gpu", "segnet_gpu"}
-    # Odena and SegNet share segnet/transposed_k4_bilinear: run (and reported) once.
-    both = [r for s in reproductions.PRESETS["all_cpu"]() for r in sweep_lib.expand(s)]
+    # Odena and SegNet share segnet/transposed_k4_bilinear, and the smoke ablation holds them all: run once.
+    both = [r for s in [*reproductions.PRESETS["all_cpu"](), ua.PRESETS["smoke_cpu"]()] for r in sweep_lib.expand(s)]
     unique = sweep_lib.dedupe(both)
     assert len(unique) == len({r.name for r in both}) < len(both)
 
 
 def test_only_filter_and_unknown_override_are_reported():
-    sweep = ua.ablation("cpu")
+    sweep = ua.PRESETS["smoke_cpu"]()
     runs = sweep_lib.expand(sweep, only=["unet/pixel_shuffle"], seeds=[7])
     assert sorted(r.name for r in runs) == ["unet/pixel_shuffle_default/seed7", "unet/pixel_shuffle_icnr/seed7"]
     with pytest.raises(SystemExit) as exit_info:
         ua_main(["--preset=cpu", "--only=no_such_arm", "--dry-run"])
     assert exit_info.value.code == 2
-    bad = sweep_lib.Sweep("bad", (sweep_lib.Arm("unet", "x", "unet", {"model.upsampel.method": "nearest"}),), (0,))
+    bad = definitions.Sweep("bad", (definitions.Arm("unet", "x", "unet", {"model.upsampel.method": "nearest"}),), (0,))
     with pytest.raises(ValueError, match="upsampel"):
         sweep_lib.expand(bad)
     with pytest.raises(ValueError, match="more than once"):
-        sweep_lib.Sweep("dup", (sweep_lib.Arm("unet", "x", "unet"), sweep_lib.Arm("unet", "x", "unet")), (0,))
+        definitions.Sweep("dup", (definitions.Arm("unet", "x", "unet"), definitions.Arm("unet", "x", "unet")), (0,))
     with pytest.raises(ValueError, match="Unknown config family"):
         sweep_lib.load_family_config("no_such_family")
 
@@ -110,10 +112,10 @@ def _fake_analyze(config, workdir):
 
 def _fake_sweep(steps=3):
     arms = (
-        sweep_lib.Arm("unet", "a", "default", {"model.upsample.method": "nearest"}),
-        sweep_lib.Arm("unet", "b", "default", {"model.upsample.method": "bilinear"}),
+        definitions.Arm("unet", "a", "default", {"model.upsample.method": "nearest"}),
+        definitions.Arm("unet", "b", "default", {"model.upsample.method": "bilinear"}),
     )
-    return sweep_lib.Sweep("fake", arms, (0, 1), {"num_train_steps": steps})
+    return definitions.Sweep("fake", arms, (0, 1), {"num_train_steps": steps})
 
 
 def test_finished_runs_are_skipped_and_crashed_runs_resume(tmp_path):
@@ -156,7 +158,7 @@ def test_parallel_jobs_run_each_arm_once_in_spawned_processes(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# A tiny real sweep: training, measurements, report
+# A tiny real sweep: training, measurements, statistics, report
 
 
 def tiny_overrides(data_dir):
@@ -170,10 +172,10 @@ def tiny_overrides(data_dir):
         "num_devices": 1,
         "batch_size": 4,
         "eval_batch_size": 4,
-        "num_train_steps": 2,
+        "num_train_steps": 3,
         "log_every_steps": 1,
-        "eval_every_steps": 2,
-        "checkpoint_every_steps": 1,
+        "eval_every_steps": 1,
+        "checkpoint_every_steps": 3,
         "progress_bar": False,
         "schedule.warmup_steps": 1,
         "model.base_width": 4,
@@ -183,74 +185,76 @@ def tiny_overrides(data_dir):
 
 @pytest.fixture(scope="module")
 def tiny_sweep_out(tmp_path_factory):
+    """Two arms, two seeds, three steps, one hypothesis, through the command line to a report."""
     out = tmp_path_factory.mktemp("sweep")
-    arms = tuple(
-        sweep_lib.Arm("unet", label, "unet", ua.upsample_overrides(ua.METHOD_ARMS[label]), dict(ua.METHOD_ARMS[label]))
-        for label in ("transposed_k3_default", "resize_conv_nearest")
-    )
-    sweep = sweep_lib.Sweep("tiny", arms, (0,), tiny_overrides(out / "tfds"), "two arms, two steps")
-    runs = sweep_lib.expand(sweep)
-    results = sweep_lib.run_sweep(runs, out, log=lambda s: None)
-    return out, sweep, runs, results
+    arms = tuple(definitions.operator_arm("unet", label) for label in ("transposed_k3_default", "resize_conv_nearest"))
+    hypothesis = definitions.Hypothesis("H3", "tiny", "unet", "resize_conv_nearest", "transposed_k3_default")
+    sweep = definitions.Sweep("tiny", arms, (0, 1), tiny_overrides(out / "tfds"), "two arms", (hypothesis,))
+    code = command.main({"tiny": lambda: sweep}, ["--preset=tiny", f"--out={out}", f"--report-dir={out / 'report'}"])
+    return out, sweep, code
 
 
-def test_tiny_sweep_measurements_and_report(tiny_sweep_out, tmp_path):
+def test_tiny_sweep_measurements_and_report(tiny_sweep_out):
     # One test, not several sharing a fixture: pytest-xdist would train the fixture once per worker.
-    from experiments import report
-
-    out, sweep, runs, results = tiny_sweep_out
-    assert results == {r.name: "trained" for r in runs}
+    out, sweep, code = tiny_sweep_out
+    assert code == 0
+    runs = sweep_lib.expand(sweep)
     for run in runs:
         a = json.loads((run.workdir(out) / sweep_lib.ANALYSIS_FILE).read_text())
-        assert a["params"] > 0 and a["gflops"] > 0 and a["steps"] == 2
-        assert 0 <= a["val_miou"] <= 1 and 0 <= a["val_boundary_f1"] <= 1
-        assert a["train_step_seconds"] > 0
+        assert a["params"] > 0 and a["gflops"] > 0 and a["steps"] == 3
         for stage in ("init", "trained"):
             assert 0 <= a["checkerboard"][stage]["constant"] < 1 and 0 <= a["checkerboard"][stage]["real"] < 1
-        maps = np.asarray(a["phase_maps"]["init"])
-        assert maps.shape == (4, 4) and np.isfinite(maps).all()
         samples = np.load(run.workdir(out) / "samples.npz")
         assert samples["prediction"].shape == samples["label"].shape == (4, 32, 32)
-        assert samples["image"].dtype == np.uint8
-        # Two steps of training changed the network, so the two measurements are of different networks.
-        assert a["checkerboard"]["init"]["real"] != a["checkerboard"]["trained"]["real"]
+    declared = json.loads((out / "sweep.json").read_text())
+    assert declared[0]["hypotheses"][0]["statement"] == "resize_conv_nearest > transposed_k3_default"
 
-    path = report.write_report(
-        out,
-        tmp_path,
-        runs=[*runs, *sweep_lib.expand(sweep, seeds=[5])],
-        sweeps=[sweep],
-        command="pytest",
-        operator_study=False,
-    )
-    text = path.read_text()
-    for needle in (
-        "transposed_k3_default",
-        "resize_conv_nearest",
-        "pytest",
-        "sweep hash",
-        "machine:",
-        "not finished",
-        "unet/resize_conv_nearest/seed5",
-        "Whole networks",
-    ):
+    report_dir = out / "report"
+    text = (report_dir / "REPORT.md").read_text()
+    for needle in ("Claims that survive", "H3", "Verdict rules", "Holm", "minimum detectable difference", "machine:"):
         assert needle in text, needle
-    with open(tmp_path / "results.csv") as f:
-        arms = list(csv.DictReader(f))
-    assert [a["label"] for a in arms] == ["transposed_k3_default", "resize_conv_nearest"]
-    assert all(a["seeds"] == "1" and float(a["params"]) > 0 and 0 <= float(a["val_miou_mean"]) <= 1 for a in arms)
-    for png in ("miou_per_arm.png", "checkerboard_phase_maps.png", "sample_predictions_unet.png"):
-        assert (tmp_path / png).stat().st_size > 1000, png
+    with open(report_dir / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(0 <= float(r["final_miou"]) <= 1 for r in rows)
+    # The endpoints are what metrics.jsonl says: the final mIoU is the mean of the last 3 validations.
+    records = [r for r in read_metrics(runs[0].workdir(out)) if r["split"] == "validation"]
+    assert float(rows[0]["final_miou"]) == pytest.approx(np.mean([r["mean_iou"] for r in records[-3:]]))
+    assert float(rows[0]["auc_miou"]) == pytest.approx(np.mean([r["mean_iou"] for r in records]))
+    with open(report_dir / "hypotheses.csv") as f:
+        (h3,) = list(csv.DictReader(f))
+    by_seed = {(r["label"], int(r["seed"])): float(r["final_miou"]) for r in rows}
+    differences = [by_seed["resize_conv_nearest", s] - by_seed["transposed_k3_default", s] for s in (0, 1)]
+    assert float(h3["mean_difference"]) == pytest.approx(np.mean(differences))
+    assert h3["verdict"] in stats.VERDICTS
+    for png in ("final_miou.png", "hypotheses.png", "learning_curves.png", "sample_predictions_unet.png"):
+        assert (report_dir / png).stat().st_size > 1000, png
+
+    # A report for experiments/results/ is refused from uncommitted code unless asked for.
+    results = report.RESULTS_DIR / "test_dirty_check"
+    if report.git_revision()[1]:
+        with pytest.raises(ValueError, match="uncommitted changes"):
+            report.write_report(out, results)
+    assert not results.exists()
+
+
+def test_importing_the_report_imports_no_preset():
+    code = (
+        "import sys, experiments.report; "
+        "print(sorted(m for m in sys.modules if m in ('experiments.upsampling_ablation', "
+        "'experiments.reproductions', 'experiments.command')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_cli_dry_run_lists_runs(capsys):
-    assert ua_main(["--preset=cpu", "--only=unet/nearest", "--dry-run", "--out=/nonexistent/x"]) == 0
+    assert ua_main(["--preset=smoke_cpu", "--only=unet/nearest", "--dry-run", "--out=/nonexistent/x"]) == 0
     out = capsys.readouterr().out
     assert "unet/nearest/seed0" in out and "unet/nearest/seed2" in out and "3 runs" in out
 
 
 def ua_main(argv):
-    return sweep_lib.main(ua.PRESETS, argv, prog="experiments.upsampling_ablation")
+    return command.main(ua.PRESETS, argv, prog="experiments.upsampling_ablation")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -258,8 +262,6 @@ def ua_main(argv):
 
 
 def test_operator_checkerboard_at_init_matches_odena():
-    from experiments import analysis
-
     scores = analysis.operator_checkerboard_at_init(seeds=[0])
     for label in ("transposed_k2_default", "transposed_k3_default", "transposed_k4_default", "pixel_shuffle_default"):
         assert scores[label][0] > 0.05, label
@@ -277,9 +279,6 @@ def test_operator_checkerboard_at_init_matches_odena():
 
 
 def test_phase_map_matches_checkerboard_score_definition():
-    from experiments import analysis
-    from segjax.ops import checkerboard_score
-
     rng = np.random.default_rng(0)
     y = rng.uniform(0.1, 1.0, size=(2, 13, 11, 3)).astype(np.float32)
     y[:, ::2, ::2, 1] += 2.0  # channel 1 has a period-2 pattern
@@ -290,13 +289,13 @@ def test_phase_map_matches_checkerboard_score_definition():
     assert pm[0, 0] > 0 and pm[1, 1] < 0 and pm.sum() == pytest.approx(0, abs=1e-9)
 
 
-def test_ordering_verdicts():
-    from experiments.reproductions import ordering
+def test_ordering_verdicts_are_paired_tests():
+    def arm(values):
+        return {"_members": [{"seed": s, "final_miou": v} for s, v in enumerate(values)]}
 
-    def arm(mean, std, n=3):
-        return {"val_miou_mean": mean, "val_miou_std": std, "seeds": n}
-
-    assert ordering(arm(0.5, 0.01), arm(0.6, 0.01)).startswith("held clearly")
-    assert ordering(arm(0.5, 0.1), arm(0.52, 0.1)).startswith("held within the seed spread")
-    assert ordering(arm(0.6, 0.01), arm(0.5, 0.01)).startswith("did not hold")
-    assert ordering(arm(float("nan"), 0.0), arm(0.5, 0.01)) == "not measured"
+    low = [0.50, 0.55, 0.45, 0.52, 0.48]
+    assert reproduction_report.ordering(arm(low), arm([v + 0.1 for v in low])).startswith("held")
+    assert reproduction_report.ordering(arm([v + 0.1 for v in low]), arm(low)).startswith("did not hold")
+    noisy = [0.5 + d for d in (0.2, -0.2, 0.1, -0.15, 0.05)]
+    assert reproduction_report.ordering(arm(low), arm(noisy)).startswith("inconclusive")
+    assert reproduction_report.ordering(arm([0.5]), arm([0.6])).startswith("not measured")

@@ -1,0 +1,101 @@
+"""The command line of the experiment presets: run a preset's sweeps into OUT, then write their report.
+
+    python -m experiments.upsampling_ablation --preset=cpu --out=experiments/runs/ablation_cpu \\
+        --report-dir=experiments/results/ablation_cpu
+
+It sits on top of the one-way flow (definitions -> runner -> measurements -> statistics -> report): it records
+the sweeps as declared (OUT/sweep.json, which the report reads), runs them with experiments.sweep, and calls
+experiments.report. A report under experiments/results/ is refused from a tree with uncommitted code unless
+--allow-dirty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+from experiments import report
+from experiments.definitions import Sweep
+from experiments.sweep import dedupe, expand, run_state, run_sweep
+from segjax import cli
+from segjax.logging_utils import write_json
+
+
+def narrowed(sweep: Sweep, seeds, keys: set[str]) -> Sweep:
+    """The part of `sweep` a --seeds / --only invocation runs: those seeds, those arms, the hypotheses they allow."""
+    arms = tuple(a for a in sweep.arms if a.key in keys)
+    hypotheses = tuple(h for h in sweep.hypotheses if all(f"{h.model}/{arm}" in keys for arm in h.arms))
+    return dataclasses.replace(sweep, arms=arms, seeds=tuple(seeds), hypotheses=hypotheses)
+
+
+def sweep_record(sweep: Sweep) -> dict:
+    """A sweep as declared, for OUT/sweep.json (what the report tests comes from here, not from code)."""
+    record = dataclasses.asdict(sweep)
+    record["hypotheses"] = [dict(dataclasses.asdict(h), statement=h.statement) for h in sweep.hypotheses]
+    return record
+
+
+def main(
+    presets: Mapping[str, Callable[[], Sweep | Sequence[Sweep]]],
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str | None = None,
+    default_out: str = "experiments/runs",
+) -> int:
+    """CLI for a sweep file: pick a preset, run it into --out, then write the report into OUT/report."""
+    parser = cli.ArgumentParser(prog=prog or "experiments.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", required=True, choices=sorted(presets))
+    parser.add_argument("--out", default=None, help=f"run folder (default {default_out}/<preset>)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1: in this process)")
+    parser.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the preset's")
+    parser.add_argument("--only", action="append", default=[], help="run only arms whose model/label contains this")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
+    parser.add_argument("--report-dir", default=None, help="where the report goes (default OUT/report)")
+    parser.add_argument("--no-report", action="store_true", help="train only; write the report later")
+    parser.add_argument("--note", default="", help="text for the report's 'How this was produced' section")
+    parser.add_argument("--allow-dirty", action="store_true", help="allow a report from uncommitted code")
+    args = parser.parse_args(argv)
+
+    made = presets[args.preset]()
+    sweeps = [made] if isinstance(made, Sweep) else list(made)
+    out = pathlib.Path(args.out or f"{default_out}/{args.preset}")
+    seeds = list(range(args.seeds)) if args.seeds else None
+    runs = dedupe([r for s in sweeps for r in expand(s, only=args.only, seeds=seeds)])
+    if not runs:
+        arms = [a.key for s in sweeps for a in s.arms]
+        parser.error(f"--only {args.only} matches no arm of preset {args.preset!r}; its arms are {arms}")
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--note")]
+    command = " ".join(["python -m", prog or "experiments.sweep", *shown]) + (" --note=..." if args.note else "")
+    if args.dry_run:
+        for run in runs:
+            print(f"{run.name:50s} {run.config_hash}  {run_state(run.workdir(out), run.config_hash)}")
+        print(f"{len(runs)} runs")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    if seeds is not None or args.only:
+        sweeps = [narrowed(s, seeds or s.seeds, {r.arm.key for r in runs}) for s in sweeps]
+    write_json(out / report.SWEEP_FILE, [sweep_record(s) for s in sweeps])
+    report_dir = pathlib.Path(args.report_dir or out / "report")
+    if not args.no_report:
+        try:
+            report.check_clean(report_dir, args.allow_dirty)  # before hours of training, not after
+        except report.UncommittedChanges as e:
+            cli.fail(parser.prog, str(e))
+    failed = []
+    if not args.report_only:
+        results = run_sweep(runs, out, jobs=args.jobs)
+        failed = [name for name, status in results.items() if status == "failed"]
+    if args.no_report:
+        return 1 if failed else 0
+    try:
+        report.write_report(out, report_dir, command=command, note=args.note, allow_dirty=args.allow_dirty)
+    except report.UncommittedChanges as e:
+        cli.fail(parser.prog, str(e))
+    print(f"[sweep] report: {report_dir / 'REPORT.md'}")
+    if failed:
+        print(f"[sweep] {len(failed)} runs failed (see their error.txt): {failed}", file=sys.stderr)
+        return 1
+    return 0

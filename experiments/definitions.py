@@ -1,0 +1,293 @@
+"""What the experiments are, as plain data: arms, hypotheses and budgets.
+
+`experiments/` flows one way: definitions (this module) -> runner (`sweep`) -> measurements (`analysis`) ->
+statistics (`stats`) -> report (`report`). This module imports nothing from the others: an ablation is declared
+here, hypotheses included, before anything runs. The presets (`upsampling_ablation`, `reproductions`) put these
+pieces together into sweeps.
+
+The upsampling operators are one table, `UPSAMPLE_ARMS` (label -> `model.upsample` settings), used by the
+ablation's arms and by the operator-level study alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+# ----------------------------------------------------------------------------------------------------------------
+# Types
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One configuration of a sweep, everything except the seed.
+
+    model: report label of the network (e.g. 'unet'); label: the arm's name within that model (e.g.
+    'transposed_k3_default'); config: the config family, 'unet' or 'fcn:8s' for ``configs/fcn.py`` with arg
+    '8s'; overrides: flattened config overrides ('model.upsample.method': 'transposed'); tags: facts the report
+    groups by (method, kernel size, init, ...).
+    """
+
+    model: str
+    label: str
+    config: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.label}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hypothesis:
+    """A directed contrast between two arms of one network, declared before anything runs.
+
+    claim 'greater': arm `better` beats arm `worse` on the primary endpoint (final validation mIoU);
+    claim 'equivalent': the two differ by less than `margin`. With `minus` = (c, d), the contrast is the
+    interaction (better - worse) - (c - d): does the difference between two operators change with the network?
+    `margin` is the equivalence margin of the TOST (see experiments.stats for the verdict rules).
+    """
+
+    name: str
+    question: str
+    model: str
+    better: str
+    worse: str
+    claim: str = "greater"
+    margin: float = 0.01
+    minus: tuple[str, str] | None = None
+
+    def __post_init__(self):
+        if self.claim not in ("greater", "equivalent"):
+            raise ValueError(f"{self.name}: claim must be 'greater' or 'equivalent', got {self.claim!r}")
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return (self.better, self.worse, *(self.minus or ()))
+
+    @property
+    def statement(self) -> str:
+        if self.minus:
+            return (
+                f"({self.better} - {self.worse}) > ({self.minus[0]} - {self.minus[1]})"
+                if self.claim == "greater"
+                else f"({self.better} - {self.worse}) = ({self.minus[0]} - {self.minus[1]}) within ±{self.margin}"
+            )
+        if self.claim == "greater":
+            return f"{self.better} > {self.worse}"
+        return f"|{self.better} - {self.worse}| < {self.margin}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A named set of arms, the seeds each one is run with, overrides shared by every arm (the budget), and the
+    hypotheses its report tests."""
+
+    name: str
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+    hypotheses: tuple[Hypothesis, ...] = ()
+    smoke_test: bool = False  # a short run that checks the machinery and answers no question
+    reference: str | None = None  # the arm others are compared with in the report (None: the first)
+
+    def __post_init__(self):
+        keys = [arm.key for arm in self.arms]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(
+                f"Sweep {self.name!r} defines these arms more than once: {dupes}; give each a unique (model, label)."
+            )
+        if not self.seeds:
+            raise ValueError(f"Sweep {self.name!r} has no seeds; give at least one.")
+        labels = {(a.model, a.label) for a in self.arms}
+        for h in self.hypotheses:
+            missing = [arm for arm in h.arms if (h.model, arm) not in labels]
+            if missing:
+                raise ValueError(f"Sweep {self.name!r}: hypothesis {h.name} needs arms {missing} of {h.model}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The operators: one table
+
+
+UPSAMPLE_ARMS: dict[str, dict] = {
+    "nearest": dict(method="nearest"),
+    "bilinear": dict(method="bilinear"),
+    "bed_of_nails": dict(method="bed_of_nails"),
+    "max_unpool": dict(method="max_unpool"),
+    **{
+        f"transposed_k{k}_{init}": dict(method="transposed", kernel_size=k, init=init)
+        for init in ("default", "bilinear")
+        for k in (2, 3, 4)
+    },
+    "resize_conv_nearest": dict(method="resize_conv", resize="nearest"),
+    "resize_conv_bilinear": dict(method="resize_conv", resize="bilinear"),
+    "pixel_shuffle_default": dict(method="pixel_shuffle", init="default"),
+    "pixel_shuffle_icnr": dict(method="pixel_shuffle", init="icnr"),
+}
+
+
+def upsample_overrides(label: str) -> dict:
+    """The `model.upsample` overrides of an operator (all four keys, so each run's config says what it used)."""
+    settings = UPSAMPLE_ARMS[label]
+    return {
+        "model.upsample.method": settings["method"],
+        "model.upsample.kernel_size": settings.get("kernel_size"),
+        "model.upsample.init": settings.get("init"),
+        "model.upsample.resize": settings.get("resize", "nearest"),
+    }
+
+
+def operator_arm(model: str, label: str, *, skips: bool = True, config: str | None = None) -> Arm:
+    """The arm of `model` that upsamples with operator `label`; skips=False: U-Net without its skips."""
+    overrides = upsample_overrides(label)
+    tags = dict(UPSAMPLE_ARMS[label], skips=skips)
+    if not skips:
+        overrides["model.skips"] = False
+    return Arm(model, label if skips else f"noskip_{label}", config or model, overrides, tags)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hypotheses of the U-Net ablation
+
+# Equivalence margin: 0.01 mIoU, the smallest difference we would act on when choosing an operator.
+MARGIN = 0.01
+
+UNET_HYPOTHESES = (
+    Hypothesis(
+        "H1a",
+        "Overlap: does the uneven overlap of a stride-2 kernel-3 transposed convolution hurt, against kernel 2 "
+        "(no overlap), same (default) initialisation?",
+        "unet",
+        "transposed_k2_default",
+        "transposed_k3_default",
+    ),
+    Hypothesis(
+        "H1b",
+        "Overlap: ... against kernel 4 (even overlap)?",
+        "unet",
+        "transposed_k4_default",
+        "transposed_k3_default",
+    ),
+    Hypothesis(
+        "H2a",
+        "Initialisation, function class fixed: does ICNR beat the default initialisation of the same pixel shuffle?",
+        "unet",
+        "pixel_shuffle_icnr",
+        "pixel_shuffle_default",
+    ),
+    Hypothesis(
+        "H2b",
+        "Initialisation, function class fixed: does a (channel-halving) bilinear initialisation beat the default "
+        "one of the same kernel-4 transposed convolution?",
+        "unet",
+        "transposed_k4_bilinear",
+        "transposed_k4_default",
+    ),
+    Hypothesis(
+        "H3",
+        "Function class, initialisation fixed (default): does nearest resize-then-convolve beat the kernel-4 "
+        "transposed convolution (Odena et al.)?",
+        "unet",
+        "resize_conv_nearest",
+        "transposed_k4_default",
+    ),
+    Hypothesis(
+        "H4",
+        "Parameter-free vs learned: with U-Net's skips, is bilinear upsampling (and a 1x1 projection) as good as "
+        "the paper's learned 2x2 up-convolution, within the margin?",
+        "unet",
+        "bilinear",
+        "transposed_k2_default",
+        claim="equivalent",
+    ),
+    Hypothesis(
+        "H5",
+        "Do the skips mask the operator: is the advantage of the learned 2x2 up-convolution over bilinear "
+        "upsampling larger without U-Net's skips than with them?",
+        "unet",
+        "noskip_transposed_k2_default",
+        "noskip_bilinear",
+        minus=("transposed_k2_default", "bilinear"),
+    ),
+)
+
+
+def hypothesis_arms(hypotheses) -> tuple[Arm, ...]:
+    """The arms the hypotheses need, each once, in order of first mention."""
+    labels = list(dict.fromkeys(arm for h in hypotheses for arm in h.arms))
+    return tuple(
+        operator_arm("unet", label.removeprefix("noskip_"), skips=not label.startswith("noskip_")) for label in labels
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Budgets
+
+_TINY_NET = {"model.preset": "small", "model.base_width": 8, "model.depth": 3}
+_QUIET = {"progress_bar": False, "keep_checkpoints": 1}
+
+# The converged CPU budget, chosen from the committed pilot learning curve (experiments/results/pilot_cpu): U-Net
+# width 8, trained on random 32 px crops of the 64 px scenes (a 3.5x cheaper step than whole images), evaluated
+# on the whole 64 px validation images every 100 steps. CE + Dice as in the quickstart.
+CPU_TRAINING = {
+    **_TINY_NET,
+    **_QUIET,
+    "data.name": "segjax_shapes/64",
+    "data.crop_size": 32,
+    "data.eval_size": 64,
+    "batch_size": 16,
+    "eval_batch_size": 50,
+    "optimizer.learning_rate": 5e-3,
+    "loss.dice": 1.0,
+    "schedule.warmup_steps": 50,
+    "eval_every_steps": 100,
+    "log_every_steps": 100,
+}
+# The pilot (3000 steps, cosine over 3000) had every arm with skips within 0.01 mIoU of its plateau from step
+# 1900-2000 on; 5 seeds x 10 arms x 2000 steps is what fits in an hour on 2 CPU cores.
+CPU_STEPS = 2000
+CPU_SEEDS = 5
+PILOT_STEPS = 3000
+
+# The same hypotheses at 128 px with a wider, deeper network, sized (not measured: no GPU was lent) for about 10
+# minutes on one H200.
+GPU_TRAINING = {
+    **_QUIET,
+    "model.preset": "small",
+    "model.base_width": 32,
+    "model.depth": 4,
+    "data.name": "segjax_shapes/128",
+    "batch_size": 16,
+    "eval_batch_size": 50,
+    "optimizer.learning_rate": 3e-3,
+    "loss.dice": 1.0,
+    "schedule.warmup_steps": 100,
+    "eval_every_steps": 200,
+    "log_every_steps": 200,
+}
+GPU_STEPS = 2000
+GPU_SEEDS = 8
+
+
+# The 10-minute smoke test: every operator in a U-Net and SegNet's Table 1 arms, 200 steps, 3 seeds. It checks
+# the machinery end to end; at 200 steps the networks are far from converged and it answers no question.
+SMOKE = {
+    **_TINY_NET,
+    **_QUIET,
+    "data.name": "segjax_shapes/64",
+    "num_train_steps": 200,
+    "batch_size": 8,
+    "eval_batch_size": 40,
+    "eval_every_steps": 200,
+    "checkpoint_every_steps": 200,
+    "log_every_steps": 25,
+    "schedule.warmup_steps": 20,
+}
+SMOKE_SEEDS = 3
+SMOKE_FCN = {"model.base_width": 8, "model.depth": None}  # FCN is fixed at depth 5
+SEGNET_TABLE1 = ("bilinear", "max_unpool", "transposed_k4_bilinear")
