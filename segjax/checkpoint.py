@@ -13,11 +13,10 @@ from typing import Any
 
 import flax
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from segjax.logging_utils import without_log_messages
+from segjax.logging_utils import jsonable, without_log_messages
 
 BEST_METRIC = "mean_iou"
 
@@ -103,12 +102,12 @@ class Checkpointer:
     def save(self, step: int, state: Any, meta: dict, scores: dict | None = None) -> None:
         """Saves a host copy of `state` (asynchronously); `scores` (with 'mean_iou') make it eligible as best."""
         metrics = None if scores is None else {BEST_METRIC: float(scores[BEST_METRIC])}
-        meta = dict(meta, step=int(step), scores=_jsonable(scores))
+        meta = dict(meta, step=int(step), scores=jsonable(scores))
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                meta=ocp.args.JsonSave(_jsonable(meta)),
+                meta=ocp.args.JsonSave(jsonable(meta)),
             ),
             metrics=metrics,
             force=True,
@@ -187,20 +186,3 @@ def _as_dict(tree):
     if hasattr(tree, "items"):
         return {k: _as_dict(v) for k, v in tree.items()}
     return tree
-
-
-def _jsonable(value):
-    """Numbers/arrays in nested dicts -> plain JSON types (NaN kept as NaN, which Python's json writes)."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.ndarray, jax.Array)):
-        return _jsonable(np.asarray(value).tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return value

@@ -12,11 +12,11 @@ import difflib
 import importlib.util
 import json
 import os
-import tempfile
 
 import ml_collections
 
 from segjax import cli
+from segjax.logging_utils import write_atomic
 from segjax.parallel import PARALLELISMS
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -60,21 +60,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` via a temporary file and a rename, so readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -13,10 +13,8 @@ print one clear message and exit with status 2 without writing anything.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 
 import jax
 import numpy as np
@@ -26,7 +24,7 @@ from segjax import cli, config_utils, parallel
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
 from segjax.experiment import abstract_state, build_model
-from segjax.logging_utils import quiet_libraries
+from segjax.logging_utils import jsonable, quiet_libraries, save_figure, write_json
 
 
 def _eval_batch(batch: dict) -> dict:
@@ -121,18 +119,6 @@ def per_class_table(scores: dict, class_names) -> str:
     return "\n".join(rows)
 
 
-def _save_figure_atomic(fig, path: str) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def plot_confusion(confusion: np.ndarray, class_names, path: str) -> None:
     """Row-normalised confusion matrix (rows: ground truth) as a PNG."""
     import matplotlib
@@ -163,7 +149,7 @@ def plot_confusion(confusion: np.ndarray, class_names, path: str) -> None:
                     fontsize=7,
                     color="white" if normalised[i, j] > 0.5 else "black",
                 )
-    _save_figure_atomic(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -199,24 +185,8 @@ def plot_examples(examples: dict, num_classes: int, ignore_index: int, path: str
             ax.set_axis_off()
             if i == 0:
                 ax.set_title(title)
-    _save_figure_atomic(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return (
-            [_jsonable(v) for v in np.asarray(value).tolist()]
-            if isinstance(value, np.ndarray)
-            else [_jsonable(v) for v in value]
-        )
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None  # NaN (class absent) -> null in JSON
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -300,7 +270,7 @@ def evaluate_checkpoint(
             "num_train_steps": config.num_train_steps,
             "seed": config.seed,
         },
-        "scores": _jsonable(scores),
+        "scores": jsonable(scores),
     }
     if verbose:
         print(f"{info.name} / {split}, checkpoint step {resolved}")
@@ -312,7 +282,7 @@ def evaluate_checkpoint(
         plot_confusion(scores["confusion_matrix"], info.class_names, stem + "-confusion.png")
         if examples is not None and len(examples["image"]):
             plot_examples(examples, info.num_classes, info.ignore_index, stem + "-examples.png")
-        config_utils.write_atomic(stem + ".json", json.dumps(report, indent=2) + "\n")
+        write_json(stem + ".json", report, indent=2)
         report["path"] = stem + ".json"
         if verbose:
             print(f"wrote {stem}.json")
