@@ -1,9 +1,10 @@
 """Measurements of one finished run (what the report tabulates), and the operator-level checkerboard study.
 
-`analyze_run(config, workdir)` is called by the sweep runner after `train_and_evaluate` returns. It reads the
-final validation scores and step times that training wrote into the workdir, and adds what training does not
-measure: parameter count, FLOPs (XLA cost analysis), checkerboard scores of the network at initialisation and
-after training, and a few sample predictions for the figures.
+`analyze_run(config, workdir)` is called by the sweep runner after `train_and_evaluate` returns. It adds what
+training does not measure: parameter count, FLOPs (XLA cost analysis), checkerboard scores of the network at
+initialisation and after training, and a few sample predictions for the figures. (The validation curve is in the
+run's metrics.jsonl, which the report reads; step times come from experiments/benchmarks/arms.py, not from
+training.)
 
 Checkerboard: `segjax.ops.checkerboard_score` of the softmax probabilities with factor CB_FACTOR (4: the phases
 of the last two x2 upsampling stages) and border CB_BORDER px (zero padding makes the image border differ from
@@ -16,7 +17,6 @@ fixed batch of validation images.
 from __future__ import annotations
 
 import functools
-import os
 import pathlib
 from typing import Any
 
@@ -28,7 +28,6 @@ from experiments.definitions import UPSAMPLE_ARMS
 from segjax import experiment, ops
 from segjax.checkpoint import Checkpointer
 from segjax.data import get_dataset_info, make_loader
-from segjax.logging_utils import read_metrics
 from segjax.models import create_model
 from segjax.models.summary import count_params
 
@@ -145,8 +144,7 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
         label=np.asarray(labels).astype(np.uint8),
         prediction=predictions.astype(np.uint8),
     )
-    result.update(final_scores(workdir, meta, config.batch_size))
-    result["load_average_1min"] = os.getloadavg()[0]  # step times on a shared machine depend on it
+    result["steps"] = int(meta["step"])  # the validation curve and its endpoints are read from metrics.jsonl
     return result
 
 
@@ -186,37 +184,6 @@ def initial_and_trained_variables(config, info, model, workdir: pathlib.Path) ->
     finally:
         checkpoints.close()
     return _variables(fresh), _variables(trained), meta
-
-
-def final_scores(workdir: pathlib.Path, meta: dict, batch_size: int) -> dict:
-    """Final validation scores and the training step time, from metrics.jsonl (falling back to checkpoint meta).
-
-    Step time = batch_size / images_per_second of the logged training intervals; the first interval of each
-    process (it includes compilation) is left out, then the median is taken.
-    """
-    records = read_metrics(workdir)
-    evals = [r for r in records if r.get("split") != "train" and "mean_iou" in r]
-    final = dict(meta.get("scores") or {})
-    if evals:
-        final.update(evals[-1])
-    train = [r for r in records if r.get("split") == "train" and r.get("images_per_second")]
-    first_of_process = {i for i, r in enumerate(train) if i == 0 or r["step"] <= train[i - 1]["step"]}
-    rates = [r["images_per_second"] for i, r in enumerate(train) if i not in first_of_process] or [
-        r["images_per_second"] for r in train
-    ]
-    steps = [r["step"] for r in records if "step" in r]
-    return {
-        "val_miou": _float(final.get("mean_iou")),
-        "val_boundary_f1": _float(final.get("boundary_f1")),
-        "val_pixel_accuracy": _float(final.get("pixel_accuracy")),
-        "per_class_iou": final.get("per_class_iou"),
-        "train_step_seconds": float(np.median([batch_size / r for r in rates])) if rates else None,
-        "steps": max(steps) if steps else meta.get("step"),
-    }
-
-
-def _float(value):
-    return None if value is None else float(value)
 
 
 def display_images(images) -> np.ndarray:

@@ -39,59 +39,40 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def dots_with_intervals(rows: list[dict], path: pathlib.Path, *, title: str, xlabel: str) -> None:
-    """One line per arm: every seed as a dot, the mean with its 95% t interval; the x axis starts at 0.
-
-    rows: [{'label', 'values' (per seed), 'mean', 'ci_low', 'ci_high'}], top to bottom.
-    """
-    fig = Figure(figsize=(7, 0.38 * len(rows) + 1.2))
+def _interval_rows(rows: list[dict], *, color: str):
+    """A figure with one line per row, top to bottom: the seeds' values as dots, the mean with its 95% interval.
+    rows: [{'label', 'values' (per seed), 'mean', 'ci_low', 'ci_high'}]. Returns (figure, axes, y positions)."""
+    fig = Figure(figsize=(7, 0.42 * len(rows) + 1.2))
     ax = fig.subplots()
     y = np.arange(len(rows))[::-1]
     for yi, row in zip(y, rows, strict=True):
         ax.plot(row["values"], [yi] * len(row["values"]), "o", color="0.6", markersize=3, zorder=1)
-        ax.errorbar(
-            row["mean"],
-            yi,
-            xerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
-            fmt="D",
-            color="C0",
-            capsize=3,
-            zorder=2,
-        )
+        error = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
+        ax.errorbar(row["mean"], yi, xerr=error, fmt="D", color=color, capsize=3, zorder=2)
     ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig, ax, y
+
+
+def dots_with_intervals(rows: list[dict], path: pathlib.Path, *, title: str, xlabel: str) -> None:
+    """Scores per arm (see `_interval_rows`); the x axis starts at 0."""
+    fig, ax, _ = _interval_rows(rows, color="C0")
     high = max(max(max(r["values"]), r["ci_high"]) for r in rows)
     ax.set_xlim(0, min(1.0, high * 1.05) if high <= 1 else high * 1.05)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
     save_figure(fig, path)
 
 
 def contrasts(rows: list[dict], path: pathlib.Path, *, title: str, xlabel: str) -> None:
-    """One line per contrast: the mean difference with its 95% interval, the seeds' differences as dots, zero and
-    the equivalence margin (shaded) marked. rows: [{'label', 'values', 'mean', 'ci_low', 'ci_high', 'margin'}]."""
-    fig = Figure(figsize=(7, 0.45 * len(rows) + 1.2))
-    ax = fig.subplots()
-    y = np.arange(len(rows))[::-1]
+    """Differences (see `_interval_rows`), with zero marked and each row's equivalence margin ('margin') shaded."""
+    fig, ax, y = _interval_rows(rows, color="C3")
     for yi, row in zip(y, rows, strict=True):
-        ax.plot(row["values"], [yi] * len(row["values"]), "o", color="0.6", markersize=3, zorder=1)
-        ax.errorbar(
-            row["mean"],
-            yi,
-            xerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
-            fmt="D",
-            color="C3",
-            capsize=3,
-            zorder=2,
-        )
-        margin = row.get("margin")
-        if margin:
-            ax.fill_betweenx([yi - 0.35, yi + 0.35], -margin, margin, color="C2", alpha=0.15, lw=0)
+        if row.get("margin"):
+            ax.fill_betweenx([yi - 0.35, yi + 0.35], -row["margin"], row["margin"], color="C2", alpha=0.15, lw=0)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
     save_figure(fig, path)
 
 

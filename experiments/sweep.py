@@ -1,9 +1,9 @@
 """Sweep runner: expand (models x operators x options x seeds) into configs and train each one.
 
-A sweep is plain data defined in a Python file next to this one (see ``upsampling_ablation.py``): a list of
-``Arm``s (one configuration each: a config family from ``configs/`` plus ml_collections overrides) and a list of
-seeds. ``run_sweep`` turns every (arm, seed) into a ``Run`` with its own workdir ``OUT/<model>/<label>/seed<k>``
-and executes it with ``segjax.train.train_and_evaluate`` followed by the measurements in
+A sweep is plain data (``experiments.definitions``: ``Arm``s, each a config family from ``configs/`` plus
+overrides, and seeds), put together by a preset (``upsampling_ablation.py``, ``reproductions.py``).
+``run_sweep`` turns every (arm, seed) into a ``Run`` with its own workdir ``OUT/<model>/<label>/seed<k>`` and
+executes it with ``segjax.train.train_and_evaluate`` followed by the measurements in
 ``experiments.analysis`` (parameters, FLOPs, checkerboard scores, sample predictions).
 
 Bookkeeping, so a sweep can be stopped and started again at any time:
@@ -49,7 +49,7 @@ ERROR_FILE = "error.txt"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sweep definitions
+# Runs
 
 
 @dataclasses.dataclass(frozen=True)

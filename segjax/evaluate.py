@@ -17,7 +17,9 @@ import math
 import os
 
 import jax
+import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
 from segjax import checkpoint as checkpoint_lib
 from segjax import cli, config_utils, parallel
@@ -121,16 +123,12 @@ def per_class_table(scores: dict, class_names) -> str:
 
 def plot_confusion(confusion: np.ndarray, class_names, path: str) -> None:
     """Row-normalised confusion matrix (rows: ground truth) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     confusion = np.asarray(confusion, np.float64)
     rows = confusion.sum(1, keepdims=True)
     normalised = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
     n = len(confusion)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.6 * n))
+    fig = Figure(figsize=(1 + 0.6 * n, 1 + 0.6 * n))
+    ax = fig.subplots()
     ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     names = list(class_names) if class_names else [str(i) for i in range(n)]
     ax.set_xticks(range(n), names, rotation=90)
@@ -150,12 +148,9 @@ def plot_confusion(confusion: np.ndarray, class_names, path: str) -> None:
                     color="white" if normalised[i, j] > 0.5 else "black",
                 )
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def _colour_labels(labels: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
-    import matplotlib
-
     cmap = matplotlib.colormaps["tab20"]
     palette = np.array([cmap(i % 20)[:3] for i in range(num_classes)])
     out = palette[np.clip(labels, 0, num_classes - 1)]
@@ -165,13 +160,9 @@ def _colour_labels(labels: np.ndarray, num_classes: int, ignore_index: int) -> n
 
 def plot_examples(examples: dict, num_classes: int, ignore_index: int, path: str) -> None:
     """Rows of (image, ground truth, prediction) as a PNG; images rescaled to [0, 1] for display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = len(examples["image"])
-    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+    fig = Figure(figsize=(6, 2 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         image = examples["image"][i]
         image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
@@ -186,7 +177,6 @@ def plot_examples(examples: dict, num_classes: int, ignore_index: int, path: str
             if i == 0:
                 ax.set_title(title)
     save_figure(fig, path)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------------------------

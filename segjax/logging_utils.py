@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import tqdm
+from absl import logging as absl_logging
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
@@ -179,7 +180,5 @@ def without_log_messages(*prefixes: str, logger: str = "absl"):
 
 def quiet_libraries() -> None:
     """For the command lines: segjax's INFO messages, only warnings from orbax, TFDS, grain and JAX."""
-    from absl import logging as absl_logging
-
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("segjax").setLevel(logging.INFO)

@@ -299,3 +299,19 @@ def test_ordering_verdicts_are_paired_tests():
     noisy = [0.5 + d for d in (0.2, -0.2, 0.1, -0.15, 0.05)]
     assert reproduction_report.ordering(arm(low), arm(noisy)).startswith("inconclusive")
     assert reproduction_report.ordering(arm([0.5]), arm([0.6])).startswith("not measured")
+
+
+def test_endpoints_and_plateau_from_a_constructed_curve():
+    records = [{"step": s, "split": "train", "loss": 1.0} for s in (100, 200)]
+    records += [
+        {"step": s, "split": "validation", "mean_iou": v, "iou/wire": v / 2}
+        for s, v in zip(range(100, 800, 100), (0.2, 0.5, 0.7, 0.8, 0.82, 0.84, 0.86), strict=True)
+    ]
+    records.append({"step": 700, "split": "validation", "mean_iou": 0.90, "iou/wire": None})  # resumed: logged again
+    e = report.endpoints(records)
+    assert e["curve_steps"] == [100, 200, 300, 400, 500, 600, 700] and e["endpoint_miou"] == 0.90
+    assert e["final_miou"] == pytest.approx((0.82 + 0.84 + 0.90) / 3)
+    assert e["auc_miou"] == pytest.approx(np.mean([0.2, 0.5, 0.7, 0.8, 0.82, 0.84, 0.90]))
+    assert e["final_iou_wire"] == pytest.approx((0.41 + 0.42) / 2)  # a null is skipped, not a zero
+    plateau, step = report.plateau_step(e["curve_steps"], e["curve_miou"])
+    assert plateau == pytest.approx(np.mean([0.7, 0.8, 0.82, 0.84, 0.90])) and step == 500  # 0.80 < 0.812 - 0.01

@@ -38,19 +38,22 @@ def cpu_model() -> str:
 
 
 def compiled_step(config):
-    """(jitted TrainStep, a fresh state, a batch of the training shape) for one run's config."""
+    """(wrapped TrainStep, a fresh state, a batch of the training shape) for one run's config, on one device and
+    wrapped as training wraps it (config.parallelism), so the timed program is the one the runs trained."""
     info = data_lib.get_dataset_info(config.data)
     model = experiment.build_model(config, info.num_classes)
     loss = experiment.loss_spec(config)
     step = parallel.TrainStep(model, loss, *experiment.optimizer_specs(config), info.num_classes, info.ignore_index)
-    # On one device the per-device step is the whole step (no collectives): the same program training runs.
-    fn = jax.jit(step, donate_argnums=0)
-    state = jax.device_put(experiment.initial_state(config, info, model))
+    dp = parallel.DataParallel(config.parallelism, num_devices=1)
+    fn = dp.wrap(step, returns_state=True, donate_state=True)
+    state = dp.replicate(experiment.initial_state(config, info, model))
     rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.normal(size=(config.batch_size, *info.crop_size, 3)).astype(np.float32),
-        "label": rng.integers(0, info.num_classes, size=(config.batch_size, *info.crop_size)).astype(np.int32),
-    }
+    batch = dp.shard_batch(
+        {
+            "image": rng.normal(size=(config.batch_size, *info.crop_size, 3)).astype(np.float32),
+            "label": rng.integers(0, info.num_classes, size=(config.batch_size, *info.crop_size)).astype(np.int32),
+        }
+    )
     state, metrics = fn(state, batch)  # compile and run once
     jax.block_until_ready(metrics)
     return fn, state, batch
