@@ -180,7 +180,7 @@ def per_seed(rows: list[dict], model: str, label: str, key: str = "final_miou") 
     return {r["seed"]: r[key] for r in rows if r["model"] == model and r["label"] == label and r.get(key) is not None}
 
 
-def test_hypotheses(rows: list[dict], hypotheses: list[dict]) -> list[dict]:
+def hypothesis_results(rows: list[dict], hypotheses: list[dict]) -> list[dict]:
     """Each hypothesis's seed-paired contrast and verdict; Holm over the hypotheses of the same network."""
     prepared = []
     for h in hypotheses:
@@ -444,7 +444,7 @@ def write_report(
             "",
         ]
     hypotheses = [h for s in sweeps for h in s.get("hypotheses", [])]
-    results = test_hypotheses(rows, hypotheses) if hypotheses else []
+    results = hypothesis_results(rows, hypotheses) if hypotheses else []
     if hypotheses:
         md += survivors_box(results)
     total_train = sum(r["train_seconds"] or 0 for r in rows)

@@ -31,11 +31,6 @@ def optimizer_specs(config) -> tuple[optim.OptimizerSpec, optim.ScheduleSpec]:
     return optim.OptimizerSpec.from_config(config.optimizer), optim.ScheduleSpec.from_config(config)
 
 
-def build_optimizer(config):
-    """(optax transformation, learning-rate schedule) of config.optimizer / config.schedule."""
-    return optim.create_optimizer(*optimizer_specs(config))
-
-
 def loss_spec(config) -> losses_lib.LossSpec:
     """The frozen spec of config.loss (validated; class weights still to be resolved for 'median_frequency')."""
     return losses_lib.LossSpec.from_config(config.loss)

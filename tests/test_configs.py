@@ -37,7 +37,7 @@ def _config(file_name, arg=None):
 def test_family_configs_are_valid(file_name, arg):
     config = _config(file_name, arg)
     config_utils.validate(config)
-    experiment.build_optimizer(config)
+    experiment.optimizer_specs(config)
     model = create_model(config.model, 6)
     if arg in ("32s", "16s", "8s"):
         assert config.model.name == f"fcn{arg}"
@@ -184,7 +184,7 @@ def test_validation_errors_name_the_key():
     config = _config("default.py")
     config.optimizer.name = "lamb"
     with pytest.raises(ValueError, match="Unknown optimizer 'lamb'; valid choices: sgd, adam, adamw"):
-        experiment.build_optimizer(config)
+        experiment.optimizer_specs(config)
 
 
 def _schedule(name, warmup=10, steps=100, lr=1.0, end=0.0, power=0.9):
