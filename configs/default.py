@@ -25,7 +25,7 @@ def get_config(arg=None):
     config.loss = default_loss_config()
 
     # Devices and numerics.
-    config.parallelism = "pmap"  # 'pmap' | 'sharded' (jit over a device mesh)
+    config.parallelism = "sharded"  # 'sharded' (jit over a mesh of every process's devices) | 'pmap' (one process)
     config.num_devices = config_dict.placeholder(int)  # None: all local devices
     config.compute_dtype = "float32"  # 'float32' | 'bfloat16' (activations; parameters stay float32)
 

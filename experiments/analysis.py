@@ -25,11 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.definitions import UPSAMPLE_ARMS
-from segjax import experiment, ops
-from segjax.checkpoint import Checkpointer
-from segjax.data import get_dataset_info, make_loader
+from segjax import ops
+from segjax.data import make_loader
 from segjax.models import create_model
 from segjax.models.summary import count_params
+from segjax.task import Task
 
 CB_FACTOR = 4
 CB_BORDER = 8
@@ -109,11 +109,13 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
     """Everything the report needs about one finished run; see the module docstring."""
 
     workdir = pathlib.Path(workdir)
-    info = get_dataset_info(config.data)
-    # The training's model has batch norm synchronised over the pmap axis; the same parameters work without it.
-    model = create_model(config.model, info.num_classes, dtype=experiment.compute_dtype(config))
+    task = Task(config, str(workdir))
+    info = task.info
+    # The training's model has batch norm synchronised over the data-parallel axis; the same parameters work
+    # without it, outside any wrapped step.
+    model = create_model(config.model, info.num_classes, dtype=task.dtype)
     images, labels = fixed_batch(config, info.eval_split, NUM_SAMPLES)
-    init_vars, trained_vars, meta = initial_and_trained_variables(config, info, model, workdir)
+    init_vars, trained_vars, meta = initial_and_trained_variables(task)
     apply_fn = functools.partial(_apply, model)
 
     result: dict[str, Any] = {
@@ -170,15 +172,13 @@ def _variables(state) -> dict:
     return jax.tree_util.tree_map(jnp.asarray, variables)
 
 
-def initial_and_trained_variables(config, info, model, workdir: pathlib.Path) -> tuple[dict, dict, dict]:
+def initial_and_trained_variables(task: Task) -> tuple[dict, dict, dict]:
     """(variables training started from, variables of the latest checkpoint, that checkpoint's meta).
 
-    The initial state comes from `segjax.experiment.initial_state`, so 'at initialisation' is exactly the
-    network this run started from.
+    The initial state is `Task.fresh_state`, so 'at initialisation' is exactly the network this run started from.
     """
-
-    fresh = experiment.initial_state(config, info, model)
-    checkpoints = Checkpointer(str(workdir), read_only=True)
+    fresh = task.fresh_state()
+    checkpoints = task.checkpointer(read_only=True)
     try:
         trained, meta = checkpoints.restore(checkpoints.resolve_step("latest"), fresh)
     finally:

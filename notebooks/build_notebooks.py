@@ -218,6 +218,7 @@ from experiments import analysis, sweep
 from segjax import config_utils, data, evaluate
 from segjax.logging_utils import read_metrics
 from segjax.models import create_model
+from segjax.task import Task
 
 WORKDIR = os.environ.get("SEGJAX_NOTEBOOK_WORKDIR", str(ROOT / "runs" / "quickstart"))
 if SMOKE:
@@ -263,8 +264,8 @@ print(evaluate.per_class_table(report["scores"], info.class_names))""",
     (
         "code",
         """\
-model = create_model(config.model, info.num_classes)
-_, variables, _ = analysis.initial_and_trained_variables(config, info, model, pathlib.Path(WORKDIR))
+model = create_model(config.model, info.num_classes)  # without the data-parallel axis: outside a wrapped step
+_, variables, _ = analysis.initial_and_trained_variables(Task(config, WORKDIR))
 images, labels = analysis.fixed_batch(config, info.eval_split, 4)
 predictions = np.asarray(model.apply(variables, images, train=False)).argmax(-1)
 

@@ -2,7 +2,8 @@
 
   segjax-eval --workdir=runs/quickstart [--step=latest|best|N] [--split=test]
 
-Restores a checkpoint of the run read-only (safe while training still writes to the workdir), evaluates one split,
+Restores a checkpoint of the run read-only (safe while training still writes to the workdir), evaluates one split
+(over every process of a multi-process run, with the scores of one process; process 0 prints and writes),
 prints a per-class table and writes, atomically, into <workdir>/eval/:
   <split>-step<N>.json            all scores, per-class lists, the checkpoint step and a config summary
   <split>-step<N>-confusion.png   the row-normalised confusion matrix
@@ -22,11 +23,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import cli, config_utils, parallel
+from segjax import cli, config_utils, distributed
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
-from segjax.experiment import abstract_state, build_model
+from segjax.distributed import is_primary
 from segjax.logging_utils import jsonable, quiet_libraries, save_figure, write_json
+from segjax.task import Task
 
 
 def _eval_batch(batch: dict) -> dict:
@@ -36,26 +38,19 @@ def _eval_batch(batch: dict) -> dict:
     return out
 
 
-def evaluate_split(
-    dp: parallel.DataParallel,
-    model,
-    state,
-    config,
-    split: str,
-    *,
-    num_classes: int,
-    ignore_index: int,
-    collect_examples: int = 0,
-):
+def evaluate_split(task, state, split: str, *, collect_examples: int = 0):
     """Scores of `state` on a whole split: compute_scores of the summed confusion matrix plus boundary F1.
 
-    `state` is laid out by `dp` (replicated). With collect_examples > 0, also returns (scores, examples) where
-    examples holds the first images, labels and predictions (numpy) for plotting.
+    `task` is the run's `segjax.task.Task`; `state` is laid out by its layout (replicated). Every process of a
+    multi-process run evaluates its share of each batch; the statistics are summed over all devices, so every
+    process gets the scores of the whole split. With collect_examples > 0, also returns (scores, examples) where
+    examples holds the first images, labels and predictions (numpy) of this process's share, for plotting.
     """
+    config, dp = task.config, task.layout
     loader = data_lib.make_loader(
         config.data, split, global_batch_size=config.eval_batch_size, train=False, seed=config.seed
     )
-    totals, examples, step_fn, predict_fn = None, [], None, None
+    totals, examples, step_fn = None, [], None
     for index, batch in enumerate(loader):
         if config.eval.max_batches is not None and index >= config.eval.max_batches:
             break
@@ -64,14 +59,12 @@ def evaluate_split(
             tolerance = config.eval.boundary_tolerance
             if tolerance is None:
                 tolerance = metrics_lib.segnet_boundary_tolerance(*batch["label"].shape[1:3])
-            step_fn = dp.wrap(parallel.EvalStep(model, num_classes, ignore_index, int(tolerance)))
+            step_fn = task.eval_step(int(tolerance))
         sharded = dp.shard_batch(batch)
         stats = step_fn(state, sharded)
         totals = stats if totals is None else jax.tree.map(lambda a, b: a + b, totals, stats)
         if sum(len(e["image"]) for e in examples) < collect_examples:
-            if predict_fn is None:
-                predict_fn = dp.wrap(parallel.PredictStep(model), per_example=True)
-            predictions = dp.gather_examples(predict_fn(state, sharded))
+            predictions = dp.local_examples(task.predict_step()(state, sharded))
             keep = batch["valid"]
             examples.append(
                 {"image": batch["image"][keep], "label": batch["label"][keep], "prediction": predictions[keep]}
@@ -212,10 +205,11 @@ def evaluate_checkpoint(
     config = stored if config is None else config
     if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
         raise EvalError(f"No checkpoint found in {workdir} (no checkpoints/ folder); train first (segjax-train).")
-    checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
+    task = Task(config, workdir)
+    info = task.info
+    checkpoints = task.checkpointer(read_only=True)
     try:
         resolved = checkpoints.resolve_step(step)
-        info = data_lib.get_dataset_info(config.data)
         meta = checkpoints.restore_meta(resolved)
         if meta.get("num_classes") != info.num_classes:
             raise EvalError(
@@ -226,26 +220,14 @@ def evaluate_checkpoint(
         split = split or info.eval_split
         if split not in info.num_examples:
             raise EvalError(f"Split {split!r} does not exist in {info.name}; available: {sorted(info.num_examples)}.")
-        dp = parallel.data_parallel(config.parallelism, config.num_devices)
-        dp.check_batch_size(config.eval_batch_size, "eval_batch_size")
-        model = build_model(config, info.num_classes)
-        state, _ = checkpoints.restore(resolved, abstract_state(config, info, model))
+        state, _ = checkpoints.restore(resolved, task.abstract_state())
     except checkpoint_lib.CheckpointError as e:
         raise EvalError(str(e)) from None
     finally:
         checkpoints.close()
 
     num_plot = int(config.eval.num_images_to_plot)
-    result = evaluate_split(
-        dp,
-        model,
-        dp.replicate(state),
-        config,
-        split,
-        num_classes=info.num_classes,
-        ignore_index=info.ignore_index,
-        collect_examples=num_plot,
-    )
+    result = evaluate_split(task, task.layout.replicate(state), split, collect_examples=num_plot)
     scores, examples = result if num_plot else (result, None)
     report = {
         "workdir": workdir,
@@ -262,10 +244,11 @@ def evaluate_checkpoint(
         },
         "scores": jsonable(scores),
     }
-    if verbose:
+    primary = is_primary()  # in a multi-process run, process 0 prints and writes the report
+    if verbose and primary:
         print(f"{info.name} / {split}, checkpoint step {resolved}")
         print(per_class_table(scores, info.class_names))
-    if write:
+    if write and primary:
         out_dir = os.path.join(workdir, "eval")
         os.makedirs(out_dir, exist_ok=True)
         stem = os.path.join(out_dir, f"{split}-step{resolved}")
@@ -290,6 +273,7 @@ def main(argv=None):
     args, config = config_utils.parse_with_config(parser, argv, base_config=lambda args: run_config(args.workdir))
     quiet_libraries()
     try:
+        distributed.initialize()  # joins a multi-process run when the environment describes one
         evaluate_checkpoint(args.workdir, args.step, args.split, config)
     except ValueError as e:
         cli.fail(parser.prog, str(e))

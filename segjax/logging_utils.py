@@ -85,17 +85,21 @@ def per_class_scalars(scores: dict, class_names) -> dict:
 
 
 class MetricWriter:
-    """Appends scalars to `<workdir>/metrics.jsonl` and to TensorBoard under `<workdir>/tb`."""
+    """Appends scalars to `<workdir>/metrics.jsonl` and to TensorBoard under `<workdir>/tb`; writes nothing when
+    not `enabled` (the processes other than 0 of a multi-process run)."""
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True):
+    def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = enabled
         self._tb = None
-        if tensorboard:
+        if tensorboard and enabled:
             from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
 
             self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
     def write(self, step: int, split: str, values: dict) -> None:
+        if not self.enabled:
+            return
         values = scalars(values)
         record = {"step": int(step), "split": split, **values}
         with open(self.path, "a") as f:

@@ -1,191 +1,55 @@
-"""Data-parallel training and evaluation: one per-device step, wrapped for `pmap` or for `jit` over a device mesh.
+"""Data parallelism: the layout of states and batches over the devices of every process, and the wrapping of the
+per-device steps of `segjax.steps` (collectives over `AXIS`), in one of two ways chosen by `config.parallelism`:
 
-The per-device steps (`TrainStep`, `EvalStep`, `PredictStep`: frozen, hashable) see one device's slice of the
-global batch and talk to the other devices only through collectives over `AXIS` (`psum` of gradients, losses and
-metric statistics; batch norm averages its statistics over the same axis inside the model). `DataParallel` lays out
-state and batches and wraps these steps in one of two ways, chosen by `config.parallelism`:
+- 'sharded' (the default): `jax.jit` of `jax.shard_map` over a 1-D `Mesh` of all devices of all processes
+  (`jax.devices()`). The state is a replicated `NamedSharding`; each process's batch becomes its part of a global
+  array split along the batch dimension (`jax.make_array_from_process_local_data`). One process or many alike.
+- 'pmap': `jax.pmap` over this process's devices, the state replicated with a leading device axis. One process
+  only (pmap is in maintenance mode since JAX 0.8); a multi-process run with it is refused with the fix.
 
-- 'pmap': `jax.pmap` over the local devices; the state is replicated with a leading device axis.
-- 'sharded': `jax.jit` of `jax.shard_map` over a 1-D `Mesh`; the state is a replicated `NamedSharding`, batches
-  are split along their first dimension with `NamedSharding(mesh, P(AXIS))`.
-
-With `axis_name=None` the same functions run on one device under plain `jit`; all three give the same numbers
-(up to float summation order) because `segjax.losses.compute_loss` returns per-device shares of the global loss.
+Batch sizes in configs are global: each process feeds `batch_size / process_count` examples, and the global batch
+must divide by the total number of devices. Replicated outputs are read from this process's first addressable shard;
+per-example outputs are read back as this process's examples (`local_examples`), in its loader's order.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
 
-import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from segjax import losses as losses_lib
-from segjax import metrics as metrics_lib
-from segjax import optim
-
 AXIS = "batch"
-PARALLELISMS = ("pmap", "sharded")
+PARALLELISMS = ("sharded", "pmap")
 _MAX_WRAPPED = 16  # wrapped (compiled) steps a DataParallel keeps for reuse
 
 
-@flax.struct.dataclass
-class TrainState:
-    """Everything a training run needs to continue: saved whole in checkpoints."""
-
-    step: jax.Array  # int32 scalar: number of updates applied so far
-    params: Any
-    batch_stats: Any  # {} for models without batch norm
-    opt_state: Any
-    rng: jax.Array  # uint32[2] base key; per-step keys are derived from (rng, step), so resuming is exact
-
-
-def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array, sample_images) -> TrainState:
-    """Initialises parameters from `sample_images` (any batch, only its shape matters) and the optimizer state."""
-    init_rng, state_rng = jax.random.split(rng)
-    variables = _jitted_init(model)(init_rng, jnp.asarray(sample_images))
-    params = variables["params"]
-    batch_stats = variables.get("batch_stats", {})
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params), rng=state_rng
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted_init(model):
-    """model.init in inference mode, compiled once per (equal) model."""
-    return jax.jit(functools.partial(model.init, train=False))
-
-
-def _psum(tree, axis_name):
-    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
-
-
-def _variables(state: TrainState) -> dict:
-    variables = {"params": state.params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
-    return variables
-
-
-def _ignore_invalid(labels, valid, ignore_index):
-    """Labels of padding examples (valid=False) become ignore_index, so they count nowhere."""
-    if valid is None:
-        return labels
-    return jnp.where(valid[:, None, None], labels, ignore_index)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainStep:
-    """One update on this device's slice of the batch; gradients and statistics summed over `axis_name`.
-
-    Frozen and hashable, built from specs rather than the config: two runs with equal settings (differing only in
-    their seed, say) build equal steps, which `DataParallel.wrap` compiles once. Calling it returns the new state
-    and metrics for the global batch: `loss`, `grad_norm`, `confusion` (C, C) int32.
-    """
-
-    model: Any  # a flax linen Module (hashable)
-    loss: losses_lib.LossSpec  # class weights resolved (`LossSpec.with_class_weights`)
-    optimizer: optim.OptimizerSpec
-    schedule: optim.ScheduleSpec
-    num_classes: int
-    ignore_index: int
-
-    def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> tuple[TrainState, dict]:
-        tx, _ = optim.create_optimizer(self.optimizer, self.schedule)
-        step_rng = jax.random.fold_in(state.rng, state.step)
-        if axis_name is not None:
-            step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
-        images, labels = batch["image"], batch["label"]
-
-        def loss_fn(params):
-            variables = _variables(state.replace(params=params))
-            logits, new_variables = self.model.apply(
-                variables, images, train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"]
-            )
-            loss = losses_lib.compute_loss(
-                logits.astype(jnp.float32), labels, self.loss, ignore_index=self.ignore_index, axis_name=axis_name
-            )
-            return loss, (logits, new_variables)
-
-        (loss, (logits, new_variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        # Per-device losses/gradients are shares of the global ones (see segjax.losses): their sum is the global value.
-        loss, grads = _psum((loss, grads), axis_name)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            opt_state=opt_state,
-            batch_stats=new_variables.get("batch_stats", state.batch_stats),
-        )
-        confusion = metrics_lib.confusion_matrix(
-            labels, jnp.argmax(logits, axis=-1), self.num_classes, ignore_index=self.ignore_index
-        )
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "confusion": _psum(confusion, axis_name)}
-        return new_state, metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalStep:
-    """Metric statistics of one batch (padding examples excluded), summed over `axis_name`; hashable.
-
-    Returns `confusion` (C, C) int32, plus the boundary-F1 statistics of segjax.metrics when `boundary_tolerance`
-    is set.
-    """
-
-    model: Any
-    num_classes: int
-    ignore_index: int
-    boundary_tolerance: int | None = None
-
-    def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> dict:
-        logits = self.model.apply(_variables(state), batch["image"], train=False)
-        predictions = jnp.argmax(logits, axis=-1)
-        labels = _ignore_invalid(batch["label"], batch.get("valid"), self.ignore_index)
-        stats = {
-            "confusion": metrics_lib.confusion_matrix(
-                labels, predictions, self.num_classes, ignore_index=self.ignore_index
-            )
-        }
-        if self.boundary_tolerance is not None:
-            stats["boundary"] = metrics_lib.boundary_statistics(
-                labels, predictions, self.num_classes, tolerance=self.boundary_tolerance, ignore_index=self.ignore_index
-            )
-        return _psum(stats, axis_name)
-
-
-@dataclasses.dataclass(frozen=True)
-class PredictStep:
-    """Per-pixel class predictions (N, H, W) int32 for this device's examples; hashable."""
-
-    model: Any
-
-    def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> jax.Array:
-        logits = self.model.apply(_variables(state), batch["image"], train=False)
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-
-
 class DataParallel:
-    """Lays out state and batches over the local devices and wraps per-device functions ('pmap' or 'sharded')."""
+    """Lays out state and batches over the devices and wraps per-device functions ('sharded' or 'pmap')."""
 
-    def __init__(self, parallelism: str = "pmap", num_devices: int | None = None):
+    def __init__(self, parallelism: str = "sharded", num_devices: int | None = None):
         if parallelism not in PARALLELISMS:
             raise ValueError(f"Unknown parallelism {parallelism!r}; valid choices: {', '.join(PARALLELISMS)}.")
-        devices = jax.local_devices()
+        processes = jax.process_count()
+        if processes > 1 and parallelism == "pmap":
+            raise ValueError(
+                f"parallelism='pmap' runs on one process's devices, but this run has {processes} processes; use "
+                "parallelism='sharded' (the default), which spans the devices of every process."
+            )
+        devices = jax.devices()
         if num_devices is not None:
+            if processes > 1:
+                raise ValueError(
+                    f"num_devices={num_devices} chooses devices of one process; a run of {processes} processes uses "
+                    "all devices of all of them: set num_devices to None."
+                )
             if not 1 <= num_devices <= len(devices):
                 raise ValueError(
-                    f"num_devices={num_devices} but {len(devices)} local devices are available; "
+                    f"num_devices={num_devices} but {len(devices)} devices are available; "
                     f"use a value from 1 to {len(devices)} (or None for all)."
                 )
             devices = devices[:num_devices]
@@ -198,41 +62,59 @@ class DataParallel:
         self._wrapped = collections.OrderedDict()  # (fn, options) -> wrapped fn, the most recently used last
 
     def check_batch_size(self, batch_size: int, what: str = "batch_size") -> None:
+        """A global batch size must divide evenly over the devices of all processes."""
         if batch_size % self.num_devices:
+            processes = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
             raise ValueError(
-                f"{what}={batch_size} is not divisible by the {self.num_devices} devices in use; "
-                f"use a multiple of {self.num_devices} or set num_devices."
+                f"{what}={batch_size} is not divisible by the {self.num_devices} devices in use{processes}; "
+                f"use a multiple of {self.num_devices}" + ("" if processes else " or set num_devices") + "."
             )
 
     # --- layout -------------------------------------------------------------------------------------------------
     def replicate(self, tree):
-        """Host (or single-device) pytree -> the layout the wrapped functions take."""
+        """Host pytree (the same on every process) -> the layout the wrapped functions take."""
         if self.parallelism == "pmap":
             n = self.num_devices
             stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree)
             return jax.device_put(stacked, self._split)
-        return jax.device_put(tree, self._replicated)
+
+        def put(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, self._replicated, lambda index: x[index])
+
+        return jax.tree.map(put, tree)
 
     def unreplicate(self, tree):
-        """Replicated pytree -> one copy on the host (numpy), e.g. for checkpoints and logging."""
-        if self.parallelism == "pmap":
-            tree = jax.tree.map(lambda x: x[0], tree)
-        return jax.device_get(tree)
+        """Replicated pytree -> one copy on the host (numpy), read from this process's own devices."""
+
+        def get(x):
+            data = np.asarray(x.addressable_shards[0].data)
+            return data[0] if self.parallelism == "pmap" else data
+
+        return jax.tree.map(get, tree)
 
     def shard_batch(self, batch: dict):
-        """Host batch with leading dimension B -> split over the devices (B must divide evenly)."""
-        self.check_batch_size(len(next(iter(batch.values()))))
+        """This process's part of a global batch (leading dimension global / process_count) -> a global array
+        split over the devices of every process."""
+        local = len(next(iter(batch.values())))
+        self.check_batch_size(local * jax.process_count())
         if self.parallelism == "pmap":
             n = self.num_devices
             batch = jax.tree.map(lambda x: np.reshape(x, (n, x.shape[0] // n) + x.shape[1:]), batch)
-        return jax.device_put(batch, self._split)
+            return jax.device_put(batch, self._split)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._split, np.asarray(x)), batch)
 
-    def gather_examples(self, tree):
-        """Per-example outputs of a `wrap(..., per_example=True)` function -> host arrays with leading dim B."""
-        tree = jax.device_get(tree)
-        if self.parallelism == "pmap":
-            tree = jax.tree.map(lambda x: np.reshape(x, (-1,) + x.shape[2:]), tree)
-        return tree
+    def local_examples(self, tree):
+        """Per-example outputs of a `wrap(..., per_example=True)` function -> this process's examples (numpy), in
+        the order of the batch it fed to `shard_batch`."""
+
+        def get(x):
+            if self.parallelism == "pmap":
+                return np.reshape(jax.device_get(x), (-1,) + x.shape[2:])
+            shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+            return np.concatenate([np.asarray(s.data) for s in shards])
+
+        return jax.tree.map(get, tree)
 
     # --- wrapping -----------------------------------------------------------------------------------------------
     def wrap(
@@ -242,8 +124,9 @@ class DataParallel:
 
         Outputs are summed over devices inside fn (replicated), or per example when `per_example` (then only the
         outputs, not a state, are returned). `returns_state`: fn returns (state, outputs); the state stays
-        replicated. Wrapping an equal `fn` again (a hashable step such as `TrainStep`) returns the same wrapped
-        function, whose compilation is then reused: this is how runs that differ only in their seed share one.
+        replicated. Wrapping an equal `fn` again (a hashable step such as `segjax.steps.TrainStep`) returns the
+        same wrapped function, whose compilation is then reused: this is how runs that differ only in their seed
+        share one.
         """
         key = (fn, returns_state, per_example, donate_state)
         if key in self._wrapped:
@@ -269,6 +152,6 @@ class DataParallel:
 
 
 @functools.cache
-def data_parallel(parallelism: str = "pmap", num_devices: int | None = None) -> DataParallel:
+def data_parallel(parallelism: str = "sharded", num_devices: int | None = None) -> DataParallel:
     """The process's one `DataParallel` for these settings: runs with equal settings share its wrapped steps."""
     return DataParallel(parallelism, num_devices)

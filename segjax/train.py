@@ -2,15 +2,16 @@
 
   segjax-train --config=configs/unet.py:small --workdir=runs/unet --config.model.upsample.method=resize_conv
 
-Read top to bottom: dataset info -> model and optimizer -> state (fresh, or restored from the workdir's latest
+Read top to bottom: the task (dataset, model, specs, layout) -> state (fresh, or restored from the workdir's latest
 checkpoint) -> data from the restored step -> loop (step, log, validate, checkpoint) -> final validation.
+In a multi-process run (segjax.distributed) every process runs this loop on its share of each global batch and
+takes part in every checkpoint; process 0 alone writes the config copy, metrics, TensorBoard and progress.
 Running again with the same workdir resumes and ends with the same numbers as an uninterrupted run: the state
 holds the RNG, per-step keys are derived from (rng, step), and the data loader restarts at the restored step.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -19,50 +20,19 @@ import jax
 import ml_collections
 import numpy as np
 
-from segjax import checkpoint as checkpoint_lib
-from segjax import cli, config_utils, optim, parallel
+from segjax import cli, config_utils, distributed
 from segjax import data as data_lib
-from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib
+from segjax.distributed import is_primary
 from segjax.evaluate import evaluate_split
-from segjax.experiment import (
-    abstract_state,
-    build_model,
-    checkpoint_meta,
-    initial_state,
-    loss_spec,
-    optimizer_specs,
-)
 from segjax.logging_utils import MetricWriter, Progress, per_class_scalars, quiet_libraries
+from segjax.task import Task
 
 log = logging.getLogger("segjax.train")
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""
-
-
-def with_class_weights(spec: losses_lib.LossSpec, config, info) -> losses_lib.LossSpec:
-    """`spec` with its class weights fixed; 'median_frequency' counts the pixels of the training split."""
-    num_classes, ignore_index = info.num_classes, info.ignore_index
-    if spec.class_weighting != "median_frequency":
-        return spec.with_class_weights(losses_lib.resolve_class_weights(spec, num_classes))
-    counts = np.zeros(num_classes, np.int64)
-    image_counts = np.zeros(num_classes, np.int64)
-    statistics = jax.jit(
-        functools.partial(losses_lib.class_pixel_statistics, num_classes=num_classes, ignore_index=ignore_index)
-    )
-    loader = data_lib.make_loader(
-        config.data, info.train_split, global_batch_size=config.eval_batch_size, train=False, seed=config.seed
-    )
-    for batch in loader:
-        labels = np.where(batch["valid"][:, None, None], batch["label"], ignore_index)
-        c, i = statistics(labels)
-        counts += np.asarray(c, np.int64)
-        image_counts += np.asarray(i, np.int64)
-    weights = losses_lib.resolve_class_weights(spec, num_classes, counts, image_counts)
-    log.info("Median-frequency class weights: %s", np.round(weights, 3).tolist())
-    return spec.with_class_weights(weights)
 
 
 def _train_batch(batch: dict) -> dict:
@@ -77,35 +47,35 @@ def train_and_evaluate(
     max_steps_this_run: stop after this many steps of this invocation without a final save, as a crash would
     (tests and preemption drills); the next call resumes from the latest checkpoint.
     """
-    # Everything a bad config breaks is checked before anything is written to the workdir.
-    config_utils.validate(config)
-    optimizer, schedule_spec = optimizer_specs(config)
-    loss = loss_spec(config)
-    info = data_lib.get_dataset_info(config.data)
-    num_classes, ignore_index = info.num_classes, info.ignore_index
-    dp = parallel.data_parallel(config.parallelism, config.num_devices)
+    task = Task(config, workdir)  # checks everything a bad config breaks before anything is written
+    info, dp, num_classes, ignore_index = task.info, task.layout, task.num_classes, task.ignore_index
     dp.check_batch_size(config.batch_size, "batch_size")
-    dp.check_batch_size(config.eval_batch_size, "eval_batch_size")
-    model = build_model(config, num_classes)
-    schedule = optim.create_schedule(schedule_spec, optimizer.learning_rate)
-
-    workdir = os.path.abspath(workdir)
+    schedule = task.learning_rate()
+    primary = is_primary()  # process 0 writes the config, logs, metrics and progress; every process checkpoints
+    workdir = task.workdir
     os.makedirs(workdir, exist_ok=True)
     previous = os.path.join(workdir, config_utils.CONFIG_FILE)
     if os.path.exists(previous):
         changed = config_utils.changes_since_start(config, workdir)
-        if changed:
+        if changed and primary:
             log.warning("The config differs from the one this workdir was started with:\n  %s", "\n  ".join(changed))
-    config_utils.save_config(config, workdir)
+    if primary:
+        config_utils.save_config(config, workdir)
+    else:
+        print(
+            f"segjax-train: process {jax.process_index()} of {jax.process_count()} joined; process 0 writes the "
+            "logs, metrics and reports.",
+            file=sys.stderr,
+        )
 
     # State: fresh or restored.
-    checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+    checkpoints = task.checkpointer()
     last_saved = checkpoints.latest_step()
     scores = None
     if last_saved is None:
-        host_state = initial_state(config, info, model)
+        host_state = task.fresh_state()
     else:
-        host_state, meta = checkpoints.restore(last_saved, abstract_state(config, info, model))
+        host_state, meta = checkpoints.restore(last_saved, task.abstract_state())
         scores = meta.get("scores")
         log.info("Resuming from the checkpoint of step %d in %s", last_saved, checkpoints.directory)
     start_step = int(host_state.step)
@@ -116,19 +86,17 @@ def train_and_evaluate(
         return scores or {}
 
     log.info(
-        "%s: %d classes; %d devices (%s); global batch %d; steps %d -> %d",
+        "%s: %d classes; %d devices of %d process(es) (%s); global batch %d; steps %d -> %d",
         info.name,
         num_classes,
         dp.num_devices,
+        jax.process_count(),
         dp.parallelism,
         config.batch_size,
         start_step,
         num_steps,
     )
-    step = parallel.TrainStep(
-        model, with_class_weights(loss, config, info), optimizer, schedule_spec, num_classes, ignore_index
-    )
-    train_step = dp.wrap(step, returns_state=True, donate_state=True)  # equal steps of earlier runs: compiled once
+    train_step = task.train_step(task.loss_with_class_weights())  # equal steps of earlier runs: compiled once
     state = dp.replicate(host_state)
     loader = data_lib.make_loader(
         config.data,
@@ -139,9 +107,9 @@ def train_and_evaluate(
         start_step=start_step,
     )
 
-    writer = MetricWriter(workdir)
-    progress = Progress(start_step, num_steps, config.batch_size, enabled=config.progress_bar)
-    meta = checkpoint_meta(config, num_classes)
+    writer = MetricWriter(workdir, enabled=primary)
+    progress = Progress(start_step, num_steps, config.batch_size, enabled=config.progress_bar and primary)
+    meta = task.checkpoint_meta()
     pending = []  # (step, device metrics) not yet fetched and checked
     train_confusion = np.zeros((num_classes, num_classes), np.int64)
     steps_this_run = 0
@@ -187,14 +155,13 @@ def train_and_evaluate(
             train_confusion[:] = 0
 
             if validate_now:
-                scores = evaluate_split(
-                    dp, model, state, config, info.eval_split, num_classes=num_classes, ignore_index=ignore_index
-                )
+                scores = evaluate_split(task, state, info.eval_split)
                 writer.write(step, info.eval_split, {**scores, **per_class_scalars(scores, info.class_names)})
-                progress.write(
-                    f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
-                    f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}"
-                )
+                if primary:
+                    progress.write(
+                        f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
+                        f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}"
+                    )
             if save_now:
                 checkpoints.save(step, dp.unreplicate(state), meta, scores if validate_now else None)
                 last_saved = step
@@ -232,13 +199,14 @@ def main(argv=None):
     args, config = config_utils.parse_with_config(parser, argv)
     quiet_libraries()
     try:
+        distributed.initialize()  # joins a multi-process run when the environment describes one
         scores = train_and_evaluate(config, args.workdir)
     except ValueError as e:
         cli.fail(parser.prog, str(e))
     except NonFiniteLossError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
-    if scores:
+    if scores and is_primary():
         print(f"final validation mIoU {scores['mean_iou']:.4f}")
 
 

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from segjax import checkpoint as checkpoint_lib
-from segjax.parallel import TrainState
+from segjax.steps import TrainState
 
 
 def _state(step, width=3, seed=0):

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from segjax import cli, config_utils, evaluate, experiment, optim, train
+from segjax import cli, config_utils, evaluate, optim, train
 from segjax.config_utils import load_sibling
 from segjax.models import create_model, summary
 
@@ -37,7 +37,7 @@ def _config(file_name, arg=None):
 def test_family_configs_are_valid(file_name, arg):
     config = _config(file_name, arg)
     config_utils.validate(config)
-    experiment.optimizer_specs(config)
+    optim.OptimizerSpec.from_config(config.optimizer), optim.ScheduleSpec.from_config(config)
     model = create_model(config.model, 6)
     if arg in ("32s", "16s", "8s"):
         assert config.model.name == f"fcn{arg}"
@@ -175,7 +175,7 @@ def test_eval_and_models_cli_errors(capsys, tmp_path):
 def test_validation_errors_name_the_key():
     config = _config("default.py")
     config.parallelism = "dp"
-    with pytest.raises(ValueError, match="config.parallelism='dp'.*pmap, sharded"):
+    with pytest.raises(ValueError, match="config.parallelism='dp'.*sharded, pmap"):
         config_utils.validate(config)
     config = _config("default.py")
     config.batch_size = 0
@@ -184,7 +184,7 @@ def test_validation_errors_name_the_key():
     config = _config("default.py")
     config.optimizer.name = "lamb"
     with pytest.raises(ValueError, match="Unknown optimizer 'lamb'; valid choices: sgd, adam, adamw"):
-        experiment.optimizer_specs(config)
+        optim.OptimizerSpec.from_config(config.optimizer), optim.ScheduleSpec.from_config(config)
 
 
 def _schedule(name, warmup=10, steps=100, lr=1.0, end=0.0, power=0.9):
@@ -234,8 +234,12 @@ def test_gradient_clipping():
 
 def test_optimizer_and_schedule_specs_are_frozen_hashable_and_validated():
     config = _config("unet.py", "small")
-    optimizer, schedule = experiment.optimizer_specs(config)
-    assert (optimizer, schedule) == experiment.optimizer_specs(_config("unet.py", "small"))
+    optimizer, schedule = optim.OptimizerSpec.from_config(config.optimizer), optim.ScheduleSpec.from_config(config)
+    again = _config("unet.py", "small")
+    assert (optimizer, schedule) == (
+        optim.OptimizerSpec.from_config(again.optimizer),
+        optim.ScheduleSpec.from_config(again),
+    )
     assert hash(optimizer) == hash(optim.OptimizerSpec.from_config(config.optimizer))
     assert optimizer.grad_clip_norm is None and schedule.num_train_steps == config.num_train_steps
     config.optimizer.grad_clip_norm = 0.0  # 0 is off, the same spec as None

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from segjax import losses, optim, parallel
+from segjax import losses, optim, parallel, steps
 
 NUM_CLASSES = 3
 
@@ -55,9 +55,9 @@ def _run(mode):
     loss = losses.LossSpec(dice=0.5)  # a loss with global statistics, not only a per-pixel mean
     model = TinyNet(None if mode == "single" else parallel.AXIS)
     tx, _ = optim.create_optimizer(optimizer, schedule)
-    state = parallel.create_train_state(model, tx, jax.random.PRNGKey(0), np.zeros((1, 7, 9, 3), np.float32))
-    train_step = parallel.TrainStep(model, loss, optimizer, schedule, NUM_CLASSES, ignore_index=255)
-    eval_step = parallel.EvalStep(model, NUM_CLASSES, ignore_index=255, boundary_tolerance=1)
+    state = steps.create_train_state(model, tx, jax.random.PRNGKey(0), np.zeros((1, 7, 9, 3), np.float32))
+    train_step = steps.TrainStep(model, loss, optimizer, schedule, NUM_CLASSES, ignore_index=255)
+    eval_step = steps.EvalStep(model, NUM_CLASSES, ignore_index=255, boundary_tolerance=1)
     batches = _batches()
     eval_batch = dict(batches[0], valid=np.array([True] * 6 + [False] * 2))
     history = []
@@ -106,7 +106,7 @@ def test_parameters_and_batch_stats_match_single_device(runs, mode):
     )
     # Training moved the parameters (a no-op step would also "match").
     tx, _ = optim.create_optimizer(*_optimizer())
-    fresh = parallel.create_train_state(TinyNet(), tx, jax.random.PRNGKey(0), np.zeros((1, 7, 9, 3), np.float32))
+    fresh = steps.create_train_state(TinyNet(), tx, jax.random.PRNGKey(0), np.zeros((1, 7, 9, 3), np.float32))
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), fresh.params, other.params)
     assert min(jax.tree.leaves(moved)) > 1e-4
 

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils, evaluate, experiment, parallel, train
+from segjax import config_utils, evaluate, train
 from segjax import data as data_lib
 from segjax.config_utils import load_sibling
 from segjax.logging_utils import read_metrics
+from segjax.task import Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,10 +63,9 @@ def uninterrupted(data_dir, tmp_path_factory):
 
 
 def _final_state(workdir, config):
-    info = data_lib.get_dataset_info(config.data)
-    model = experiment.build_model(config, info.num_classes)
-    checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
-    state, meta = checkpoints.restore(checkpoints.latest_step(), experiment.abstract_state(config, info, model))
+    task = Task(config, workdir)
+    checkpoints = task.checkpointer(read_only=True)
+    state, meta = checkpoints.restore(checkpoints.latest_step(), task.abstract_state())
     checkpoints.close()
     return state, meta
 
@@ -180,28 +180,25 @@ def test_ctrl_c_saves_the_last_finished_step(data_dir, tmp_path, monkeypatch, in
 @pytest.mark.parametrize(
     "file_name,arg,compute_dtype,parallelism",
     [
-        ("fcn.py", "8s", "float32", "pmap"),
-        ("segnet.py", None, "float32", "pmap"),
-        ("deconvnet.py", None, "float32", "pmap"),
-        ("unet.py", "small", "bfloat16", "sharded"),
+        ("fcn.py", "8s", "float32", "sharded"),
+        ("segnet.py", None, "float32", "sharded"),
+        ("deconvnet.py", None, "float32", "sharded"),
+        ("unet.py", "small", "bfloat16", "pmap"),
     ],
 )
 def test_one_training_step_per_model_family(data_dir, file_name, arg, compute_dtype, parallelism):
-    """U-Net is covered by the runs above (float32, pmap); one jitted step of the other families from their own
-    configs, and U-Net with bfloat16 activations under the sharded wrapper (parameters stay float32)."""
+    """U-Net is covered by the runs above (float32, sharded); one step of the other families from their own
+    configs, and U-Net with bfloat16 activations under the pmap wrapper (parameters stay float32)."""
     config = tiny_config(data_dir, file_name, arg)
     config.compute_dtype = compute_dtype
-    info = data_lib.get_dataset_info(config.data)
-    model = experiment.build_model(config, info.num_classes)
-    state = experiment.initial_state(config, info, model)
+    config.parallelism, config.num_devices = parallelism, 2
+    task = Task(config)
+    info, dp = task.info, task.layout
+    state = task.fresh_state()
     # Class weights as the family config asks (SegNet: median frequency, counted over the training split).
-    loss = train.with_class_weights(experiment.loss_spec(config), config, info)
+    loss = task.loss_with_class_weights()
     assert isinstance(loss.class_weighting, tuple) == (config.loss.class_weighting == "median_frequency")
-    dp = parallel.DataParallel(parallelism, num_devices=2)
-    step = dp.wrap(
-        parallel.TrainStep(model, loss, *experiment.optimizer_specs(config), info.num_classes, info.ignore_index),
-        returns_state=True,
-    )
+    step = task.train_step(loss)
     batch = next(data_lib.make_loader(config.data, global_batch_size=2, train=True, seed=0))
     new_state, metrics = step(dp.replicate(state), dp.shard_batch(batch))
     new_state, metrics = dp.unreplicate(new_state), dp.unreplicate(metrics)

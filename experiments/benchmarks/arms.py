@@ -25,8 +25,7 @@ import numpy as np
 
 from experiments import upsampling_ablation
 from experiments.sweep import expand
-from segjax import data as data_lib
-from segjax import experiment, parallel
+from segjax.task import Task
 
 
 def cpu_model() -> str:
@@ -38,20 +37,18 @@ def cpu_model() -> str:
 
 
 def compiled_step(config):
-    """(wrapped TrainStep, a fresh state, a batch of the training shape) for one run's config, on one device and
-    wrapped as training wraps it (config.parallelism), so the timed program is the one the runs trained."""
-    info = data_lib.get_dataset_info(config.data)
-    model = experiment.build_model(config, info.num_classes)
-    loss = experiment.loss_spec(config)
-    step = parallel.TrainStep(model, loss, *experiment.optimizer_specs(config), info.num_classes, info.ignore_index)
-    dp = parallel.DataParallel(config.parallelism, num_devices=1)
-    fn = dp.wrap(step, returns_state=True, donate_state=True)
-    state = dp.replicate(experiment.initial_state(config, info, model))
+    """(wrapped training step, a fresh state, a batch of the training shape) for one run's config, on one device
+    and wrapped as training wraps it (config.parallelism), so the timed program is the one the runs trained."""
+    config.num_devices = 1
+    task = Task(config)
+    fn = task.train_step(task.loss_with_class_weights())
+    state = task.layout.replicate(task.fresh_state())
     rng = np.random.default_rng(0)
-    batch = dp.shard_batch(
+    shape = (config.batch_size, *task.info.crop_size)
+    batch = task.layout.shard_batch(
         {
-            "image": rng.normal(size=(config.batch_size, *info.crop_size, 3)).astype(np.float32),
-            "label": rng.integers(0, info.num_classes, size=(config.batch_size, *info.crop_size)).astype(np.int32),
+            "image": rng.normal(size=(*shape, 3)).astype(np.float32),
+            "label": rng.integers(0, task.num_classes, size=shape).astype(np.int32),
         }
     )
     state, metrics = fn(state, batch)  # compile and run once

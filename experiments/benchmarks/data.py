@@ -4,7 +4,7 @@
     python experiments/benchmarks/data.py --batches 100 --steps 10 --workers 0,1,2 --processes 0,1
 
 Prints batches/s of `segjax.data.make_loader` (training mode: decode, random scale, crop, flip, normalise) for
-each reader-thread / worker-process setting, the training step's steps/s (segjax.parallel.train_step of the
+each reader-thread / worker-process setting, the training step's steps/s (segjax.steps.TrainStep of the
 quickstart model: small U-Net, batch norm, AdamW, under jit on one device), and the ratio pipeline / step.
 The pipeline should be >= 10x faster than the step consumes it. Pipeline and step are timed in alternating
 rounds so that load from other processes hits both; medians are reported.
@@ -37,15 +37,15 @@ def time_pipeline(config, batch_size, num_batches):
 
 def make_step(num_classes, batch):
     """The quickstart config's jitted training step on one device."""
-    from segjax import config_utils, losses, models, optim, parallel  # pylint: disable=import-outside-toplevel
+    from segjax import config_utils, losses, models, optim, steps  # pylint: disable=import-outside-toplevel
 
     config = config_utils.load_sibling(QUICKSTART, "quickstart").get_config()
     model = models.create_model(config.model, num_classes)
     optimizer, schedule = optim.OptimizerSpec.from_config(config.optimizer), optim.ScheduleSpec.from_config(config)
     tx, _ = optim.create_optimizer(optimizer, schedule)
-    state = parallel.create_train_state(model, tx, jax.random.key(0), batch["image"])
+    state = steps.create_train_state(model, tx, jax.random.key(0), batch["image"])
     loss = losses.LossSpec.from_config(config.loss)
-    step = jax.jit(parallel.TrainStep(model, loss, optimizer, schedule, num_classes, ignore_index=255))
+    step = jax.jit(steps.TrainStep(model, loss, optimizer, schedule, num_classes, ignore_index=255))
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     return step, state, batch, config
 
