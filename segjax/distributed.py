@@ -7,13 +7,16 @@ JAX's standard variables are set, all three of them:
 
 or when `jax.distributed.initialize()` can find the run by itself (a SLURM job with several tasks, a multi-host
 Cloud TPU slice). Without them a process runs alone, as before. A partial or inconsistent setting is an error that
-names the variable; a coordinator that cannot be reached within SEGJAX_DISTRIBUTED_TIMEOUT seconds (default 300)
-is an error that says so. On CPU the processes exchange collectives through gloo.
+names the variable; a coordinator that the other processes cannot reach within SEGJAX_DISTRIBUTED_TIMEOUT seconds
+(default 300) is an error that says so (process 0 itself waits as long for the others, then JAX's runtime stops it
+with its own message). On CPU the processes exchange collectives through gloo.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 
 import jax
 import numpy as np
@@ -81,17 +84,29 @@ def initialize(env=None) -> bool:
         raise DistributedError(f"{TIMEOUT_VARIABLE}={text!r} must be a whole number of seconds >= 1.")
     timeout = int(text)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes; GPUs and TPUs ignore it
-    where = settings["coordinator_address"] if settings else "the address the cluster gives"
-    try:
-        jax.distributed.initialize(**(settings or {}), initialization_timeout=timeout)
-    except Exception as e:  # noqa: BLE001 - the runtime's errors are many; the user needs one message
-        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DistributedError(
-            f"could not join the multi-process run through the coordinator at {where} within {timeout} s "
-            f"({cause}). Check JAX_COORDINATOR_ADDRESS and that every process, process 0 first, was started; "
-            f"{TIMEOUT_VARIABLE} sets the wait."
-        ) from None
+    if settings and settings["process_id"] != 0:
+        # JAX's runtime aborts the process (no Python exception) when it cannot reach the coordinator, so the
+        # other processes first wait for process 0's port themselves and fail with a message that says why.
+        _wait_for(settings["coordinator_address"], timeout)
+    jax.distributed.initialize(**(settings or {}), initialization_timeout=timeout)
     return True
+
+
+def _wait_for(address: str, timeout: int) -> None:
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise DistributedError(
+                    f"could not reach the coordinator of the multi-process run at JAX_COORDINATOR_ADDRESS={address} "
+                    f"within {timeout} s ({e}). Start process 0 there first, or fix the address; "
+                    f"{TIMEOUT_VARIABLE} sets the wait."
+                ) from None
+            time.sleep(0.5)
 
 
 def is_primary() -> bool:

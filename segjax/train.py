@@ -196,11 +196,18 @@ def main(argv=None):
     parser = cli.ArgumentParser(prog="segjax-train", description="Train (or resume) a segjax run.")
     parser.add_argument("--config", required=True, help=cli.CONFIG_HELP)
     parser.add_argument("--workdir", required=True, help="directory for checkpoints, logs and the resolved config")
+    parser.add_argument(
+        "--stop-after-steps",
+        type=int,
+        default=None,
+        help="stop after this many steps of this invocation, without a final save, as a preemption would "
+        "(drills and tests); the same command resumes from the latest checkpoint",
+    )
     args, config = config_utils.parse_with_config(parser, argv)
     quiet_libraries()
     try:
         distributed.initialize()  # joins a multi-process run when the environment describes one
-        scores = train_and_evaluate(config, args.workdir)
+        scores = train_and_evaluate(config, args.workdir, max_steps_this_run=args.stop_after_steps)
     except ValueError as e:
         cli.fail(parser.prog, str(e))
     except NonFiniteLossError as e:

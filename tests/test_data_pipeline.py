@@ -92,8 +92,9 @@ def test_process_shards_partition_each_global_batch(config):
     for k in range(2):
         for p in range(2):
             assert shards[p][k]["label"].shape[0] == 4
-            np.testing.assert_array_equal(shards[p][k]["label"], whole[k]["label"][p::2])
-            np.testing.assert_array_equal(shards[p][k]["image"], whole[k]["image"][p::2])
+            # Contiguous blocks: process p holds examples 4p .. 4p + 3 of the global batch, in order.
+            np.testing.assert_array_equal(shards[p][k]["label"], whole[k]["label"][4 * p : 4 * p + 4])
+            np.testing.assert_array_equal(shards[p][k]["image"], whole[k]["image"][4 * p : 4 * p + 4])
 
 
 def test_eval_is_one_padded_pass_over_every_example(config):

@@ -3,7 +3,8 @@
 Every random choice is a pure function of (seed, position in the stream): grain shuffles each epoch with
 `seed + epoch` and seeds the augmentation of the element at global position i from (seed, i). So batch k of
 `make_loader(..., start_step=s)` is batch s + k of an uninterrupted loader, whatever the number of worker threads
-or processes, and the per-process shards of global batch k together are exactly that global batch.
+or processes, and the per-process shards of global batch k, concatenated in process order, are exactly that global
+batch (so a multi-process run puts the same examples on the same devices as one process).
 """
 
 from __future__ import annotations
@@ -240,6 +241,30 @@ class _PadToFullBatches:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class _ProcessShare:
+    """Local example m of process p -> example (m // b) * b * P + p * b + m % b of the global stream (b examples
+    per process, P processes): every global batch is cut into contiguous blocks, block p for process p."""
+
+    examples: Any
+    process_index: int
+    process_count: int
+    batch: int
+
+    def __call__(self, m: int) -> dict:
+        b = self.batch
+        return self.examples[(m // b) * b * self.process_count + self.process_index * b + m % b]
+
+
+def _process_share(ds, process_index: int, process_count: int, batch: int):
+    """This process's examples of `ds`, in order: concatenated in process order, the processes' batches are the
+    global batch exactly as one process would read it (so a run gives the same numbers on any number of
+    processes: the same examples land on the same devices)."""
+    if process_count == 1:
+        return ds
+    return grain.MapDataset.range(len(ds) // process_count).map(_ProcessShare(ds, process_index, process_count, batch))
+
+
 def _process(process_index, process_count) -> tuple[int, int]:
     if process_index is None or process_count is None:
         import jax  # pylint: disable=import-outside-toplevel
@@ -268,7 +293,8 @@ def make_loader(
     train=True: infinite, reshuffled every epoch from `seed`, augmented; starts at batch `start_step`.
     train=False: one pass over every example exactly once, no augmentation, fixed `eval_size`; the last batch is
     padded to full size and a 'valid' (B,) bool marks the real examples.
-    B = global_batch_size // process_count; the shards of all processes together form the global batch.
+    B = global_batch_size // process_count; process p holds examples p*B .. (p+1)*B - 1 of each global batch, so the
+    processes' batches, in process order, are the global batch in order.
     """
     process_index, process_count = _process(process_index, process_count)
     if global_batch_size < 1 or global_batch_size % process_count:
@@ -298,7 +324,7 @@ def make_loader(
             r.crop_size, scale_range, bool(_cfg(data_config, "hflip", True)), mean, std, r.ignore_index
         )
         ds = ds.shuffle(seed=seed).repeat(None).map(decode).random_map(augment, seed=seed)
-        ds = ds[process_index::process_count].batch(batch, drop_remainder=True)
+        ds = _process_share(ds, process_index, process_count, batch).batch(batch, drop_remainder=True)
         ds = ds[start_step:]
     else:
         if start_step:
@@ -307,7 +333,7 @@ def make_loader(
         n = len(examples)
         total = math.ceil(n / global_batch_size) * global_batch_size
         ds = grain.MapDataset.range(total).map(_PadToFullBatches(examples, n, r.ignore_index))
-        ds = ds[process_index::process_count].batch(batch, drop_remainder=True)
+        ds = _process_share(ds, process_index, process_count, batch).batch(batch, drop_remainder=True)
     workers = int(_cfg(data_config, "num_workers", 2))
     prefetch = int(_cfg(data_config, "prefetch_batches", 8))
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(workers, 0), prefetch_buffer_size=max(prefetch, 1)))
