@@ -62,8 +62,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(command: list[str], processes: int = 2, devices_per_process: int = 2) -> list[subprocess.CompletedProcess]:
-    """Runs `command` (a segjax module and its arguments) in `processes` processes joined on localhost."""
+def launch(command: list[str], processes: int = 2, devices_per_process: int = 2, expect: int = 0):
+    """Runs `command` (a segjax module and its arguments) in `processes` processes joined on localhost; each must
+    exit with status `expect`. Returns their CompletedProcess."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(
@@ -93,7 +94,7 @@ def launch(command: list[str], processes: int = 2, devices_per_process: int = 2)
         for p in running:
             p.kill()
     for i, r in enumerate(results):
-        assert r.returncode == 0, f"process {i}:\n{r.stderr[-3000:]}"
+        assert r.returncode == expect, f"process {i}:\n{r.stderr[-3000:]}"
     return results
 
 
@@ -153,6 +154,13 @@ def test_eval_over_two_processes_gives_the_scores_of_one(runs):
     assert written["scores"]["mean_iou"] == pytest.approx(report["scores"]["mean_iou"])
     assert sum(map(sum, written["scores"]["confusion_matrix"])) == 6 * 32 * 32  # every labelled pixel once
     assert os.path.exists(os.path.join(multi, "eval", "validation-step4-examples.png"))
+
+
+def test_pmap_is_refused_in_a_multi_process_run(runs):
+    _, _, multi, _, _, _ = runs
+    results = launch(["segjax.evaluate", f"--workdir={multi}", "--config.parallelism=pmap"], expect=2)
+    for r in results:
+        assert "parallelism='pmap' runs on one process's devices" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize(
