@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import jax
 import matplotlib
@@ -245,6 +246,11 @@ def evaluate_checkpoint(
         "scores": jsonable(scores),
     }
     primary = is_primary()  # in a multi-process run, process 0 prints and writes the report
+    if not primary:
+        print(
+            f"segjax-eval: process {jax.process_index()} of {jax.process_count()}: process 0 writes the report.",
+            file=sys.stderr,
+        )
     if verbose and primary:
         print(f"{info.name} / {split}, checkpoint step {resolved}")
         print(per_class_table(scores, info.class_names))
