@@ -5,7 +5,8 @@
 
 Prints batches/s of `segjax.data.make_loader` (training mode: decode, random scale, crop, flip, normalise) for
 each reader-thread / worker-process setting, the training step's steps/s (segjax.steps.TrainStep of the
-quickstart model: small U-Net, batch norm, AdamW, under jit on one device), and the ratio pipeline / step.
+quickstart model: small U-Net, batch norm, AdamW, wrapped as training wraps it, one device), and the ratio
+pipeline / step.
 The pipeline should be >= 10x faster than the step consumes it. Pipeline and step are timed in alternating
 rounds so that load from other processes hits both; medians are reported.
 """
@@ -17,9 +18,10 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 
 from segjax import data as data_lib
+from segjax.config_utils import load_config_file
+from segjax.task import Task
 
 QUICKSTART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs", "quickstart.py")
 
@@ -35,19 +37,16 @@ def time_pipeline(config, batch_size, num_batches):
     return num_batches / (time.perf_counter() - start)
 
 
-def make_step(num_classes, batch):
-    """The quickstart config's jitted training step on one device."""
-    from segjax import config_utils, losses, models, optim, steps  # pylint: disable=import-outside-toplevel
-
-    config = config_utils.load_sibling(QUICKSTART, "quickstart").get_config()
-    model = models.create_model(config.model, num_classes)
-    optimizer, schedule = optim.OptimizerSpec.from_config(config.optimizer), optim.ScheduleSpec.from_config(config)
-    tx, _ = optim.create_optimizer(optimizer, schedule)
-    state = steps.create_train_state(model, tx, jax.random.key(0), batch["image"])
-    loss = losses.LossSpec.from_config(config.loss)
-    step = jax.jit(steps.TrainStep(model, loss, optimizer, schedule, num_classes, ignore_index=255))
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    return step, state, batch, config
+def make_step(data_config, batch):
+    """The quickstart config's training step on one device, wrapped as training wraps it; (step, state, the
+    batch on the device, the config)."""
+    config = load_config_file(QUICKSTART)
+    config.data = data_config
+    config.batch_size, config.num_devices = len(batch["image"]), 1
+    task = Task(config)
+    state = task.layout.replicate(task.fresh_state())
+    device_batch = task.layout.shard_batch({"image": batch["image"], "label": batch["label"]})
+    return task.train_step(), state, device_batch, config
 
 
 def time_step(step, state, batch, num_steps):
@@ -87,7 +86,7 @@ def main():
             base, global_batch_size=args.batch_size, train=True, seed=0, process_index=0, process_count=1
         )
     )
-    step, state, device_batch, qs = make_step(info.num_classes, batch)
+    step, state, device_batch, qs = make_step(base, batch)
     start = time.perf_counter()
     state, _ = time_step(step, state, device_batch, 1)
     print(
