@@ -14,6 +14,7 @@ import json
 import os
 
 import ml_collections
+from ml_collections import config_dict
 
 from segjax import cli
 from segjax.logging_utils import write_atomic
@@ -252,6 +253,12 @@ def override(config, key: str, text: str) -> None:
     """Sets the dotted `key` from command-line text, read as the key's type (str keys take the text as it is)."""
     node, leaf = _leaf(config, key)
     wanted = node.get_type(leaf) if isinstance(node, ml_collections.ConfigDict) else type(node[leaf])
+    placeholder = isinstance(node, ml_collections.ConfigDict) and isinstance(
+        node._fields.get(leaf), config_dict.FieldReference
+    )
+    if placeholder and text.strip() == "None":  # a typed placeholder may go back to None, its default
+        set_value(config, key, None)
+        return
     if wanted is str:
         value = text
     elif wanted is bool:
@@ -260,6 +267,8 @@ def override(config, key: str, text: str) -> None:
             raise ConfigError(f"config.{key}={text!r}: {key} takes True or False.")
     else:
         value = _literal(text)
+        if wanted is tuple and isinstance(value, list):
+            value = tuple(value)
     if wanted not in (type(None), object) and not _fits(value, wanted):
         raise ConfigError(f"config.{key}={text!r}: {key} takes a value of type {wanted.__name__}.")
     set_value(config, key, value)

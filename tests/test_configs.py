@@ -107,8 +107,12 @@ def test_command_line_overrides():
             "--config.data.crop_size=(48, 64)",
             "--config.progress_bar=false",
             "--config.loss.class_weighting=0.5,1,2",  # a str key keeps the text as it is
+            "--config.data.scale_range=[0.5, 2.0]",  # a list for a tuple key
+            "--config.model.upsample.init=icnr",
+            "--config.model.upsample.init=None",  # a typed placeholder goes back to None
         ],
     )
+    assert tuple(config.data.scale_range) == (0.5, 2.0) and config.model.upsample.init is None
     assert config.model.upsample.method == "resize_conv" and config.seed == 3
     assert config.model.base_width == 8 and config.data.data_dir == "/tmp/somewhere"
     assert config.optimizer.grad_clip_norm == 1.0 and tuple(config.data.crop_size) == (48, 64)
