@@ -13,6 +13,7 @@ from segjax.ops import (
     checkerboard_score,
     conv_transpose,
     icnr_init,
+    local_mean_kernel,
     nearest_upsample,
     pixel_shuffle,
 )
@@ -81,18 +82,67 @@ def test_icnr_pixel_shuffle_equals_conv_then_nearest():
         icnr_init(factor=2)(jax.random.key(0), (3, 3, 4, 6))
 
 
-def test_checkerboard_score_cases():
+def test_checkerboard_score_without_detrending_is_the_original_measure():
     ones = jnp.ones((2, 3, 3, 2))
     for f in (2, 3):
-        np.testing.assert_allclose(checkerboard_score(bed_of_nails(ones, f), f), np.sqrt(1 - 1 / f**2), rtol=1e-6)
+        np.testing.assert_allclose(
+            checkerboard_score(bed_of_nails(ones, f), f, detrend=False), np.sqrt(1 - 1 / f**2), rtol=1e-6
+        )
     smooth = nearest_upsample(jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3))), 2)
-    assert float(checkerboard_score(smooth, 2)) < 1e-6  # all phases equal (means of the same values)
-    assert float(checkerboard_score(jnp.zeros((1, 4, 4, 1)), 2)) == 0.0
+    assert float(checkerboard_score(smooth, 2, detrend=False)) < 1e-6  # all phases equal (means of the same values)
+    assert float(checkerboard_score(jnp.zeros((1, 4, 4, 1)), 2, detrend=False)) == 0.0
     # Formula on a random map with a border and an odd size left after the crop.
     y = np.random.default_rng(2).uniform(size=(2, 11, 10, 2)).astype(np.float32)
     crop = y[:, 1:9, 1:9]
     m = np.stack([[crop[:, a::2, b::2].mean((0, 1, 2)) for b in range(2)] for a in range(2)])
     ref = np.mean(m.std((0, 1)) / np.sqrt((m**2).mean((0, 1))))
-    np.testing.assert_allclose(checkerboard_score(jnp.asarray(y), 2, border=1), ref, rtol=1e-5)
+    np.testing.assert_allclose(checkerboard_score(jnp.asarray(y), 2, border=1, detrend=False), ref, rtol=1e-5)
     with pytest.raises(ValueError, match="border"):
-        checkerboard_score(jnp.asarray(y), 2, border=5)
+        checkerboard_score(jnp.asarray(y), 2, border=5, detrend=False)
+
+
+def _detrended_score_reference(y, f, border):
+    """The detrended score written out in numpy: the local mean by explicit loops, then the phase-mean energy."""
+    y = np.asarray(y, np.float64)
+    taps = local_mean_kernel(f)
+    k, half = len(taps), (len(taps) - 1) // 2
+    n, h, w, c = y.shape
+    r = np.zeros((n, h - k + 1, w - k + 1, c))
+    for i in range(h - k + 1):
+        for j in range(w - k + 1):
+            window = y[:, i : i + k, j : j + k]
+            r[:, i, j] = y[:, i + half, j + half] - np.einsum("nabc,a,b->nc", window, taps, taps)
+    hh, ww = (r.shape[1] - 2 * border) // f * f, (r.shape[2] - 2 * border) // f * f
+    r = r[:, border : border + hh, border : border + ww]
+    phases = np.array([[r[:, a::f, b::f].mean((0, 1, 2)) for b in range(f)] for a in range(f)])
+    return np.sqrt((phases**2).sum(-1).mean() / (r**2).sum(-1).mean())
+
+
+@pytest.mark.parametrize("f,border,shape", [(2, 0, (2, 13, 11, 3)), (3, 1, (1, 17, 19, 2)), (4, 2, (2, 21, 18, 1))])
+def test_detrended_checkerboard_score_cases(f, border, shape):
+    rng = np.random.default_rng(f)
+    yy, xx = np.mgrid[0 : shape[1], 0 : shape[2]]
+    ramp = (0.3 * yy - 0.2 * xx + 5.0)[None, :, :, None] * np.ones(shape)
+    pattern = np.tile(rng.normal(size=(f, f)), (shape[1] // f + 1, shape[2] // f + 1))[: shape[1], : shape[2]]
+    pattern = (pattern - pattern[:f, :f].mean())[None, :, :, None] * np.ones(shape)
+
+    def score(y):
+        return float(checkerboard_score(jnp.asarray(y, jnp.float32), f, border))
+
+    assert score(np.full(shape, 3.3)) == 0.0 and score(ramp) == 0.0  # nothing periodic: constants and ramps
+    assert score(ramp + 2 * pattern) == pytest.approx(1.0, abs=1e-5)  # a pure period-f pattern on a ramp
+    noisy = ramp + pattern + rng.normal(size=shape)  # ties: rounded values
+    noisy = np.round(noisy, 1)
+    assert score(noisy) == pytest.approx(_detrended_score_reference(noisy, f, border), rel=1e-4)
+    assert score(7.0 * noisy - 3.0) == pytest.approx(score(noisy), rel=1e-4)  # unchanged by scale and offset
+    assert 0 < score(rng.normal(size=shape)) < 0.5  # noise: only its small phase-mean share
+
+
+def test_bed_of_nails_at_init_stands_above_the_noise_floor():
+    """Upsampled from the same random map: bed of nails puts its values on one phase; nearest and bilinear do not,
+    and score at the level of a ground-truth-like floor (random maps upsampled without artifacts)."""
+    x = jnp.asarray(np.random.default_rng(3).uniform(0.5, 1.5, size=(2, 16, 16, 4)), jnp.float32)
+    floor = max(
+        float(checkerboard_score(nearest_upsample(x, 2), 2)), float(checkerboard_score(bilinear_upsample(x, 2), 2))
+    )
+    assert floor < 0.05 and float(checkerboard_score(bed_of_nails(x, 2), 2)) > 0.9

@@ -1,29 +1,79 @@
 """Measures of upsampling artifacts."""
 
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from segjax.ops._checks import factor_int, nhwc
 
+_NEGLIGIBLE = 1e-10  # a detrended energy below this share of the map's mean square is float32 rounding
 
-def checkerboard_score(y, factor: int, border: int = 0):
-    """How much the factor x factor output phases of y differ: 0 when all phases agree.
 
-    Crops `border` pixels from each side, then to whole factor x factor cells; phase means
-    m[a, b, c] = mean(y[:, a::factor, b::factor, c]); score = mean over c of
-    std_ab(m) / sqrt(mean_ab(m**2)) (population std; 0 where the denominator is 0). Scale-free; bed of
-    nails on a constant input scores sqrt(1 - 1/factor**2), the maximum for non-negative outputs.
+def local_mean_kernel(factor: int) -> np.ndarray:
+    """The 1-D kernel of the local mean that `checkerboard_score` removes, centred on a pixel: a box of `factor`
+    taps for an odd factor; for an even one, that box convolved with [1/2, 1/2] ([1/2, 1, ..., 1, 1/2] / factor).
+    Symmetric with unit sum, so it keeps constants and linear ramps; its frequency response is 0 at every multiple
+    of 1/factor except 0, so it keeps nothing of a pattern of period `factor` (whose mean over a period is 0)."""
+    f = factor_int(factor)
+    if f % 2:
+        return np.full(f, 1.0 / f)
+    taps = np.ones(f + 1)
+    taps[0] = taps[-1] = 0.5
+    return taps / f
+
+
+def checkerboard_score(y, factor: int, border: int = 0, detrend: bool = True):
+    """How much of y's spatial variation is a pattern of period `factor`: 0 none, 1 nothing else.
+
+    detrend=True (the default): r = y minus its local mean (separable `local_mean_kernel`, valid region only), so
+    constants and linear ramps leave r = 0 and score 0, and a pure period-`factor` pattern passes whole and scores
+    1. (Below float32 rounding, 1e-10 of y's mean square, r counts as 0.) After cropping `border` more pixels
+    and to whole factor x factor cells, with phase means
+    P[a, b, c] = mean(r[:, a::factor, b::factor, c]) over the batch,
+        score = sqrt(sum_abc P**2 / factor**2 / mean_pixels(sum_c r**2))  (0 where r is 0 everywhere):
+    the share of r's energy in its phase means, pooled over channels. Unchanged when y is scaled or offset.
+
+    detrend=False: the original measure for operators on a constant input (Odena et al.): phase means m of y itself
+    and mean over channels of std_ab(m) / sqrt(mean_ab(m**2)); relative to the mean, so bed of nails scores
+    sqrt(1 - 1/factor**2).
     """
     nhwc(y, "y")
     f = factor_int(factor)
     if not isinstance(border, int) or border < 0:
         raise ValueError(f"checkerboard_score border must be a non-negative int, got {border!r}.")
+    y = jnp.asarray(y, jnp.float32)
+    if detrend:
+        magnitude = jnp.mean(y * y)  # what float32 rounding is relative to
+        y = _minus_local_mean(y, f)
     n, h, w, c = y.shape
     hh, ww = (h - 2 * border) // f * f, (w - 2 * border) // f * f
     if hh < f or ww < f:
-        raise ValueError(f"checkerboard_score: a {h}x{w} map minus a border of {border} leaves no whole {f}x{f} cell.")
-    y = y[:, border : border + hh, border : border + ww, :].astype(jnp.float32)
+        raise ValueError(
+            f"checkerboard_score: a {h}x{w} map minus a border of {border}"
+            + (" (and the local mean's margin)" if detrend else "")
+            + f" leaves no whole {f}x{f} cell."
+        )
+    y = y[:, border : border + hh, border : border + ww, :]
     m = y.reshape(n, hh // f, f, ww // f, f, c).mean(axis=(0, 1, 3))  # (f, f, C)
+    if detrend:
+        phase_energy = jnp.mean(jnp.sum(m * m, axis=-1))
+        total_energy = jnp.mean(jnp.sum(y * y, axis=-1))
+        # Below float32 rounding (constants, ramps: r is 0 up to rounding), there is no pattern to measure.
+        present = total_energy > _NEGLIGIBLE * y.shape[-1] * magnitude
+        return jnp.where(present, jnp.sqrt(phase_energy / jnp.where(present, total_energy, 1.0)), 0.0)
     std = jnp.std(m, axis=(0, 1))
     rms = jnp.sqrt(jnp.mean(m * m, axis=(0, 1)))
     safe = jnp.where(rms > 0, rms, 1.0)
     return jnp.mean(jnp.where(rms > 0, std / safe, 0.0))
+
+
+def _minus_local_mean(y, factor: int):
+    """y minus its separable local mean, over the valid region (each side loses half the kernel)."""
+    taps = jnp.asarray(local_mean_kernel(factor), y.dtype)
+    half = (len(taps) - 1) // 2
+    c = y.shape[-1]
+    kernel = jnp.broadcast_to(jnp.outer(taps, taps)[:, :, None, None], (len(taps), len(taps), 1, c))
+    mean = lax.conv_general_dilated(
+        y, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c
+    )
+    return y[:, half : half + mean.shape[1], half : half + mean.shape[2], :] - mean
