@@ -146,3 +146,13 @@ def test_bed_of_nails_at_init_stands_above_the_noise_floor():
         float(checkerboard_score(nearest_upsample(x, 2), 2)), float(checkerboard_score(bilinear_upsample(x, 2), 2))
     )
     assert floor < 0.05 and float(checkerboard_score(bed_of_nails(x, 2), 2)) > 0.9
+
+
+@pytest.mark.parametrize("k,expected", [(2, 0.0), (3, 0.436), (4, 0.0), (5, 0.275)])
+def test_uniform_kernel_probe_of_odena(k, expected):
+    """Odena et al.'s structural claim: with equal weights, a stride-2 transposed convolution of kernel 3 or 5
+    (uneven overlap) still prints a checkerboard on a constant input; kernels 2 and 4 (even overlap) do not.
+    Values of the original (mean-relative) measure; the detrended one calls both 1: a pure pattern."""
+    y = conv_transpose(jnp.ones((1, 16, 16, 1)), jnp.ones((k, k, 1, 1)), 2, "SAME")
+    assert float(checkerboard_score(y, 2, border=3, detrend=False)) == pytest.approx(expected, abs=5e-4)
+    assert float(checkerboard_score(y, 2, border=3)) == pytest.approx(1.0 if expected else 0.0, abs=1e-5)
