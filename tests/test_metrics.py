@@ -265,3 +265,54 @@ def test_boundary_statistics_sum_over_batches():
 def test_segnet_tolerance():
     assert metrics.segnet_boundary_tolerance(360, 480) == 5  # CamVid: 0.75% of a 600-pixel diagonal = 4.5
     assert metrics.segnet_boundary_tolerance(8, 8) == 1
+
+
+def _boundary_reference(labels, ignore):
+    """A pixel is on the boundary when a valid 4-neighbour has another class (both valid), written out."""
+    n, h, w = labels.shape
+    out = np.zeros(labels.shape, bool)
+    for b, i, j in np.ndindex(n, h, w):
+        if labels[b, i, j] == ignore:
+            continue
+        for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            y, x = i + di, j + dj
+            if 0 <= y < h and 0 <= x < w and labels[b, y, x] != ignore and labels[b, y, x] != labels[b, i, j]:
+                out[b, i, j] = True
+    return out
+
+
+@pytest.mark.parametrize("widths", [(0, 1, 2), (1, 3, 8)])
+def test_trimap_confusion_matches_a_written_out_band(widths):
+    rng = np.random.default_rng(11)
+    labels = np.kron(rng.integers(0, 3, size=(2, 4, 5)), np.ones((1, 3, 3), int))[:, :11, :13]  # odd size, blocks
+    labels[0, :2, :3] = 255
+    predictions = np.where(rng.uniform(size=labels.shape) < 0.2, rng.integers(0, 3, size=labels.shape), labels)
+    got = np.asarray(metrics.trimap_confusion(labels, predictions, 3, widths))
+    edges = _boundary_reference(labels, 255)
+    for k, w in enumerate(widths):
+        band = np.zeros_like(edges)
+        for b, i, j in zip(*np.nonzero(edges), strict=True):
+            band[b, max(i - w, 0) : i + w + 1, max(j - w, 0) : j + w + 1] = True
+        keep = band & (labels != 255)
+        expected = np.zeros((3, 3), int)
+        np.add.at(expected, (labels[keep], predictions[keep]), 1)
+        np.testing.assert_array_equal(got[k], expected, err_msg=f"width {w}")
+    # Wide enough, the band is every labelled pixel: the whole-image confusion matrix.
+    whole = np.asarray(metrics.trimap_confusion(labels, predictions, 3, (20,)))[0]
+    np.testing.assert_array_equal(whole, np.asarray(metrics.confusion_matrix(labels, predictions, 3)))
+
+
+def test_phase_error_statistics_on_a_constructed_prediction():
+    labels = np.zeros((2, 9, 10), np.int32)
+    labels[:, 0, 0] = 255  # one ignored pixel on phase (0, 0) of each image
+    predictions = labels.copy()
+    predictions[:, 1::4, 2::4] = 1  # wrong exactly on phase (1, 2) of stride 4
+    stats = metrics.phase_error_statistics(labels, predictions, 4)
+    errors, pixels = np.asarray(stats["errors"]), np.asarray(stats["pixels"])
+    expected_errors = np.zeros((4, 4), int)
+    expected_errors[1, 2] = 2 * len(range(1, 9, 4)) * len(range(2, 10, 4))
+    np.testing.assert_array_equal(errors, expected_errors)
+    expected_pixels = np.array([[2 * len(range(a, 9, 4)) * len(range(b, 10, 4)) for b in range(4)] for a in range(4)])
+    expected_pixels[0, 0] -= 2
+    np.testing.assert_array_equal(pixels, expected_pixels)
+    assert pixels.sum() == (labels != 255).sum()
