@@ -23,9 +23,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from experiments.definitions import UPSAMPLE_ARMS
-from segjax import ops
+from segjax import losses, metrics, ops
 from segjax.data import make_loader
 from segjax.models import create_model
 from segjax.models.summary import count_params
@@ -147,7 +148,138 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
         prediction=predictions.astype(np.uint8),
     )
     result["steps"] = int(meta["step"])  # the validation curve and its endpoints are read from metrics.jsonl
+    result["split"] = split_measurements(model, trained_vars, config, info)
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Boundaries, thin structures and artifacts over the whole validation split (issue 14)
+
+BF_TOLERANCES = (0, 1, 2)
+TRIMAP_WIDTHS = (1, 2, 4, 8)
+SHIFTS = tuple(range(1, 8))
+SHIFT_MARGIN = 8  # crops of H - 8 px compared at offsets (0, 0) and (s, s)
+
+
+def split_measurements(model, variables, config, info) -> dict:
+    """What decoders differ in, measured on the whole validation split with the trained network:
+
+    - boundary F1 (SegNet's BF) at tolerances 0, 1 and 2 px; mIoU in trimap bands of 1-8 px around ground-truth
+      edges (segjax.metrics.trimap_confusion);
+    - the error rate by output phase (row and column mod the network's stride): its max / min over phases;
+    - shift consistency: the share of pixels predicted alike when the input moves by s = 1..7 px diagonally
+      (crops realigned), the sub-stride equivariance checkerboarding decoders lack;
+    - checkerboard scores (segjax.ops.checkerboard_score, detrended) at factor 2 of every upsampler's output inside
+      the network (the features it hands on), and at factors 2 and the stride of the class-centred logits and of
+      the gradient of the cross-entropy with respect to the input image; beside them the noise floor, the same
+      measure on the class-centred one-hot ground truth.
+    """
+    num_classes, ignore = info.num_classes, info.ignore_index
+    stride = model.stride
+    loader = make_loader(
+        config.data,
+        info.eval_split,
+        global_batch_size=config.eval_batch_size,
+        train=False,
+        seed=0,
+        process_index=0,
+        process_count=1,
+    )
+    boundary = {t: None for t in BF_TOLERANCES}
+    trimap = np.zeros((len(TRIMAP_WIDTHS), num_classes, num_classes), np.int64)
+    phase_errors = np.zeros((stride, stride), np.int64)
+    phase_pixels = np.zeros((stride, stride), np.int64)
+    agree = np.zeros(len(SHIFTS))
+    compared = np.zeros(len(SHIFTS))
+    features, logits_all, truth_all, grads_all = None, [], [], []
+    for batch in loader:
+        keep = np.asarray(batch["valid"])
+        images, labels = jnp.asarray(batch["image"][keep]), np.asarray(batch["label"][keep])
+        if not len(labels):
+            continue
+        logits, ups, grad = _forward_and_input_gradient(model, variables, images, labels, ignore)
+        predictions = np.asarray(jnp.argmax(logits, -1))
+        for t in BF_TOLERANCES:
+            stats = jax.device_get(metrics.boundary_statistics(labels, predictions, num_classes, t, ignore))
+            boundary[t] = stats if boundary[t] is None else jax.tree.map(np.add, boundary[t], stats)
+        trimap += np.asarray(metrics.trimap_confusion(labels, predictions, num_classes, TRIMAP_WIDTHS, ignore))
+        phases = metrics.phase_error_statistics(labels, predictions, stride, ignore)
+        phase_errors += np.asarray(phases["errors"])
+        phase_pixels += np.asarray(phases["pixels"])
+        for k, s in enumerate(SHIFTS):
+            same, total = _shift_agreement(model, variables, images, s)
+            agree[k] += float(same)
+            compared[k] += float(total)
+        features = (
+            [np.asarray(u) for u in ups]
+            if features is None
+            else [np.concatenate([f, np.asarray(u)]) for f, u in zip(features, ups, strict=True)]
+        )
+        logits_all.append(np.asarray(logits))
+        truth_all.append(labels)
+        grads_all.append(np.asarray(grad))
+    logits = np.concatenate(logits_all)
+    centred = logits - logits.mean(-1, keepdims=True)
+    truth = np.concatenate(truth_all)
+    one_hot = np.where(
+        (truth != ignore)[..., None], np.eye(num_classes)[np.where(truth == ignore, 0, truth)], 1 / num_classes
+    )
+    floor = one_hot - one_hot.mean(-1, keepdims=True)
+    grads = np.concatenate(grads_all)
+    rates = phase_errors / np.maximum(phase_pixels, 1)
+
+    def cb(y, factor):
+        return float(ops.checkerboard_score(jnp.asarray(y, jnp.float32), factor, border=factor))
+
+    return {
+        "boundary_f1": {str(t): metrics.boundary_scores(boundary[t])["boundary_f1"] for t in BF_TOLERANCES},
+        "trimap_miou": {str(w): metrics.compute_scores(trimap[i])["mean_iou"] for i, w in enumerate(TRIMAP_WIDTHS)},
+        "phase_error": {
+            "stride": stride,
+            "rates": rates.tolist(),
+            "max_over_min": float(rates.max() / rates.min()) if rates.min() > 0 else None,
+        },
+        "shift_consistency": {str(s): agree[k] / compared[k] for k, s in enumerate(SHIFTS)},
+        "checkerboard": {
+            "upsamplers": [cb(f, 2) for f in features],  # the deepest first, as the decoder applies them
+            "logits_2": cb(centred, 2),
+            f"logits_{stride}": cb(centred, stride),
+            "floor_2": cb(floor, 2),
+            f"floor_{stride}": cb(floor, stride),
+            "input_gradient_2": cb(grads, 2),
+            f"input_gradient_{stride}": cb(grads, stride),
+        },
+    }
+
+
+def _is_upsampler_call(module, method_name: str) -> bool:
+    return isinstance(module, ops.Upsample) and method_name == "__call__"
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _forward_and_input_gradient(model, variables, images, labels, ignore_index):
+    """(logits, every upsampler's output, d cross-entropy / d images) of the network in inference mode."""
+
+    def loss(x):
+        logits, state = model.apply(
+            variables, x, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
+        )
+        ce = losses.cross_entropy_loss(logits, labels, ignore_index=ignore_index)
+        ups = [v[0] for path, v in traverse_util.flatten_dict(state["intermediates"]).items() if path[-1] == "__call__"]
+        return ce, (logits, ups)
+
+    grad, (logits, ups) = jax.grad(loss, has_aux=True)(images)
+    return logits, ups, grad
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _shift_agreement(model, variables, images, shift: int):
+    """(pixels predicted alike, pixels compared) for crops at offsets (0, 0) and (shift, shift), realigned."""
+    size_h, size_w = images.shape[1] - SHIFT_MARGIN, images.shape[2] - SHIFT_MARGIN
+    base = model.apply(variables, images[:, :size_h, :size_w], train=False).argmax(-1)
+    moved = model.apply(variables, images[:, shift : shift + size_h, shift : shift + size_w], train=False).argmax(-1)
+    same = base[:, shift:, shift:] == moved[:, : size_h - shift, : size_w - shift]
+    return same.sum(), same.size
 
 
 def _apply(model, variables, images):

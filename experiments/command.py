@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from experiments import report
 from experiments.definitions import Sweep
-from experiments.sweep import dedupe, expand, run_state, run_sweep
+from experiments.sweep import dedupe, expand, reanalyze, run_state, run_sweep
 from segjax import cli
 from segjax.logging_utils import write_json
 
@@ -53,6 +53,9 @@ def main(
     parser.add_argument("--only", action="append", default=[], help="run only arms whose model/label contains this")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
     parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
+    parser.add_argument(
+        "--reanalyze", action="store_true", help="measure the finished runs again (no training), then report"
+    )
     parser.add_argument("--report-dir", default=None, help="where the report goes (default OUT/report)")
     parser.add_argument("--no-report", action="store_true", help="train only; write the report later")
     parser.add_argument("--note", default="", help="text for the report's 'How this was produced' section")
@@ -85,7 +88,9 @@ def main(
         except report.UncommittedChanges as e:
             cli.fail(parser.prog, str(e))
     failed = []
-    if not args.report_only:
+    if args.reanalyze:
+        reanalyze(runs, out)
+    elif not args.report_only:
         results = run_sweep(runs, out, jobs=args.jobs)
         failed = [name for name, status in results.items() if status == "failed"]
     if args.no_report:

@@ -36,6 +36,20 @@ COSTS_FILE = "costs.csv"
 CLASSES_OF_INTEREST = ("wire", "speck")
 RESULTS_DIR = sweep_lib.REPO_ROOT / "experiments" / "results"
 
+# Split-level measurements of experiments.analysis (issue 14), when a run has them: column -> (path, label).
+SPLIT_METRICS = {
+    "bf_0": (("boundary_f1", "0"), "BF 0 px"),
+    "bf_1": (("boundary_f1", "1"), "BF 1 px"),
+    "bf_2": (("boundary_f1", "2"), "BF 2 px"),
+    "trimap_1": (("trimap_miou", "1"), "trimap mIoU 1 px"),
+    "trimap_4": (("trimap_miou", "4"), "trimap mIoU 4 px"),
+    "phase_error_ratio": (("phase_error", "max_over_min"), "phase error max/min"),
+    "shift_consistency": (("shift_consistency",), "shift consistency"),
+    "cb_upsamplers": (("checkerboard", "upsamplers"), "CB upsamplers"),
+    "cb_logits": (("checkerboard", "logits_2"), "CB logits"),
+    "cb_floor": (("checkerboard", "floor_2"), "CB floor"),
+    "cb_gradient": (("checkerboard", "input_gradient_2"), "CB input gradient"),
+}
 RUN_COLUMNS = (
     "model",
     "label",
@@ -51,6 +65,7 @@ RUN_COLUMNS = (
     *(f"final_iou_{c}" for c in CLASSES_OF_INTEREST),
     "cb_init_constant",
     "cb_trained_constant",
+    *SPLIT_METRICS,
     "train_seconds",
 )
 ARM_METRICS = (
@@ -60,6 +75,7 @@ ARM_METRICS = (
     *(f"final_iou_{c}" for c in CLASSES_OF_INTEREST),
     "cb_init_constant",
     "cb_trained_constant",
+    *SPLIT_METRICS,
 )
 
 
@@ -92,6 +108,24 @@ def endpoints(records: list[dict]) -> dict:
     return out
 
 
+def split_columns(split: dict | None) -> dict:
+    """The SPLIT_METRICS columns of a run's split measurements; a list or mapping is averaged (upsamplers,
+    shifts)."""
+    if not split:
+        return {}
+    out = {}
+    for column, (path, _) in SPLIT_METRICS.items():
+        value = split
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            value = float(np.mean(value)) if value else None
+        out[column] = value
+    return out
+
+
 def collect(out: pathlib.Path, expected: list[tuple[str, pathlib.Path]]) -> tuple[list[dict], list[str]]:
     """Rows of the finished runs among `expected` [(name, workdir)] and the names of those not finished."""
     rows, missing = [], []
@@ -115,6 +149,7 @@ def collect(out: pathlib.Path, expected: list[tuple[str, pathlib.Path]]) -> tupl
             "cb_trained_constant": cb.get("trained", {}).get("constant"),
             "train_seconds": analysis.get("wall_seconds_train_call"),
             **endpoints(read_metrics(workdir)),
+            **split_columns(analysis.get("split")),
             "_tags": info.get("tags", {}),
             "_analysis": analysis,
             "_workdir": workdir,
@@ -549,6 +584,33 @@ def convergence_table(curves) -> list[str]:
     return md + [""]
 
 
+def boundaries_and_artifacts_table(arms) -> list[str]:
+    """Per arm, the split-level measurements (experiments.analysis.split_measurements), if the runs have them."""
+    shown = [a for a in arms if not math.isnan(a["bf_0_mean"])]
+    if not shown:
+        return []
+    columns = list(SPLIT_METRICS)
+    md = [
+        "### Boundaries, thin structures and artifacts (whole validation split, trained networks)",
+        "",
+        "BF at 0/1/2 px: SegNet's boundary F1 at those tolerances; trimap mIoU: mIoU of the pixels within 1 or 4 px "
+        "of a ground-truth edge; phase error max/min: the highest over the lowest error rate among the output "
+        "phases (row and column mod the network's stride; 1 = no phase errs more); shift consistency: the share of "
+        "pixels predicted alike when the input moves by 1-7 px (mean over the shifts); CB: the detrended "
+        "checkerboard score at factor 2 (segjax.ops.checkerboard_score) of the upsamplers' outputs (mean over the "
+        "decoder's levels), of the class-centred logits, of the gradient of the loss with respect to the input, and "
+        "the noise floor (the same measure on the class-centred one-hot ground truth). Mean ± SD over seeds.",
+        "",
+        "| arm | " + " | ".join(SPLIT_METRICS[c][1] for c in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for a in shown:
+        digits = {"phase_error_ratio": 2}
+        cells = [_pm(a, c, digits.get(c, 4 if c.startswith("cb_") else 3)) for c in columns]
+        md.append(f"| {a['model']}/{a['label']} | " + " | ".join(cells) + " |")
+    return md + [""]
+
+
 def arms_section(arms, rows, sweeps, costs, report_dir: pathlib.Path) -> list[str]:
     """The per-arm table (cost and scores), the differences to the reference arm, and the figures."""
     if not arms:
@@ -593,6 +655,7 @@ def arms_section(arms, rows, sweeps, costs, report_dir: pathlib.Path) -> list[st
         "validation (higher: learned sooner); wire and speck are the thin and the small classes.",
         "",
     ]
+    md += boundaries_and_artifacts_table(arms)
     diffs, diff_rows = [], []
     for a in arms:
         ref = reference.get(a["model"])

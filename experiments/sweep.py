@@ -196,6 +196,20 @@ def execute_run(
     return "resumed" if state == "partial" else "trained"
 
 
+def reanalyze(runs: Sequence[Run], out, *, analyze_fn: AnalyzeFn | None = None, log=print) -> int:
+    """Measures the finished runs again (the measurements changed, the training did not): rewrites each run's
+    analysis.json, keeping the training's wall time. Returns the number of runs measured."""
+    done = [r for r in runs if (r.workdir(out) / DONE).exists()]
+    for i, run in enumerate(done):
+        workdir = run.workdir(out)
+        previous = read_json(workdir / ANALYSIS_FILE)
+        analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config, str(workdir)))
+        analysis["wall_seconds_train_call"] = previous.get("wall_seconds_train_call")
+        write_json(workdir / ANALYSIS_FILE, analysis)
+        log(f"[sweep] measured again {i + 1}/{len(done)} {run.name}")
+    return len(done)
+
+
 def _execute_guarded(run: Run, out, train_fn, analyze_fn) -> tuple[str, str]:
     """execute_run that records a failure in the run's error.txt instead of stopping the whole sweep."""
     try:

@@ -206,12 +206,28 @@ def test_tiny_sweep_measurements_and_report(tiny_sweep_out):
             assert 0 <= a["checkerboard"][stage]["constant"] < 1 and 0 <= a["checkerboard"][stage]["real"] < 1
         samples = np.load(run.workdir(out) / "samples.npz")
         assert samples["prediction"].shape == samples["label"].shape == (4, 32, 32)
+        split = a["split"]  # boundaries, thin structures and artifacts over the validation split
+        assert set(split["boundary_f1"]) == {"0", "1", "2"} and set(split["trimap_miou"]) == {"1", "2", "4", "8"}
+        assert split["boundary_f1"]["0"] <= split["boundary_f1"]["1"] <= split["boundary_f1"]["2"] <= 1
+        assert all(0 <= v <= 1 for v in split["shift_consistency"].values()) and len(split["shift_consistency"]) == 7
+        assert np.asarray(split["phase_error"]["rates"]).shape == (2, 2)  # depth 1: stride 2
+        cb = split["checkerboard"]
+        assert len(cb["upsamplers"]) == 1 and all(0 <= v <= 1 for v in (*cb["upsamplers"], cb["logits_2"]))
+        assert cb["floor_2"] < 0.1
     declared = json.loads((out / "sweep.json").read_text())
     assert declared[0]["hypotheses"][0]["statement"] == "resize_conv_nearest > transposed_k3_default"
 
     report_dir = out / "report"
     text = (report_dir / "REPORT.md").read_text()
-    for needle in ("Claims that survive", "H3", "Verdict rules", "Holm", "minimum detectable difference", "machine:"):
+    for needle in (
+        "Claims that survive",
+        "H3",
+        "Verdict rules",
+        "Holm",
+        "minimum detectable difference",
+        "machine:",
+        "Boundaries, thin structures and artifacts",
+    ):
         assert needle in text, needle
     with open(report_dir / "runs.csv") as f:
         rows = list(csv.DictReader(f))
