@@ -48,6 +48,13 @@ def get_config(arg=None):
             "boundary_tolerance": config_dict.placeholder(int),  # pixels; None: SegNet's 0.75% of the diagonal
             "max_batches": config_dict.placeholder(int),  # None: the whole split
             "num_images_to_plot": 8,  # segjax-eval's image / ground truth / prediction grid
+            # Every labelled pixel at the mask's own resolution ('whole', 'slide'); 'resize' fits images into
+            # data.eval_size first (quick looks, not comparable with papers). See segjax.steps.InferenceSpec.
+            "mode": "whole",
+            "window": config_dict.placeholder(object),  # 'slide': int or (h, w); None: the training crop
+            "stride": config_dict.placeholder(object),  # 'slide': int or (h, w); None: 2/3 of the window
+            "scales": (1.0,),  # test-time multi-scale factors (probabilities averaged)
+            "flip": False,  # test-time horizontal flip (probabilities averaged)
         }
     )
     return config

@@ -49,7 +49,12 @@ def evaluate_split(task, state, split: str, *, collect_examples: int = 0):
     """
     config, dp = task.config, task.layout
     loader = data_lib.make_loader(
-        config.data, split, global_batch_size=config.eval_batch_size, train=False, seed=config.seed
+        config.data,
+        split,
+        global_batch_size=config.eval_batch_size,
+        train=False,
+        seed=config.seed,
+        canvas=task.eval_canvas(split),
     )
     totals, examples, step_fn = None, [], None
     for index, batch in enumerate(loader):

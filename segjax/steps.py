@@ -121,6 +121,94 @@ class TrainStep:
         return new_state, metrics
 
 
+INFERENCE_MODES = ("whole", "slide", "resize")
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSpec:
+    """How class scores are predicted for an evaluation batch (mmsegmentation's test modes); frozen, hashable.
+
+    mode 'whole': the network on the whole (padded) image. 'slide': windows of `window` (h, w) every `stride`
+    (h, w) over the image (mmsegmentation's grid: the last window of a row or column ends at the border), the
+    overlapping logits averaged. 'resize': the loader fitted the image into data.eval_size; predicted whole (quick
+    looks; the masks were shrunk, so not comparable with papers). `scales` (test-time multi-scale: the image resized
+    by each factor, bilinear, the probabilities resized back) and `flip` (the mirror image too) average softmax
+    probabilities; with neither, the logits themselves are returned.
+    """
+
+    mode: str = "whole"
+    window: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+
+    def __post_init__(self):
+        if self.mode not in INFERENCE_MODES:
+            raise ValueError(f"eval.mode={self.mode!r} is not one of {', '.join(INFERENCE_MODES)}.")
+        if self.mode == "slide":
+            for name in ("window", "stride"):
+                value = getattr(self, name)
+                if value is None or len(value) != 2 or min(value) < 1:
+                    raise ValueError(f"eval.{name}={value!r}: sliding windows need a (height, width) of positive ints.")
+            if self.stride[0] > self.window[0] or self.stride[1] > self.window[1]:
+                raise ValueError(
+                    f"eval.stride={self.stride} must not exceed eval.window={self.window}: no pixel left out."
+                )
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"eval.scales={self.scales!r} must be positive factors, e.g. (0.75, 1.0, 1.25).")
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        object.__setattr__(self, "flip", bool(self.flip))
+
+    @property
+    def averages(self) -> bool:
+        return self.scales != (1.0,) or self.flip
+
+
+def predict_scores(model, variables, images, spec: InferenceSpec):
+    """Class scores (N, H, W, C) of `images` by `spec`: logits, or averaged probabilities with test-time
+    augmentation (their argmax is the prediction either way)."""
+    if not spec.averages:
+        return _predict(model, variables, images, spec)
+    n, h, w, _ = images.shape
+    total = 0.0
+    for scale in spec.scales:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        scaled = images if size == (h, w) else _resize(images, size)
+        for flip in (False, True) if spec.flip else (False,):
+            x = scaled[:, :, ::-1] if flip else scaled
+            probs = jax.nn.softmax(_predict(model, variables, x, spec).astype(jnp.float32), axis=-1)
+            probs = probs[:, :, ::-1] if flip else probs
+            total = total + (probs if size == (h, w) else _resize(probs, (h, w)))
+    return total / (len(spec.scales) * (2 if spec.flip else 1))
+
+
+def _resize(x, size):
+    """Bilinear resize of (N, H, W, C) to `size`, without antialiasing (as OpenCV, mmsegmentation's resize)."""
+    return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "bilinear", antialias=False)
+
+
+def _predict(model, variables, images, spec: InferenceSpec):
+    if spec.mode != "slide":
+        return model.apply(variables, images, train=False).astype(jnp.float32)
+    n, h, w, _ = images.shape
+    (wh, ww), (sh, sw) = spec.window, spec.stride
+    if h < wh or w < ww:  # a small image: one window over it, padded as the network pads
+        return model.apply(variables, images, train=False).astype(jnp.float32)
+    starts = [
+        (min(i * sh, h - wh), min(j * sw, w - ww))
+        for i in range((h - wh + sh - 1) // sh + 1)
+        for j in range((w - ww + sw - 1) // sw + 1)
+    ]
+    windows = jnp.concatenate([images[:, y : y + wh, x : x + ww] for y, x in starts])
+    logits = model.apply(variables, windows, train=False).astype(jnp.float32)
+    total = jnp.zeros((n, h, w, logits.shape[-1]), jnp.float32)
+    count = jnp.zeros((1, h, w, 1), jnp.float32)
+    for k, (y, x) in enumerate(starts):
+        total = total.at[:, y : y + wh, x : x + ww].add(logits[k * n : (k + 1) * n])
+        count = count.at[:, y : y + wh, x : x + ww].add(1.0)
+    return total / count
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalStep:
     """Metric statistics of one batch (padding examples excluded), summed over `axis_name`; hashable.
@@ -133,10 +221,10 @@ class EvalStep:
     num_classes: int
     ignore_index: int
     boundary_tolerance: int | None = None
+    inference: InferenceSpec = InferenceSpec()
 
     def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> dict:
-        logits = self.model.apply(_variables(state), batch["image"], train=False)
-        predictions = jnp.argmax(logits, axis=-1)
+        predictions = jnp.argmax(predict_scores(self.model, _variables(state), batch["image"], self.inference), -1)
         labels = _ignore_invalid(batch["label"], batch.get("valid"), self.ignore_index)
         stats = {
             "confusion": metrics_lib.confusion_matrix(
@@ -155,7 +243,8 @@ class PredictStep:
     """Per-pixel class predictions (N, H, W) int32 for this device's examples; hashable."""
 
     model: Any
+    inference: InferenceSpec = InferenceSpec()
 
     def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> jax.Array:
-        logits = self.model.apply(_variables(state), batch["image"], train=False)
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        scores = predict_scores(self.model, _variables(state), batch["image"], self.inference)
+        return jnp.argmax(scores, axis=-1).astype(jnp.int32)

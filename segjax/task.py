@@ -47,6 +47,7 @@ class Task:
         self.dtype = _DTYPES[config.compute_dtype]
         # Batch norm averages its statistics over the data-parallel axis the steps are wrapped with.
         self.model = models_lib.create_model(config.model, self.num_classes, axis_name=parallel.AXIS, dtype=self.dtype)
+        self.inference_spec()  # checks config.eval's test mode
 
     @property
     def num_classes(self) -> int:
@@ -114,11 +115,33 @@ class Task:
         )
         return self.layout.wrap(step, returns_state=True, donate_state=True)
 
+    def inference_spec(self) -> steps.InferenceSpec:
+        """config.eval's test mode (whole / slide / resize, scales, flip) as a frozen spec."""
+        e = self.config.eval
+        window = data_lib.as_size(e.window) if e.window is not None else tuple(self.info.crop_size)
+        stride = data_lib.as_size(e.stride) if e.stride is not None else tuple(max(1, 2 * s // 3) for s in window)
+        return steps.InferenceSpec(e.mode, window, stride, tuple(e.scales), bool(e.flip))
+
+    def eval_canvas(self, split: str) -> tuple[int, int] | None:
+        """The size every evaluation image of `split` is padded to (its labels with ignore_index): the split's
+        largest image, at least one sliding window, rounded up to the network's stride. None in 'resize' mode."""
+        spec = self.inference_spec()
+        if spec.mode == "resize":
+            return None
+        height, width = data_lib.largest_image_size(self.config.data, split)
+        if spec.mode == "slide":
+            height, width = max(height, spec.window[0]), max(width, spec.window[1])
+        stride = self.model.stride
+        return -(-height // stride) * stride, -(-width // stride) * stride
+
     def eval_step(self, boundary_tolerance: int | None):
-        return self.layout.wrap(steps.EvalStep(self.model, self.num_classes, self.ignore_index, boundary_tolerance))
+        step = steps.EvalStep(
+            self.model, self.num_classes, self.ignore_index, boundary_tolerance, self.inference_spec()
+        )
+        return self.layout.wrap(step)
 
     def predict_step(self):
-        return self.layout.wrap(steps.PredictStep(self.model), per_example=True)
+        return self.layout.wrap(steps.PredictStep(self.model, self.inference_spec()), per_example=True)
 
     # --- checkpoints --------------------------------------------------------------------------------------------
     def checkpointer(self, *, read_only: bool = False) -> checkpoint_lib.Checkpointer:

@@ -152,7 +152,7 @@ def test_eval_over_two_processes_gives_the_scores_of_one(runs):
         written = json.load(f)
     assert written["scores"]["confusion_matrix"] == report["scores"]["confusion_matrix"]
     assert written["scores"]["mean_iou"] == pytest.approx(report["scores"]["mean_iou"])
-    assert sum(map(sum, written["scores"]["confusion_matrix"])) == 6 * 32 * 32  # every labelled pixel once
+    assert sum(map(sum, written["scores"]["confusion_matrix"])) == 6 * 64 * 64  # every pixel once, at 64 px
     assert os.path.exists(os.path.join(multi, "eval", "validation-step4-examples.png"))
 
 

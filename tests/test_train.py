@@ -82,8 +82,8 @@ def test_run_writes_config_metrics_tensorboard_and_checkpoints(uninterrupted):
     per_class = [validation[0][f"iou/{name}"] for name in data_lib.CLASS_NAMES]
     np.testing.assert_allclose(np.array(per_class, float), scores["per_class_iou"])  # None (absent class) is NaN
     assert 0 <= scores["mean_iou"] <= 1 and np.isfinite(scores["boundary_f1"])
-    # Every validation pixel counted once: 6 images of 32x32, padding excluded.
-    assert scores["confusion_matrix"].sum() == 6 * 32 * 32
+    # Every validation pixel counted once at its own resolution (eval.mode whole), padding excluded.
+    assert scores["confusion_matrix"].sum() == 6 * 64 * 64  # every pixel of the 64 px masks, though crops are 32
     assert os.listdir(os.path.join(workdir, "tb"))
     assert checkpoint_lib.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
 

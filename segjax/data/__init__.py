@@ -8,8 +8,9 @@ Importing this package registers the TFDS builders `segjax_shapes` and `segjax_f
 
 from segjax.data.catalog import CATALOG, DatasetSpec, label_lut
 from segjax.data.folder import SegjaxFolder, check_folder, folder_config
-from segjax.data.pipeline import DatasetInfo, default_data_config, get_dataset_info, make_loader
+from segjax.data.pipeline import DatasetInfo, default_data_config, get_dataset_info, largest_image_size, make_loader
 from segjax.data.shapes import CLASS_NAMES, SegjaxShapes, generate_scene, shapes_config
+from segjax.data.transforms import as_size
 
 __all__ = [
     "CATALOG",
@@ -18,11 +19,13 @@ __all__ = [
     "DatasetSpec",
     "SegjaxFolder",
     "SegjaxShapes",
+    "as_size",
     "check_folder",
     "default_data_config",
     "folder_config",
     "generate_scene",
     "get_dataset_info",
+    "largest_image_size",
     "label_lut",
     "make_loader",
     "shapes_config",

@@ -276,6 +276,20 @@ def _process(process_index, process_count) -> tuple[int, int]:
     return process_index, process_count
 
 
+_LARGEST_SIZES: dict[tuple, tuple[int, int]] = {}
+
+
+def largest_image_size(data_config, split: str) -> tuple[int, int]:
+    """(max height, max width) over the images of a split: read once per process (a decoding pass), remembered."""
+    r = _resolve(data_config)
+    key = (r.spec.tfds_name, str(r.builder.data_dir), split)
+    if key not in _LARGEST_SIZES:
+        source = _data_source(r, split)
+        shapes = np.array([np.asarray(source[i][r.spec.image_key]).shape[:2] for i in range(len(source))])
+        _LARGEST_SIZES[key] = (int(shapes[:, 0].max()), int(shapes[:, 1].max()))
+    return _LARGEST_SIZES[key]
+
+
 def make_loader(
     data_config,
     split: str | None = None,
@@ -286,13 +300,15 @@ def make_loader(
     start_step: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
+    canvas: tuple[int, int] | None = None,
 ) -> Iterator[dict]:
     """Iterator of numpy batches for this process: {'image': float32 (B, H, W, 3), 'label': int32 (B, H, W)}.
 
     split=None picks the config's train_split (train=True) or eval_split (train=False).
     train=True: infinite, reshuffled every epoch from `seed`, augmented; starts at batch `start_step`.
-    train=False: one pass over every example exactly once, no augmentation, fixed `eval_size`; the last batch is
-    padded to full size and a 'valid' (B,) bool marks the real examples.
+    train=False: one pass over every example exactly once, no augmentation; the last batch is padded to full size
+    and a 'valid' (B,) bool marks the real examples. Every image is padded to `canvas` (bottom/right, the labels
+    with ignore_index) at its own resolution, or, with canvas=None, fitted into data.eval_size (downscaled).
     B = global_batch_size // process_count; process p holds examples p*B .. (p+1)*B - 1 of each global batch, so the
     processes' batches, in process order, are the global batch in order.
     """
@@ -329,7 +345,11 @@ def make_loader(
     else:
         if start_step:
             raise ValueError("start_step applies to training loaders only; evaluation always makes one full pass")
-        examples = ds.map(decode).map(transforms.EvalTransform(r.eval_size, mean, std, r.ignore_index))
+        if canvas is None:
+            evaluate = transforms.EvalTransform(r.eval_size, mean, std, r.ignore_index)
+        else:
+            evaluate = transforms.EvalTransform(transforms.as_size(canvas), mean, std, r.ignore_index, fit=False)
+        examples = ds.map(decode).map(evaluate)
         n = len(examples)
         total = math.ceil(n / global_batch_size) * global_batch_size
         ds = grain.MapDataset.range(total).map(_PadToFullBatches(examples, n, r.ignore_index))

@@ -108,14 +108,20 @@ class TrainTransform:
 
 @dataclasses.dataclass(frozen=True)
 class EvalTransform:
-    """No augmentation: fit into `eval_size` (downscaling large images only), pad to it, normalise."""
+    """No augmentation: with `fit`, fit into `eval_size` (downscaling large images only); pad to it (the label with
+    ignore_index, so padding counts nowhere); normalise. Without `fit` an image keeps every pixel at its size."""
 
     eval_size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     ignore_index: int
+    fit: bool = True
 
     def __call__(self, example: dict) -> dict:
-        image, label = fit_within(example["image"], example["label"], self.eval_size)
+        image, label = example["image"], example["label"]
+        if self.fit:
+            image, label = fit_within(image, label, self.eval_size)
+        elif image.shape[0] > self.eval_size[0] or image.shape[1] > self.eval_size[1]:
+            raise ValueError(f"an image of {image.shape[:2]} does not fit the evaluation canvas {self.eval_size}")
         image, label = pad_to(image, label, self.eval_size, self.ignore_index)
         return {"image": normalize(image, self.mean, self.std), "label": label.astype(np.int32)}
