@@ -223,6 +223,18 @@ def evaluate_checkpoint(
                 f" but the config's dataset {config.data.name!r} has {info.num_classes} classes; use "
                 "the config the run was trained with (its workdir's config.json)."
             )
+        trained = meta.get("model") or {}
+        known = set(config_utils.flat_keys(trained, "model."))  # keys newer than the checkpoint keep their default
+        changed = [
+            c
+            for c in config_utils.diff(trained, jsonable(config.model.to_dict()), "model.")
+            if c.split(":")[0] in known
+        ]
+        if changed:
+            raise EvalError(
+                f"The config changes the model the checkpoint of step {resolved} was trained as ({'; '.join(changed)})"
+                ": evaluation cannot change the model; drop those overrides (eval.*, data.* and the like are fine)."
+            )
         split = split or info.eval_split
         if split not in info.num_examples:
             raise EvalError(f"Split {split!r} does not exist in {info.name}; available: {sorted(info.num_examples)}.")

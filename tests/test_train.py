@@ -264,7 +264,10 @@ def test_evaluate_user_errors_write_nothing(uninterrupted, tmp_path):
     _eval_error(workdir, step="last", match="not 'latest', 'best' or an integer")
     wider = config.copy_and_resolve_references()
     wider.model.base_width = 8
-    _eval_error(workdir, config=wider, match=r"does not match the model(.|\n)*params/")
+    _eval_error(workdir, config=wider, match=r"changes the model .*model.base_width: 4 -> 8")
+    smoother = config.copy_and_resolve_references()  # same parameter shapes, another function: refused too
+    smoother.model.upsample.method, smoother.model.upsample.resize = "resize_conv", "bilinear"
+    _eval_error(workdir, config=smoother, match=r"model.upsample.method: None -> 'resize_conv'")
 
 
 def test_evaluate_num_classes_mismatch_is_reported(uninterrupted, tmp_path, monkeypatch):
