@@ -198,13 +198,12 @@ def run_config(workdir: str):
         raise EvalError(f"{workdir} has no {config_utils.CONFIG_FILE}: it is not a segjax-train workdir.") from None
 
 
-def evaluate_checkpoint(
-    workdir: str, step="latest", split: str | None = None, config=None, *, write: bool = True, verbose: bool = True
-) -> dict:
-    """Evaluates a checkpoint of the run in `workdir`; returns the report dict (also written as JSON when `write`).
+def restore_run(workdir: str, step="latest", config=None):
+    """(task, host state, checkpoint step) of a checkpoint of the run in `workdir`, restored read-only.
 
-    config: the run's config (default: <workdir>/config.json); pass another to evaluate on other data settings,
-    it must build the same model (checked against the checkpoint).
+    config: the run's config (default: <workdir>/config.json); another one may change how the data is read and
+    evaluated, not the model (checked against what the checkpoint recorded: keys and, on restore, shapes).
+    Every user error is an EvalError naming the fix.
     """
     workdir = os.path.abspath(workdir)
     stored = run_config(workdir)  # also checks that workdir is a segjax-train workdir
@@ -212,38 +211,46 @@ def evaluate_checkpoint(
     if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
         raise EvalError(f"No checkpoint found in {workdir} (no checkpoints/ folder); train first (segjax-train).")
     task = Task(config, workdir)
-    info = task.info
     checkpoints = task.checkpointer(read_only=True)
     try:
         resolved = checkpoints.resolve_step(step)
         meta = checkpoints.restore_meta(resolved)
-        if meta.get("num_classes") != info.num_classes:
+        if meta.get("num_classes") != task.num_classes:
             raise EvalError(
                 f"The checkpoint of step {resolved} was trained with num_classes={meta.get('num_classes')}"
-                f" but the config's dataset {config.data.name!r} has {info.num_classes} classes; use "
+                f" but the config's dataset {config.data.name!r} has {task.num_classes} classes; use "
                 "the config the run was trained with (its workdir's config.json)."
             )
         trained = meta.get("model") or {}
         known = set(config_utils.flat_keys(trained, "model."))  # keys newer than the checkpoint keep their default
-        changed = [
-            c
-            for c in config_utils.diff(trained, jsonable(config.model.to_dict()), "model.")
-            if c.split(":")[0] in known
-        ]
+        now = jsonable(config.model.to_dict())
+        changed = [c for c in config_utils.diff(trained, now, "model.") if c.split(":")[0] in known]
         if changed:
             raise EvalError(
                 f"The config changes the model the checkpoint of step {resolved} was trained as ({'; '.join(changed)})"
                 ": evaluation cannot change the model; drop those overrides (eval.*, data.* and the like are fine)."
             )
-        split = split or info.eval_split
-        if split not in info.num_examples:
-            raise EvalError(f"Split {split!r} does not exist in {info.name}; available: {sorted(info.num_examples)}.")
         state, _ = checkpoints.restore(resolved, task.abstract_state())
     except checkpoint_lib.CheckpointError as e:
         raise EvalError(str(e)) from None
     finally:
         checkpoints.close()
+    return task, state, resolved
 
+
+def evaluate_checkpoint(
+    workdir: str, step="latest", split: str | None = None, config=None, *, write: bool = True, verbose: bool = True
+) -> dict:
+    """Evaluates a checkpoint of the run in `workdir`; returns the report dict (also written as JSON when `write`).
+
+    config: the run's config (default: <workdir>/config.json); see `restore_run`.
+    """
+    workdir = os.path.abspath(workdir)
+    task, state, resolved = restore_run(workdir, step, config)
+    config, info = task.config, task.info
+    split = split or info.eval_split
+    if split not in info.num_examples:
+        raise EvalError(f"Split {split!r} does not exist in {info.name}; available: {sorted(info.num_examples)}.")
     num_plot = int(config.eval.num_images_to_plot)
     result = evaluate_split(task, task.layout.replicate(state), split, collect_examples=num_plot)
     scores, examples = result if num_plot else (result, None)

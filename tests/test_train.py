@@ -11,9 +11,10 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils, evaluate, train
+from segjax import config_utils, evaluate, predict, train
 from segjax import data as data_lib
 from segjax.config_utils import load_sibling
 from segjax.logging_utils import read_metrics
@@ -289,3 +290,31 @@ def test_eval_cli_exit_code_2_and_config_override_errors(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "does not exist" in result.stderr and not os.path.exists(missing)
+
+
+def test_predict_writes_masks_and_overlays_at_each_images_size(uninterrupted, tmp_path, capsys):
+    workdir, _, _ = uninterrupted
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a": (45, 70), "b": (64, 33)}.items():
+        Image.fromarray(rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)).save(images / f"{name}.png")
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    predict.main([f"--workdir={workdir}", str(images), f"--out={out}", "--config.eval.flip=True"])
+    assert "wrote 2 masks" in capsys.readouterr().out
+    for name, (h, w) in {"a": (45, 70), "b": (64, 33)}.items():
+        with Image.open(out / f"{name}.png") as mask:
+            assert mask.mode == "P" and mask.size == (w, h) and np.asarray(mask).max() < 6
+        with Image.open(out / f"{name}_overlay.png") as overlay:
+            assert overlay.size == (w, h) and overlay.mode == "RGB"
+    for args, message in [
+        ([f"--workdir={workdir}", str(tmp_path / "nothing"), f"--out={out}"], "neither an image file nor a folder"),
+        (
+            [f"--workdir={workdir}", str(out), f"--out={tmp_path / 'o2'}", "--config.model.base_width=8"],
+            "changes the model",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main(args)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
