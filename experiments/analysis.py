@@ -330,14 +330,6 @@ def display_images(images) -> np.ndarray:
 # Operator-level study (Odena et al.): one Upsample layer, random init, constant input
 
 
-def upsample_kwargs(label: str) -> dict:
-    """The `segjax.ops.Upsample` arguments of an operator of the one table, definitions.UPSAMPLE_ARMS."""
-    settings = dict(UPSAMPLE_ARMS[label])
-    if "init" in settings:
-        settings["weight_init"] = settings.pop("init")  # Upsample's name (a field called `init` would shadow linen's)
-    return settings
-
-
 def operator_outputs(seed: int, channels: int = 8, size: int = 16) -> dict[str, np.ndarray]:
     """Output of each operator of UPSAMPLE_ARMS (x2, freshly initialised with `seed`) on a constant input."""
     key = jax.random.PRNGKey(seed)
@@ -353,10 +345,9 @@ def _operator_fns(channels: int, size: int) -> dict:
     x = jnp.ones((1, size, size, channels), jnp.float32)
     fns = {}
     for label in UPSAMPLE_ARMS:
-        kwargs = upsample_kwargs(label)
-        learned = ops.has_params(kwargs["method"])
-        module = ops.Upsample(factor=2, features=channels if learned else None, **kwargs)
-        if kwargs["method"] == "max_unpool":  # unpool the pooled input with its own indices (ties: the first)
+        spec = ops.UpsampleSpec(**UPSAMPLE_ARMS[label])
+        module = ops.Upsample(spec, factor=2, features=channels if spec.has_params else None)
+        if spec.needs_indices:  # unpool the pooled input with its own indices (ties: the first)
             pooled, indices = ops.max_pool_with_indices(x, 2)
             inp, call = pooled, {"indices": indices, "output_size": (size, size)}
         else:

@@ -150,23 +150,22 @@ transposed convolution and ICNR-initialised pixel shuffle treat the phases alike
     (
         "code",
         """\
-def apply_operator(kwargs, image, seed=0):
-    learned = ops.has_params(kwargs["method"])
-    module = ops.Upsample(factor=2, features=image.shape[-1] if learned else None, **kwargs)
+def apply_operator(spec, image, seed=0):
+    module = ops.Upsample(spec, factor=2, features=image.shape[-1] if spec.has_params else None)
     call = {}
-    if kwargs["method"] == "max_unpool":  # unpool with the indices of pooling the full-size image
+    if spec.needs_indices:  # unpool with the indices of pooling the full-size image
         full = ops.nearest_upsample(image, 2)
         image, idx = ops.max_pool_with_indices(full, 2)
         call = {"indices": idx, "output_size": full.shape[1:3]}
     variables = module.init(jax.random.PRNGKey(seed), image, **call)
     return np.asarray(module.apply(variables, image, **call))
 
-cases = [(label, analysis.upsample_kwargs(label)) for label in UPSAMPLE_ARMS]
+cases = [(label, ops.UpsampleSpec(**settings)) for label, settings in UPSAMPLE_ARMS.items()]
 constant = jnp.ones_like(small)
 fig, axes = plt.subplots(2, len(cases), figsize=(1.6 * len(cases), 3.6))
-for j, (label, kwargs) in enumerate(cases):
-    on_photo = apply_operator(kwargs, small)[0]
-    on_constant = apply_operator(kwargs, constant)[0, 4:12, 4:12, 0]
+for j, (label, spec) in enumerate(cases):
+    on_photo = apply_operator(spec, small)[0]
+    on_constant = apply_operator(spec, constant)[0, 4:12, 4:12, 0]
     lo, hi = on_photo.min(), on_photo.max()
     axes[0, j].imshow((on_photo - lo) / max(hi - lo, 1e-6))
     c_lo, c_hi = on_constant.min(), on_constant.max()

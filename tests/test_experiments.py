@@ -18,6 +18,7 @@ import pytest
 from experiments import analysis, command, definitions, report, reproduction_report, reproductions, stats
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
+from segjax import ops
 from segjax.logging_utils import read_metrics
 from segjax.models.config import resolve
 from segjax.ops import checkerboard_score
@@ -47,7 +48,7 @@ def test_ablation_presets_expand_into_valid_configs():
         assert c.model.upsample.init == settings.get("init")
         assert c.num_train_steps == definitions.CPU_STEPS and c.data.crop_size == 32 and c.data.eval_size == 64
         kwargs = resolve(c.model).kwargs  # every arm is a valid model config
-        assert kwargs["upsample_method"] == settings["method"]
+        assert kwargs["upsample"] == ops.UpsampleSpec(**settings)
     smoke = ua.PRESETS["smoke_cpu"]()
     assert smoke.smoke_test and not smoke.hypotheses
     assert {a.label for a in smoke.arms if a.model == "unet"} == set(definitions.UPSAMPLE_ARMS)

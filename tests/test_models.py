@@ -218,7 +218,7 @@ def test_default_config_builds_the_small_unet():
     cfg = models.default_model_config()
     model = models.create_model(cfg, NUM_CLASSES)
     assert isinstance(model, models.UNet)
-    assert (model.base_width, model.depth, model.upsample_method) == (16, 3, "transposed")
+    assert (model.base_width, model.depth, model.upsample.method) == (16, 3, "transposed")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,10 +272,10 @@ def test_segnet_unpools_exactly_where_the_encoder_maxima_were():
     variables = jax.jit(model.init)({"params": rkey(1)}, x)
     _, state = jax.jit(
         lambda v, x: model.apply(
-            v, x, capture_intermediates=lambda m, _: m.name in ("enc2", "up2"), mutable=["intermediates"]
+            v, x, capture_intermediates=lambda m, _: m.name in ("block2", "up2"), mutable=["intermediates"]
         )
     )(variables, x)
-    enc = np.asarray(state["intermediates"]["enc2"]["__call__"][0])  # (2, 8, 10, 4), before pool 2
+    enc = np.asarray(state["intermediates"]["encoder"]["block2"]["__call__"][0])  # (2, 8, 10, 4), before pool 2
     up = np.asarray(state["intermediates"]["up2"]["__call__"][0])
     assert up.shape == enc.shape
     n, h, w, c = enc.shape
@@ -376,9 +376,10 @@ def test_batch_norm_statistics_are_synchronised_over_devices():
 
 def test_group_norm_and_no_norm_parameters():
     _, group = abstract_apply(models.create_model(tiny("segnet", norm="group", base_width=8), 3), (1, 8, 8, 3))
-    assert "gn" in group["params"]["enc1"]["norm0"] and "batch_stats" not in group
+    assert "gn" in group["params"]["encoder"]["block1"]["norm0"] and "batch_stats" not in group
     _, none = abstract_apply(models.create_model(tiny("segnet", norm="none"), 3), (1, 8, 8, 3))
-    assert "norm0" not in none["params"]["enc1"] and "bias" in none["params"]["enc1"]["conv0"]
+    encoder = none["params"]["encoder"]
+    assert "norm0" not in encoder["block1"] and "bias" in encoder["block1"]["conv0"]
     assert layers.group_count(64) == 16 and layers.group_count(8) == 2 and layers.group_count(6) == 1
 
 

@@ -8,6 +8,7 @@ import pytest
 from segjax.ops import (
     METHODS,
     Upsample,
+    UpsampleSpec,
     bilinear_upsample,
     conv_transpose,
     has_params,
@@ -43,7 +44,7 @@ def test_every_method_shapes_params_and_gradient(method):
     x = X
     if needs_indices(method):
         x, kwargs["indices"] = max_pool_with_indices(jnp.tile(X, (1, 2, 2, 1)))  # (2, 5, 6, 4)
-    module = Upsample(method, factor=2, features=features)
+    module = Upsample(UpsampleSpec(method), factor=2, features=features)
     variables = jax.jit(module.init)(jax.random.key(0), x, **kwargs)
     assert sum(p.size for p in jax.tree.leaves(variables)) == PARAM_COUNTS[method]
 
@@ -65,15 +66,15 @@ def test_every_method_shapes_params_and_gradient(method):
 
 
 def test_fixed_methods_equal_the_ops():
-    _, y = _run(Upsample("bilinear", factor=3), X)
+    _, y = _run(Upsample(UpsampleSpec("bilinear"), factor=3), X)
     np.testing.assert_array_equal(y, bilinear_upsample(X, 3))
     values, indices = max_pool_with_indices(X)  # from a 5x6 map: output_size restores the odd size
-    _, y = _run(Upsample("max_unpool"), values, indices=indices, output_size=(5, 6))
+    _, y = _run(Upsample(UpsampleSpec("max_unpool")), values, indices=indices, output_size=(5, 6))
     np.testing.assert_array_equal(y, max_unpool(values, indices, (5, 6)))
 
 
 def test_transposed_uses_conv_transpose_and_bilinear_init():
-    module = Upsample("transposed", factor=2, features=4, weight_init="bilinear")
+    module = Upsample(UpsampleSpec("transposed", init="bilinear"), factor=2, features=4)
     variables, y = _run(module, X)
     kernel = variables["params"]["kernel"]
     assert kernel.shape == (4, 4, 4, 4)  # FCN's size 2*factor for the bilinear init
@@ -82,25 +83,27 @@ def test_transposed_uses_conv_transpose_and_bilinear_init():
 
 
 def test_icnr_pixel_shuffle_has_no_checkerboard_at_init():
-    module = Upsample("pixel_shuffle", factor=2, features=3, weight_init="icnr")
+    module = Upsample(UpsampleSpec("pixel_shuffle", init="icnr"), factor=2, features=3)
     _, y = _run(module, X)
     np.testing.assert_array_equal(y[:, 0::2, 0::2], y[:, 1::2, 1::2])
 
 
 @pytest.mark.parametrize(
-    "kwargs, call, match",
+    "spec, module, call, match",
     [
-        (dict(method="deconv"), {}, "Unknown upsampling method"),
-        (dict(method="transposed"), {}, "needs `features`"),
-        (dict(method="nearest", features=7), {}, "keeps the channel count"),
-        (dict(method="nearest", kernel_size=3), {}, "kernel_size must be None"),
-        (dict(method="resize_conv", features=3, weight_init="icnr"), {}, "weight_init"),
-        (dict(method="resize_conv", features=3, resize="cubic"), {}, "resize"),
-        (dict(method="transposed", features=3, weight_init="bilinear"), {}, "must be a multiple of features"),
-        (dict(method="max_unpool"), {}, "indices"),
-        (dict(method="nearest"), dict(output_size=(11, 12)), "only cropping"),
+        (dict(method="deconv"), {}, {}, "Unknown upsampling method"),
+        (dict(method="nearest", kernel_size=3), {}, {}, "kernel_size=3 has no effect"),
+        (dict(method="transposed", kernel_size=0), {}, {}, "kernel_size must be a positive int"),
+        (dict(method="resize_conv", init="icnr"), {}, {}, "init='icnr' is not valid"),
+        (dict(method="resize_conv", resize="cubic"), {}, {}, "resize"),
+        (dict(method="transposed"), {}, {}, "needs `features`"),
+        (dict(method="nearest"), dict(features=7), {}, "keeps the channel count"),
+        (dict(method="transposed", init="bilinear"), dict(features=3), {}, "must be a multiple of features"),
+        (dict(method="max_unpool"), {}, {}, "indices"),
+        (dict(method="nearest"), {}, dict(output_size=(11, 12)), "only cropping"),
     ],
 )
-def test_errors_list_what_is_valid(kwargs, call, match):
+def test_errors_list_what_is_valid(spec, module, call, match):
+    """The spec refuses a bad operator when it is made; the module refuses what depends on its input."""
     with pytest.raises(ValueError, match=match):
-        Upsample(**kwargs).init(jax.random.key(0), X, **call)
+        Upsample(UpsampleSpec(**spec), **module).init(jax.random.key(0), X, **call)

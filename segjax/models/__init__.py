@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from segjax.models.base import EncoderDecoder
 from segjax.models.config import PRESET_NAMES, PRESETS, default_model_config, resolve
 from segjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s
-from segjax.models.layers import Conv, conv2d
+from segjax.models.layers import Conv, NormFactory, conv2d
 from segjax.models.segnet import DeconvNet, SegNet
 from segjax.models.unet import UNet
 
@@ -26,8 +26,9 @@ def create_model(model_config, num_classes: int, *, axis_name: str | None = None
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
     resolved = resolve(model_config)
-    model = MODELS[resolved.name](num_classes=num_classes, axis_name=axis_name, dtype=dtype, **resolved.kwargs)
-    model.check_upsample()
+    kwargs = dict(resolved.kwargs, norm=NormFactory(resolved.kwargs["norm"], axis_name, dtype))
+    model = MODELS[resolved.name](num_classes=num_classes, dtype=dtype, **kwargs)
+    model.check()
     return model
 
 

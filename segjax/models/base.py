@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from segjax import ops
-from segjax.models.layers import UpStep, pad_to_multiple
+from segjax.models.layers import NormFactory, UpStep, pad_to_multiple
 
 
 class EncoderDecoder(nn.Module):
@@ -22,13 +22,9 @@ class EncoderDecoder(nn.Module):
     base_width: int = 16
     depth: int = 4
     convs: tuple[int, ...] = (2,)
-    norm: str = "batch"
+    norm: NormFactory = NormFactory()
     dropout: float = 0.0
-    upsample_method: str = "transposed"
-    upsample_kernel_size: int | None = None
-    upsample_init: str | None = None
-    upsample_resize: str = "nearest"
-    axis_name: str | None = None
+    upsample: ops.UpsampleSpec = ops.UpsampleSpec("transposed")
     dtype: Any = jnp.float32
 
     # Methods this network cannot use, with the reason (filled in by subclasses).
@@ -41,10 +37,11 @@ class EncoderDecoder(nn.Module):
     def level_convs(self, level: int) -> int:
         return self.convs[level % len(self.convs)]
 
-    def check_upsample(self):
-        """Raises a ValueError naming the model, the method and what works, for impossible choices."""
+    def check(self):
+        """Raises a ValueError naming the model and what works, for a choice this network cannot use (the specs
+        validate themselves)."""
         name = type(self).__name__
-        method = ops.check_method(self.upsample_method)
+        method = self.upsample.method
         reasons = type(self).unsupported_methods or {}
         if method in reasons:
             valid = [m for m in ops.METHODS if m not in reasons]
@@ -52,42 +49,12 @@ class EncoderDecoder(nn.Module):
                 f"model {name}: upsample method {method!r} cannot work: {reasons[method]}. "
                 f"Valid methods for {name}: {', '.join(valid)}."
             )
-        inits = ops.INITS.get(method, ())
-        if self.upsample_init is not None and self.upsample_init not in inits:
-            valid = f"one of {inits}" if inits else "None (this method has no init choice)"
-            raise ValueError(
-                f"model {name}: upsample.init={self.upsample_init!r} is not valid for method {method!r}; use {valid}."
-            )
-        if self.upsample_kernel_size is not None and not ops.has_params(method):
-            raise ValueError(
-                f"model {name}: upsample.kernel_size={self.upsample_kernel_size} has no effect "
-                f"with the parameter-free method {method!r}; set it to None, or use one of "
-                f"{', '.join(ops.PARAMETRIC_METHODS)}."
-            )
-        if self.upsample_resize not in ("nearest", "bilinear"):
-            raise ValueError(
-                f"model {name}: upsample.resize must be 'nearest' or 'bilinear', got {self.upsample_resize!r}."
-            )
         if self.num_classes < 1:
             raise ValueError(f"model {name}: num_classes must be >= 1, got {self.num_classes}.")
 
-    @property
-    def uses_indices(self) -> bool:
-        return ops.needs_indices(self.upsample_method)
-
-    def up_step(self, features: int, factor: int = 2, *, use_bias: bool = True, name: str):
+    def up_step(self, features: int, factor: int = 2, *, use_bias: bool = True, name: str) -> UpStep:
         """The configured upsampling step (see `UpStep`)."""
-        return UpStep(
-            self.upsample_method,
-            features,
-            factor,
-            self.upsample_kernel_size,
-            self.upsample_init,
-            self.upsample_resize,
-            use_bias,
-            self.dtype,
-            name=name,
-        )
+        return UpStep(self.upsample, features, factor, use_bias, self.dtype, name=name)
 
     def network(self, x, train: bool):
         raise NotImplementedError
@@ -95,7 +62,7 @@ class EncoderDecoder(nn.Module):
     def __call__(self, images, train: bool = False):
         if images.ndim != 4:
             raise ValueError(f"{type(self).__name__} expects images (N, H, W, C), got shape {images.shape}.")
-        self.check_upsample()
+        self.check()
         x, (h, w) = pad_to_multiple(jnp.asarray(images, self.dtype), self.stride)
         logits = self.network(x, train)
         return logits[:, :h, :w, :].astype(jnp.float32)

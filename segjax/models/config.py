@@ -133,10 +133,13 @@ def resolve(model_config) -> ResolvedModel:
     if unknown:
         raise ValueError(f"Unknown model.upsample keys {sorted(unknown)}; valid: {sorted(_KNOWN_UPSAMPLE_KEYS)}.")
     method = _get(up, "method") or DEFAULT_METHOD[family]
-    ops.check_method(method)
     init = _get(up, "init")
     if init is None and method == "transposed":
         init = DEFAULT_TRANSPOSED_INIT[family]
+    try:
+        upsample = ops.UpsampleSpec(method, _get(up, "kernel_size"), init, _get(up, "resize", "nearest"))
+    except ValueError as e:
+        raise ValueError(f"model {name}: {e}") from None
     convs = preset["convs"]
     kwargs = dict(
         base_width=base_width,
@@ -144,10 +147,7 @@ def resolve(model_config) -> ResolvedModel:
         convs=tuple(convs[i % len(convs)] for i in range(depth)),
         norm=norm,
         dropout=float(dropout),
-        upsample_method=method,
-        upsample_kernel_size=_positive_int(_get(up, "kernel_size"), "upsample.kernel_size", name),
-        upsample_init=init,
-        upsample_resize=_get(up, "resize", "nearest"),
+        upsample=upsample,
     )
     if "fc_width" in preset:
         kwargs.update(fc_width=preset["fc_width"], fc_kernel=preset["fc_kernel"])

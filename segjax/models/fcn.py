@@ -16,7 +16,8 @@ from typing import ClassVar
 from flax import linen as nn
 
 from segjax.models.base import EncoderDecoder
-from segjax.models.layers import Conv, ConvBlock, max_pool
+from segjax.models.encoder import VGGEncoder
+from segjax.models.layers import Conv
 
 
 class FCN(EncoderDecoder):
@@ -43,28 +44,24 @@ class FCN(EncoderDecoder):
         """VGG widths: base, 2*base, 4*base, 8*base, 8*base."""
         return self.base_width * 2 ** min(level, 3)
 
+    def encoder(self) -> VGGEncoder:
+        widths = tuple(self.width(level) for level in range(5))
+        convs = tuple(self.level_convs(level) for level in range(5))
+        return VGGEncoder(widths, convs, self.norm, dtype=self.dtype, name="encoder")
+
     @nn.compact
     def network(self, x, train: bool):
         if self.depth != 5:
             raise ValueError(f"{type(self).__name__}: depth is fixed at 5 (output stride 32), got {self.depth}.")
-        pools = []
-        for level in range(5):
-            x = ConvBlock(
-                (self.width(level),) * self.level_convs(level),
-                norm=self.norm,
-                axis_name=self.axis_name,
-                dtype=self.dtype,
-                name=f"block{level + 1}",
-            )(x, train)
-            x, _ = max_pool(x)
-            pools.append(x)
+        levels = self.encoder()(x, train)
+        x = levels[-1].pooled
         for i, kernel in enumerate((self.fc_kernel, 1)):
             x = nn.relu(Conv(self.fc_width, kernel, dtype=self.dtype, name=f"fc{6 + i}")(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
         score = Conv(self.num_classes, 1, dtype=self.dtype, name="score_fr")(x)
         stride = 32
         for i in range(self.skips):
-            pool = pools[3 - i]  # pool4 (stride 16), then pool3 (stride 8)
+            pool = levels[3 - i].pooled  # pool4 (stride 16), then pool3 (stride 8)
             up = self.up_step(self.num_classes, 2, use_bias=False, name=f"upscore{i + 1}")(score)
             skip = Conv(
                 self.num_classes,

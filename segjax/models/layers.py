@@ -3,6 +3,7 @@ normalisation choice, conv-norm-ReLU stacks, pooling, the decoder's upsampling s
 to the network's stride.
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -162,38 +163,58 @@ class BatchNorm(nn.Module):
         return y.astype(x.dtype)
 
 
-class Norm(nn.Module):
-    """Batch norm (statistics averaged over `axis_name` when given), group norm, or identity."""
+class GroupNorm(nn.Module):
+    """`nn.GroupNorm` with `group_count(channels)` groups, called like `BatchNorm` (`train` is ignored)."""
 
-    norm: str = "batch"
-    axis_name: str | None = None
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = check_norm(self.norm)
-        if norm == "batch":
-            return BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="bn")(x, train)
-        if norm == "group":
-            return nn.GroupNorm(num_groups=group_count(x.shape[-1]), dtype=self.dtype, name="gn")(x)
-        return x
+        return nn.GroupNorm(num_groups=group_count(x.shape[-1]), dtype=self.dtype, name="gn")(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormFactory:
+    """Makes the normalisation module of a layer: `factory(name=...)` is a `BatchNorm` (statistics averaged over
+    `axis_name` when given), a `GroupNorm`, or None for `kind='none'`. Validated once; frozen and hashable, so
+    modules holding one compare equal when their norms do."""
+
+    kind: str = "batch"
+    axis_name: str | None = None
+    dtype: Any = None
+
+    def __post_init__(self):
+        check_norm(self.kind)
+
+    @property
+    def normalises(self) -> bool:
+        """Whether a norm follows the convolution (then the convolution needs no bias)."""
+        return self.kind != "none"
+
+    def __call__(self, *, name: str) -> nn.Module | None:
+        if self.kind == "batch":
+            return BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name=name)
+        if self.kind == "group":
+            return GroupNorm(dtype=self.dtype, name=name)
+        return None
 
 
 class ConvBlock(nn.Module):
-    """`len(widths)` times: conv (kernel_size) -> norm -> ReLU. The conv has a bias only without norm
-    (a bias before batch/group norm is cancelled by the mean subtraction)."""
+    """`len(widths)` times: conv (kernel_size) -> norm -> ReLU, the layers named conv{i} and norm{i}. The conv has
+    a bias only without norm (a bias before batch/group norm is cancelled by the mean subtraction)."""
 
     widths: tuple[int, ...]
+    norm: NormFactory
     kernel_size: int = 3
-    norm: str = "batch"
-    axis_name: str | None = None
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
         for i, width in enumerate(self.widths):
-            x = Conv(width, self.kernel_size, use_bias=self.norm == "none", dtype=self.dtype, name=f"conv{i}")(x)
-            x = Norm(self.norm, self.axis_name, self.dtype, name=f"norm{i}")(x, train)
+            x = Conv(width, self.kernel_size, use_bias=not self.norm.normalises, dtype=self.dtype, name=f"conv{i}")(x)
+            norm = self.norm(name=f"norm{i}")
+            if norm is not None:
+                x = norm(x, train)
             x = nn.relu(x)
         return x
 
@@ -228,14 +249,9 @@ def pad_to_multiple(x, multiple: int):
 # --------------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _index_free_methods() -> tuple[str, ...]:
-    return tuple(m for m in ops.METHODS if not ops.needs_indices(m))
-
-
 class UpStep(nn.Module):
-    """One decoder upsampling step by `factor` to `features` channels, with the operator named by
-    `method` (see `segjax.ops.Upsample`).
+    """One decoder upsampling step by `factor` to `features` channels with the operator `spec` describes (see
+    `segjax.ops.Upsample`).
 
     Learned methods (transposed, resize_conv, pixel_shuffle) change the channel count themselves.
     Parameter-free methods (nearest, bilinear, bed_of_nails, max_unpool) keep it, so when `features`
@@ -245,32 +261,19 @@ class UpStep(nn.Module):
     max_unpool's `indices` must come from `max_pool` of a map of size `output_size` (not checked).
     """
 
-    method: str
+    spec: ops.UpsampleSpec
     features: int
     factor: int = 2
-    kernel_size: int | None = None
-    weight_init: str | None = None
-    resize: str = "nearest"
     use_bias: bool = True
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x, indices=None, output_size=None):
-        if ops.has_params(self.method):
-            return ops.Upsample(
-                self.method,
-                self.factor,
-                self.features,
-                self.kernel_size,
-                self.weight_init,
-                self.resize,
-                self.use_bias,
-                self.dtype,
-                name="upsample",
-            )(x, indices, output_size)
+        if self.spec.has_params:
+            upsample = ops.Upsample(self.spec, self.factor, self.features, self.use_bias, self.dtype, name="upsample")
+            return upsample(x, indices, output_size)
         if x.shape[-1] != self.features:
             x = Conv(self.features, 1, use_bias=self.use_bias, dtype=self.dtype, name="project")(x)
         # The networks' indices come from 2x2 max_pool (non-overlapping cells) of a map of output_size.
-        return ops.Upsample(self.method, self.factor, dtype=self.dtype, assume_in_cell=True, name="upsample")(
-            x, indices, output_size
-        )
+        upsample = ops.Upsample(self.spec, self.factor, dtype=self.dtype, assume_in_cell=True, name="upsample")
+        return upsample(x, indices, output_size)

@@ -19,7 +19,8 @@ computed and each level upsamples the features instead (same channels, then the 
 from flax import linen as nn
 
 from segjax.models.base import EncoderDecoder
-from segjax.models.layers import Conv, ConvBlock, Norm, max_pool
+from segjax.models.encoder import VGGEncoder
+from segjax.models.layers import Conv, ConvBlock
 
 
 class SegNet(EncoderDecoder):
@@ -35,29 +36,30 @@ class SegNet(EncoderDecoder):
         """VGG widths: base, 2*base, 4*base, 8*base, 8*base, ..."""
         return self.base_width * 2 ** min(level, 3)
 
-    def _level_dropout(self, level: int) -> bool:
-        return self.fc_width is None and self.dropout > 0 and level >= self.depth - 3
-
     @nn.compact
     def network(self, x, train: bool):
-        block = dict(norm=self.norm, axis_name=self.axis_name, dtype=self.dtype)
-        pooled = []
-        for level in range(self.depth):
-            x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"enc{level + 1}")(x, train)
-            size = x.shape[1:3]
-            x, indices = max_pool(x, with_indices=self.uses_indices)
-            pooled.append((indices, size))
-            if self._level_dropout(level):
-                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        bayesian = self.fc_width is None and self.dropout > 0
+        dropout_levels = tuple(range(max(self.depth - 3, 0), self.depth)) if bayesian else ()
+        levels = VGGEncoder(
+            tuple(self.width(level) for level in range(self.depth)),
+            tuple(self.level_convs(level) for level in range(self.depth)),
+            self.norm,
+            pool_indices=self.upsample.needs_indices,
+            dropout=self.dropout,
+            dropout_levels=dropout_levels,
+            dtype=self.dtype,
+            name="encoder",
+        )(x, train)
+        x = levels[-1].pooled
         if self.fc_width is not None:
             x = self._fc_bottleneck(x, train)
         for level in reversed(range(self.depth)):
-            indices, size = pooled[level]
-            x = self.up_step(x.shape[-1], 2, name=f"up{level + 1}")(x, indices, size)
+            skip = levels[level]
+            x = self.up_step(x.shape[-1], 2, name=f"up{level + 1}")(x, skip.indices, skip.features.shape[1:3])
             n = self.level_convs(level)
             widths = (self.width(level),) * (n - 1) + (self.width(max(level - 1, 0)),)
-            x = ConvBlock(widths, **block, name=f"dec{level + 1}")(x, train)
-            if self._level_dropout(level):
+            x = ConvBlock(widths, self.norm, dtype=self.dtype, name=f"dec{level + 1}")(x, train)
+            if level in dropout_levels:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)
 
@@ -70,8 +72,9 @@ class SegNet(EncoderDecoder):
             ("fc7", self.fc_width, 1, True),
             ("deconv_fc6", width, self.fc_kernel, False),
         ):
-            x = Conv(features, kernel, use_bias=self.norm == "none", dtype=self.dtype, name=name)(x)
-            x = nn.relu(Norm(self.norm, self.axis_name, self.dtype, name=f"{name}_norm")(x, train))
+            x = Conv(features, kernel, use_bias=not self.norm.normalises, dtype=self.dtype, name=name)(x)
+            norm = self.norm(name=f"{name}_norm")
+            x = nn.relu(x if norm is None else norm(x, train))
             if drop:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return x

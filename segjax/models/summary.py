@@ -44,7 +44,7 @@ def describe(
         cost = cost[0] if cost else {}
     flops = float((cost or {}).get("flops", math.nan))
     return dict(
-        model=name, method=model.upsample_method, params=count_params(variables["params"]), gflops=flops / batch / 1e9
+        model=name, method=model.upsample.method, params=count_params(variables["params"]), gflops=flops / batch / 1e9
     )
 
 

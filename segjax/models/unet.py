@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from segjax.models.base import EncoderDecoder
-from segjax.models.layers import Conv, ConvBlock, max_pool
+from segjax.models.encoder import VGGEncoder
+from segjax.models.layers import Conv, ConvBlock
 
 
 class UNet(EncoderDecoder):
@@ -32,20 +33,21 @@ class UNet(EncoderDecoder):
 
     @nn.compact
     def network(self, x, train: bool):
-        block = dict(norm=self.norm, axis_name=self.axis_name, dtype=self.dtype)
-        skips = []
-        for level in range(self.depth):
-            x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"down{level + 1}")(x, train)
-            size = x.shape[1:3]
-            pooled, indices = max_pool(x, with_indices=self.uses_indices)
-            skips.append((x, indices, size))
-            x = pooled
-        x = ConvBlock((self.width(self.depth),) * self.level_convs(self.depth), **block, name="bottom")(x, train)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        levels = VGGEncoder(
+            tuple(self.width(level) for level in range(self.depth + 1)),
+            tuple(self.level_convs(level) for level in range(self.depth + 1)),
+            self.norm,
+            pool_indices=self.upsample.needs_indices,
+            pool_last=False,
+            dtype=self.dtype,
+            name="encoder",
+        )(x, train)
+        x = nn.Dropout(self.dropout, deterministic=not train)(levels[-1].features)
         for level in reversed(range(self.depth)):
-            skip, indices, size = skips[level]
-            x = self.up_step(self.width(level), 2, name=f"up{level + 1}")(x, indices, size)
+            skip = levels[level]
+            x = self.up_step(self.width(level), 2, name=f"up{level + 1}")(x, skip.indices, skip.features.shape[1:3])
             if self.skips:
-                x = jnp.concatenate([skip, x], axis=-1)
-            x = ConvBlock((self.width(level),) * self.level_convs(level), **block, name=f"upblock{level + 1}")(x, train)
+                x = jnp.concatenate([skip.features, x], axis=-1)
+            widths = (self.width(level),) * self.level_convs(level)
+            x = ConvBlock(widths, self.norm, dtype=self.dtype, name=f"upblock{level + 1}")(x, train)
         return Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)

@@ -1,6 +1,7 @@
 """`Upsample`: one linen module that builds any of the upsampling operators by name, so a model or a
 config can swap the decoder's operator without touching the network code."""
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ METHODS = ("nearest", "bilinear", "bed_of_nails", "max_unpool", "transposed", "r
 PARAMETRIC_METHODS = ("transposed", "resize_conv", "pixel_shuffle")
 # Methods that need the encoder's pooling indices at call time.
 INDEX_METHODS = ("max_unpool",)
-# Valid `weight_init` values per method (the first is what None means).
+# Valid `init` values per method (the first is what None means).
 INITS = {"transposed": ("default", "bilinear"), "pixel_shuffle": ("default", "icnr")}
 RESIZES = ("nearest", "bilinear")
 _FIXED = {"nearest": nearest_upsample, "bilinear": bilinear_upsample, "bed_of_nails": bed_of_nails}
@@ -48,73 +49,98 @@ def default_kernel_size(method: str, factor: int, init: str | None = None) -> in
     return 3 if method in PARAMETRIC_METHODS else None
 
 
+@dataclasses.dataclass(frozen=True)
+class UpsampleSpec:
+    """Which upsampling operator, validated once: `method` (see METHODS); `kernel_size` of the learned methods (None:
+    `default_kernel_size`); `init` of the transposed convolution ('default' lecun normal or 'bilinear') or of pixel
+    shuffle ('default' or 'icnr'), None meaning the first; `resize` before resize_conv's convolution ('nearest' or
+    'bilinear'). Frozen and hashable, so models and steps holding one compare equal when their operators do."""
+
+    method: str = "transposed"
+    kernel_size: int | None = None
+    init: str | None = None
+    resize: str = "nearest"
+
+    def __post_init__(self):
+        method = check_method(self.method)
+        inits = INITS.get(method, ())
+        if self.init is not None and self.init not in inits:
+            valid = f"one of {inits}" if inits else "None (this method has no init choice)"
+            raise ValueError(f"upsample.init={self.init!r} is not valid for method {method!r}; use {valid}.")
+        if self.kernel_size is not None:
+            if method not in PARAMETRIC_METHODS:
+                raise ValueError(
+                    f"upsample.kernel_size={self.kernel_size} has no effect with the parameter-free method "
+                    f"{method!r}; set it to None, or use one of {', '.join(PARAMETRIC_METHODS)}."
+                )
+            if not isinstance(self.kernel_size, int) or isinstance(self.kernel_size, bool) or self.kernel_size < 1:
+                raise ValueError(f"upsample.kernel_size must be a positive int or None, got {self.kernel_size!r}.")
+        if self.resize not in RESIZES:
+            raise ValueError(f"upsample.resize must be one of {RESIZES}, got {self.resize!r}.")
+
+    @property
+    def has_params(self) -> bool:
+        return self.method in PARAMETRIC_METHODS
+
+    @property
+    def needs_indices(self) -> bool:
+        return self.method in INDEX_METHODS
+
+    @property
+    def weight_init(self) -> str | None:
+        """The init in effect (None's meaning filled in), or None for methods without a choice."""
+        inits = INITS.get(self.method, ())
+        return self.init or (inits[0] if inits else None)
+
+    def kernel_size_for(self, factor: int) -> int | None:
+        """The kernel size in effect at `factor`."""
+        return self.kernel_size or default_kernel_size(self.method, factor, self.weight_init)
+
+
 class Upsample(nn.Module):
-    """Upsamples NHWC features by `factor` with the operator named by `method` (see METHODS).
+    """Upsamples NHWC features by `factor` with the operator `spec` describes (see METHODS, UpsampleSpec).
 
     Output spatial size factor*H x factor*W, cropped to `output_size` when given (max_unpool: exactly
     `output_size`, default factor*H x factor*W; `indices` required). Parameter-free methods keep the
     channel count; learned ones output `features` channels.
-      transposed: conv_transpose with kernel `kernel_size`, stride factor, SAME padding; weight_init
-        'default' (lecun normal) or 'bilinear' (FCN; input channels a multiple of features, see bilinear_kernel).
-      resize_conv: `resize` ('nearest' or 'bilinear') then a kernel_size conv (Odena et al. 2016).
-      pixel_shuffle: conv to features*factor**2 channels then pixel_shuffle; weight_init 'default' or
-        'icnr'.
+      transposed: conv_transpose with the spec's kernel size, stride factor, SAME padding; init 'default' (lecun
+        normal) or 'bilinear' (FCN; input channels a multiple of features, see bilinear_kernel).
+      resize_conv: resize ('nearest' or 'bilinear') then a convolution (Odena et al. 2016).
+      pixel_shuffle: conv to features*factor**2 channels then pixel_shuffle; init 'default' or 'icnr'.
     """
 
-    method: str
+    spec: UpsampleSpec
     factor: int = 2
     features: int | None = None
-    kernel_size: int | None = None
-    # Named weight_init, not init: a field called `init` would shadow linen's Module.init method.
-    weight_init: str | None = None
-    resize: str = "nearest"
     use_bias: bool = True
     dtype: Any = None
     # max_unpool only: the indices come from non-overlapping pooling of a map of size output_size (see
     # `max_unpool`'s assume_in_cell).
     assume_in_cell: bool = False
 
-    def _check(self, channels: int) -> tuple[int | None, str | None]:
-        method = check_method(self.method)
+    def _check(self, channels: int):
+        if not isinstance(self.spec, UpsampleSpec):
+            raise TypeError(f"Upsample expects an UpsampleSpec, got {self.spec!r}.")
+        method = self.spec.method
         if not isinstance(self.factor, int) or self.factor < 1:
             raise ValueError(f"Upsample factor must be a positive int, got {self.factor!r}.")
-        inits = INITS.get(method, ())
-        if self.weight_init is not None and self.weight_init not in inits:
-            valid = f"one of {inits}" if inits else "None (this method has no weight_init choice)"
+        if self.spec.has_params and self.features is None:
             raise ValueError(
-                f"Upsample(method={method!r}): weight_init {self.weight_init!r} is not valid; use {valid}."
+                f"Upsample(method={method!r}) has parameters and needs `features` (the number of output channels)."
             )
-        init = self.weight_init or (inits[0] if inits else None)
-        if method == "resize_conv" and self.resize not in RESIZES:
-            raise ValueError(f"Upsample resize must be one of {RESIZES}, got {self.resize!r}.")
-        if method in PARAMETRIC_METHODS:
-            if self.features is None:
-                raise ValueError(
-                    f"Upsample(method={method!r}) has parameters and needs `features` (the number of output channels)."
-                )
-            kernel_size = self.kernel_size or default_kernel_size(method, self.factor, init)
-            if not isinstance(kernel_size, int) or kernel_size < 1:
-                raise ValueError(f"Upsample kernel_size must be a positive int, got {kernel_size!r}.")
-        else:
-            if self.features is not None and self.features != channels:
-                raise ValueError(
-                    f"Upsample(method={method!r}) keeps the channel count ({channels}); features={self.features} "
-                    f"needs a learned method: {', '.join(PARAMETRIC_METHODS)}."
-                )
-            if self.kernel_size is not None:
-                raise ValueError(
-                    f"Upsample(method={method!r}) has no kernel; kernel_size must be None, got "
-                    f"{self.kernel_size}. Methods with a kernel: {', '.join(PARAMETRIC_METHODS)}."
-                )
-            kernel_size = None
-        return kernel_size, init
+        if not self.spec.has_params and self.features is not None and self.features != channels:
+            raise ValueError(
+                f"Upsample(method={method!r}) keeps the channel count ({channels}); features={self.features} "
+                f"needs a learned method: {', '.join(PARAMETRIC_METHODS)}."
+            )
 
     @nn.compact
     def __call__(self, x, indices=None, output_size=None):
         if x.ndim != 4:
             raise ValueError(f"Upsample expects NHWC input, got shape {tuple(x.shape)}.")
-        kernel_size, init = self._check(x.shape[-1])
-        method, f = self.method, self.factor
+        self._check(x.shape[-1])
+        spec, f = self.spec, self.factor
+        method, init, kernel_size = spec.method, spec.weight_init, spec.kernel_size_for(f)
         n, h, w, c = x.shape
         if method == "max_unpool":
             if indices is None:
@@ -131,7 +157,7 @@ class Upsample(nn.Module):
             if init == "bilinear":
                 if c % self.features:
                     raise ValueError(
-                        f"Upsample(method='transposed', weight_init='bilinear') upsamples each group of "
+                        f"Upsample(method='transposed', init='bilinear') upsamples each group of "
                         f"input channels on its own: the input channels ({c}) must be a multiple of features "
                         f"({self.features})."
                     )
@@ -147,7 +173,7 @@ class Upsample(nn.Module):
                 bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
                 y = y + jnp.asarray(bias, y.dtype)
         elif method == "resize_conv":
-            y = nearest_upsample(x, f) if self.resize == "nearest" else bilinear_upsample(x, f)
+            y = nearest_upsample(x, f) if spec.resize == "nearest" else bilinear_upsample(x, f)
             y = nn.Conv(
                 self.features,
                 (kernel_size, kernel_size),
