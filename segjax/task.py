@@ -22,6 +22,7 @@ from segjax import data as data_lib
 from segjax import losses as losses_lib
 from segjax import models as models_lib
 from segjax.distributed import sum_over_processes
+from segjax.models import pretrained
 
 log = logging.getLogger("segjax.task")
 
@@ -69,7 +70,26 @@ class Task:
         specs are equal (only the seed is an argument): the unoptimised program is what every run starts from.
         """
         key = jax.random.PRNGKey(self.config.seed)
-        return jax.device_get(_fresh_state(self.model, self.optimizer, self.schedule, tuple(self.info.crop_size), key))
+        state = jax.device_get(_fresh_state(self.model, self.optimizer, self.schedule, tuple(self.info.crop_size), key))
+        weights = self.encoder_weights
+        if weights is None:
+            return state
+        variables = weights.apply({"params": state.params, "batch_stats": state.batch_stats})
+        return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+    @functools.cached_property
+    def encoder_weights(self) -> pretrained.LoadedWeights | None:
+        """config.model.encoder_weights read and matched to the encoder (None when not set); raises a
+        PretrainedWeightsError (a ValueError) naming what does not fit. Logs what was loaded and what was not."""
+        path = self.config.model.encoder_weights
+        if path is None:
+            return None
+        abstract = self.abstract_state()
+        weights = pretrained.load_encoder_weights(
+            os.path.expanduser(path), self.model, {"params": abstract.params, "batch_stats": abstract.batch_stats}
+        )
+        log.info("%s", weights.summary())
+        return weights
 
     def abstract_state(self) -> steps.TrainState:
         """Zeros shaped like a fresh TrainState, without running or compiling the initialisers: a restore target."""

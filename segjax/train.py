@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from segjax import checkpoint as checkpoint_lib
 from segjax import cli, config_utils, distributed
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
@@ -53,6 +54,8 @@ def train_and_evaluate(
     schedule = task.learning_rate()
     primary = is_primary()  # process 0 writes the config, logs, metrics and progress; every process checkpoints
     workdir = task.workdir
+    if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+        task.encoder_weights  # noqa: B018 (reads and checks it:) a file that does not fit stops the run before anything is written
     os.makedirs(workdir, exist_ok=True)
     previous = os.path.join(workdir, config_utils.CONFIG_FILE)
     if os.path.exists(previous):

@@ -18,6 +18,7 @@ from segjax import config_utils, evaluate, predict, train
 from segjax import data as data_lib
 from segjax.config_utils import load_sibling
 from segjax.logging_utils import read_metrics
+from segjax.models import pretrained
 from segjax.task import Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +144,43 @@ def test_a_bad_model_or_loss_setting_is_refused_before_the_workdir_is_written(da
         with pytest.raises(ValueError, match=message):
             train.train_and_evaluate(config, str(tmp_path / "run"))
         assert not (tmp_path / "run").exists()
+
+
+PRETRAINED = os.path.join(REPO, "tests", "fixtures", "pretrained")
+
+
+def pretrained_config(data_dir, weights: str):
+    """SegNet with VGG16-BN's layout at 1/16 width (the committed fixture's), starting from `weights`."""
+    config = tiny_config(data_dir, "segnet.py")
+    config.model.update(preset="paper", depth=None, norm="batch", encoder_weights=os.path.join(PRETRAINED, weights))
+    return config
+
+
+def test_a_run_starts_from_the_encoder_weights_file(data_dir, tmp_path, caplog):
+    config = pretrained_config(data_dir, "vgg16_bn_tiny.safetensors")
+    with caplog.at_level(logging.INFO, logger="segjax.task"):
+        state = Task(config, str(tmp_path)).fresh_state()
+    assert "encoder weights from" in caplog.text and "file tensors not used: classifier.0.weight" in caplog.text
+    tensors = pretrained.read_safetensors(os.path.join(PRETRAINED, "vgg16_bn_tiny.safetensors"))
+    np.testing.assert_array_equal(
+        state.params["encoder"]["block3"]["conv2"]["kernel"], tensors["features.20.weight"].transpose(2, 3, 1, 0)
+    )
+    np.testing.assert_array_equal(
+        state.batch_stats["encoder"]["block1"]["norm0"]["var"], tensors["features.1.running_var"]
+    )
+    config.model.encoder_weights = None  # the decoder is what the same seed gives without the file
+    fresh = Task(config, str(tmp_path)).fresh_state()
+    jax.tree.map(np.testing.assert_array_equal, state.params["classifier"], fresh.params["classifier"])
+    assert not np.array_equal(
+        state.params["encoder"]["block1"]["conv0"]["kernel"], fresh.params["encoder"]["block1"]["conv0"]["kernel"]
+    )
+
+
+def test_a_weights_file_that_does_not_fit_stops_the_run_before_anything_is_written(data_dir, tmp_path):
+    config = pretrained_config(data_dir, "resnet50_tiny.safetensors")
+    with pytest.raises(ValueError, match=r"does not fit the configured encoder \(vgg, norm 'batch', base_width 4\)"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):

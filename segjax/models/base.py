@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from segjax import ops
+from segjax.models.encoder import ENCODERS, ResNet50Encoder, VGGEncoder
 from segjax.models.layers import NormFactory, UpStep, pad_to_multiple
 
 
@@ -25,6 +26,8 @@ class EncoderDecoder(nn.Module):
     norm: NormFactory = NormFactory()
     dropout: float = 0.0
     upsample: ops.UpsampleSpec = ops.UpsampleSpec("transposed")
+    encoder: str = "vgg"  # or 'resnet50' (U-Net and FCN)
+    output_stride: int = 32  # of the ResNet-50 encoder: 16 or 8 dilate its last layers instead
     dtype: Any = jnp.float32
 
     # Methods this network cannot use, with the reason (filled in by subclasses).
@@ -49,8 +52,21 @@ class EncoderDecoder(nn.Module):
                 f"model {name}: upsample method {method!r} cannot work: {reasons[method]}. "
                 f"Valid methods for {name}: {', '.join(valid)}."
             )
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"model {name}: unknown encoder {self.encoder!r}; valid: {', '.join(ENCODERS)}.")
+        if self.encoder != "resnet50" and self.output_stride != 32:
+            raise ValueError(
+                f"model {name}: output_stride={self.output_stride} needs encoder 'resnet50' (the VGG encoder's is 32)."
+            )
         if self.num_classes < 1:
             raise ValueError(f"model {name}: num_classes must be >= 1, got {self.num_classes}.")
+
+    def encoder_module(self, **vgg) -> nn.Module:
+        """The configured encoder, named 'encoder': ResNet-50 of width base_width, or a VGGEncoder with the fields
+        `vgg` (widths, convs, pooling, dropout)."""
+        if self.encoder == "resnet50":
+            return ResNet50Encoder(self.base_width, self.norm, self.output_stride, self.dtype, name="encoder")
+        return VGGEncoder(norm=self.norm, dtype=self.dtype, name="encoder", **vgg)
 
     def up_step(self, features: int, factor: int = 2, *, use_bias: bool = True, name: str) -> UpStep:
         """The configured upsampling step (see `UpStep`)."""

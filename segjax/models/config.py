@@ -7,6 +7,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from segjax import ops
+from segjax.models.encoder import ENCODERS, OUTPUT_STRIDES
 from segjax.models.layers import NORMS
 
 FAMILIES = {
@@ -63,6 +64,10 @@ def default_model_config() -> ml_collections.ConfigDict:
             "depth": config_dict.placeholder(int),  # number of 2x poolings (None: the preset's; FCN is fixed at 5)
             "norm": "batch",  # 'none' (FCN, U-Net papers), 'batch' (SegNet paper) or 'group'
             "dropout": config_dict.placeholder(float),  # None: the paper's (FCN, U-Net 0.5; SegNet 0)
+            "encoder": "vgg",  # 'vgg' (every network) or 'resnet50' (unet, fcn*; base_width 64 is torchvision's)
+            "output_stride": config_dict.placeholder(int),  # resnet50: 32 (None), 16 or 8 (dilated, FCN only)
+            # A local torchvision .pth or timm .safetensors file loaded into the encoder before training (None: none)
+            "encoder_weights": config_dict.placeholder(str),
             "skips": True,  # U-Net: concatenate the encoder's features; False: a plain encoder-decoder (ablations)
             "upsample": {
                 "method": config_dict.placeholder(str),  # one of segjax.ops.METHODS; None: the paper's decoder
@@ -88,7 +93,19 @@ def _get(cfg, key, default=None):
     return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
-_KNOWN_KEYS = {"name", "preset", "base_width", "depth", "norm", "dropout", "skips", "upsample"}
+_KNOWN_KEYS = {
+    "name",
+    "preset",
+    "base_width",
+    "depth",
+    "norm",
+    "dropout",
+    "skips",
+    "upsample",
+    "encoder",
+    "output_stride",
+    "encoder_weights",
+}
 _KNOWN_UPSAMPLE_KEYS = {"method", "kernel_size", "init", "resize"}
 
 
@@ -114,6 +131,27 @@ def resolve(model_config) -> ResolvedModel:
     preset = PRESETS[family][preset_name]
     base_width = _positive_int(_get(model_config, "base_width"), "base_width", name) or preset["base_width"]
     depth = _positive_int(_get(model_config, "depth"), "depth", name) or preset["depth"]
+    encoder = _get(model_config, "encoder", "vgg")
+    if encoder not in ENCODERS:
+        raise ValueError(f"model {name}: unknown encoder {encoder!r}; valid: {', '.join(ENCODERS)}.")
+    output_stride = _positive_int(_get(model_config, "output_stride"), "output_stride", name) or 32
+    if encoder == "resnet50":
+        if family not in ("unet", "fcn"):
+            raise ValueError(
+                f"model {name}: encoder 'resnet50' works with unet and fcn32s/16s/8s (the {name} decoder mirrors a "
+                "VGG encoder's poolings); use encoder 'vgg'."
+            )
+        if _get(model_config, "depth") not in (None, 5):
+            raise ValueError(f"model {name}: the ResNet-50 encoder has depth 5 (stride 32); set depth to None.")
+        depth = 5
+    if output_stride not in OUTPUT_STRIDES or (encoder != "resnet50" and output_stride != 32):
+        raise ValueError(
+            f"model {name}: output_stride={output_stride} is not valid; use None (32), or 16 / 8 with encoder "
+            "'resnet50'."
+        )
+    weights = _get(model_config, "encoder_weights")
+    if weights is not None and not isinstance(weights, str):
+        raise ValueError(f"model {name}: encoder_weights must be a file path or None, got {weights!r}.")
     if family == "fcn" and depth != 5:
         raise ValueError(
             f"model {name}: depth is fixed at 5 (the output stride 32 is in the name), got "
@@ -149,6 +187,8 @@ def resolve(model_config) -> ResolvedModel:
         dropout=float(dropout),
         upsample=upsample,
     )
+    if encoder != "vgg" or output_stride != 32:
+        kwargs.update(encoder=encoder, output_stride=output_stride)
     if "fc_width" in preset:
         kwargs.update(fc_width=preset["fc_width"], fc_kernel=preset["fc_kernel"])
     skips = _get(model_config, "skips", True)

@@ -6,7 +6,9 @@ fc6 / fc7 as convolutions with dropout, a 1x1 class-score layer, then the decode
   16s: upsample it by 2, add a 1x1 score of pool4 (zero-initialised, as in the paper), upsample by 16;
   8s:  as 16s, then by 2 again plus a score of pool3, upsample by 8.
 The paper's decoder is a transposed convolution initialised to bilinear interpolation (kernel 2f - f%2,
-no bias), which is the default here. Deviations: 'SAME' padding plus padding the input to a multiple of
+no bias), which is the default here. With the ResNet-50 encoder (`encoder='resnet50'`) the class scores come from
+its last layer (after dropout, no fc layers) and the skips from the layers at half and a quarter of its output
+stride (dilated encoders: output stride 8 or 16). Deviations: 'SAME' padding plus padding the input to a multiple of
 32 instead of the paper's 100-pixel padding and crop layers; the fc6 kernel is a preset value (7 as in VGG
 for 'paper', 3 for 'small'); norm is configurable (the paper has none).
 """
@@ -16,7 +18,6 @@ from typing import ClassVar
 from flax import linen as nn
 
 from segjax.models.base import EncoderDecoder
-from segjax.models.encoder import VGGEncoder
 from segjax.models.layers import Conv
 
 
@@ -44,24 +45,30 @@ class FCN(EncoderDecoder):
         """VGG widths: base, 2*base, 4*base, 8*base, 8*base."""
         return self.base_width * 2 ** min(level, 3)
 
-    def encoder(self) -> VGGEncoder:
-        widths = tuple(self.width(level) for level in range(5))
-        convs = tuple(self.level_convs(level) for level in range(5))
-        return VGGEncoder(widths, convs, self.norm, dtype=self.dtype, name="encoder")
-
     @nn.compact
     def network(self, x, train: bool):
         if self.depth != 5:
             raise ValueError(f"{type(self).__name__}: depth is fixed at 5 (output stride 32), got {self.depth}.")
-        levels = self.encoder()(x, train)
-        x = levels[-1].pooled
-        for i, kernel in enumerate((self.fc_kernel, 1)):
-            x = nn.relu(Conv(self.fc_width, kernel, dtype=self.dtype, name=f"fc{6 + i}")(x))
+        levels = self.encoder_module(
+            widths=tuple(self.width(level) for level in range(5)),
+            convs=tuple(self.level_convs(level) for level in range(5)),
+        )(x, train)
+        outputs = {level.output_stride: level.output for level in levels}  # the deepest map at each stride
+        x, stride = levels[-1].output, levels[-1].output_stride
+        if self.encoder == "vgg":
+            for i, kernel in enumerate((self.fc_kernel, 1)):
+                x = nn.relu(Conv(self.fc_width, kernel, dtype=self.dtype, name=f"fc{6 + i}")(x))
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        else:
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
         score = Conv(self.num_classes, 1, dtype=self.dtype, name="score_fr")(x)
-        stride = 32
         for i in range(self.skips):
-            pool = levels[3 - i].pooled  # pool4 (stride 16), then pool3 (stride 8)
+            if stride // 2 not in outputs:
+                raise ValueError(
+                    f"{type(self).__name__}: skip {i + 1} needs an encoder map at stride {stride // 2}; with the "
+                    f"encoder's output stride {self.output_stride} use fewer skips or a larger output_stride."
+                )
+            pool = outputs[stride // 2]  # VGG: pool4 (stride 16), then pool3 (stride 8)
             up = self.up_step(self.num_classes, 2, use_bias=False, name=f"upscore{i + 1}")(score)
             skip = Conv(
                 self.num_classes,

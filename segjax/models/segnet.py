@@ -19,7 +19,6 @@ computed and each level upsamples the features instead (same channels, then the 
 from flax import linen as nn
 
 from segjax.models.base import EncoderDecoder
-from segjax.models.encoder import VGGEncoder
 from segjax.models.layers import Conv, ConvBlock
 
 
@@ -32,6 +31,14 @@ class SegNet(EncoderDecoder):
     fc_width: int | None = None
     fc_kernel: int = 7
 
+    def check(self):
+        super().check()
+        if self.encoder != "vgg":
+            raise ValueError(
+                f"model {type(self).__name__}: encoder {self.encoder!r} cannot work: the decoder mirrors a VGG "
+                "encoder's poolings; use encoder 'vgg', or unet / fcn with 'resnet50'."
+            )
+
     def width(self, level: int) -> int:
         """VGG widths: base, 2*base, 4*base, 8*base, 8*base, ..."""
         return self.base_width * 2 ** min(level, 3)
@@ -40,15 +47,12 @@ class SegNet(EncoderDecoder):
     def network(self, x, train: bool):
         bayesian = self.fc_width is None and self.dropout > 0
         dropout_levels = tuple(range(max(self.depth - 3, 0), self.depth)) if bayesian else ()
-        levels = VGGEncoder(
-            tuple(self.width(level) for level in range(self.depth)),
-            tuple(self.level_convs(level) for level in range(self.depth)),
-            self.norm,
+        levels = self.encoder_module(
+            widths=tuple(self.width(level) for level in range(self.depth)),
+            convs=tuple(self.level_convs(level) for level in range(self.depth)),
             pool_indices=self.upsample.needs_indices,
             dropout=self.dropout,
             dropout_levels=dropout_levels,
-            dtype=self.dtype,
-            name="encoder",
         )(x, train)
         x = levels[-1].pooled
         if self.fc_width is not None:

@@ -1,0 +1,329 @@
+"""Pretrained encoder weights from local files: torchvision state dicts (`.pth`, read with
+`torch.load(weights_only=True)` when PyTorch is installed) and timm `.safetensors` (read with numpy, no torch).
+
+Which tensors go where follows from the configured encoder:
+  - VGG encoder (FCN, SegNet, U-Net, DeconvNet): torchvision's `features.{i}` layout, conv (+ batch norm with
+    `norm='batch'`, as in vgg16_bn) + ReLU per layer and a max pooling per level; `norm='none'` reads vgg16,
+    `norm='batch'` vgg16_bn. Where the model has VGG's fully connected layers as biased convolutions (FCN, and
+    DeconvNet with `norm='none'`), fc6 and fc7 come from `classifier.0` / `classifier.3` (Linear(25088, 4096) folded
+    into a 7x7 convolution, as FCN did) or timm's `pre_logits.fc1` / `.fc2`, when the file has them.
+  - ResNet-50 encoder: torchvision's names (`conv1`, `bn1`, `layer{i}.{j}.conv{k}`, `.bn{k}`, `.downsample.0/1`), which
+    timm's resnet50 shares.
+Every encoder tensor must be in the file with its shape, or nothing is loaded: `load_encoder_weights` raises a
+`PretrainedWeightsError` naming the first missing or mismatching tensors. The decoder keeps its fresh
+initialisation; the report says which tensors were loaded and which file tensors were not used (the classifier).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import re
+
+import numpy as np
+from flax import traverse_util
+
+SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+_SHOWN = 5  # mismatches named in an error
+
+
+class PretrainedWeightsError(ValueError):
+    """A weights file that cannot be read or does not fit the configured encoder."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading files
+# --------------------------------------------------------------------------------------------------
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """A `.safetensors` file as name -> numpy array (8-byte header length, JSON header, raw little-endian data);
+    bfloat16 is widened to float32."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise PretrainedWeightsError(f"{path} is not a safetensors file (too short).")
+    header_size = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + header_size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PretrainedWeightsError(f"{path} is not a safetensors file (its header does not parse: {e}).") from None
+    body = memoryview(data)[8 + header_size :]
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = entry["data_offsets"]
+        raw = body[start:end]
+        if entry["dtype"] == "BF16":
+            bits = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
+            array = bits.view(np.float32)
+        elif entry["dtype"] in SAFETENSORS_DTYPES:
+            array = np.frombuffer(raw, np.dtype(SAFETENSORS_DTYPES[entry["dtype"]]).newbyteorder("<"))
+        else:
+            raise PretrainedWeightsError(f"{path}: tensor {name} has dtype {entry['dtype']}, which segjax cannot read.")
+        tensors[name] = array.reshape(tuple(entry["shape"]))
+    return tensors
+
+
+def write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
+    """Writes float32/float16/int arrays as a `.safetensors` file (the format `read_safetensors` reads)."""
+    codes = {np.dtype(v): k for k, v in SAFETENSORS_DTYPES.items()}
+    header, offset, blobs = {}, 0, []
+    for name, array in tensors.items():
+        array = np.asarray(array)
+        blob = array.astype(array.dtype.newbyteorder("<")).tobytes()
+        header[name] = {
+            "dtype": codes[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        offset += len(blob)
+        blobs.append(blob)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little") + encoded + b"".join(blobs))
+
+
+def _read_torch(path: str) -> dict[str, np.ndarray]:
+    try:
+        torch = importlib.import_module("torch")  # optional: the 'bench' extra
+    except ImportError:
+        raise PretrainedWeightsError(
+            f"Reading {path} needs PyTorch (pip install -e '.[bench]'), or give the same weights as a .safetensors "
+            "file (timm's), which segjax reads without it."
+        ) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds (pickle, zip, weights_only refusals)
+        raise PretrainedWeightsError(f"torch.load could not read {path}: {str(e).splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # training checkpoints wrap it
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise PretrainedWeightsError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
+    return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a `.safetensors` or PyTorch (`.pth`, `.pt`, `.bin`) file, by name."""
+    if not os.path.isfile(path):
+        raise PretrainedWeightsError(f"model.encoder_weights: no file {path!r}; give the path of a local weights file.")
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
+    return _read_torch(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Names: segjax paths <- torchvision names
+# --------------------------------------------------------------------------------------------------
+
+
+def _conv(w: np.ndarray) -> np.ndarray:
+    """PyTorch conv weight (O, I, kh, kw) -> HWIO."""
+    return w.transpose(2, 3, 1, 0) if w.ndim == 4 else w
+
+
+def _fc_as_conv(kernel_shape):
+    """A Linear weight (out, in) or a conv weight, folded into a HWIO kernel of `kernel_shape` (FCN's fc6: the
+    Linear over a flattened (C, 7, 7) map is a 7x7 convolution)."""
+    kh, kw, cin, cout = kernel_shape
+
+    def transform(w):
+        if w.ndim == 2 and w.shape == (cout, cin * kh * kw):
+            w = w.reshape(cout, cin, kh, kw)
+        return _conv(w)
+
+    return transform
+
+
+_BN = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+
+
+def _vgg_names(encoder_paths, norm: str) -> dict:
+    """segjax encoder path -> torchvision `features.{i}` name for a VGGEncoder's parameters."""
+    layers = sorted({(int(block[len("block") :]), int(re.sub(r"\D", "", layer))) for block, layer, _ in encoder_paths})
+    per_layer = 3 if norm == "batch" else 2  # conv, (bn,) relu
+    index, layer_index, previous_level = 0, {}, None
+    for level, j in layers:
+        if previous_level is not None and level != previous_level:
+            index += 1  # the max pooling between levels
+        layer_index[(f"block{level}", j)] = index
+        index += per_layer
+        previous_level = level
+    names = {}
+    for path in encoder_paths:
+        block, layer, leaf = path
+        j = int(re.sub(r"\D", "", layer))
+        i = layer_index[(block, j)]
+        if layer.startswith("conv"):
+            names[path] = f"features.{i}.{'weight' if leaf == 'kernel' else 'bias'}"
+        else:
+            names[path] = f"features.{i + 1}.{_BN[leaf]}"
+    return names
+
+
+def _resnet_names(encoder_paths) -> dict:
+    names = {}
+    for path in encoder_paths:
+        *modules, leaf = path
+        parts = []
+        for m in modules:
+            m = m.replace("downsample_conv", "downsample.0").replace("downsample_norm", "downsample.1")
+            parts.append(re.sub(r"^layer(\d)_(\d+)$", r"layer\1.\2", m))
+        torch_leaf = "weight" if leaf == "kernel" else _BN[leaf]
+        names[path] = ".".join(parts + [torch_leaf])
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where one segjax tensor comes from: its collection and path, the file names to try in order, the transform
+    (called with that tensor and the tensors named by `also`)."""
+
+    collection: str
+    path: tuple[str, ...]
+    names: tuple[str, ...]
+    transform: object
+    required: bool = True
+    also: tuple[str, ...] = ()
+
+
+def _identity(w):
+    return w
+
+
+def _mean_minus_bias(running_mean, conv_bias):
+    """vgg16_bn's convolutions have a bias before batch norm, segjax's none (the mean subtraction cancels it in
+    training); in inference BN(conv + b) with running mean m equals BN(conv) with running mean m - b."""
+    return running_mean - conv_bias
+
+
+def encoder_sources(model, variables) -> list[Source]:
+    """For a segjax model and its (abstract) variables: where each encoder tensor (and fc6/fc7 where they fit) comes
+    from in a torchvision / timm state dict."""
+    norm = model.norm.kind
+    if norm == "group":
+        raise PretrainedWeightsError(
+            "model.encoder_weights: the published VGG and ResNet weights have no group norm; use model.norm='batch' "
+            "(vgg16_bn, resnet50) or 'none' (vgg16)."
+        )
+    sources = []
+    for collection in ("params", "batch_stats"):
+        flat = traverse_util.flatten_dict(dict(variables.get(collection, {})))
+        paths = [p[1:] for p in flat if p[0] == "encoder"]
+        names = _resnet_names(paths) if model.encoder == "resnet50" else _vgg_names(paths, norm)
+        for path in paths:
+            source = Source(
+                collection, ("encoder", *path), (names[path],), _conv if path[-1] == "kernel" else _identity
+            )
+            if model.encoder == "vgg" and path[-1] == "mean":  # fold the conv's bias (see _mean_minus_bias)
+                conv_bias = re.sub(r"^features\.(\d+)\..*$", lambda m: f"features.{int(m[1]) - 1}.bias", names[path])
+                source = dataclasses.replace(source, transform=_mean_minus_bias, also=(conv_bias,))
+            sources.append(source)
+        if collection == "params" and model.encoder == "vgg" and ("fc6", "bias") in flat:
+            for layer, torchvision, timm in (
+                ("fc6", "classifier.0", "pre_logits.fc1"),
+                ("fc7", "classifier.3", "pre_logits.fc2"),
+            ):
+                kernel_shape = flat[(layer, "kernel")].shape
+                sources.append(
+                    Source(
+                        collection,
+                        (layer, "kernel"),
+                        (f"{torchvision}.weight", f"{timm}.weight"),
+                        _fc_as_conv(kernel_shape),
+                        required=False,
+                    )
+                )
+                sources.append(
+                    Source(
+                        collection,
+                        (layer, "bias"),
+                        (f"{torchvision}.bias", f"{timm}.bias"),
+                        lambda w: w,
+                        required=False,
+                    )
+                )
+    return sources
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+    """Validated arrays for the model (collection -> flat path -> array) and what happened to every tensor."""
+
+    path: str
+    arrays: dict
+    loaded: tuple[str, ...]  # file names used
+    unused: tuple[str, ...]  # file names not used (e.g. the ImageNet classifier)
+    fresh: tuple[str, ...]  # segjax parameter paths left at their initialisation (the decoder)
+
+    def summary(self) -> str:
+        return (
+            f"encoder weights from {self.path}: {len(self.loaded)} tensors loaded; file tensors not used: "
+            f"{_short(self.unused)}; freshly initialised: {_short(self.fresh)}"
+        )
+
+    def apply(self, variables: dict) -> dict:
+        """`variables` (collection -> nested dict) with the loaded arrays in place."""
+        out = dict(variables)
+        for collection, arrays in self.arrays.items():
+            flat = traverse_util.flatten_dict(dict(variables[collection]))
+            for path, array in arrays.items():
+                flat[path] = np.asarray(array, np.asarray(flat[path]).dtype)
+            out[collection] = traverse_util.unflatten_dict(flat)
+        return out
+
+
+def _short(names) -> str:
+    names = list(names)
+    if not names:
+        return "none"
+    head = ", ".join(names[:8])
+    return head + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def load_encoder_weights(path: str, model, variables) -> LoadedWeights:
+    """Reads `path` and matches it to the encoder of `model` (whose variables, real or abstract, give the shapes).
+
+    Raises PretrainedWeightsError when a required tensor is missing or any matched tensor has the wrong shape,
+    naming the first ones (so nothing is half-loaded)."""
+    state = read_state_dict(path)
+    sources = encoder_sources(model, variables)
+    arrays, used, missing, mismatched = {}, set(), [], []
+    for source in sources:
+        name = next((n for n in source.names if n in state), None)
+        if name is None:
+            if source.required:
+                missing.append(f"{source.names[0]} (for {'/'.join(source.path)})")
+            continue
+        expected = tuple(traverse_util.flatten_dict(dict(variables[source.collection]))[source.path].shape)
+        if any(n not in state for n in source.also):
+            missing.extend(f"{n} (for {'/'.join(source.path)})" for n in source.also if n not in state)
+            continue
+        array = source.transform(*(np.asarray(state[n], np.float32) for n in (name, *source.also)))
+        if tuple(array.shape) != expected:
+            mismatched.append(f"{name} {tuple(state[name].shape)} -> {'/'.join(source.path)} needs {expected}")
+            continue
+        arrays.setdefault(source.collection, {})[source.path] = array.astype(np.float32)
+        used.update((name, *source.also))
+    if missing or mismatched:
+        problems = mismatched[:_SHOWN] + missing[: max(0, _SHOWN - len(mismatched))]
+        raise PretrainedWeightsError(
+            f"model.encoder_weights {path} does not fit the configured encoder ({model.encoder}, norm "
+            f"{model.norm.kind!r}, base_width {model.base_width}): {len(mismatched)} tensors with other shapes, "
+            f"{len(missing)} missing; first: {'; '.join(problems)}. Use the weights of the same network (vgg16 for "
+            "norm 'none', vgg16_bn for 'batch', resnet50 for encoder 'resnet50') with preset 'paper'."
+        )
+    fresh = [
+        "/".join(p) for p in traverse_util.flatten_dict(dict(variables["params"])) if p not in arrays.get("params", {})
+    ]
+    unused = tuple(n for n in state if n not in used and not n.endswith("num_batches_tracked"))
+    return LoadedWeights(path, arrays, tuple(sorted(used)), unused, tuple(fresh))

@@ -1,0 +1,255 @@
+"""Pretrained encoder weights: the safetensors reader against its writer, the committed torchvision-layout fixtures
+(1/16-width VGG16, VGG16-BN and ResNet-50 with random weights and batch-norm statistics, see
+tests/torchvision_layout.py) loaded into segjax's encoders and compared with PyTorch's activations, the refusals, and
+the run that starts from a file. With torch installed, also .pth files and full-size networks."""
+
+import importlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from segjax import models, ops
+from segjax.models import pretrained
+from segjax.models.encoder import ResNet50Encoder, VGGEncoder
+from segjax.models.layers import NormFactory
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "pretrained")
+VGG16_CONVS = (2, 2, 3, 3, 3)
+REFERENCE = dict(np.load(os.path.join(FIXTURES, "activations.npz")))
+
+
+def fixture(name):
+    return os.path.join(FIXTURES, f"{name}_tiny.safetensors")
+
+
+def fixture_input(shape):
+    """tests/torchvision_layout.py's inputs (a formula: nothing stored)."""
+    n = int(np.prod(shape))
+    return (np.sin(np.arange(n) * 0.37) + 0.5 * np.cos(np.arange(n) * 0.011)).reshape(shape).astype(np.float32)
+
+
+def vgg_model(cls, norm, **kwargs):
+    """A segjax VGG16 network at 1/16 width (4..32 channels), as the fixtures."""
+    return cls(num_classes=3, base_width=4, convs=VGG16_CONVS, norm=NormFactory(norm), **kwargs)
+
+
+def init(model, shape=(1, 32, 32, 3)):
+    return jax.jit(model.init)(jax.random.key(0), jnp.zeros(shape))
+
+
+def shapes(model, shape=(1, 32, 32, 3)):
+    """The model's variables as shapes only (what matching a file needs): nothing is compiled."""
+    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape))
+
+
+def encoder_variables(weights: pretrained.LoadedWeights):
+    """The loaded encoder tensors as the variables of the encoder module alone."""
+    return {c: traverse_util.unflatten_dict(arrays)["encoder"] for c, arrays in weights.arrays.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading files
+# --------------------------------------------------------------------------------------------------
+
+
+def test_safetensors_round_trip_and_bfloat16(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {
+        "a.weight": rng.normal(size=(3, 5, 7)).astype(np.float32),
+        "b": rng.normal(size=(4, 1)).astype(np.float16),
+        "c.num_batches_tracked": np.array(17, np.int64),
+        "empty": np.zeros((0, 3), np.float32),
+    }
+    path = str(tmp_path / "t.safetensors")
+    pretrained.write_safetensors(path, tensors)
+    back = pretrained.read_safetensors(path)
+    assert list(back) == list(tensors)
+    for name, array in tensors.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape
+        np.testing.assert_array_equal(back[name], array)
+    # bfloat16 (timm ships some files so): the top 16 bits of float32, widened back exactly.
+    values = np.array([1.0, -2.5, 3.140625, 1e-3, 65280.0], np.float32)
+    top = (values.view(np.uint32) >> 16).astype("<u2")
+    header = json.dumps({"x": {"dtype": "BF16", "shape": [5], "data_offsets": [0, 10]}}).encode()
+    (tmp_path / "bf16.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + top.tobytes())
+    got = pretrained.read_safetensors(str(tmp_path / "bf16.safetensors"))["x"]
+    np.testing.assert_array_equal(got, (top.astype(np.uint32) << 16).view(np.float32))
+    np.testing.assert_allclose(got, values, rtol=1 / 128)
+
+
+# --------------------------------------------------------------------------------------------------
+# The fixtures against PyTorch's activations
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fcn_with_vgg16():
+    model = vgg_model(models.FCN8s, "none", fc_width=16, fc_kernel=7)
+    variables = init(model, (1, 224, 224, 3))
+    weights = pretrained.load_encoder_weights(fixture("vgg16"), model, variables)
+    return model, weights, weights.apply(variables)
+
+
+def test_vgg16_levels_and_fc6_match_pytorch(fcn_with_vgg16):
+    model, weights, variables = fcn_with_vgg16
+    encoder = VGGEncoder(tuple(4 * 2 ** min(i, 3) for i in range(5)), VGG16_CONVS, model.norm)
+    levels = encoder.apply(encoder_variables(weights), fixture_input((1, 32, 64, 3)), train=False)
+    for i, level in enumerate(levels):
+        np.testing.assert_allclose(level.features, REFERENCE[f"vgg16/level{i}"], rtol=1e-4, atol=1e-5)
+    # fc6: torchvision's Linear(32 * 7 * 7, 16) on the flattened pool5 map is the 7x7 convolution's centre output.
+    _, state = model.apply(
+        variables,
+        fixture_input((1, 224, 224, 3)),
+        capture_intermediates=lambda m, _: m.name == "fc6",
+        mutable=["intermediates"],
+    )
+    fc6 = state["intermediates"]["fc6"]["__call__"][0]
+    assert fc6.shape == (1, 7, 7, 16)
+    np.testing.assert_allclose(fc6[:, 3, 3], REFERENCE["vgg16/fc6"], rtol=1e-4, atol=1e-5)
+    assert len(weights.loaded) == 13 * 2 + 4  # 13 convolutions, fc6 and fc7 (weight and bias each)
+    assert weights.unused == ("classifier.6.weight", "classifier.6.bias")  # the ImageNet classifier
+    assert "score_fr/kernel" in weights.fresh and not any(p.startswith("encoder") for p in weights.fresh)
+
+
+def test_vgg16_bn_levels_match_pytorch_with_running_statistics():
+    model = vgg_model(models.SegNet, "batch")
+    weights = pretrained.load_encoder_weights(fixture("vgg16_bn"), model, shapes(model))
+    encoder = VGGEncoder(tuple(4 * 2 ** min(i, 3) for i in range(5)), VGG16_CONVS, model.norm)
+    levels = encoder.apply(encoder_variables(weights), fixture_input((1, 32, 64, 3)), train=False)
+    for i, level in enumerate(levels):
+        np.testing.assert_allclose(level.features, REFERENCE[f"vgg16_bn/level{i}"], rtol=1e-4, atol=1e-4)
+    # SegNet has no fc layers: the whole classifier is unused; the statistics and the conv biases (folded into the
+    # running means, as segjax's convolutions before batch norm have none) were loaded too.
+    assert all(name.startswith("classifier.") for name in weights.unused)
+    assert {"features.0.bias", "features.1.running_mean", "features.1.running_var"} <= set(weights.loaded)
+
+
+@pytest.mark.parametrize("output_stride", [32, 8])
+def test_resnet50_levels_match_pytorch_at_an_odd_size(output_stride):
+    model = models.UNet(num_classes=3, base_width=4, depth=5, encoder="resnet50", norm=NormFactory("batch"))
+    weights = pretrained.load_encoder_weights(fixture("resnet50"), model, shapes(model))
+    assert weights.unused == ("fc.weight", "fc.bias")
+    encoder = ResNet50Encoder(4, model.norm, output_stride)
+    levels = encoder.apply(encoder_variables(weights), fixture_input((1, 45, 61, 3)), train=False)
+    assert [level.stride for level in levels] == ([2, 4, 8, 16, 32] if output_stride == 32 else [2, 4, 8, 8, 8])
+    if output_stride == 32:
+        for i, level in enumerate(levels):
+            np.testing.assert_allclose(level.features, REFERENCE[f"resnet50/level{i}"], rtol=1e-4, atol=1e-4)
+    else:
+        np.testing.assert_allclose(levels[-1].features, REFERENCE["resnet50/os8/layer4"], rtol=1e-4, atol=1e-4)
+
+
+def test_resnet50_unet_and_fcn_run_at_any_size():
+    for model in (
+        models.UNet(num_classes=3, base_width=4, depth=5, encoder="resnet50", upsample=ops.UpsampleSpec("nearest")),
+        models.FCN8s(num_classes=3, base_width=4, encoder="resnet50", output_stride=32),
+        models.FCN16s(num_classes=3, base_width=4, encoder="resnet50", output_stride=8),
+    ):
+        out, _ = jax.eval_shape(lambda m=model: m.init_with_output(jax.random.key(0), jnp.zeros((2, 37, 50, 3))))
+        assert out.shape == (2, 37, 50, 3)
+
+
+# --------------------------------------------------------------------------------------------------
+# Refusals
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "file, make_model, match",
+    [
+        (
+            "resnet50",
+            lambda: vgg_model(models.SegNet, "batch"),
+            r"0 tensors with other shapes, 65 missing; first: features\.0\.weight",
+        ),
+        (
+            "vgg16",
+            lambda: vgg_model(models.SegNet, "batch"),
+            r"8 tensors with other shapes, 55 missing; first: features\.7\.weight \(8, 8, 3, 3\) -> "
+            r"encoder/block2/conv0/kernel needs \(3, 3, 4, 8\)",
+        ),
+        (
+            "vgg16_bn",
+            lambda: models.SegNet(num_classes=3, base_width=8, convs=VGG16_CONVS),
+            r"features\.0\.weight \(4, 3, 3, 3\) -> encoder/block1/conv0/kernel needs \(3, 3, 3, 8\)",
+        ),
+        (
+            "vgg16",
+            lambda: vgg_model(models.FCN8s, "none", fc_width=16, fc_kernel=3),
+            r"classifier\.0\.weight \(16, 1568\) -> fc6/kernel needs \(3, 3, 32, 16\)",
+        ),
+        ("vgg16_bn", lambda: vgg_model(models.SegNet, "group"), "no group norm"),
+    ],
+)
+def test_a_file_that_does_not_fit_is_refused_by_name(file, make_model, match):
+    model = make_model()
+    with pytest.raises(pretrained.PretrainedWeightsError, match=match):
+        pretrained.load_encoder_weights(fixture(file), model, shapes(model))
+
+
+def test_unreadable_files_are_refused_clearly(tmp_path, monkeypatch):
+    model = vgg_model(models.SegNet, "batch")
+    variables = shapes(model)
+    with pytest.raises(pretrained.PretrainedWeightsError, match="no file '/nonexistent.pth'"):
+        pretrained.load_encoder_weights("/nonexistent.pth", model, variables)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
+    with pytest.raises(pretrained.PretrainedWeightsError, match="is not a safetensors file"):
+        pretrained.load_encoder_weights(str(tmp_path / "junk.safetensors"), model, variables)
+    (tmp_path / "w.pth").write_bytes(b"not read")
+    real_import = importlib.import_module
+
+    def without_torch(name, *args):
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(pretrained.importlib, "import_module", without_torch)
+    with pytest.raises(pretrained.PretrainedWeightsError, match=r"needs PyTorch \(pip install -e '\.\[bench\]'\)"):
+        pretrained.load_encoder_weights(str(tmp_path / "w.pth"), model, variables)
+
+
+# --------------------------------------------------------------------------------------------------
+# PyTorch files and full-size networks (torch installed: the 'bench' extra)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_pth_files_load_like_their_safetensors(tmp_path):
+    torch = pytest.importorskip("torch")
+    state = {k: torch.from_numpy(v.copy()) for k, v in pretrained.read_safetensors(fixture("resnet50")).items()}
+    torch.save({"state_dict": state}, tmp_path / "resnet50.pth")  # the wrapped form of training checkpoints
+    model = models.UNet(num_classes=3, base_width=4, depth=5, encoder="resnet50", norm=NormFactory("batch"))
+    variables = shapes(model)
+    from_pth = pretrained.load_encoder_weights(str(tmp_path / "resnet50.pth"), model, variables)
+    from_safetensors = pretrained.load_encoder_weights(fixture("resnet50"), model, variables)
+    assert from_pth.loaded == from_safetensors.loaded
+    jax.tree.map(np.testing.assert_array_equal, from_pth.arrays, from_safetensors.arrays)
+
+
+@pytest.mark.parametrize("name", ["vgg16_bn", "resnet50"])
+def test_full_size_torchvision_layout_networks_match(name, tmp_path):
+    torch = pytest.importorskip("torch")
+    layout = importlib.import_module("torchvision_layout")
+    torch.manual_seed(0)
+    if name == "resnet50":
+        net = layout.randomise_batch_norm(layout.ResNet50(), 0)
+        model = models.UNet(num_classes=3, base_width=64, depth=5, encoder="resnet50", norm=NormFactory("batch"))
+        encoder = ResNet50Encoder(64, model.norm)
+    else:
+        net = layout.randomise_batch_norm(layout.VGG(True), 0)
+        model = models.SegNet(num_classes=3, base_width=64, convs=VGG16_CONVS, norm=NormFactory("batch"))
+        encoder = VGGEncoder((64, 128, 256, 512, 512), VGG16_CONVS, model.norm)
+    path = str(tmp_path / f"{name}.pth")
+    torch.save(net.state_dict(), path)
+    weights = pretrained.load_encoder_weights(path, model, shapes(model))
+    x = fixture_input((1, 64, 64, 3))
+    levels = encoder.apply(encoder_variables(weights), x, train=False)
+    with torch.no_grad():
+        expected = net.levels(layout.as_nchw(x))
+    expected = expected if name == "resnet50" else expected[0]
+    for got, want in zip(levels, expected, strict=True):
+        np.testing.assert_allclose(got.features, layout.as_nhwc(want), rtol=1e-3, atol=1e-3)
