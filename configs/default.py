@@ -55,6 +55,9 @@ def get_config(arg=None):
             "stride": config_dict.placeholder(object),  # 'slide': int or (h, w); None: 2/3 of the window
             "scales": (1.0,),  # test-time multi-scale factors (probabilities averaged)
             "flip": False,  # test-time horizontal flip (probabilities averaged)
+            # 'whole' / 'slide': images are padded to their own size rounded up to the stride, grouped by that size;
+            # at most this many groups (one compilation each), coarser padding beyond it (segjax.data.size_buckets)
+            "max_buckets": 8,
         }
     )
     return config

@@ -51,6 +51,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ):
         positive(key, config[key])
     positive("eval.max_batches", config.eval.max_batches, allow_none=True)
+    positive("eval.max_buckets", config.eval.max_buckets)
     tolerance = config.eval.boundary_tolerance
     if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0):
         raise ValueError(

@@ -48,33 +48,40 @@ def evaluate_split(task, state, split: str, *, collect_examples: int = 0):
     examples holds the first images, labels and predictions (numpy) of this process's share, for plotting.
     """
     config, dp = task.config, task.layout
-    loader = data_lib.make_loader(
-        config.data,
-        split,
-        global_batch_size=config.eval_batch_size,
-        train=False,
-        seed=config.seed,
-        canvas=task.eval_canvas(split),
-    )
-    totals, examples, step_fn = None, [], None
-    for index, batch in enumerate(loader):
-        if config.eval.max_batches is not None and index >= config.eval.max_batches:
-            break
-        batch = _eval_batch(batch)
-        if step_fn is None:  # the boundary tolerance may depend on the (fixed) evaluation image size
-            tolerance = config.eval.boundary_tolerance
-            if tolerance is None:
-                tolerance = metrics_lib.segnet_boundary_tolerance(*batch["label"].shape[1:3])
-            step_fn = task.eval_step(int(tolerance))
-        sharded = dp.shard_batch(batch)
-        stats = step_fn(state, sharded)
-        totals = stats if totals is None else jax.tree.map(lambda a, b: a + b, totals, stats)
-        if sum(len(e["image"]) for e in examples) < collect_examples:
-            predictions = dp.local_examples(task.predict_step()(state, sharded))
-            keep = batch["valid"]
-            examples.append(
-                {"image": batch["image"][keep], "label": batch["label"][keep], "prediction": predictions[keep]}
-            )
+    totals, examples, batches = None, [], 0
+    for canvas, indices in task.eval_buckets(split):  # one compiled step per canvas
+        loader = data_lib.make_loader(
+            config.data,
+            split,
+            global_batch_size=config.eval_batch_size,
+            train=False,
+            seed=config.seed,
+            canvas=canvas,
+            examples=indices,
+        )
+        step_fn = None
+        for batch in loader:
+            if config.eval.max_batches is not None and batches >= config.eval.max_batches:
+                break
+            batches += 1
+            batch = _eval_batch(batch)
+            if step_fn is None:  # the boundary tolerance may depend on the (fixed) evaluation image size
+                tolerance = config.eval.boundary_tolerance
+                if tolerance is None:
+                    tolerance = metrics_lib.segnet_boundary_tolerance(*batch["label"].shape[1:3])
+                step_fn = task.eval_step(int(tolerance))
+            sharded = dp.shard_batch(batch)
+            stats = step_fn(state, sharded)
+            totals = stats if totals is None else jax.tree.map(lambda a, b: a + b, totals, stats)
+            # Examples to plot: from the first canvas only (one shape).
+            if sum(len(e["image"]) for e in examples) < collect_examples and (
+                not examples or examples[0]["image"].shape[1:] == batch["image"].shape[1:]
+            ):
+                predictions = dp.local_examples(task.predict_step()(state, sharded))
+                keep = batch["valid"]
+                examples.append(
+                    {"image": batch["image"][keep], "label": batch["label"][keep], "prediction": predictions[keep]}
+                )
     if totals is None:
         raise ValueError(f"The {split!r} split produced no evaluation batches; check data.eval_split / --split.")
     totals = dp.unreplicate(totals)

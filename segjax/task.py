@@ -49,6 +49,7 @@ class Task:
         # Batch norm averages its statistics over the data-parallel axis the steps are wrapped with.
         self.model = models_lib.create_model(config.model, self.num_classes, axis_name=parallel.AXIS, dtype=self.dtype)
         self.inference_spec()  # checks config.eval's test mode
+        self._logged_buckets: set[str] = set()
 
     @property
     def num_classes(self) -> int:
@@ -142,17 +143,22 @@ class Task:
         stride = data_lib.as_size(e.stride) if e.stride is not None else tuple(max(1, 2 * s // 3) for s in window)
         return steps.InferenceSpec(e.mode, window, stride, tuple(e.scales), bool(e.flip))
 
-    def eval_canvas(self, split: str) -> tuple[int, int] | None:
-        """The size every evaluation image of `split` is padded to (its labels with ignore_index): the split's
-        largest image, at least one sliding window, rounded up to the network's stride. None in 'resize' mode."""
+    def eval_buckets(self, split: str) -> list[tuple[tuple[int, int] | None, np.ndarray | None]]:
+        """How `split` is evaluated: [(canvas, example indices), ...]. Every image is padded (its labels with
+        ignore_index) to its bucket's canvas: its own size rounded up to the network's stride (and at least one
+        sliding window), coarser only where eval.max_buckets would otherwise be exceeded (see
+        `data.size_buckets`). [(None, None)] in 'resize' mode: every image fitted into data.eval_size."""
         spec = self.inference_spec()
         if spec.mode == "resize":
-            return None
-        height, width = data_lib.largest_image_size(self.config.data, split)
-        if spec.mode == "slide":
-            height, width = max(height, spec.window[0]), max(width, spec.window[1])
-        stride = self.model.stride
-        return -(-height // stride) * stride, -(-width // stride) * stride
+            return [(None, None)]
+        minimum = spec.window if spec.mode == "slide" else (1, 1)
+        sizes = data_lib.image_sizes(self.config.data, split)
+        buckets = data_lib.size_buckets(sizes, self.model.stride, self.config.eval.max_buckets, minimum)
+        if split not in self._logged_buckets:
+            self._logged_buckets.add(split)
+            canvases = ", ".join(f"{h}x{w} ({len(i)})" for (h, w), i in buckets)
+            log.info("Evaluating %s: %d images on %d canvases: %s", split, len(sizes), len(buckets), canvases)
+        return buckets
 
     def eval_step(self, boundary_tolerance: int | None):
         step = steps.EvalStep(

@@ -8,6 +8,7 @@ import pytest
 from flax import linen as nn
 from test_data_folder import folder_config, random_label, write_pair
 
+from segjax import data as data_lib
 from segjax import steps
 from segjax.config_utils import load_config_file
 from segjax.evaluate import evaluate_split
@@ -109,7 +110,11 @@ def test_every_labelled_pixel_counts_once_at_its_own_resolution(mixed_size_task,
     for key, value in extra.items():
         config.eval[key] = value
     task = Task(config)
-    assert task.eval_canvas("validation") == (100, 200)  # the largest height and width, already multiples of 4
+    # Each image in its own bucket, padded only to the stride (4): (90, 77) -> (92, 80); the largest first.
+    sizes = data_lib.image_sizes(config.data, "validation")
+    assert sorted(map(tuple, sizes.tolist())) == sorted(SIZES)
+    buckets = [(canvas, [tuple(sizes[i]) for i in indices]) for canvas, indices in task.eval_buckets("validation")]
+    assert buckets == [((100, 140), [(100, 140)]), ((64, 200), [(64, 200)]), ((92, 80), [(90, 77)])]
     scores = evaluate_split(task, task.layout.replicate(task.fresh_state()), "validation")
     labelled = 0
     for h, w in SIZES:
@@ -122,6 +127,46 @@ def test_resize_mode_scores_shrunken_masks(mixed_size_task):
     config = mixed_size_task.copy_and_resolve_references()
     config.eval.mode = "resize"
     task = Task(config)
-    assert task.eval_canvas("validation") is None
+    assert task.eval_buckets("validation") == [(None, None)]
     scores = evaluate_split(task, task.layout.replicate(task.fresh_state()), "validation")
     assert 0 < int(scores["confusion_matrix"].sum()) < sum(h * w for h, w in SIZES) // 2
+
+
+def test_buckets_evaluate_each_image_as_if_alone(mixed_size_task):
+    """Whole-image inference of every image on its own (padded to the stride, nothing stacked), computed here one
+    image at a time, gives the confusion matrix of the bucketed evaluation."""
+    config = mixed_size_task.copy_and_resolve_references()
+    task = Task(config)
+    state = task.fresh_state()
+    scores = evaluate_split(task, task.layout.replicate(state), "validation")
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    expected = np.zeros((task.num_classes,) * 2, np.int64)
+    for index, (h, w) in enumerate(data_lib.image_sizes(config.data, "validation")):
+        (batch,) = data_lib.make_loader(
+            config.data, "validation", global_batch_size=1, train=False, seed=0, canvas=(h, w), examples=[index]
+        )
+        logits = task.model.apply(variables, batch["image"], train=False)  # the model pads to its stride itself
+        predicted, label = np.asarray(logits.argmax(-1))[0], batch["label"][0]
+        keep = label != task.ignore_index
+        np.add.at(expected, (label[keep], predicted[keep]), 1)
+    np.testing.assert_array_equal(scores["confusion_matrix"], expected)
+
+
+def test_size_buckets_bound_the_canvases_and_pad_each_image_least():
+    rng = np.random.default_rng(0)
+    sizes = np.concatenate([rng.integers(20, 300, size=(40, 2)), [[64, 64], [64, 64], [63, 65], [1, 299]]])
+    for max_buckets in (1, 2, 5, 8, 200):
+        buckets = data_lib.size_buckets(sizes, 32, max_buckets, minimum=(48, 48))
+        assert len(buckets) <= max_buckets
+        assert sorted(np.concatenate([i for _, i in buckets]).tolist()) == list(range(len(sizes)))  # each once
+        for (h, w), indices in buckets:
+            assert h % 32 == 0 and w % 32 == 0
+            assert (sizes[indices] <= (h, w)).all() and h >= 48 and w >= 48
+        if max_buckets == 1:  # one canvas: the largest size rounded up to the stride
+            assert buckets[0][0] == (320, 320)
+        if max_buckets == 200:  # no coarsening needed: each image only rounded up to the stride
+            for (h, w), indices in buckets:
+                rounded = -(-np.maximum(sizes[indices], 48) // 32) * 32
+                assert (rounded == (h, w)).all()
+    with pytest.raises(ValueError, match="max_buckets must be >= 1"):
+        data_lib.size_buckets(sizes, 32, 0)

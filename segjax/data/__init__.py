@@ -8,7 +8,14 @@ Importing this package registers the TFDS builders `segjax_shapes` and `segjax_f
 
 from segjax.data.catalog import CATALOG, DatasetSpec, label_lut
 from segjax.data.folder import SegjaxFolder, check_folder, folder_config
-from segjax.data.pipeline import DatasetInfo, default_data_config, get_dataset_info, largest_image_size, make_loader
+from segjax.data.pipeline import (
+    DatasetInfo,
+    default_data_config,
+    get_dataset_info,
+    image_sizes,
+    make_loader,
+    size_buckets,
+)
 from segjax.data.shapes import CLASS_NAMES, SegjaxShapes, generate_scene, shapes_config
 from segjax.data.transforms import as_size
 
@@ -25,7 +32,8 @@ __all__ = [
     "folder_config",
     "generate_scene",
     "get_dataset_info",
-    "largest_image_size",
+    "image_sizes",
+    "size_buckets",
     "label_lut",
     "make_loader",
     "shapes_config",

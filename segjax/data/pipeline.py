@@ -14,7 +14,7 @@ import importlib.resources
 import importlib.util
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grain
@@ -223,6 +223,17 @@ class _Decode:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Select:
+    """Index i -> example indices[i] of `source` (a subset of a split, in the given order)."""
+
+    source: Any
+    indices: tuple[int, ...]
+
+    def __call__(self, index: int):
+        return self.source[self.indices[index]]
+
+
+@dataclasses.dataclass(frozen=True)
 class _PadToFullBatches:
     """Index i < n -> example i with valid=True; i >= n -> a copy of example 0, all labels ignored, valid=False."""
 
@@ -276,18 +287,41 @@ def _process(process_index, process_count) -> tuple[int, int]:
     return process_index, process_count
 
 
-_LARGEST_SIZES: dict[tuple, tuple[int, int]] = {}
+_IMAGE_SIZES: dict[tuple, np.ndarray] = {}
 
 
-def largest_image_size(data_config, split: str) -> tuple[int, int]:
-    """(max height, max width) over the images of a split: read once per process (a decoding pass), remembered."""
+def image_sizes(data_config, split: str) -> np.ndarray:
+    """(n, 2) int array: (height, width) of every image of a split, in order; read once per process (a decoding
+    pass), remembered."""
     r = _resolve(data_config)
     key = (r.spec.tfds_name, str(r.builder.data_dir), split)
-    if key not in _LARGEST_SIZES:
+    if key not in _IMAGE_SIZES:
         source = _data_source(r, split)
-        shapes = np.array([np.asarray(source[i][r.spec.image_key]).shape[:2] for i in range(len(source))])
-        _LARGEST_SIZES[key] = (int(shapes[:, 0].max()), int(shapes[:, 1].max()))
-    return _LARGEST_SIZES[key]
+        sizes = [np.asarray(source[i][r.spec.image_key]).shape[:2] for i in range(len(source))]
+        _IMAGE_SIZES[key] = np.array(sizes, np.int64).reshape(-1, 2)
+    return _IMAGE_SIZES[key]
+
+
+def size_buckets(sizes, multiple: int, max_buckets: int, minimum=(1, 1)) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """Groups images by the canvas each is padded to for evaluation: [(canvas (h, w), example indices), ...].
+
+    Each size (at least `minimum`) is rounded up to a multiple of a granule, itself a multiple of `multiple` (the
+    network's stride), and capped at the largest size so rounded. The granule starts at `multiple` (every image
+    padded only to the stride: exact whole-image inference) and doubles until at most `max_buckets` canvases remain:
+    one compilation per canvas, and no image padded by a granule or more. Canvases are listed largest first."""
+    if max_buckets < 1:
+        raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
+    sizes = np.maximum(np.asarray(sizes, np.int64).reshape(-1, 2), np.asarray(minimum, np.int64))
+    largest = -(-sizes.max(0) // multiple) * multiple
+    granule = multiple
+    while True:
+        canvases = np.minimum(-(-sizes // granule) * granule, largest)
+        unique = np.unique(canvases, axis=0)
+        if len(unique) <= max_buckets:
+            break
+        granule *= 2
+    unique = sorted((tuple(int(v) for v in c) for c in unique), key=lambda c: (-c[0] * c[1], c))
+    return [(c, np.flatnonzero((canvases == c).all(1))) for c in unique]
 
 
 def make_loader(
@@ -301,6 +335,7 @@ def make_loader(
     process_index: int | None = None,
     process_count: int | None = None,
     canvas: tuple[int, int] | None = None,
+    examples: Sequence[int] | None = None,
 ) -> Iterator[dict]:
     """Iterator of numpy batches for this process: {'image': float32 (B, H, W, 3), 'label': int32 (B, H, W)}.
 
@@ -309,6 +344,8 @@ def make_loader(
     train=False: one pass over every example exactly once, no augmentation; the last batch is padded to full size
     and a 'valid' (B,) bool marks the real examples. Every image is padded to `canvas` (bottom/right, the labels
     with ignore_index) at its own resolution, or, with canvas=None, fitted into data.eval_size (downscaled).
+    `examples` (evaluation only): the indices of the split's examples to read, in order (a `size_buckets` bucket);
+    None: all of them.
     B = global_batch_size // process_count; process p holds examples p*B .. (p+1)*B - 1 of each global batch, so the
     processes' batches, in process order, are the global batch in order.
     """
@@ -349,10 +386,15 @@ def make_loader(
             evaluate = transforms.EvalTransform(r.eval_size, mean, std, r.ignore_index)
         else:
             evaluate = transforms.EvalTransform(transforms.as_size(canvas), mean, std, r.ignore_index, fit=False)
-        examples = ds.map(decode).map(evaluate)
-        n = len(examples)
+        if examples is not None:
+            chosen = np.asarray(examples, np.int64)
+            if chosen.size and (chosen.min() < 0 or chosen.max() >= len(ds)):
+                raise ValueError(f"examples must index the {len(ds)} examples of split {split!r}")
+            ds = grain.MapDataset.range(len(chosen)).map(_Select(ds, tuple(int(i) for i in chosen)))
+        evaluated = ds.map(decode).map(evaluate)
+        n = len(evaluated)
         total = math.ceil(n / global_batch_size) * global_batch_size
-        ds = grain.MapDataset.range(total).map(_PadToFullBatches(examples, n, r.ignore_index))
+        ds = grain.MapDataset.range(total).map(_PadToFullBatches(evaluated, n, r.ignore_index))
         ds = _process_share(ds, process_index, process_count, batch).batch(batch, drop_remainder=True)
     workers = int(_cfg(data_config, "num_workers", 2))
     prefetch = int(_cfg(data_config, "prefetch_batches", 8))

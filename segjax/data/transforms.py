@@ -108,8 +108,9 @@ class TrainTransform:
 
 @dataclasses.dataclass(frozen=True)
 class EvalTransform:
-    """No augmentation: with `fit`, fit into `eval_size` (downscaling large images only); pad to it (the label with
-    ignore_index, so padding counts nowhere); normalise. Without `fit` an image keeps every pixel at its size."""
+    """No augmentation: with `fit`, fit into `eval_size` (downscaling large images only); normalise; pad to it with
+    zeros after normalisation, as the networks pad inputs to their stride (the label with ignore_index, so padding
+    counts nowhere). Without `fit` an image keeps every pixel at its size."""
 
     eval_size: tuple[int, int]
     mean: tuple[float, ...]
@@ -123,5 +124,5 @@ class EvalTransform:
             image, label = fit_within(image, label, self.eval_size)
         elif image.shape[0] > self.eval_size[0] or image.shape[1] > self.eval_size[1]:
             raise ValueError(f"an image of {image.shape[:2]} does not fit the evaluation canvas {self.eval_size}")
-        image, label = pad_to(image, label, self.eval_size, self.ignore_index)
-        return {"image": normalize(image, self.mean, self.std), "label": label.astype(np.int32)}
+        image, label = pad_to(normalize(image, self.mean, self.std), label, self.eval_size, self.ignore_index)
+        return {"image": image, "label": label.astype(np.int32)}
