@@ -126,6 +126,7 @@ UPSAMPLE_ARMS: dict[str, dict] = {
     },
     "resize_conv_nearest": dict(method="resize_conv", resize="nearest"),
     "resize_conv_bilinear": dict(method="resize_conv", resize="bilinear"),
+    "resize_conv_nearest_delta": dict(method="resize_conv", resize="nearest", init="delta"),
     "pixel_shuffle_default": dict(method="pixel_shuffle", init="default"),
     "pixel_shuffle_icnr": dict(method="pixel_shuffle", init="icnr"),
 }
@@ -213,6 +214,46 @@ UNET_HYPOTHESES = (
         "noskip_transposed_k2_default",
         "noskip_bilinear",
         minus=("transposed_k2_default", "bilinear"),
+    ),
+)
+
+
+# Odena et al. on the same U-Net and budget: which of initialisation and function class removes the transposed
+# convolution's checkerboards (a 2x2: random vs structured init x transposed vs resize-convolution), and nearest vs
+# bilinear resize-convolution. The checkerboard endpoints are tested in the report's Odena section.
+ODENA_HYPOTHESES = (
+    Hypothesis(
+        "O1",
+        "Odena et al. had their best results with nearest-neighbour resize-convolution: does it beat bilinear "
+        "resize-convolution?",
+        "unet",
+        "resize_conv_nearest",
+        "resize_conv_bilinear",
+    ),
+    Hypothesis(
+        "O2",
+        "Function class at random initialisation: does nearest resize-convolution beat the kernel-4 transposed "
+        "convolution?",
+        "unet",
+        "resize_conv_nearest",
+        "transposed_k4_default",
+    ),
+    Hypothesis(
+        "O3",
+        "Initialisation within the transposed convolution: does the structured (bilinear) initialisation beat the "
+        "random one?",
+        "unet",
+        "transposed_k4_bilinear",
+        "transposed_k4_default",
+    ),
+    Hypothesis(
+        "O4",
+        "Interaction: does a structured initialisation help the transposed convolution more than it helps "
+        "resize-convolution (delta init: it starts as the resize)?",
+        "unet",
+        "transposed_k4_bilinear",
+        "transposed_k4_default",
+        minus=("resize_conv_nearest_delta", "resize_conv_nearest"),
     ),
 )
 

@@ -31,6 +31,7 @@ ODENA_LABELS = (
     "pixel_shuffle_icnr",
     "resize_conv_nearest",
     "resize_conv_bilinear",
+    "resize_conv_nearest_delta",
 )
 SEGNET_BILINEAR = "bilinear"
 SEGNET_LEARNED = ("max_unpool", "transposed_k4_bilinear")  # SegNet-Basic and FCN-style learned deconvolution

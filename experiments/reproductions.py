@@ -1,12 +1,14 @@
 """Paper-reproduction presets (sweeps): python -m experiments.reproductions --preset=NAME.
 
   odena_cpu   transposed k2/k3/k4 (default and bilinear init), pixel shuffle and resize-convolution arms
+  odena_2x2_cpu  Odena's hypotheses O1-O4 (random vs structured init x transposed vs resize-convolution, nearest
+              vs bilinear resize-convolution) on the ablation's converged CPU budget: 5 arms x 5 paired seeds
   fcn_cpu     FCN-32s / 16s / 8s
   segnet_cpu  SegNet's Table 1 decoders: bilinear, max-unpool with indices, learned deconvolution
   all_cpu     the three
 
-They use the smoke-test budget of experiments.definitions (200 steps, 3 seeds: far from converged) and reuse the
-smoke_cpu ablation's finished runs when pointed at the same --out. Their report sections are in
+All but odena_2x2_cpu use the smoke-test budget of experiments.definitions (200 steps, 3 seeds: far from converged)
+and reuse the smoke_cpu ablation's finished runs when pointed at the same --out. Their report sections are in
 experiments.reproduction_report.
 """
 
@@ -15,7 +17,20 @@ from __future__ import annotations
 import sys
 
 from experiments import command
-from experiments.definitions import SEGNET_TABLE1, SMOKE, SMOKE_FCN, SMOKE_SEEDS, Arm, Sweep, operator_arm
+from experiments.definitions import (
+    CPU_SEEDS,
+    CPU_STEPS,
+    CPU_TRAINING,
+    ODENA_HYPOTHESES,
+    SEGNET_TABLE1,
+    SMOKE,
+    SMOKE_FCN,
+    SMOKE_SEEDS,
+    Arm,
+    Sweep,
+    hypothesis_arms,
+    operator_arm,
+)
 from experiments.reproduction_report import ODENA_LABELS
 
 
@@ -30,6 +45,20 @@ def odena() -> Sweep:
         "Odena et al.: transposed convolution k2/k3/k4 (default and bilinear init), pixel shuffle (default, ICNR) "
         "and resize-convolution, checkerboard at init and after training.",
         smoke_test=True,
+    )
+
+
+def odena_2x2() -> Sweep:
+    arms = hypothesis_arms(ODENA_HYPOTHESES)
+    return Sweep(
+        "odena_2x2_cpu",
+        arms,
+        tuple(range(CPU_SEEDS)),
+        {**CPU_TRAINING, "num_train_steps": CPU_STEPS, "checkpoint_every_steps": CPU_STEPS},
+        f"Odena et al. O1-O4: {len(arms)} U-Net arms x {CPU_SEEDS} paired seeds, {CPU_STEPS} steps (the ablation's "
+        "CPU budget).",
+        ODENA_HYPOTHESES,
+        reference="transposed_k4_default",
     )
 
 
@@ -59,7 +88,13 @@ def fcn() -> Sweep:
     )
 
 
-PRESETS = {"odena_cpu": odena, "fcn_cpu": fcn, "segnet_cpu": segnet, "all_cpu": lambda: [fcn(), odena(), segnet()]}
+PRESETS = {
+    "odena_cpu": odena,
+    "odena_2x2_cpu": odena_2x2,
+    "fcn_cpu": fcn,
+    "segnet_cpu": segnet,
+    "all_cpu": lambda: [fcn(), odena(), segnet()],
+}
 
 if __name__ == "__main__":
     sys.exit(command.main(PRESETS, prog="experiments.reproductions"))

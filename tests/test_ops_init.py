@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from jax import lax
 
 from segjax.ops import (
     bed_of_nails,
@@ -12,6 +13,7 @@ from segjax.ops import (
     bilinear_upsample,
     checkerboard_score,
     conv_transpose,
+    delta_kernel,
     icnr_init,
     local_mean_kernel,
     nearest_upsample,
@@ -156,3 +158,15 @@ def test_uniform_kernel_probe_of_odena(k, expected):
     y = conv_transpose(jnp.ones((1, 16, 16, 1)), jnp.ones((k, k, 1, 1)), 2, "SAME")
     assert float(checkerboard_score(y, 2, border=3, detrend=False)) == pytest.approx(expected, abs=5e-4)
     assert float(checkerboard_score(y, 2, border=3)) == pytest.approx(1.0 if expected else 0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("size, channels, out", [(3, 6, 3), (4, 5, 5), (1, 4, 1)])
+def test_delta_kernel_averages_channel_groups_at_the_offset_zero_tap(size, channels, out):
+    """A SAME convolution with delta_kernel equals the mean over each channel group (odd and even sizes)."""
+    x = np.random.default_rng(size).normal(size=(2, 7, 9, channels)).astype(np.float32)
+    y = lax.conv_general_dilated(
+        x, delta_kernel(size, channels, out), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(y, x.reshape(2, 7, 9, out, channels // out).mean(-1), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of the output channels"):
+        delta_kernel(3, 5, 2)

@@ -14,6 +14,7 @@ from segjax.ops import (
     has_params,
     max_pool_with_indices,
     max_unpool,
+    nearest_upsample,
     needs_indices,
 )
 
@@ -82,6 +83,18 @@ def test_transposed_uses_conv_transpose_and_bilinear_init():
     np.testing.assert_allclose(y[:, 2:-2, 2:-2], bilinear_upsample(X, 2)[:, 2:-2, 2:-2], atol=1e-5)
 
 
+@pytest.mark.parametrize("resize", ["nearest", "bilinear"])
+def test_delta_resize_conv_starts_as_the_resize_of_channel_group_means(resize):
+    """init='delta': the convolution's centre tap averages each group of input channels (4 -> 2: groups of 2), so at
+    initialisation resize-then-convolve is the resize of the group means (exactly, at every pixel and border)."""
+    module = Upsample(UpsampleSpec("resize_conv", kernel_size=3, init="delta", resize=resize), factor=3, features=2)
+    _, y = _run(module, X)
+    means = X.reshape(*X.shape[:3], 2, 2).mean(-1)
+    np.testing.assert_allclose(
+        y, (nearest_upsample if resize == "nearest" else bilinear_upsample)(means, 3), rtol=1e-6, atol=1e-6
+    )
+
+
 def test_icnr_pixel_shuffle_has_no_checkerboard_at_init():
     module = Upsample(UpsampleSpec("pixel_shuffle", init="icnr"), factor=2, features=3)
     _, y = _run(module, X)
@@ -96,6 +109,7 @@ def test_icnr_pixel_shuffle_has_no_checkerboard_at_init():
         (dict(method="transposed", kernel_size=0), {}, {}, "kernel_size must be a positive int"),
         (dict(method="resize_conv", init="icnr"), {}, {}, "init='icnr' is not valid"),
         (dict(method="resize_conv", resize="cubic"), {}, {}, "resize"),
+        (dict(method="resize_conv", init="delta"), dict(features=3), {}, "must be a multiple of features"),
         (dict(method="transposed"), {}, {}, "needs `features`"),
         (dict(method="nearest"), dict(features=7), {}, "keeps the channel count"),
         (dict(method="transposed", init="bilinear"), dict(features=3), {}, "must be a multiple of features"),

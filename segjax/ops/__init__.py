@@ -7,7 +7,7 @@ score; plus the linen `Upsample` module that picks an operator by name.
 
 from segjax.ops.analysis import checkerboard_score, local_mean_kernel
 from segjax.ops.conv_transpose import conv_transpose
-from segjax.ops.init import bilinear_kernel, icnr_init
+from segjax.ops.init import bilinear_kernel, delta_kernel, icnr_init
 from segjax.ops.pooling import max_pool_with_indices, max_unpool
 from segjax.ops.resize import bed_of_nails, bilinear_upsample, nearest_upsample, pixel_shuffle, pixel_unshuffle
 from segjax.ops.upsample import (
@@ -37,6 +37,7 @@ __all__ = [
     "checkerboard_score",
     "local_mean_kernel",
     "conv_transpose",
+    "delta_kernel",
     "default_kernel_size",
     "has_params",
     "icnr_init",

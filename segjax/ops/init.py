@@ -40,6 +40,26 @@ def bilinear_kernel(size: int, channels: int, out_channels: int | None = None, d
     return jnp.asarray(kernel, dtype)
 
 
+def delta_kernel(size: int, channels: int, out_channels: int | None = None, dtype=jnp.float32):
+    """A kernel (size, size, channels, out_channels) HWIO whose only non-zero taps are at the centre ((size - 1) // 2,
+    the offset-0 tap of a SAME convolution), weight 1/g on output o's group of g = channels / out_channels input
+    channels g*o .. g*o + g - 1: the convolution averages each channel group and keeps its position. Resize-then-
+    convolve so initialised starts as the resize itself (the structured initialisation of Odena et al.'s
+    resize-convolution, as 'bilinear' is the transposed convolution's)."""
+    out_channels = channels if out_channels is None else out_channels
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"delta_kernel size must be a positive int, got {size!r}.")
+    if channels % out_channels:
+        raise ValueError(
+            f"delta_kernel: input channels ({channels}) must be a multiple of the output channels ({out_channels})."
+        )
+    group = channels // out_channels
+    kernel = np.zeros((size, size, channels, out_channels), np.float32)
+    inputs = np.arange(channels)
+    kernel[(size - 1) // 2, (size - 1) // 2, inputs, inputs // group] = 1.0 / group
+    return jnp.asarray(kernel, dtype)
+
+
 _LECUN_NORMAL = nn.initializers.lecun_normal()
 
 

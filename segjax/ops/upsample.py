@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from segjax.ops.conv_transpose import conv_transpose
-from segjax.ops.init import bilinear_kernel, icnr_init
+from segjax.ops.init import bilinear_kernel, delta_kernel, icnr_init
 from segjax.ops.pooling import max_unpool
 from segjax.ops.resize import bed_of_nails, bilinear_upsample, nearest_upsample, pixel_shuffle
 
@@ -18,7 +18,11 @@ PARAMETRIC_METHODS = ("transposed", "resize_conv", "pixel_shuffle")
 # Methods that need the encoder's pooling indices at call time.
 INDEX_METHODS = ("max_unpool",)
 # Valid `init` values per method (the first is what None means).
-INITS = {"transposed": ("default", "bilinear"), "pixel_shuffle": ("default", "icnr")}
+INITS = {
+    "transposed": ("default", "bilinear"),
+    "pixel_shuffle": ("default", "icnr"),
+    "resize_conv": ("default", "delta"),
+}
 RESIZES = ("nearest", "bilinear")
 _FIXED = {"nearest": nearest_upsample, "bilinear": bilinear_upsample, "bed_of_nails": bed_of_nails}
 
@@ -52,9 +56,10 @@ def default_kernel_size(method: str, factor: int, init: str | None = None) -> in
 @dataclasses.dataclass(frozen=True)
 class UpsampleSpec:
     """Which upsampling operator, validated once: `method` (see METHODS); `kernel_size` of the learned methods (None:
-    `default_kernel_size`); `init` of the transposed convolution ('default' lecun normal or 'bilinear') or of pixel
-    shuffle ('default' or 'icnr'), None meaning the first; `resize` before resize_conv's convolution ('nearest' or
-    'bilinear'). Frozen and hashable, so models and steps holding one compare equal when their operators do."""
+    `default_kernel_size`); `init` of the transposed convolution ('default' lecun normal or 'bilinear'), of pixel
+    shuffle ('default' or 'icnr') or of resize_conv ('default' or 'delta'), None meaning the first; `resize` before
+    resize_conv's convolution ('nearest' or 'bilinear'). Frozen and hashable, so models and steps holding one
+    compare equal when their operators do."""
 
     method: str = "transposed"
     kernel_size: int | None = None
@@ -105,7 +110,8 @@ class Upsample(nn.Module):
     channel count; learned ones output `features` channels.
       transposed: conv_transpose with the spec's kernel size, stride factor, SAME padding; init 'default' (lecun
         normal) or 'bilinear' (FCN; input channels a multiple of features, see bilinear_kernel).
-      resize_conv: resize ('nearest' or 'bilinear') then a convolution (Odena et al. 2016).
+      resize_conv: resize ('nearest' or 'bilinear') then a convolution (Odena et al. 2016); init 'default' (lecun
+        normal) or 'delta' (the centre tap averages channel groups: it starts as the resize; see delta_kernel).
       pixel_shuffle: conv to features*factor**2 channels then pixel_shuffle; init 'default' or 'icnr'.
     """
 
@@ -173,12 +179,24 @@ class Upsample(nn.Module):
                 bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
                 y = y + jnp.asarray(bias, y.dtype)
         elif method == "resize_conv":
+            if init == "delta":
+                if c % self.features:
+                    raise ValueError(
+                        f"Upsample(method='resize_conv', init='delta') averages groups of input channels: the input "
+                        f"channels ({c}) must be a multiple of features ({self.features})."
+                    )
+
+                def kernel_init(key, shape, dtype=jnp.float32):
+                    return delta_kernel(shape[0], shape[2], shape[3], dtype)
+            else:
+                kernel_init = nn.initializers.lecun_normal()
             y = nearest_upsample(x, f) if spec.resize == "nearest" else bilinear_upsample(x, f)
             y = nn.Conv(
                 self.features,
                 (kernel_size, kernel_size),
                 padding="SAME",
                 use_bias=self.use_bias,
+                kernel_init=kernel_init,
                 dtype=self.dtype,
                 name="conv",
             )(y)
