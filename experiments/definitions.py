@@ -92,6 +92,7 @@ class Sweep:
     description: str = ""
     hypotheses: tuple[Hypothesis, ...] = ()
     smoke_test: bool = False  # a short run that checks the machinery and answers no question
+    reproduction: bool = False  # its report adds the paper-reproduction sections (experiments.reproduction_report)
     reference: str | None = None  # the arm others are compared with in the report (None: the first)
 
     def __post_init__(self):

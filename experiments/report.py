@@ -542,7 +542,7 @@ def write_report(
             if test:
                 md += omnibus_text(test, model, len(labels))
     md += arms_section(arms, rows, sweeps, costs, report_dir)
-    if smoke:  # the paper-reproduction presets (experiments.reproductions) run on the smoke-test budget
+    if smoke or any(s.get("reproduction") for s in sweeps):  # the presets of experiments.reproductions
         if figures.phase_maps(arms, report_dir / "checkerboard_phase_maps.png"):
             md += ["![checkerboard phase maps](checkerboard_phase_maps.png)", ""]
         for section in reproduction_report.sections(arms, report_dir):

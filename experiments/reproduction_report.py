@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import pathlib
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from experiments import analysis, stats
@@ -19,6 +20,8 @@ from segjax.logging_utils import save_figure
 
 CB_ARTIFACT = 0.05
 CB_NONE = 1e-3
+CB_MARGIN = 0.02  # equivalence margin of checkerboard-score contrasts (the scores of trained networks span 0.01-0.65)
+ODENA_2X2 = ("transposed_k4_default", "transposed_k4_bilinear", "resize_conv_nearest", "resize_conv_nearest_delta")
 
 ODENA_LABELS = (
     "transposed_k2_default",
@@ -141,6 +144,152 @@ def _operator_figure(path: pathlib.Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
+def overlap_probe_section() -> str:
+    probe = analysis.constant_kernel_probe()
+    lines = [
+        "### Uneven overlap with equal weights",
+        "",
+        "A one-channel transposed convolution (stride 2) whose kernel is all ones, on a constant input: each output "
+        "pixel is the number of kernel taps that land on it. Nothing is learned or random, so this tests the "
+        "structural claim alone.",
+        "",
+        "| kernel | overlap counts | score (original) | score (detrended) | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    held = True
+    for k, r in probe.items():
+        uneven = len(r["overlaps"]) > 1
+        held &= uneven == (k % 2 == 1)
+        lines.append(
+            f"| {k} | {', '.join(map(str, r['overlaps']))} | {r['score']:.3f} | {r['score_detrended']:.3f} | "
+            f"{'artifacts' if uneven else 'none'} |"
+        )
+    lines += [
+        "",
+        f"**Verdict: {'held' if held else 'did not hold'}**: kernels that the stride does not divide (3, 5) give "
+        "uneven overlap and a checkerboard even with equal weights; kernels 2 and 4 give a flat output. (Exact "
+        "arithmetic, not a statistic: no interval.)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def gradient_probe_section(seeds=range(5)) -> str:
+    scores = analysis.gradient_checkerboards(seeds=seeds)
+    control_label = next(label for label in scores if "control" in label)
+    control = scores[control_label]
+    others = [label for label in scores if label != control_label]
+    results = stats.family_verdicts(
+        [(scores[label], control) for label in others], [CB_MARGIN] * len(others), ["greater"] * len(others)
+    )
+    lines = [
+        "### Checkerboards in gradients",
+        "",
+        "The detrended checkerboard score (factor 2, border 4 px) of |dL/dx|, the input gradient of a downsampling "
+        "operator, for a random input (4 x 32 x 32 x 8), random weights (lecun normal) and a random upstream "
+        f"gradient; seeds {list(seeds)}. The claim 'operator X puts a checkerboard into gradients' is tested "
+        f"against the stride-1 convolution ({control_label}) seed by seed, Holm over the {len(others)} operators, "
+        f"equivalence margin {CB_MARGIN}.",
+        "",
+        "| operator | score per seed | difference to the control | 95% CI | Holm p | verdict |",
+        "|---|---|---|---|---|---|",
+        f"| {control_label} | {', '.join(f'{v:.3f}' for v in control)} | | | | (control) |",
+    ]
+    for label, r in zip(others, results, strict=True):
+        c = r.contrast
+        lines.append(
+            f"| {label} | {', '.join(f'{v:.3f}' for v in scores[label])} | {c.mean:+.3f} | "
+            f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}] | {r.p_holm:.2g} | {r.verdict} |"
+        )
+    lines += [
+        "",
+        "A strided convolution's input gradient is a transposed convolution of the upstream gradient: with kernel 3 "
+        "the input phases receive different numbers of taps (the overlap above), and with kernels 2 and 4 they "
+        "receive the same number of taps but different weights, so random weights alone give the phases different "
+        "gradient magnitudes. Max pooling routes each cell's gradient to its maximum, which a random input puts at "
+        "any phase alike.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def odena_2x2_section(arms) -> str | None:
+    found = {label: _arm(arms, "unet", label) for label in ODENA_2X2}
+    if not all(found.values()):
+        return None
+    lines = [
+        "### Initialisation x function class, after training (U-Net, converged CPU budget)",
+        "",
+        "Random (lecun normal) vs structured initialisation (transposed k4: bilinear, channel-halving; "
+        "resize-convolution: 'delta', the centre tap averaging channel pairs, so it starts as the resize) x "
+        "transposed convolution vs nearest resize-convolution. Checkerboard scores are the detrended measures of the "
+        "whole validation split (experiments.analysis.split_measurements): at the output of every upsampler inside "
+        "the network at its own factor (mean over the decoder's upsamplers), on the class-centred logits, and the "
+        "input gradient, next to the same measure on the ground truth (floor). mIoU verdicts are the sweep's "
+        "hypotheses O1-O4 (above); the checkerboard verdicts below use the same rules, one family of four, "
+        f"equivalence margin {CB_MARGIN}.",
+        "",
+        "| arm | final mIoU | CB upsamplers | CB logits | CB input gradient | CB floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, arm in found.items():
+        lines.append(
+            f"| {label} | {_mean_pm(arm, 'final_miou')} | {_mean_pm(arm, 'cb_upsamplers')} | "
+            f"{_mean_pm(arm, 'cb_logits')} | {_mean_pm(arm, 'cb_gradient')} | {_mean_pm(arm, 'cb_floor')} |"
+        )
+
+    def per_seed(label):
+        return {m["seed"]: m["cb_upsamplers"] for m in found[label]["_members"] if m.get("cb_upsamplers") is not None}
+
+    values = {label: per_seed(label) for label in ODENA_2X2}
+    seeds = sorted(set.intersection(*(set(v) for v in values.values())))
+    if len(seeds) < 2:
+        return "\n".join([*lines, "", "Checkerboard contrasts: not measured (fewer than 2 paired seeds).", ""])
+    v = {label: np.array([values[label][s] for s in seeds]) for label in ODENA_2X2}
+    transposed_gain = v["transposed_k4_default"] - v["transposed_k4_bilinear"]
+    resize_gain = v["resize_conv_nearest"] - v["resize_conv_nearest_delta"]
+    claims = [
+        (
+            "function class (Odena's claim): the transposed convolution leaves more checkerboard than "
+            "resize-convolution, each averaged over its two initialisations",
+            (v["transposed_k4_default"] + v["transposed_k4_bilinear"]) / 2,
+            (v["resize_conv_nearest"] + v["resize_conv_nearest_delta"]) / 2,
+            "greater",
+        ),
+        (
+            "transposed k4: random init leaves more checkerboard than bilinear init",
+            v["transposed_k4_default"],
+            v["transposed_k4_bilinear"],
+            "greater",
+        ),
+        (
+            "resize-convolution: random and delta init leave the same checkerboard (within the margin)",
+            v["resize_conv_nearest"],
+            v["resize_conv_nearest_delta"],
+            "equivalent",
+        ),
+        (
+            "interaction: the structured init removes more checkerboard from the transposed convolution than from "
+            "resize-convolution",
+            transposed_gain,
+            resize_gain,
+            "greater",
+        ),
+    ]
+    results = stats.family_verdicts(
+        [(a, b) for _, a, b, _ in claims], [CB_MARGIN] * len(claims), [c for *_, c in claims]
+    )
+    lines += ["", f"Checkerboard at the upsamplers, paired over seeds {seeds}:", ""]
+    for (text, *_), r in zip(claims, results, strict=True):
+        c = r.contrast
+        lines.append(
+            f"- {text}: difference {c.mean:+.4f}, 95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}], Holm p = "
+            f"{r.p_holm:.2g}: **{r.verdict}**"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
 def odena_section(arms, report_dir: pathlib.Path, operator_study: bool = True, figures: bool = True) -> str | None:
     present = [a for a in arms if a["label"] in ODENA_LABELS]
     if not present and not operator_study:
@@ -156,6 +305,11 @@ def odena_section(arms, report_dir: pathlib.Path, operator_study: bool = True, f
     ]
     if operator_study:
         text.append(odena_operator_section(report_dir, figures=figures))
+        text.append(overlap_probe_section())
+        text.append(gradient_probe_section())
+    two_by_two = odena_2x2_section(arms)
+    if two_by_two:
+        text.append(two_by_two)
     if present:
         text += [
             "### Whole networks: at initialisation and after training",

@@ -59,6 +59,7 @@ def odena_2x2() -> Sweep:
         "CPU budget).",
         ODENA_HYPOTHESES,
         reference="transposed_k4_default",
+        reproduction=True,
     )
 
 

@@ -332,3 +332,35 @@ def test_endpoints_and_plateau_from_a_constructed_curve():
     assert e["final_iou_wire"] == pytest.approx((0.41 + 0.42) / 2)  # a null is skipped, not a zero
     plateau, step = report.plateau_step(e["curve_steps"], e["curve_miou"])
     assert plateau == pytest.approx(np.mean([0.7, 0.8, 0.82, 0.84, 0.90])) and step == 500  # 0.80 < 0.812 - 0.01
+
+
+def test_odena_probes_and_the_2x2_section():
+    """The overlap probe is exact arithmetic; the gradient probe finds the strided convolution's checkerboard against
+    the stride-1 control; the 2x2 section tests the checkerboard endpoints with paired verdicts."""
+    probe = analysis.constant_kernel_probe()
+    assert probe[2]["overlaps"] == [1] and probe[4]["overlaps"] == [4] and probe[3]["overlaps"] == [1, 2, 4]
+    assert probe[3]["score"] == pytest.approx(0.436, abs=1e-3) and probe[5]["score"] == pytest.approx(0.275, abs=1e-3)
+    assert probe[3]["score_detrended"] == pytest.approx(1.0) and probe[2]["score"] == 0.0
+    assert "**Verdict: held**" in reproduction_report.overlap_probe_section()
+    text = reproduction_report.gradient_probe_section(seeds=range(3))
+    assert "| conv k3 stride 2 |" in text and text.count("| held |") >= 1
+
+    def arm(label, cb):
+        members = [{"seed": s, "cb_upsamplers": v, "final_miou": 0.8} for s, v in enumerate(cb)]
+        summary = {
+            f"{k}_{s}": float("nan")
+            for k in ("final_miou", "cb_upsamplers", "cb_logits", "cb_gradient", "cb_floor")
+            for s in ("mean", "std")
+        }
+        return {"model": "unet", "label": label, "_members": members, **summary}
+
+    noise = np.array([0.01, -0.01, 0.02, 0.0, -0.02])
+    arms = [
+        arm("transposed_k4_default", 0.55 + noise),
+        arm("transposed_k4_bilinear", 0.45 + noise[::-1]),
+        arm("resize_conv_nearest", 0.05 + noise / 10),
+        arm("resize_conv_nearest_delta", 0.05 - noise / 10),
+    ]
+    section = reproduction_report.odena_2x2_section(arms)
+    assert "function class (Odena's claim)" in section and section.count("**held**") >= 2
+    assert reproduction_report.odena_2x2_section(arms[:3]) is None
