@@ -149,7 +149,52 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
     )
     result["steps"] = int(meta["step"])  # the validation curve and its endpoints are read from metrics.jsonl
     result["split"] = split_measurements(model, trained_vars, config, info)
+    if config.model.name.startswith("fcn"):
+        result["oracle_miou"] = oracle_miou(config, info)
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a score map of a given stride can express at best (FCN's ceilings)
+
+ORACLE_STRIDES = (32, 16, 8)
+
+
+def oracle_confusion(labels, stride: int, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Confusion matrix (C, C) of the oracle decoder at `stride` on labels (N, H, W): the true labels as class shares
+    per stride x stride cell (ignored pixels left out), upsampled bilinearly by `stride` (as FCN's bilinear
+    deconvolution does away from the borders), argmax; counted over the labelled pixels. A perfect score map of that
+    stride upsampled so scores this: the ceiling of the decoder, whatever the encoder."""
+    labels = np.asarray(labels)
+    n, h, w = labels.shape
+    ph, pw = -h % stride, -w % stride
+    padded = np.pad(labels, ((0, 0), (0, ph), (0, pw)), constant_values=ignore_index)
+    onehot = (padded[..., None] == np.arange(num_classes)).astype(np.float32)  # ignored pixels: all zero
+    hh, ww = padded.shape[1] // stride, padded.shape[2] // stride
+    shares = onehot.reshape(n, hh, stride, ww, stride, num_classes).mean((2, 4))
+    predicted = np.asarray(ops.bilinear_upsample(jnp.asarray(shares), stride)).argmax(-1)[:, :h, :w]
+    keep = labels != ignore_index
+    counts = np.bincount(labels[keep] * num_classes + predicted[keep], minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def oracle_miou(config, info, strides=ORACLE_STRIDES) -> dict[str, float]:
+    """stride -> the oracle decoder's mIoU over the validation split (see oracle_confusion)."""
+    loader = make_loader(
+        config.data,
+        info.eval_split,
+        global_batch_size=config.eval_batch_size,
+        train=False,
+        seed=0,
+        process_index=0,
+        process_count=1,
+    )
+    totals = {s: np.zeros((info.num_classes,) * 2, np.int64) for s in strides}
+    for batch in loader:
+        labels = np.asarray(batch["label"])[np.asarray(batch["valid"])]
+        for s in strides:
+            totals[s] += oracle_confusion(labels, s, info.num_classes, info.ignore_index)
+    return {str(s): float(metrics.compute_scores(c)["mean_iou"]) for s, c in totals.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -332,4 +332,44 @@ SMOKE = {
 }
 SMOKE_SEEDS = 3
 SMOKE_FCN = {"model.base_width": 8, "model.depth": None}  # FCN is fixed at depth 5
+
+# FCN at 128 px, where stride 32 leaves a 4x4 score map (at 64 px: 2x2): configs/fcn.py's recipe (SGD, momentum 0.9,
+# poly decay, batch norm), width 8, whole 128 px images. 1000 steps x 3 seeds is what fits in about 30 minutes on 2
+# CPU cores for four arms; not checked for convergence by a pilot (the report's convergence table says how close).
+FCN_128_TRAINING = {
+    **_QUIET,
+    **SMOKE_FCN,
+    "data.name": "segjax_shapes/128",
+    "data.crop_size": 128,
+    "data.eval_size": 128,
+    "batch_size": 8,
+    "eval_batch_size": 40,
+    "num_train_steps": 1000,
+    "eval_every_steps": 100,
+    "log_every_steps": 100,
+    "checkpoint_every_steps": 1000,
+    "schedule.warmup_steps": 50,
+}
+FCN_128_SEEDS = 3
+# As the authors released FCN: every deconvolution fixed at its bilinear initialisation (learning rate 0).
+FIXED_UPSAMPLING = {"optimizer.frozen": "upscore"}
+FCN_HYPOTHESES = (
+    Hypothesis(
+        "F1",
+        "Long et al.: does fusing pool4 (FCN-16s) beat FCN-32s, both with fixed bilinear upsampling as released?",
+        "fcn",
+        "fcn16s_fixed",
+        "fcn32s_fixed",
+    ),
+    Hypothesis("F2", "... and does fusing pool3 too (FCN-8s) beat FCN-16s?", "fcn", "fcn8s_fixed", "fcn16s_fixed"),
+    Hypothesis(
+        "F3",
+        "Is learning FCN-8s's upsampling (bilinear-initialised) as good as keeping it fixed, within the margin (the "
+        "paper saw little gain from learning it)?",
+        "fcn",
+        "fcn8s_learned",
+        "fcn8s_fixed",
+        claim="equivalent",
+    ),
+)
 SEGNET_TABLE1 = ("bilinear", "max_unpool", "transposed_k4_bilinear")

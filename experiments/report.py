@@ -50,6 +50,8 @@ SPLIT_METRICS = {
     "cb_floor": (("checkerboard", "floor_2"), "CB floor"),
     "cb_gradient": (("checkerboard", "input_gradient_2"), "CB input gradient"),
 }
+# FCN runs: the oracle decoder's mIoU at each stride (experiments.analysis.oracle_miou).
+ORACLE_COLUMNS = tuple(f"oracle_{s}" for s in (32, 16, 8))
 RUN_COLUMNS = (
     "model",
     "label",
@@ -66,6 +68,7 @@ RUN_COLUMNS = (
     "cb_init_constant",
     "cb_trained_constant",
     *SPLIT_METRICS,
+    *ORACLE_COLUMNS,
     "train_seconds",
 )
 ARM_METRICS = (
@@ -76,6 +79,7 @@ ARM_METRICS = (
     "cb_init_constant",
     "cb_trained_constant",
     *SPLIT_METRICS,
+    *ORACLE_COLUMNS,
 )
 
 
@@ -150,6 +154,7 @@ def collect(out: pathlib.Path, expected: list[tuple[str, pathlib.Path]]) -> tupl
             "train_seconds": analysis.get("wall_seconds_train_call"),
             **endpoints(read_metrics(workdir)),
             **split_columns(analysis.get("split")),
+            **{f"oracle_{s}": v for s, v in analysis.get("oracle_miou", {}).items()},
             "_tags": info.get("tags", {}),
             "_analysis": analysis,
             "_workdir": workdir,

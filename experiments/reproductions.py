@@ -1,15 +1,17 @@
 """Paper-reproduction presets (sweeps): python -m experiments.reproductions --preset=NAME.
 
   odena_cpu   transposed k2/k3/k4 (default and bilinear init), pixel shuffle and resize-convolution arms
+  fcn_128_cpu FCN-32s / 16s / 8s at 128 px with fixed bilinear upsampling (as released) and FCN-8s with it learned,
+              hypotheses F1-F3, 3 paired seeds, oracle ceilings per stride
   odena_2x2_cpu  Odena's hypotheses O1-O4 (random vs structured init x transposed vs resize-convolution, nearest
               vs bilinear resize-convolution) on the ablation's converged CPU budget: 5 arms x 5 paired seeds
   fcn_cpu     FCN-32s / 16s / 8s
   segnet_cpu  SegNet's Table 1 decoders: bilinear, max-unpool with indices, learned deconvolution
   all_cpu     the three
 
-All but odena_2x2_cpu use the smoke-test budget of experiments.definitions (200 steps, 3 seeds: far from converged)
-and reuse the smoke_cpu ablation's finished runs when pointed at the same --out. Their report sections are in
-experiments.reproduction_report.
+All but fcn_128_cpu and odena_2x2_cpu use the smoke-test budget of experiments.definitions (200 steps, 3 seeds: far
+from converged) and reuse the smoke_cpu ablation's finished runs when pointed at the same --out. Their report sections
+are in experiments.reproduction_report.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from experiments.definitions import (
     CPU_SEEDS,
     CPU_STEPS,
     CPU_TRAINING,
+    FCN_128_SEEDS,
+    FCN_128_TRAINING,
+    FCN_HYPOTHESES,
+    FIXED_UPSAMPLING,
     ODENA_HYPOTHESES,
     SEGNET_TABLE1,
     SMOKE,
@@ -63,6 +69,25 @@ def odena_2x2() -> Sweep:
     )
 
 
+def fcn_128() -> Sweep:
+    arms = tuple(
+        Arm("fcn", f"fcn{v}_fixed", f"fcn:{v}", dict(FIXED_UPSAMPLING), {"method": "transposed", "skips": v})
+        for v in ("32s", "16s", "8s")
+    )
+    arms += (Arm("fcn", "fcn8s_learned", "fcn:8s", {}, {"method": "transposed", "skips": "8s"}),)
+    return Sweep(
+        "fcn_128_cpu",
+        arms,
+        tuple(range(FCN_128_SEEDS)),
+        FCN_128_TRAINING,
+        f"Long et al. F1-F3 at 128 px: {len(arms)} arms x {FCN_128_SEEDS} paired seeds, fixed bilinear upsampling as "
+        "released, learned as the ablation.",
+        FCN_HYPOTHESES,
+        reference="fcn8s_fixed",
+        reproduction=True,
+    )
+
+
 def segnet() -> Sweep:
     return Sweep(
         "segnet_cpu",
@@ -92,6 +117,7 @@ def fcn() -> Sweep:
 PRESETS = {
     "odena_cpu": odena,
     "odena_2x2_cpu": odena_2x2,
+    "fcn_128_cpu": fcn_128,
     "fcn_cpu": fcn,
     "segnet_cpu": segnet,
     "all_cpu": lambda: [fcn(), odena(), segnet()],

@@ -10,6 +10,7 @@ docs/config_reference.md. The specs, not the config, travel into the training st
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -50,9 +51,15 @@ class OptimizerSpec:
     eps: float = 1e-8
     weight_decay: float = 1e-4  # never applied to biases and norm parameters
     grad_clip_norm: float | None = None  # clip by global norm; None or 0: off
+    frozen: str | None = None  # regex on parameter paths ('upscore' ...): those get no updates (learning rate 0)
 
     def __post_init__(self):
         _check_choice("optimizer", self.name, OPTIMIZERS)
+        if self.frozen is not None:
+            try:
+                re.compile(self.frozen)
+            except (re.error, TypeError) as e:
+                raise ValueError(f"optimizer.frozen={self.frozen!r} is not a regular expression: {e}.") from None
         if not float(self.learning_rate) > 0:
             raise ValueError(f"optimizer.learning_rate={self.learning_rate} must be positive.")
         if float(self.weight_decay or 0.0) < 0:
@@ -128,6 +135,26 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def path_name(path) -> str:
+    """A parameter's tree path as 'encoder/block1/conv0/kernel' (the names optimizer.frozen matches)."""
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def frozen_labels(pattern: str):
+    """params -> 'frozen' / 'trainable' per parameter (optax.multi_transform labels) for `pattern`; a pattern that
+    matches no parameter is an error that shows some names."""
+
+    def labels(params):
+        names = jax.tree_util.tree_map_with_path(lambda path, _: path_name(path), params)
+        label = jax.tree.map(lambda name: "frozen" if re.search(pattern, name) else "trainable", names)
+        if "frozen" not in jax.tree.leaves(label):
+            examples = ", ".join(jax.tree.leaves(names)[:3])
+            raise ValueError(f"optimizer.frozen={pattern!r} matches no parameter; names look like {examples}, ...")
+        return label
+
+    return labels
+
+
 def create_optimizer(
     spec: OptimizerSpec, schedule_spec: ScheduleSpec
 ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
@@ -135,7 +162,8 @@ def create_optimizer(
 
     Gradient clipping by global norm comes first (grad_clip_norm, None = off). For 'sgd' and 'adam', weight_decay is
     an L2 term added to the gradient (coupled, as in the FCN/SegNet papers); for 'adamw' it is decoupled
-    (Loshchilov & Hutter).
+    (Loshchilov & Hutter). Parameters whose path matches `frozen` get no updates at all (FCN's released networks
+    keep their bilinear deconvolutions so: learning rate 0).
     """
     schedule = create_schedule(schedule_spec, spec.learning_rate)
     parts = []
@@ -151,13 +179,17 @@ def create_optimizer(
         parts.append(
             optax.adamw(schedule, b1=spec.b1, b2=spec.b2, eps=spec.eps, weight_decay=spec.weight_decay, mask=decay_mask)
         )
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    if spec.frozen is not None:
+        tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, frozen_labels(spec.frozen))
+    return tx, schedule
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
     """The `optimizer` config section: the fields of `OptimizerSpec` with its defaults."""
     values = dataclasses.asdict(OptimizerSpec())
     values["grad_clip_norm"] = config_dict.placeholder(float)
+    values["frozen"] = config_dict.placeholder(str)
     return ml_collections.ConfigDict(values)
 
 

@@ -49,6 +49,8 @@ class Task:
         # Batch norm averages its statistics over the data-parallel axis the steps are wrapped with.
         self.model = models_lib.create_model(config.model, self.num_classes, axis_name=parallel.AXIS, dtype=self.dtype)
         self.inference_spec()  # checks config.eval's test mode
+        if self.optimizer.frozen is not None:
+            self.abstract_state()  # a pattern that matches no parameter fails here, before anything is written
         self._logged_buckets: set[str] = set()
 
     @property

@@ -4,6 +4,7 @@ are errors before anything runs; optimizer/schedule choices behave as documented
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -264,3 +265,27 @@ def test_resume_sees_no_change_in_tuples_after_the_json_round_trip(tmp_path):
         "data.crop_size: None -> [48, 48]",
         "seed: 0 -> 3",
     ]
+
+
+def test_frozen_parameters_get_no_update_and_no_decay():
+    """optimizer.frozen: FCN's fixed bilinear deconvolutions. Matching parameters stay exactly as they were under
+    SGD with momentum and coupled weight decay; the others move; a bad or unmatched pattern is refused by name."""
+    params = {
+        "upscore_final": {"upsample": {"kernel": jnp.full((3, 3), 2.0)}},
+        "score_fr": {"kernel": jnp.full((3, 3), 2.0), "bias": jnp.ones(3)},
+    }
+    spec = optim.OptimizerSpec(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.1, frozen="upscore")
+    tx, _ = optim.create_optimizer(spec, CONSTANT)
+    state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    for _ in range(3):
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(params["upscore_final"]["upsample"]["kernel"], 2.0)
+    # Unfrozen: lr * (grad + decay * w) each step, with momentum (sgd's trace: m = g + 0.9 m).
+    assert float(params["score_fr"]["kernel"][0, 0]) < 2.0 - 0.1 * 3
+    with pytest.raises(ValueError, match=r"optimizer.frozen='\(' is not a regular expression"):
+        optim.OptimizerSpec(frozen="(")
+    unmatched, _ = optim.create_optimizer(optim.OptimizerSpec(frozen="decoder"), CONSTANT)
+    with pytest.raises(ValueError, match=r"matches no parameter; names look like score_fr/bias"):
+        unmatched.init(params)

@@ -364,3 +364,28 @@ def test_odena_probes_and_the_2x2_section():
     section = reproduction_report.odena_2x2_section(arms)
     assert "function class (Odena's claim)" in section and section.count("**held**") >= 2
     assert reproduction_report.odena_2x2_section(arms[:3]) is None
+
+
+def test_oracle_decoder_ceilings():
+    """Columns of stride cells are recovered exactly (bilinear blending between two cells flips at their edge; where
+    four cells meet, two of one class can outweigh the pixel's own, so 2-D layouts are not exact); a 1-px line is
+    lost at stride 8 and kept at stride 1; ignored pixels count nowhere; odd sizes are padded with ignore."""
+    rng = np.random.default_rng(0)
+    cells = np.repeat(rng.integers(0, 3, size=(2, 1, 5)), 3, axis=1)  # constant along rows of cells
+    labels = np.kron(cells, np.ones((8, 8), np.int64))  # (2, 24, 40), constant on 8x8 cells
+    labels[0, :2, :3] = 255
+    confusion = analysis.oracle_confusion(labels, 8, 3, 255)
+    assert confusion.sum() == (labels != 255).sum() and confusion.trace() == confusion.sum()
+    line = np.zeros((1, 17, 23), np.int64)
+    line[0, 9, :] = 1  # thinner than a cell: its share never wins the argmax
+    assert analysis.oracle_confusion(line, 8, 2, 255)[1, 1] == 0
+    assert np.array_equal(np.diag(analysis.oracle_confusion(line, 1, 2, 255)), [17 * 23 - 23, 23])
+
+
+def test_fcn_128_preset_fixes_the_upsampling_of_its_main_arms():
+    runs = sweep_lib.expand(reproductions.PRESETS["fcn_128_cpu"]())
+    for run in runs:
+        frozen = run.config.optimizer.frozen
+        assert frozen == ("upscore" if run.arm.label.endswith("_fixed") else None)
+        assert run.config.data.crop_size == 128 and run.config.model.name == run.arm.label.split("_")[0]
+        resolve(run.config.model)
