@@ -10,6 +10,7 @@ from ml_collections import config_dict
 
 from segjax.config_utils import parse_arg
 from segjax.data import default_data_config
+from segjax.evaluate import default_eval_config
 from segjax.losses import default_loss_config
 from segjax.models import default_model_config
 from segjax.optim import default_optimizer_config, default_schedule_config
@@ -43,21 +44,5 @@ def get_config(arg=None):
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 3  # the last N, plus the best by validation mIoU
     config.progress_bar = True
-    config.eval = ml_collections.ConfigDict(
-        {
-            "boundary_tolerance": config_dict.placeholder(int),  # pixels; None: SegNet's 0.75% of the diagonal
-            "max_batches": config_dict.placeholder(int),  # None: the whole split
-            "num_images_to_plot": 8,  # segjax-eval's image / ground truth / prediction grid
-            # Every labelled pixel at the mask's own resolution ('whole', 'slide'); 'resize' fits images into
-            # data.eval_size first (quick looks, not comparable with papers). See segjax.steps.InferenceSpec.
-            "mode": "whole",
-            "window": config_dict.placeholder(object),  # 'slide': int or (h, w); None: the training crop
-            "stride": config_dict.placeholder(object),  # 'slide': int or (h, w); None: 2/3 of the window
-            "scales": (1.0,),  # test-time multi-scale factors (probabilities averaged)
-            "flip": False,  # test-time horizontal flip (probabilities averaged)
-            # 'whole' / 'slide': images are padded to their own size rounded up to the stride, grouped by that size;
-            # at most this many groups (one compilation each), coarser padding beyond it (segjax.data.size_buckets)
-            "max_buckets": 8,
-        }
-    )
+    config.eval = default_eval_config()  # segjax.evaluate: test mode, buckets, boundary tolerance
     return config

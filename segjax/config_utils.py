@@ -77,6 +77,25 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def with_defaults(config: ml_collections.ConfigDict, sections: dict) -> ml_collections.ConfigDict:
+    """`config` with every key it lacks from the section defaults {name: ConfigDict} added (recursively), its own
+    values kept: a run's stored config read by a newer segjax."""
+    merged = config.to_dict()
+    for name, defaults in sections.items():
+        merged[name] = _fill(merged.get(name, {}), defaults.to_dict())
+    return ml_collections.ConfigDict(merged)
+
+
+def _fill(values: dict, defaults: dict) -> dict:
+    out = dict(values)
+    for key, default in defaults.items():
+        if key not in out:
+            out[key] = default
+        elif isinstance(default, dict) and isinstance(out[key], dict):
+            out[key] = _fill(out[key], default)
+    return out
+
+
 def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts (for the 'config changed on resume' warning)."""
     keys = sorted(set(old) | set(new))

@@ -20,13 +20,17 @@ import sys
 
 import jax
 import matplotlib
+import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
+from ml_collections import config_dict
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import cli, config_utils, distributed
+from segjax import cli, config_utils, distributed, optim
 from segjax import data as data_lib
+from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib
+from segjax import models as models_lib
 from segjax.distributed import is_primary
 from segjax.logging_utils import jsonable, quiet_libraries, save_figure, write_json
 from segjax.task import Task
@@ -194,13 +198,47 @@ class EvalError(ValueError):
     """A user error of segjax-eval: reported in one message, exit status 2, nothing written."""
 
 
+def default_eval_config() -> ml_collections.ConfigDict:
+    """The `eval` config section with its defaults (documented in docs/config_reference.md)."""
+    return ml_collections.ConfigDict(
+        {
+            "boundary_tolerance": config_dict.placeholder(int),  # pixels; None: SegNet's 0.75% of the diagonal
+            "max_batches": config_dict.placeholder(int),  # None: the whole split
+            "num_images_to_plot": 8,  # segjax-eval's image / ground truth / prediction grid
+            # Every labelled pixel at the mask's own resolution ('whole', 'slide'); 'resize' fits images into
+            # data.eval_size first (quick looks, not comparable with papers). See segjax.steps.InferenceSpec.
+            "mode": "whole",
+            "window": config_dict.placeholder(object),  # 'slide': int or (h, w); None: the training crop
+            "stride": config_dict.placeholder(object),  # 'slide': int or (h, w); None: 2/3 of the window
+            "scales": (1.0,),  # test-time multi-scale factors (probabilities averaged)
+            "flip": False,  # test-time horizontal flip (probabilities averaged)
+            # 'whole' / 'slide': images are padded to their own size rounded up to the stride, grouped by that size;
+            # at most this many groups (one compilation each), coarser padding beyond it (segjax.data.size_buckets)
+            "max_buckets": 8,
+        }
+    )
+
+
+def section_defaults() -> dict:
+    """The config sections whose defaults segjax defines, by name: a stored config from an older segjax gets the
+    keys added since with these values."""
+    return {
+        "data": data_lib.default_data_config(),
+        "model": models_lib.default_model_config(),
+        "loss": losses_lib.default_loss_config(),
+        "optimizer": optim.default_optimizer_config(),
+        "schedule": optim.default_schedule_config(),
+        "eval": default_eval_config(),
+    }
+
+
 def run_config(workdir: str):
     """The resolved config the run in `workdir` was trained with; EvalError if it is not a segjax-train workdir."""
     workdir = os.path.abspath(workdir)
     if not os.path.isdir(workdir):
         raise EvalError(f"Workdir {workdir} does not exist; pass the --workdir of a segjax-train run.")
     try:
-        return config_utils.load_config(workdir)
+        return config_utils.with_defaults(config_utils.load_config(workdir), section_defaults())
     except FileNotFoundError:
         raise EvalError(f"{workdir} has no {config_utils.CONFIG_FILE}: it is not a segjax-train workdir.") from None
 

@@ -1,6 +1,7 @@
 """Configs: every family file builds a valid config and model; command-line overrides parse, typos and wrong types
 are errors before anything runs; optimizer/schedule choices behave as documented."""
 
+import json
 import os
 
 import jax
@@ -289,3 +290,16 @@ def test_frozen_parameters_get_no_update_and_no_decay():
     unmatched, _ = optim.create_optimizer(optim.OptimizerSpec(frozen="decoder"), CONSTANT)
     with pytest.raises(ValueError, match=r"matches no parameter; names look like score_fr/bias"):
         unmatched.init(params)
+
+
+def test_a_stored_config_from_an_older_segjax_gets_the_new_keys(tmp_path):
+    """segjax-eval reads a workdir's config.json; keys added since it was written get their defaults, its own
+    values stay."""
+    config = load_sibling(os.path.join(REPO, "configs", "unet.py"), "unet").get_config()
+    config.eval.mode = "slide"
+    stored = config.to_dict()
+    del stored["eval"]["max_buckets"], stored["model"]["encoder"], stored["model"]["upsample"]["resize"]
+    (tmp_path / config_utils.CONFIG_FILE).write_text(json.dumps(stored, default=list))
+    loaded = evaluate.run_config(str(tmp_path))
+    assert loaded.eval.max_buckets == 8 and loaded.model.encoder == "vgg" and loaded.model.upsample.resize == "nearest"
+    assert loaded.eval.mode == "slide" and loaded.model.name == "unet"
