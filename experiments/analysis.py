@@ -155,7 +155,7 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# What a score map of a given stride can express at best (FCN's ceilings)
+# What a score map of true class shares reaches at a given stride (FCN's reference points)
 
 ORACLE_STRIDES = (32, 16, 8)
 
@@ -163,8 +163,9 @@ ORACLE_STRIDES = (32, 16, 8)
 def oracle_confusion(labels, stride: int, num_classes: int, ignore_index: int) -> np.ndarray:
     """Confusion matrix (C, C) of the oracle decoder at `stride` on labels (N, H, W): the true labels as class shares
     per stride x stride cell (ignored pixels left out), upsampled bilinearly by `stride` (as FCN's bilinear
-    deconvolution does away from the borders), argmax; counted over the labelled pixels. A perfect score map of that
-    stride upsampled so scores this: the ceiling of the decoder, whatever the encoder."""
+    deconvolution does away from the borders), argmax; counted over the labelled pixels. What a score map holding the
+    true class shares reaches through a bilinear decoder: a reference for FCN's strides, not an upper bound (scores
+    beyond the shares can move a boundary inside a cell)."""
     labels = np.asarray(labels)
     n, h, w = labels.shape
     ph, pw = -h % stride, -w % stride

@@ -2,7 +2,7 @@
 
   odena_cpu   transposed k2/k3/k4 (default and bilinear init), pixel shuffle and resize-convolution arms
   fcn_128_cpu FCN-32s / 16s / 8s at 128 px with fixed bilinear upsampling (as released) and FCN-8s with it learned,
-              hypotheses F1-F3, 3 paired seeds, oracle ceilings per stride
+              hypotheses F1-F3, 3 paired seeds, the share oracle per stride
   odena_2x2_cpu  Odena's hypotheses O1-O4 (random vs structured init x transposed vs resize-convolution, nearest
               vs bilinear resize-convolution) on the ablation's converged CPU budget: 5 arms x 5 paired seeds
   fcn_cpu     FCN-32s / 16s / 8s

@@ -366,7 +366,7 @@ def test_odena_probes_and_the_2x2_section():
     assert reproduction_report.odena_2x2_section(arms[:3]) is None
 
 
-def test_oracle_decoder_ceilings():
+def test_share_oracle_of_a_stride():
     """Columns of stride cells are recovered exactly (bilinear blending between two cells flips at their edge; where
     four cells meet, two of one class can outweigh the pixel's own, so 2-D layouts are not exact); a 1-px line is
     lost at stride 8 and kept at stride 1; ignored pixels count nowhere; odd sizes are padded with ignore."""
