@@ -339,6 +339,11 @@ def _interval(low, high, digits=3) -> str:
     return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: its '|' (the absolute value of an equivalence claim) escaped."""
+    return text.replace("|", "\\|")
+
+
 def hypotheses_section(results: list[dict], seeds: int) -> tuple[list[str], list[dict]]:
     """Markdown of the hypothesis tests and the rows of hypotheses.csv."""
     md = [
@@ -350,11 +355,11 @@ def hypotheses_section(results: list[dict], seeds: int) -> tuple[list[str], list
     for r in results:
         h, v = r["hypothesis"], r["verdict"]
         if v is None:
-            md.append(f"| {h['name']} | {h['statement']} | not enough paired seeds | | | | | | |")
+            md.append(f"| {h['name']} | {_cell(h['statement'])} | not enough paired seeds | | | | | | |")
             continue
         c = v.contrast
         md.append(
-            f"| {h['name']} | {h['statement']} | {c.mean:+.4f} | {_interval(c.ci_low, c.ci_high, 4)} | "
+            f"| {h['name']} | {_cell(h['statement'])} | {c.mean:+.4f} | {_interval(c.ci_low, c.ci_high, 4)} | "
             f"{_interval(c.boot_low, c.boot_high, 4)} | {c.p:.3g} | {v.p_holm:.3g} | {v.tost_p_holm:.3g} | "
             f"**{v.verdict}** |"
         )

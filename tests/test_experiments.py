@@ -389,3 +389,7 @@ def test_fcn_128_preset_fixes_the_upsampling_of_its_main_arms():
         assert frozen == ("upscore" if run.arm.label.endswith("_fixed") else None)
         assert run.config.data.crop_size == 128 and run.config.model.name == run.arm.label.split("_")[0]
         resolve(run.config.model)
+
+
+def test_equivalence_claims_do_not_break_the_markdown_table():
+    assert report._cell("|bilinear - transposed_k2_default| < 0.01") == "\\|bilinear - transposed_k2_default\\| < 0.01"
