@@ -23,12 +23,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 from flax import traverse_util
 
 from experiments.definitions import UPSAMPLE_ARMS
 from segjax import losses, metrics, ops
 from segjax.data import make_loader
 from segjax.models import create_model
+from segjax.models.layers import ConvBlock
 from segjax.models.summary import count_params
 from segjax.task import Task
 
@@ -217,8 +219,9 @@ def split_measurements(model, variables, config, info) -> dict:
       (crops realigned), the sub-stride equivariance checkerboarding decoders lack;
     - checkerboard scores (segjax.ops.checkerboard_score, detrended) at factor 2 of every upsampler's output inside
       the network (the features it hands on), and at factors 2 and the stride of the class-centred logits and of
-      the gradient of the cross-entropy with respect to the input image; beside them the noise floor, the same
-      measure on the class-centred one-hot ground truth.
+      the gradient of the cross-entropy with respect to the input image; at factor 2 of the gradient with respect to
+      each encoder level's output (signed, and its magnitude: Odena et al.'s gradient artifacts from pooling and
+      strided operators); beside them the noise floor, the same measure on the class-centred one-hot ground truth.
     """
     num_classes, ignore = info.num_classes, info.ignore_index
     stride = model.stride
@@ -237,13 +240,15 @@ def split_measurements(model, variables, config, info) -> dict:
     phase_pixels = np.zeros((stride, stride), np.int64)
     agree = np.zeros(len(SHIFTS))
     compared = np.zeros(len(SHIFTS))
-    features, logits_all, truth_all, grads_all = None, [], [], []
+    features, logits_all, truth_all, grads_all, encoder_grads = None, [], [], [], {}
     for batch in loader:
         keep = np.asarray(batch["valid"])
         images, labels = jnp.asarray(batch["image"][keep]), np.asarray(batch["label"][keep])
         if not len(labels):
             continue
-        logits, ups, grad = _forward_and_input_gradient(model, variables, images, labels, ignore)
+        logits, ups, grad, encoder_grad = _forward_and_input_gradient(model, variables, images, labels, ignore)
+        for name, g in encoder_grad.items():
+            encoder_grads.setdefault(name, []).append(np.asarray(g))
         predictions = np.asarray(jnp.argmax(logits, -1))
         for t in BF_TOLERANCES:
             stats = jax.device_get(metrics.boundary_statistics(labels, predictions, num_classes, t, ignore))
@@ -294,6 +299,9 @@ def split_measurements(model, variables, config, info) -> dict:
             f"floor_{stride}": cb(floor, stride),
             "input_gradient_2": cb(grads, 2),
             f"input_gradient_{stride}": cb(grads, stride),
+            # d loss / d each encoder level's output (before pooling), signed and in magnitude; the shallowest first
+            "encoder_gradient_2": {k: cb(np.concatenate(v), 2) for k, v in encoder_grads.items()},
+            "encoder_gradient_magnitude_2": {k: cb(np.abs(np.concatenate(v)), 2) for k, v in encoder_grads.items()},
         },
     }
 
@@ -302,20 +310,51 @@ def _is_upsampler_call(module, method_name: str) -> bool:
     return isinstance(module, ops.Upsample) and method_name == "__call__"
 
 
+def _encoder_block_shapes(model, variables, images) -> dict[str, tuple]:
+    """'encoder/block{i}' -> the shape of that encoder level's output (before its pooling), without computing it."""
+    shapes = {}
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if _is_encoder_block(context):
+            shapes["/".join(context.module.path)] = out.shape
+        return out
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(functools.partial(model.apply, train=False), variables, images)
+    return shapes
+
+
+def _is_encoder_block(context) -> bool:
+    return (
+        isinstance(context.module, ConvBlock)
+        and context.method_name == "__call__"
+        and context.module.path[:1] == ("encoder",)
+    )
+
+
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _forward_and_input_gradient(model, variables, images, labels, ignore_index):
-    """(logits, every upsampler's output, d cross-entropy / d images) of the network in inference mode."""
+    """(logits, every upsampler's output, d cross-entropy / d images, d cross-entropy / d each encoder level's output)
+    of the network in inference mode. The encoder gradients come from zero offsets added to each encoder level's
+    output (flax method interception: the model is not changed)."""
+    offsets = {k: jnp.zeros(shape) for k, shape in _encoder_block_shapes(model, variables, images).items()}
 
-    def loss(x):
-        logits, state = model.apply(
-            variables, x, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
-        )
+    def loss(x, offsets):
+        def shifted(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            return out + offsets["/".join(context.module.path)] if _is_encoder_block(context) else out
+
+        with nn.intercept_methods(shifted):
+            logits, state = model.apply(
+                variables, x, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
+            )
         ce = losses.cross_entropy_loss(logits, labels, ignore_index=ignore_index)
         ups = [v[0] for path, v in traverse_util.flatten_dict(state["intermediates"]).items() if path[-1] == "__call__"]
         return ce, (logits, ups)
 
-    grad, (logits, ups) = jax.grad(loss, has_aux=True)(images)
-    return logits, ups, grad
+    (grad, encoder_grads), (logits, ups) = jax.grad(loss, argnums=(0, 1), has_aux=True)(images, offsets)
+    return logits, ups, grad, encoder_grads
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -49,6 +49,7 @@ SPLIT_METRICS = {
     "cb_logits": (("checkerboard", "logits_2"), "CB logits"),
     "cb_floor": (("checkerboard", "floor_2"), "CB floor"),
     "cb_gradient": (("checkerboard", "input_gradient_2"), "CB input gradient"),
+    "cb_encoder_gradient": (("checkerboard", "encoder_gradient_magnitude_2"), "CB encoder gradient magnitude"),
 }
 # FCN runs: the oracle decoder's mIoU at each stride (experiments.analysis.oracle_miou).
 ORACLE_COLUMNS = tuple(f"oracle_{s}" for s in (32, 16, 8))
@@ -608,8 +609,10 @@ def boundaries_and_artifacts_table(arms) -> list[str]:
         "phases (row and column mod the network's stride; 1 = no phase errs more); shift consistency: the share of "
         "pixels predicted alike when the input moves by 1-7 px (mean over the shifts); CB: the detrended "
         "checkerboard score at factor 2 (segjax.ops.checkerboard_score) of the upsamplers' outputs (mean over the "
-        "decoder's levels), of the class-centred logits, of the gradient of the loss with respect to the input, and "
-        "the noise floor (the same measure on the class-centred one-hot ground truth). Mean ± SD over seeds.",
+        "decoder's levels), of the class-centred logits, of the gradient of the loss with respect to the input, of "
+        "the magnitude of its gradient with respect to each encoder level's output (mean over the levels; runs "
+        "measured before it was added have none), and the noise floor (the same measure on the class-centred one-hot "
+        "ground truth). Mean ± SD over seeds.",
         "",
         "| arm | " + " | ".join(SPLIT_METRICS[c][1] for c in columns) + " |",
         "|---" * (len(columns) + 1) + "|",

@@ -215,6 +215,9 @@ def test_tiny_sweep_measurements_and_report(tiny_sweep_out):
         cb = split["checkerboard"]
         assert len(cb["upsamplers"]) == 1 and all(0 <= v <= 1 for v in (*cb["upsamplers"], cb["logits_2"]))
         assert cb["floor_2"] < 0.1
+        # depth 1: the encoder's two levels (block2 is the bottom), each level's gradient measured
+        assert set(cb["encoder_gradient_magnitude_2"]) == {"encoder/block1", "encoder/block2"}
+        assert all(0 <= v <= 1 for v in cb["encoder_gradient_2"].values())
     declared = json.loads((out / "sweep.json").read_text())
     assert declared[0]["hypotheses"][0]["statement"] == "resize_conv_nearest > transposed_k3_default"
 
