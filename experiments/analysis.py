@@ -153,7 +153,57 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
     result["split"] = split_measurements(model, trained_vars, config, info)
     if config.model.name.startswith("fcn"):
         result["oracle_miou"] = oracle_miou(config, info)
+    result["checkerboard_trajectory"] = checkerboard_trajectory(task, model, init_vars, config, info)
     return result
+
+
+def checkerboard_trajectory(task: Task, model, init_vars, config, info) -> dict[str, list] | None:
+    """The detrended checkerboard (factor 2) at the upsamplers' outputs (mean over them) and of the class-centred
+    logits, on the whole validation split, at initialisation and at every checkpoint the run kept; None when it kept
+    only one (the sweeps' default: keep_checkpoints=1). How the artifacts grow or fade during training."""
+    checkpoints = task.checkpointer(read_only=True)
+    try:
+        steps = checkpoints.all_steps()
+        if len(steps) < 2:
+            return None
+        states = [(0, init_vars)] + [
+            (step, _variables(checkpoints.restore(step, task.fresh_state())[0])) for step in steps
+        ]
+    finally:
+        checkpoints.close()
+    loader = make_loader(
+        config.data,
+        info.eval_split,
+        global_batch_size=config.eval_batch_size,
+        train=False,
+        seed=0,
+        process_index=0,
+        process_count=1,
+    )
+    batches = [jnp.asarray(b["image"][np.asarray(b["valid"])]) for b in loader]
+    out = {"steps": [], "upsamplers": [], "logits": []}
+    for step, variables in states:
+        ups, logits = None, []
+        for images in batches:
+            y, u = _forward_with_upsamplers(model, variables, images)
+            logits.append(np.asarray(y))
+            u = [np.asarray(v) for v in u]
+            ups = u if ups is None else [np.concatenate([a, b]) for a, b in zip(ups, u, strict=True)]
+        centred = np.concatenate(logits)
+        centred -= centred.mean(-1, keepdims=True)
+        out["steps"].append(int(step))
+        out["upsamplers"].append(float(np.mean([ops.checkerboard_score(jnp.asarray(u), 2, 2) for u in ups])))
+        out["logits"].append(float(ops.checkerboard_score(jnp.asarray(centred), 2, 2)))
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _forward_with_upsamplers(model, variables, images):
+    logits, state = model.apply(
+        variables, images, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
+    )
+    ups = [v[0] for path, v in traverse_util.flatten_dict(state["intermediates"]).items() if path[-1] == "__call__"]
+    return logits, ups
 
 
 # ----------------------------------------------------------------------------------------------------------------

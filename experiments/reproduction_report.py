@@ -290,6 +290,42 @@ def odena_2x2_section(arms) -> str | None:
     return "\n".join(lines)
 
 
+def trajectory_section(arms) -> str | None:
+    """Mean (± SD over seeds) checkerboard at the upsamplers and of the logits at every kept checkpoint, per arm
+    whose runs measured a trajectory (experiments.analysis.checkerboard_trajectory). Descriptive: no test."""
+    tracked = []
+    for arm in arms:
+        series = [(m.get("_analysis") or {}).get("checkerboard_trajectory") for m in arm["_members"]]
+        if series and all(series) and len({tuple(t["steps"]) for t in series}) == 1:
+            tracked.append((arm, series))
+    if not tracked:
+        return None
+    steps = tracked[0][1][0]["steps"]
+    lines = [
+        "### Checkerboard during training",
+        "",
+        "Detrended checkerboard (factor 2) on the whole validation split at initialisation and at every kept "
+        "checkpoint, mean ± SD over seeds; descriptive (no test).",
+        "",
+    ]
+    for key, title in (("upsamplers", "at the upsamplers' outputs (mean over them)"), ("logits", "of the logits")):
+        lines += [
+            f"Checkerboard {title}:",
+            "",
+            "| arm | " + " | ".join(f"step {s}" for s in steps) + " |",
+            "|---" * (len(steps) + 1) + "|",
+        ]
+        for arm, series in tracked:
+            values = np.array([t[key] for t in series])
+            cells = [
+                f"{m:.3f}" + (f" ± {sd:.3f}" if len(values) > 1 else "")
+                for m, sd in zip(values.mean(0), values.std(0, ddof=1) if len(values) > 1 else values[0], strict=True)
+            ]
+            lines.append(f"| {arm['model']}/{arm['label']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def odena_section(arms, report_dir: pathlib.Path, operator_study: bool = True, figures: bool = True) -> str | None:
     present = [a for a in arms if a["label"] in ODENA_LABELS]
     if not present and not operator_study:
@@ -307,9 +343,9 @@ def odena_section(arms, report_dir: pathlib.Path, operator_study: bool = True, f
         text.append(odena_operator_section(report_dir, figures=figures))
         text.append(overlap_probe_section())
         text.append(gradient_probe_section())
-    two_by_two = odena_2x2_section(arms)
-    if two_by_two:
-        text.append(two_by_two)
+    for section in (odena_2x2_section(arms), trajectory_section(arms)):
+        if section:
+            text.append(section)
     if present:
         text += [
             "### Whole networks: at initialisation and after training",

@@ -3,15 +3,16 @@
   odena_cpu   transposed k2/k3/k4 (default and bilinear init), pixel shuffle and resize-convolution arms
   fcn_128_cpu FCN-32s / 16s / 8s at 128 px with fixed bilinear upsampling (as released) and FCN-8s with it learned,
               hypotheses F1-F3, 3 paired seeds, the share oracle per stride
+  odena_trajectory_cpu  the checkerboard of 3 U-Net arms at every 10% of training (2 seeds; descriptive)
   odena_2x2_cpu  Odena's hypotheses O1-O4 (random vs structured init x transposed vs resize-convolution, nearest
               vs bilinear resize-convolution) on the ablation's converged CPU budget: 5 arms x 5 paired seeds
   fcn_cpu     FCN-32s / 16s / 8s
   segnet_cpu  SegNet's Table 1 decoders: bilinear, max-unpool with indices, learned deconvolution
   all_cpu     the three
 
-All but fcn_128_cpu and odena_2x2_cpu use the smoke-test budget of experiments.definitions (200 steps, 3 seeds: far
-from converged) and reuse the smoke_cpu ablation's finished runs when pointed at the same --out. Their report sections
-are in experiments.reproduction_report.
+fcn_128_cpu, odena_2x2_cpu and odena_trajectory_cpu train to converged budgets; the others use the smoke-test budget
+of experiments.definitions (200 steps, 3 seeds: far from converged) and reuse the smoke_cpu ablation's finished runs
+when pointed at the same --out. Their report sections are in experiments.reproduction_report.
 """
 
 from __future__ import annotations
@@ -69,6 +70,27 @@ def odena_2x2() -> Sweep:
     )
 
 
+def odena_trajectory() -> Sweep:
+    arms = tuple(
+        operator_arm("unet", label)
+        for label in ("transposed_k4_default", "transposed_k4_bilinear", "resize_conv_nearest")
+    )
+    return Sweep(
+        "odena_trajectory_cpu",
+        arms,
+        (0, 1),
+        {
+            **CPU_TRAINING,
+            "num_train_steps": CPU_STEPS,
+            "checkpoint_every_steps": CPU_STEPS // 10,
+            "keep_checkpoints": 11,
+        },
+        "Odena et al.: the checkerboard at the upsamplers at every 10% of training, 3 U-Net arms x 2 seeds on the "
+        "ablation's CPU budget (checkpoints kept so that each is measured).",
+        reproduction=True,
+    )
+
+
 def fcn_128() -> Sweep:
     arms = tuple(
         Arm("fcn", f"fcn{v}_fixed", f"fcn:{v}", dict(FIXED_UPSAMPLING), {"method": "transposed", "skips": v})
@@ -118,6 +140,7 @@ PRESETS = {
     "odena_cpu": odena,
     "odena_2x2_cpu": odena_2x2,
     "fcn_128_cpu": fcn_128,
+    "odena_trajectory_cpu": odena_trajectory,
     "fcn_cpu": fcn,
     "segnet_cpu": segnet,
     "all_cpu": lambda: [fcn(), odena(), segnet()],

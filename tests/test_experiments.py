@@ -190,7 +190,8 @@ def tiny_sweep_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     arms = tuple(definitions.operator_arm("unet", label) for label in ("transposed_k3_default", "resize_conv_nearest"))
     hypothesis = definitions.Hypothesis("H3", "tiny", "unet", "resize_conv_nearest", "transposed_k3_default")
-    sweep = definitions.Sweep("tiny", arms, (0, 1), tiny_overrides(out / "tfds"), "two arms", (hypothesis,))
+    overrides = {**tiny_overrides(out / "tfds"), "checkpoint_every_steps": 1, "keep_checkpoints": 3}  # a trajectory
+    sweep = definitions.Sweep("tiny", arms, (0, 1), overrides, "two arms", (hypothesis,), reproduction=True)
     code = command.main({"tiny": lambda: sweep}, ["--preset=tiny", f"--out={out}", f"--report-dir={out / 'report'}"])
     return out, sweep, code
 
@@ -218,6 +219,8 @@ def test_tiny_sweep_measurements_and_report(tiny_sweep_out):
         # depth 1: the encoder's two levels (block2 is the bottom), each level's gradient measured
         assert set(cb["encoder_gradient_magnitude_2"]) == {"encoder/block1", "encoder/block2"}
         assert all(0 <= v <= 1 for v in cb["encoder_gradient_2"].values())
+        trajectory = a["checkerboard_trajectory"]  # initialisation and the three kept checkpoints
+        assert trajectory["steps"] == [0, 1, 2, 3] and len(trajectory["upsamplers"]) == len(trajectory["logits"]) == 4
     declared = json.loads((out / "sweep.json").read_text())
     assert declared[0]["hypotheses"][0]["statement"] == "resize_conv_nearest > transposed_k3_default"
 
@@ -231,6 +234,8 @@ def test_tiny_sweep_measurements_and_report(tiny_sweep_out):
         "minimum detectable difference",
         "machine:",
         "Boundaries, thin structures and artifacts",
+        "Checkerboard during training",  # reproduction sweeps report the trajectory
+        "| step 0 | step 1 | step 2 | step 3 |",
     ):
         assert needle in text, needle
     with open(report_dir / "runs.csv") as f:
