@@ -3,7 +3,7 @@
   odena_cpu   transposed k2/k3/k4 (default and bilinear init), pixel shuffle and resize-convolution arms
   fcn_128_cpu FCN-32s / 16s / 8s at 128 px with fixed bilinear upsampling (as released) and FCN-8s with it learned,
               hypotheses F1-F3, 3 paired seeds, the share oracle per stride
-  odena_trajectory_cpu  the checkerboard of 3 U-Net arms at every 10% of training (2 seeds; descriptive)
+  odena_trajectory_cpu  the checkerboard of 3 U-Net arms at every validation (every 100 steps; 2 seeds; descriptive)
   odena_2x2_cpu  Odena's hypotheses O1-O4 (random vs structured init x transposed vs resize-convolution, nearest
               vs bilinear resize-convolution) on the ablation's converged CPU budget: 5 arms x 5 paired seeds
   fcn_cpu     FCN-32s / 16s / 8s
@@ -82,11 +82,12 @@ def odena_trajectory() -> Sweep:
         {
             **CPU_TRAINING,
             "num_train_steps": CPU_STEPS,
-            "checkpoint_every_steps": CPU_STEPS // 10,
-            "keep_checkpoints": 11,
+            "checkpoint_every_steps": CPU_STEPS,
+            # training saves a checkpoint at every validation: keep them all, so that each is measured
+            "keep_checkpoints": CPU_STEPS // CPU_TRAINING["eval_every_steps"],
         },
-        "Odena et al.: the checkerboard at the upsamplers at every 10% of training, 3 U-Net arms x 2 seeds on the "
-        "ablation's CPU budget (checkpoints kept so that each is measured).",
+        "Odena et al.: the checkerboard at the upsamplers at every validation (every 100 steps), 3 U-Net arms x 2 "
+        "seeds on the ablation's CPU budget.",
         reproduction=True,
     )
 
