@@ -9,21 +9,16 @@ import ml_collections
 from ml_collections import config_dict
 
 from segjax.config_utils import parse_arg
-from segjax.data import default_data_config
-from segjax.evaluate import default_eval_config
-from segjax.losses import default_loss_config
-from segjax.models import default_model_config
-from segjax.optim import default_optimizer_config, default_schedule_config
+from segjax.evaluate import section_defaults
 
 
 def get_config(arg=None):
     parse_arg(__file__, arg)  # default.py takes no argument
     config = ml_collections.ConfigDict()
     config.seed = 0
-
-    config.data = default_data_config()
-    config.model = default_model_config()
-    config.loss = default_loss_config()
+    # data, model, loss, optimizer, schedule, eval: each section's keys and defaults are defined by the code that
+    # reads them (segjax.evaluate.section_defaults lists where); stored configs of older runs are completed from it.
+    config.update(section_defaults())
 
     # Devices and numerics.
     config.parallelism = "sharded"  # 'sharded' (jit over a mesh of every process's devices) | 'pmap' (one process)
@@ -35,14 +30,10 @@ def get_config(arg=None):
     config.eval_batch_size = 16
     config.num_train_steps = 2000
 
-    config.optimizer = default_optimizer_config()  # defaults and meaning: segjax.optim.OptimizerSpec
-    config.schedule = default_schedule_config()  # segjax.optim.ScheduleSpec
-
     # Logging, validation, checkpoints.
     config.log_every_steps = 50
     config.eval_every_steps = 500  # validation on data.eval_split; a checkpoint is saved at every validation
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 3  # the last N, plus the best by validation mIoU
     config.progress_bar = True
-    config.eval = default_eval_config()  # segjax.evaluate: test mode, buckets, boundary tolerance
     return config

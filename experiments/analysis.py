@@ -166,11 +166,50 @@ def checkerboard_trajectory(task: Task, model, init_vars, config, info) -> dict[
         steps = checkpoints.all_steps()
         if len(steps) < 2:
             return None
-        states = [(0, init_vars)] + [
-            (step, _variables(checkpoints.restore(step, task.fresh_state())[0])) for step in steps
-        ]
+        batches = [images for images, _ in validation_batches(config, info)]
+        target = task.abstract_state()
+        out = {"steps": [], "upsamplers": [], "logits": []}
+        for step in [0, *steps]:
+            variables = init_vars if step == 0 else _variables(checkpoints.restore(step, target)[0])
+            logits, ups = [], []
+            for images in batches:
+                y, u = _forward_with_upsamplers(model, variables, images)
+                logits.append(np.asarray(y))
+                ups.append([np.asarray(v) for v in u])
+            out["steps"].append(int(step))
+            out["upsamplers"].append(
+                float(np.mean([_cb(np.concatenate(level), 2) for level in zip(*ups, strict=True)]))
+            )
+            out["logits"].append(_cb(_class_centred(np.concatenate(logits)), 2))
     finally:
         checkpoints.close()
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _forward_with_upsamplers(model, variables, images):
+    logits, state = model.apply(
+        variables, images, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
+    )
+    return logits, _upsampler_outputs(state)
+
+
+def _upsampler_outputs(state) -> list:
+    """The captured outputs of every Upsample call (capture_intermediates=_is_upsampler_call), in call order."""
+    return [v[0] for path, v in traverse_util.flatten_dict(state["intermediates"]).items() if path[-1] == "__call__"]
+
+
+def _cb(y, factor: int) -> float:
+    """The detrended checkerboard score of a whole-split array, border = factor."""
+    return float(ops.checkerboard_score(jnp.asarray(y, jnp.float32), factor, border=factor))
+
+
+def _class_centred(logits: np.ndarray) -> np.ndarray:
+    return logits - logits.mean(-1, keepdims=True)
+
+
+def validation_batches(config, info):
+    """(images, labels) of the real examples of each batch of the validation split, in order, on one process."""
     loader = make_loader(
         config.data,
         info.eval_split,
@@ -180,30 +219,10 @@ def checkerboard_trajectory(task: Task, model, init_vars, config, info) -> dict[
         process_index=0,
         process_count=1,
     )
-    batches = [jnp.asarray(b["image"][np.asarray(b["valid"])]) for b in loader]
-    out = {"steps": [], "upsamplers": [], "logits": []}
-    for step, variables in states:
-        ups, logits = None, []
-        for images in batches:
-            y, u = _forward_with_upsamplers(model, variables, images)
-            logits.append(np.asarray(y))
-            u = [np.asarray(v) for v in u]
-            ups = u if ups is None else [np.concatenate([a, b]) for a, b in zip(ups, u, strict=True)]
-        centred = np.concatenate(logits)
-        centred -= centred.mean(-1, keepdims=True)
-        out["steps"].append(int(step))
-        out["upsamplers"].append(float(np.mean([ops.checkerboard_score(jnp.asarray(u), 2, 2) for u in ups])))
-        out["logits"].append(float(ops.checkerboard_score(jnp.asarray(centred), 2, 2)))
-    return out
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _forward_with_upsamplers(model, variables, images):
-    logits, state = model.apply(
-        variables, images, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
-    )
-    ups = [v[0] for path, v in traverse_util.flatten_dict(state["intermediates"]).items() if path[-1] == "__call__"]
-    return logits, ups
+    for batch in loader:
+        keep = np.asarray(batch["valid"])
+        if keep.any():
+            yield jnp.asarray(batch["image"][keep]), np.asarray(batch["label"][keep])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,18 +252,8 @@ def oracle_confusion(labels, stride: int, num_classes: int, ignore_index: int) -
 
 def oracle_miou(config, info, strides=ORACLE_STRIDES) -> dict[str, float]:
     """stride -> the oracle decoder's mIoU over the validation split (see oracle_confusion)."""
-    loader = make_loader(
-        config.data,
-        info.eval_split,
-        global_batch_size=config.eval_batch_size,
-        train=False,
-        seed=0,
-        process_index=0,
-        process_count=1,
-    )
     totals = {s: np.zeros((info.num_classes,) * 2, np.int64) for s in strides}
-    for batch in loader:
-        labels = np.asarray(batch["label"])[np.asarray(batch["valid"])]
+    for _, labels in validation_batches(config, info):
         for s in strides:
             totals[s] += oracle_confusion(labels, s, info.num_classes, info.ignore_index)
     return {str(s): float(metrics.compute_scores(c)["mean_iou"]) for s, c in totals.items()}
@@ -275,27 +284,14 @@ def split_measurements(model, variables, config, info) -> dict:
     """
     num_classes, ignore = info.num_classes, info.ignore_index
     stride = model.stride
-    loader = make_loader(
-        config.data,
-        info.eval_split,
-        global_batch_size=config.eval_batch_size,
-        train=False,
-        seed=0,
-        process_index=0,
-        process_count=1,
-    )
     boundary = {t: None for t in BF_TOLERANCES}
     trimap = np.zeros((len(TRIMAP_WIDTHS), num_classes, num_classes), np.int64)
     phase_errors = np.zeros((stride, stride), np.int64)
     phase_pixels = np.zeros((stride, stride), np.int64)
     agree = np.zeros(len(SHIFTS))
     compared = np.zeros(len(SHIFTS))
-    features, logits_all, truth_all, grads_all, encoder_grads = None, [], [], [], {}
-    for batch in loader:
-        keep = np.asarray(batch["valid"])
-        images, labels = jnp.asarray(batch["image"][keep]), np.asarray(batch["label"][keep])
-        if not len(labels):
-            continue
+    ups_all, logits_all, truth_all, grads_all, encoder_grads = [], [], [], [], {}
+    for images, labels in validation_batches(config, info):
         logits, ups, grad, encoder_grad = _forward_and_input_gradient(model, variables, images, labels, ignore)
         for name, g in encoder_grad.items():
             encoder_grads.setdefault(name, []).append(np.asarray(g))
@@ -311,16 +307,12 @@ def split_measurements(model, variables, config, info) -> dict:
             same, total = _shift_agreement(model, variables, images, s)
             agree[k] += float(same)
             compared[k] += float(total)
-        features = (
-            [np.asarray(u) for u in ups]
-            if features is None
-            else [np.concatenate([f, np.asarray(u)]) for f, u in zip(features, ups, strict=True)]
-        )
+        ups_all.append([np.asarray(u) for u in ups])
         logits_all.append(np.asarray(logits))
         truth_all.append(labels)
         grads_all.append(np.asarray(grad))
-    logits = np.concatenate(logits_all)
-    centred = logits - logits.mean(-1, keepdims=True)
+    features = [np.concatenate(level) for level in zip(*ups_all, strict=True)]
+    centred = _class_centred(np.concatenate(logits_all))
     truth = np.concatenate(truth_all)
     one_hot = np.where(
         (truth != ignore)[..., None], np.eye(num_classes)[np.where(truth == ignore, 0, truth)], 1 / num_classes
@@ -328,9 +320,6 @@ def split_measurements(model, variables, config, info) -> dict:
     floor = one_hot - one_hot.mean(-1, keepdims=True)
     grads = np.concatenate(grads_all)
     rates = phase_errors / np.maximum(phase_pixels, 1)
-
-    def cb(y, factor):
-        return float(ops.checkerboard_score(jnp.asarray(y, jnp.float32), factor, border=factor))
 
     return {
         "boundary_f1": {str(t): metrics.boundary_scores(boundary[t])["boundary_f1"] for t in BF_TOLERANCES},
@@ -342,16 +331,16 @@ def split_measurements(model, variables, config, info) -> dict:
         },
         "shift_consistency": {str(s): agree[k] / compared[k] for k, s in enumerate(SHIFTS)},
         "checkerboard": {
-            "upsamplers": [cb(f, 2) for f in features],  # the deepest first, as the decoder applies them
-            "logits_2": cb(centred, 2),
-            f"logits_{stride}": cb(centred, stride),
-            "floor_2": cb(floor, 2),
-            f"floor_{stride}": cb(floor, stride),
-            "input_gradient_2": cb(grads, 2),
-            f"input_gradient_{stride}": cb(grads, stride),
+            "upsamplers": [_cb(f, 2) for f in features],  # the deepest first, as the decoder applies them
+            "logits_2": _cb(centred, 2),
+            f"logits_{stride}": _cb(centred, stride),
+            "floor_2": _cb(floor, 2),
+            f"floor_{stride}": _cb(floor, stride),
+            "input_gradient_2": _cb(grads, 2),
+            f"input_gradient_{stride}": _cb(grads, stride),
             # d loss / d each encoder level's output (before pooling), signed and in magnitude; the shallowest first
-            "encoder_gradient_2": {k: cb(np.concatenate(v), 2) for k, v in encoder_grads.items()},
-            "encoder_gradient_magnitude_2": {k: cb(np.abs(np.concatenate(v)), 2) for k, v in encoder_grads.items()},
+            "encoder_gradient_2": {k: _cb(np.concatenate(v), 2) for k, v in encoder_grads.items()},
+            "encoder_gradient_magnitude_2": {k: _cb(np.abs(np.concatenate(v)), 2) for k, v in encoder_grads.items()},
         },
     }
 
@@ -400,8 +389,7 @@ def _forward_and_input_gradient(model, variables, images, labels, ignore_index):
                 variables, x, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
             )
         ce = losses.cross_entropy_loss(logits, labels, ignore_index=ignore_index)
-        ups = [v[0] for path, v in traverse_util.flatten_dict(state["intermediates"]).items() if path[-1] == "__call__"]
-        return ce, (logits, ups)
+        return ce, (logits, _upsampler_outputs(state))
 
     (grad, encoder_grads), (logits, ups) = jax.grad(loss, argnums=(0, 1), has_aux=True)(images, offsets)
     return logits, ups, grad, encoder_grads

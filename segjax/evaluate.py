@@ -54,6 +54,8 @@ def evaluate_split(task, state, split: str, *, collect_examples: int = 0):
     config, dp = task.config, task.layout
     totals, examples, batches = None, [], 0
     for canvas, indices in task.eval_buckets(split):  # one compiled step per canvas
+        if config.eval.max_batches is not None and batches >= config.eval.max_batches:
+            break
         loader = data_lib.make_loader(
             config.data,
             split,

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from segjax import ops
-from segjax.models.encoder import ENCODERS, ResNet50Encoder, VGGEncoder
+from segjax.models.encoder import ENCODERS, OUTPUT_STRIDES, ResNet50Encoder, VGGEncoder
 from segjax.models.layers import NormFactory, UpStep, pad_to_multiple
 
 
@@ -54,9 +54,10 @@ class EncoderDecoder(nn.Module):
             )
         if self.encoder not in ENCODERS:
             raise ValueError(f"model {name}: unknown encoder {self.encoder!r}; valid: {', '.join(ENCODERS)}.")
-        if self.encoder != "resnet50" and self.output_stride != 32:
+        if self.output_stride not in OUTPUT_STRIDES or (self.encoder != "resnet50" and self.output_stride != 32):
             raise ValueError(
-                f"model {name}: output_stride={self.output_stride} needs encoder 'resnet50' (the VGG encoder's is 32)."
+                f"model {name}: output_stride={self.output_stride} is not valid; use 32, or 16 / 8 with encoder "
+                "'resnet50' (the VGG encoder's is 32)."
             )
         if self.num_classes < 1:
             raise ValueError(f"model {name}: num_classes must be >= 1, got {self.num_classes}.")

@@ -7,7 +7,6 @@ import ml_collections
 from ml_collections import config_dict
 
 from segjax import ops
-from segjax.models.encoder import ENCODERS, OUTPUT_STRIDES
 from segjax.models.layers import NORMS
 
 FAMILIES = {
@@ -131,24 +130,13 @@ def resolve(model_config) -> ResolvedModel:
     preset = PRESETS[family][preset_name]
     base_width = _positive_int(_get(model_config, "base_width"), "base_width", name) or preset["base_width"]
     depth = _positive_int(_get(model_config, "depth"), "depth", name) or preset["depth"]
+    # Which encoder fits which network is the model classes' check (create_model runs it).
     encoder = _get(model_config, "encoder", "vgg")
-    if encoder not in ENCODERS:
-        raise ValueError(f"model {name}: unknown encoder {encoder!r}; valid: {', '.join(ENCODERS)}.")
     output_stride = _positive_int(_get(model_config, "output_stride"), "output_stride", name) or 32
     if encoder == "resnet50":
-        if family not in ("unet", "fcn"):
-            raise ValueError(
-                f"model {name}: encoder 'resnet50' works with unet and fcn32s/16s/8s (the {name} decoder mirrors a "
-                "VGG encoder's poolings); use encoder 'vgg'."
-            )
         if _get(model_config, "depth") not in (None, 5):
             raise ValueError(f"model {name}: the ResNet-50 encoder has depth 5 (stride 32); set depth to None.")
         depth = 5
-    if output_stride not in OUTPUT_STRIDES or (encoder != "resnet50" and output_stride != 32):
-        raise ValueError(
-            f"model {name}: output_stride={output_stride} is not valid; use None (32), or 16 / 8 with encoder "
-            "'resnet50'."
-        )
     weights = _get(model_config, "encoder_weights")
     if weights is not None and not isinstance(weights, str):
         raise ValueError(f"model {name}: encoder_weights must be a file path or None, got {weights!r}.")
@@ -187,8 +175,7 @@ def resolve(model_config) -> ResolvedModel:
         dropout=float(dropout),
         upsample=upsample,
     )
-    if encoder != "vgg" or output_stride != 32:
-        kwargs.update(encoder=encoder, output_stride=output_stride)
+    kwargs.update(encoder=encoder, output_stride=output_stride)
     if "fc_width" in preset:
         kwargs.update(fc_width=preset["fc_width"], fc_kernel=preset["fc_kernel"])
     skips = _get(model_config, "skips", True)
