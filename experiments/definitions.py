@@ -26,7 +26,8 @@ class Arm:
     model: report label of the network (e.g. 'unet'); label: the arm's name within that model (e.g.
     'transposed_k3_default'); config: the config family, 'unet' or 'fcn:8s' for ``configs/fcn.py`` with arg
     '8s'; overrides: flattened config overrides ('model.upsample.method': 'transposed'); tags: facts the report
-    groups by (method, kernel size, init, ...).
+    groups by (method, kernel size, init, ...); init_from: the label of another arm of the same model whose run with
+    the same seed this one starts from (`model.init_from`, FCN's staged training), trained first.
     """
 
     model: str
@@ -34,6 +35,7 @@ class Arm:
     config: str
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    init_from: str | None = None
 
     @property
     def key(self) -> str:
@@ -105,6 +107,12 @@ class Sweep:
         if not self.seeds:
             raise ValueError(f"Sweep {self.name!r} has no seeds; give at least one.")
         labels = {(a.model, a.label) for a in self.arms}
+        for arm in self.arms:
+            if arm.init_from is not None and (arm.model, arm.init_from) not in labels:
+                raise ValueError(
+                    f"Sweep {self.name!r}: arm {arm.key} starts from {arm.model}/{arm.init_from}, which is not an arm "
+                    "of this sweep."
+                )
         for h in self.hypotheses:
             missing = [arm for arm in h.arms if (h.model, arm) not in labels]
             if missing:
@@ -369,6 +377,23 @@ FCN_HYPOTHESES = (
         "fcn",
         "fcn8s_learned",
         "fcn8s_fixed",
+        claim="equivalent",
+    ),
+)
+# Long et al. trained FCN-16s from the finished FCN-32s and FCN-8s from FCN-16s (staged); the journal version (Shelhamer
+# et al. 2017) also trained FCN-8s all at once from VGG16 (released as voc-fcn8s-atonce, its pool3 / pool4 scaled by
+# 1e-4 / 1e-2) and reports it about as good. Here each stage is one FCN_128_TRAINING run (fixed upsampling) started
+# from the previous stage's last checkpoint (model.init_from), against FCN-8s trained at once for all the stages' steps.
+FCN_STAGE_STEPS = FCN_128_TRAINING["num_train_steps"]
+FCN_STAGED_SEEDS = 5
+FCN_STAGED_HYPOTHESES = (
+    Hypothesis(
+        "S1",
+        "Shelhamer et al.: is FCN-8s trained at once as good as trained in stages 32s -> 16s -> 8s, for the same "
+        "number of steps in all, within the margin?",
+        "fcn",
+        "fcn8s_at_once",
+        "fcn8s_staged",
         claim="equivalent",
     ),
 )

@@ -3,6 +3,8 @@
   odena_cpu   transposed k2/k3/k4 (default and bilinear init), pixel shuffle and resize-convolution arms
   fcn_128_cpu FCN-32s / 16s / 8s at 128 px with fixed bilinear upsampling (as released) and FCN-8s with it learned,
               hypotheses F1-F3, 3 paired seeds, the share oracle per stride
+  fcn_staged_128_cpu  FCN-8s trained in stages 32s -> 16s -> 8s (each from the previous stage's checkpoint) vs at once
+              for the same steps, fixed bilinear upsampling, hypothesis S1, 5 paired seeds
   odena_trajectory_cpu  the checkerboard of 3 U-Net arms at every validation (every 100 steps; 2 seeds; descriptive)
   odena_2x2_cpu  Odena's hypotheses O1-O4 (random vs structured init x transposed vs resize-convolution, nearest
               vs bilinear resize-convolution) on the ablation's converged CPU budget: 5 arms x 5 paired seeds
@@ -10,9 +12,9 @@
   segnet_cpu  SegNet's Table 1 decoders: bilinear, max-unpool with indices, learned deconvolution
   all_cpu     the three
 
-fcn_128_cpu, odena_2x2_cpu and odena_trajectory_cpu train to converged budgets; the others use the smoke-test budget
-of experiments.definitions (200 steps, 3 seeds: far from converged) and reuse the smoke_cpu ablation's finished runs
-when pointed at the same --out. Their report sections are in experiments.reproduction_report.
+fcn_128_cpu, fcn_staged_128_cpu, odena_2x2_cpu and odena_trajectory_cpu train to converged budgets; the others use the
+smoke-test budget of experiments.definitions (200 steps, 3 seeds: far from converged) and reuse the smoke_cpu
+ablation's finished runs when pointed at the same --out. Their report sections are in experiments.reproduction_report.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from experiments.definitions import (
     FCN_128_SEEDS,
     FCN_128_TRAINING,
     FCN_HYPOTHESES,
+    FCN_STAGE_STEPS,
+    FCN_STAGED_HYPOTHESES,
+    FCN_STAGED_SEEDS,
     FIXED_UPSAMPLING,
     ODENA_HYPOTHESES,
     SEGNET_TABLE1,
@@ -106,7 +111,54 @@ def fcn_128() -> Sweep:
         f"Long et al. F1-F3 at 128 px: {len(arms)} arms x {FCN_128_SEEDS} paired seeds, fixed bilinear upsampling as "
         "released, learned as the ablation.",
         FCN_HYPOTHESES,
+        FCN_STAGE_STEPS,
+        FCN_STAGED_HYPOTHESES,
+        FCN_STAGED_SEEDS,
         reference="fcn8s_fixed",
+        reproduction=True,
+    )
+
+
+def fcn_staged() -> Sweep:
+    fixed = dict(FIXED_UPSAMPLING)
+    at_once = 3 * FCN_STAGE_STEPS
+    arms = (
+        Arm(
+            "fcn", "fcn32s_fixed", "fcn:32s", fixed, {"method": "transposed", "skips": "32s", "steps": FCN_STAGE_STEPS}
+        ),
+        Arm(
+            "fcn",
+            "fcn16s_staged",
+            "fcn:16s",
+            fixed,
+            {"method": "transposed", "skips": "16s", "steps": 2 * FCN_STAGE_STEPS},
+            init_from="fcn32s_fixed",
+        ),
+        Arm(
+            "fcn",
+            "fcn8s_staged",
+            "fcn:8s",
+            fixed,
+            {"method": "transposed", "skips": "8s", "steps": at_once},
+            init_from="fcn16s_staged",
+        ),
+        Arm(
+            "fcn",
+            "fcn8s_at_once",
+            "fcn:8s",
+            {**fixed, "num_train_steps": at_once},
+            {"method": "transposed", "skips": "8s", "steps": at_once},
+        ),
+    )
+    return Sweep(
+        "fcn_staged_128_cpu",
+        arms,
+        tuple(range(FCN_STAGED_SEEDS)),
+        FCN_128_TRAINING,
+        f"Long et al. staged (32s -> 16s -> 8s, {FCN_STAGE_STEPS} steps each, each stage from the previous one's last "
+        f"checkpoint) vs FCN-8s at once ({at_once} steps), fixed bilinear upsampling, {FCN_STAGED_SEEDS} paired seeds.",
+        FCN_STAGED_HYPOTHESES,
+        reference="fcn8s_at_once",
         reproduction=True,
     )
 
@@ -141,6 +193,7 @@ PRESETS = {
     "odena_cpu": odena,
     "odena_2x2_cpu": odena_2x2,
     "fcn_128_cpu": fcn_128,
+    "fcn_staged_128_cpu": fcn_staged,
     "odena_trajectory_cpu": odena_trajectory,
     "fcn_cpu": fcn,
     "segnet_cpu": segnet,

@@ -68,6 +68,18 @@ class Run:
         return pathlib.Path(out) / self.arm.model / self.arm.label / f"seed{self.seed}"
 
     @property
+    def source(self) -> str | None:
+        """The name of the run this one starts from (`Arm.init_from`), or None."""
+        return None if self.arm.init_from is None else f"{self.arm.model}/{self.arm.init_from}/seed{self.seed}"
+
+    def config_in(self, out: str | os.PathLike) -> ml_collections.ConfigDict:
+        """The config to train with in OUT: a run that starts from another run gets that run's workdir as
+        model.init_from (the hashed config names it relative to OUT, so that a run's hash does not depend on OUT)."""
+        if self.source is None:
+            return self.config
+        return apply_overrides(self.config, {INIT_FROM_KEY: str(pathlib.Path(out) / self.source)})
+
+    @property
     def config_hash(self) -> str:
         return config_hash(self.config)
 
@@ -97,6 +109,7 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
 
 
 SEED_KEY = "seed"
+INIT_FROM_KEY = "model.init_from"
 
 
 def expand(sweep: Sweep, *, only: Sequence[str] = (), seeds: Sequence[int] | None = None) -> list[Run]:
@@ -111,8 +124,25 @@ def expand(sweep: Sweep, *, only: Sequence[str] = (), seeds: Sequence[int] | Non
             cache[arm.config] = load_family_config(arm.config)
         base = apply_overrides(cache[arm.config], {**sweep.overrides, **arm.overrides})
         for seed in sweep.seeds if seeds is None else seeds:
-            runs.append(Run(arm, int(seed), apply_overrides(base, {SEED_KEY: int(seed)})))
+            run = Run(arm, int(seed), apply_overrides(base, {SEED_KEY: int(seed)}))
+            if run.source is not None:
+                run = dataclasses.replace(run, config=apply_overrides(run.config, {INIT_FROM_KEY: run.source}))
+            runs.append(run)
     return runs
+
+
+def stages(runs: Sequence[Run]) -> list[list[Run]]:
+    """`runs` in the order they can be trained: runs that start from no other run first, then the runs that start
+    from those, and so on (a source that is not among `runs` must be finished already)."""
+    names = {r.name: r for r in runs}
+
+    def depth(run: Run) -> int:
+        return 0 if run.source not in names else 1 + depth(names[run.source])
+
+    grouped: dict[int, list[Run]] = {}
+    for run in runs:
+        grouped.setdefault(depth(run), []).append(run)
+    return [grouped[k] for k in sorted(grouped)]
 
 
 def dedupe(runs: Sequence[Run]) -> list[Run]:
@@ -179,14 +209,15 @@ def execute_run(
             "family": run.arm.config,
             "overrides": dict(run.arm.overrides),
             "tags": dict(run.arm.tags),
-            "config": run.config.to_dict(),
+            "config": run.config_in(out).to_dict(),
         },
     )
     (workdir / ERROR_FILE).unlink(missing_ok=True)
     start = time.time()
-    (train_fn or train_and_evaluate)(run.config, str(workdir))
+    config = run.config_in(out)
+    (train_fn or train_and_evaluate)(config, str(workdir))
     train_seconds = time.time() - start
-    analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config, str(workdir)))
+    analysis = dict((analyze_fn or analysis_lib.analyze_run)(config, str(workdir)))
     analysis.setdefault("wall_seconds_train_call", train_seconds)
     write_json(workdir / ANALYSIS_FILE, analysis)
     write_json(
@@ -203,7 +234,7 @@ def reanalyze(runs: Sequence[Run], out, *, analyze_fn: AnalyzeFn | None = None, 
     for i, run in enumerate(done):
         workdir = run.workdir(out)
         previous = read_json(workdir / ANALYSIS_FILE)
-        analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config, str(workdir)))
+        analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config_in(out), str(workdir)))
         analysis["wall_seconds_train_call"] = previous.get("wall_seconds_train_call")
         write_json(workdir / ANALYSIS_FILE, analysis)
         log(f"[sweep] measured again {i + 1}/{len(done)} {run.name}")
@@ -261,20 +292,27 @@ def run_sweep(
             results[r.name] = "skipped"
     log(f"[sweep] {len(runs)} runs: {len(runs) - len(todo)} already done, {len(todo)} to run, jobs={jobs}")
     start = time.time()
-    if jobs == 1 or len(todo) <= 1:
-        configure_jax(out)
-        for i, run in enumerate(todo):
-            name, status = _execute_guarded(run, out, train_fn, analyze_fn)
+    done = 0
+    for stage in stages(todo):  # a run that starts from another run's checkpoint waits for that run
+        for name, status in _execute_all(stage, out, jobs, train_fn, analyze_fn):
             results[name] = status
-            log(f"[sweep] {i + 1}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(
-            jobs, mp_context=ctx, initializer=_worker_init, initargs=(str(out),)
-        ) as pool:
-            futures = [pool.submit(_execute_guarded, run, str(out), train_fn, analyze_fn) for run in todo]
-            for i, future in enumerate(concurrent.futures.as_completed(futures)):
-                name, status = future.result()
-                results[name] = status
-                log(f"[sweep] {i + 1}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
+            done += 1
+            log(f"[sweep] {done}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
     return results
+
+
+def _execute_all(runs: Sequence[Run], out: pathlib.Path, jobs: int, train_fn, analyze_fn):
+    """Executes independent runs, in this process (jobs == 1) or in `jobs` spawned processes, yielding (name,
+    status) as each finishes."""
+    if jobs == 1 or len(runs) <= 1:
+        configure_jax(out)
+        for run in runs:
+            yield _execute_guarded(run, out, train_fn, analyze_fn)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=ctx, initializer=_worker_init, initargs=(str(out),)
+    ) as pool:
+        futures = [pool.submit(_execute_guarded, run, str(out), train_fn, analyze_fn) for run in runs]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()

@@ -129,6 +129,11 @@ class Checkpointer:
         ]
         return flax.serialization.from_state_dict(target, restored), meta
 
+    def restore_variables(self, step: int) -> dict:
+        """The 'params' and 'batch_stats' of a checkpoint as numpy trees, read without a target (any model's)."""
+        state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        return {collection: state.get(collection) or {} for collection in ("params", "batch_stats")}
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 

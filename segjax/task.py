@@ -74,23 +74,26 @@ class Task:
         """
         key = jax.random.PRNGKey(self.config.seed)
         state = jax.device_get(_fresh_state(self.model, self.optimizer, self.schedule, tuple(self.info.crop_size), key))
-        weights = self.encoder_weights
+        weights = self.initial_weights
         if weights is None:
             return state
         variables = weights.apply({"params": state.params, "batch_stats": state.batch_stats})
         return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
     @functools.cached_property
-    def encoder_weights(self) -> pretrained.LoadedWeights | None:
-        """config.model.encoder_weights read and matched to the encoder (None when not set); raises a
-        PretrainedWeightsError (a ValueError) naming what does not fit. Logs what was loaded and what was not."""
-        path = self.config.model.encoder_weights
-        if path is None:
-            return None
+    def initial_weights(self) -> pretrained.LoadedWeights | None:
+        """What a fresh run starts from besides its initialisers (None: nothing): config.model.encoder_weights (a
+        file matched to the encoder) or config.model.init_from (the latest checkpoint of another run, matched by name
+        and shape). Raises a PretrainedWeightsError (a ValueError) naming what does not fit; logs what was loaded."""
+        model = self.config.model
         abstract = self.abstract_state()
-        weights = pretrained.load_encoder_weights(
-            os.path.expanduser(path), self.model, {"params": abstract.params, "batch_stats": abstract.batch_stats}
-        )
+        variables = {"params": abstract.params, "batch_stats": abstract.batch_stats}
+        if model.encoder_weights is not None:
+            weights = pretrained.load_encoder_weights(os.path.expanduser(model.encoder_weights), self.model, variables)
+        elif model.init_from is not None:
+            weights = _weights_of_run(os.path.abspath(os.path.expanduser(model.init_from)), variables)
+        else:
+            return None
         log.info("%s", weights.summary())
         return weights
 
@@ -180,6 +183,23 @@ class Task:
     def checkpoint_meta(self) -> dict:
         """What a checkpoint records about its run besides the state (checked by segjax-eval)."""
         return {"num_classes": self.num_classes, "model": self.config.model.to_dict(), "dataset": self.config.data.name}
+
+
+def _weights_of_run(workdir: str, variables: dict) -> pretrained.LoadedWeights:
+    """config.model.init_from: the latest checkpoint of the run in `workdir`, matched to `variables`."""
+    if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+        raise pretrained.PretrainedWeightsError(
+            f"model.init_from {workdir} has no checkpoints/ folder; point it at a segjax-train workdir that has saved "
+            "a checkpoint."
+        )
+    checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
+    try:
+        step = checkpoints.latest_step()
+        if step is None:
+            raise pretrained.PretrainedWeightsError(f"model.init_from {workdir} has no finished checkpoint yet.")
+        return pretrained.weights_from_run(workdir, step, checkpoints.restore_variables(step), variables)
+    finally:
+        checkpoints.close()
 
 
 def _create_state(model, optimizer, schedule, crop_size, rng):

@@ -55,7 +55,7 @@ def train_and_evaluate(
     primary = is_primary()  # process 0 writes the config, logs, metrics and progress; every process checkpoints
     workdir = task.workdir
     if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
-        task.encoder_weights  # noqa: B018 (reads and checks it:) a file that does not fit stops the run before anything is written
+        task.initial_weights  # noqa: B018 (reads and checks it:) weights that do not fit stop the run before anything is written
     os.makedirs(workdir, exist_ok=True)
     previous = os.path.join(workdir, config_utils.CONFIG_FILE)
     if os.path.exists(previous):

@@ -67,6 +67,9 @@ def default_model_config() -> ml_collections.ConfigDict:
             "output_stride": config_dict.placeholder(int),  # resnet50: 32 (None), 16 or 8 (dilated, FCN only)
             # A local torchvision .pth or timm .safetensors file loaded into the encoder before training (None: none)
             "encoder_weights": config_dict.placeholder(str),
+            # A finished segjax-train workdir whose latest checkpoint starts this run: every parameter and batch
+            # statistic with the same name and shape is copied (FCN's staged training: 16s from 32s), None: none
+            "init_from": config_dict.placeholder(str),
             "skips": True,  # U-Net: concatenate the encoder's features; False: a plain encoder-decoder (ablations)
             "upsample": {
                 "method": config_dict.placeholder(str),  # one of segjax.ops.METHODS; None: the paper's decoder
@@ -104,6 +107,7 @@ _KNOWN_KEYS = {
     "encoder",
     "output_stride",
     "encoder_weights",
+    "init_from",
 }
 _KNOWN_UPSAMPLE_KEYS = {"method", "kernel_size", "init", "resize"}
 
@@ -140,6 +144,14 @@ def resolve(model_config) -> ResolvedModel:
     weights = _get(model_config, "encoder_weights")
     if weights is not None and not isinstance(weights, str):
         raise ValueError(f"model {name}: encoder_weights must be a file path or None, got {weights!r}.")
+    init_from = _get(model_config, "init_from")
+    if init_from is not None and not isinstance(init_from, str):
+        raise ValueError(f"model {name}: init_from must be a segjax-train workdir or None, got {init_from!r}.")
+    if init_from is not None and weights is not None:
+        raise ValueError(
+            f"model {name}: encoder_weights={weights!r} and init_from={init_from!r} are both set; a run starts from "
+            "one of them: set the other to None."
+        )
     if family == "fcn" and depth != 5:
         raise ValueError(
             f"model {name}: depth is fixed at 5 (the output stride 32 is in the name), got "

@@ -264,11 +264,13 @@ class LoadedWeights:
     loaded: tuple[str, ...]  # file names used
     unused: tuple[str, ...]  # file names not used (e.g. the ImageNet classifier)
     fresh: tuple[str, ...]  # segjax parameter paths left at their initialisation (the decoder)
+    origin: str = ""  # what `path` is, for the log ('' : an encoder weights file)
 
     def summary(self) -> str:
+        origin = self.origin or f"encoder weights from {self.path}"
         return (
-            f"encoder weights from {self.path}: {len(self.loaded)} tensors loaded; file tensors not used: "
-            f"{_short(self.unused)}; freshly initialised: {_short(self.fresh)}"
+            f"{origin}: {len(self.loaded)} tensors loaded; its tensors not used: {_short(self.unused)}; freshly "
+            f"initialised: {_short(self.fresh)}"
         )
 
     def apply(self, variables: dict) -> dict:
@@ -327,3 +329,33 @@ def load_encoder_weights(path: str, model, variables) -> LoadedWeights:
     ]
     unused = tuple(n for n in state if n not in used and not n.endswith("num_batches_tracked"))
     return LoadedWeights(path, arrays, tuple(sorted(used)), unused, tuple(fresh))
+
+
+def weights_from_run(workdir: str, step: int, source: dict, variables) -> LoadedWeights:
+    """Another run's trained variables (`source`: collection -> nested dict, from its checkpoint of `step`) matched
+    to this model's (`variables`, real or abstract) by path and shape: what has the same name and shape is copied,
+    the rest keeps its initialisation (FCN-16s from FCN-32s: the encoder, fc6/fc7 and the score layer are copied;
+    pool4's score and the new upsamplers are fresh). Raises PretrainedWeightsError when no parameter matches (a run of
+    another network)."""
+    arrays, loaded, unused = {}, [], []
+    for collection in ("params", "batch_stats"):
+        theirs = traverse_util.flatten_dict(dict(source.get(collection) or {}))
+        mine = traverse_util.flatten_dict(dict(variables.get(collection) or {}))
+        for path, array in theirs.items():
+            name = f"{collection}/{'/'.join(path)}"
+            if path not in mine:
+                unused.append(name)
+            elif tuple(array.shape) != tuple(mine[path].shape):
+                unused.append(f"{name} {tuple(array.shape)} (needs {tuple(mine[path].shape)})")
+            else:
+                arrays.setdefault(collection, {})[path] = np.asarray(array, np.float32)
+                loaded.append(name)
+    if not arrays.get("params"):
+        raise PretrainedWeightsError(
+            f"model.init_from {workdir}: no parameter of its checkpoint (step {step}) has a name and shape of the "
+            f"configured model (first: {_short(unused[:3])}); start from a run of the same network and widths."
+        )
+    fresh = ["/".join(p) for p in traverse_util.flatten_dict(dict(variables["params"])) if p not in arrays["params"]]
+    return LoadedWeights(
+        workdir, arrays, tuple(loaded), tuple(unused), tuple(fresh), f"weights of the run {workdir} (step {step})"
+    )
