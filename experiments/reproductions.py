@@ -111,9 +111,6 @@ def fcn_128() -> Sweep:
         f"Long et al. F1-F3 at 128 px: {len(arms)} arms x {FCN_128_SEEDS} paired seeds, fixed bilinear upsampling as "
         "released, learned as the ablation.",
         FCN_HYPOTHESES,
-        FCN_STAGE_STEPS,
-        FCN_STAGED_HYPOTHESES,
-        FCN_STAGED_SEEDS,
         reference="fcn8s_fixed",
         reproduction=True,
     )

@@ -7,6 +7,7 @@ call it again on the same workdir and to mark a run done only after its analysis
 """
 
 import csv
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -156,6 +157,43 @@ def test_parallel_jobs_run_each_arm_once_in_spawned_processes(tmp_path):
     for run in runs:
         analysis = json.loads((run.workdir(tmp_path) / sweep_lib.ANALYSIS_FILE).read_text())
         assert analysis["val_miou"] == pytest.approx(0.1 * run.seed)
+
+
+def test_a_run_that_starts_from_another_runs_after_it(tmp_path):
+    arms = (
+        definitions.Arm("fcn", "stage2", "default", {"num_train_steps": 2}, init_from="stage1"),
+        definitions.Arm("fcn", "stage1", "default", {"num_train_steps": 1}),
+    )
+    runs = sweep_lib.expand(definitions.Sweep("staged", arms, (0, 1)))
+    assert [[r.name for r in stage] for stage in sweep_lib.stages(runs)] == [
+        ["fcn/stage1/seed0", "fcn/stage1/seed1"],
+        ["fcn/stage2/seed0", "fcn/stage2/seed1"],
+    ]
+    assert runs[1].config.model.init_from == "fcn/stage1/seed1"  # hashed relative to OUT
+    assert runs[1].config_in(tmp_path).model.init_from == str(tmp_path / "fcn/stage1/seed1")
+    seen = []
+
+    def train(config, workdir):
+        source = config.model.init_from
+        seen.append((pathlib.Path(workdir).name, source and (pathlib.Path(source) / sweep_lib.DONE).exists()))
+        _fake_train(config, workdir)
+
+    results = sweep_lib.run_sweep(runs, tmp_path, train_fn=train, analyze_fn=_fake_analyze, log=lambda s: None)
+    assert set(results.values()) == {"trained"}
+    assert seen == [("seed0", None), ("seed1", None), ("seed0", True), ("seed1", True)]
+    with pytest.raises(ValueError, match="starts from fcn/stage0, which is not an arm"):
+        definitions.Sweep("broken", (dataclasses.replace(arms[0], init_from="stage0"),), (0,))
+
+
+def test_fcn_staged_preset_chains_its_stages():
+    runs = {r.name: r for r in sweep_lib.expand(reproductions.PRESETS["fcn_staged_128_cpu"]())}
+    assert runs["fcn/fcn8s_staged/seed3"].config.model.init_from == "fcn/fcn16s_staged/seed3"
+    assert runs["fcn/fcn16s_staged/seed3"].config.model.init_from == "fcn/fcn32s_fixed/seed3"
+    assert (
+        runs["fcn/fcn8s_at_once/seed3"].config.num_train_steps
+        == 3 * runs["fcn/fcn8s_staged/seed3"].config.num_train_steps
+    )
+    assert all(r.config.optimizer.frozen == "upscore" for r in runs.values())
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import flax
 import jax
 import ml_collections
 import numpy as np
@@ -160,7 +161,7 @@ def test_a_run_starts_from_the_encoder_weights_file(data_dir, tmp_path, caplog):
     config = pretrained_config(data_dir, "vgg16_bn_tiny.safetensors")
     with caplog.at_level(logging.INFO, logger="segjax.task"):
         state = Task(config, str(tmp_path)).fresh_state()
-    assert "encoder weights from" in caplog.text and "file tensors not used: classifier.0.weight" in caplog.text
+    assert "encoder weights from" in caplog.text and "its tensors not used: classifier.0.weight" in caplog.text
     tensors = pretrained.read_safetensors(os.path.join(PRETRAINED, "vgg16_bn_tiny.safetensors"))
     np.testing.assert_array_equal(
         state.params["encoder"]["block3"]["conv2"]["kernel"], tensors["features.20.weight"].transpose(2, 3, 1, 0)
@@ -179,6 +180,50 @@ def test_a_run_starts_from_the_encoder_weights_file(data_dir, tmp_path, caplog):
 def test_a_weights_file_that_does_not_fit_stops_the_run_before_anything_is_written(data_dir, tmp_path):
     config = pretrained_config(data_dir, "resnet50_tiny.safetensors")
     with pytest.raises(ValueError, match=r"does not fit the configured encoder \(vgg, norm 'batch', base_width 4\)"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_starts_from_another_runs_checkpoint(uninterrupted, data_dir, tmp_path, caplog):
+    """model.init_from copies what has the same name and shape (here: all but the transposed convolutions, which the
+    bilinear decoder lacks; it has 1x1 projections instead); the rest, the step and the optimizer state are fresh."""
+    source, source_config, _ = uninterrupted
+    trained, _ = _final_state(source, source_config)
+    config = tiny_config(data_dir)
+    config.model.upsample.method = "bilinear"
+    config.seed = 7
+    fresh = Task(config, str(tmp_path)).fresh_state()
+    config.model.init_from = source
+    with caplog.at_level(logging.INFO, logger="segjax.task"):
+        state = Task(config, str(tmp_path)).fresh_state()
+    assert f"weights of the run {source} (step 4)" in caplog.text
+    assert "its tensors not used: params/up1/upsample/bias, params/up1/upsample/kernel" in caplog.text
+    assert "freshly initialised: up1/project/bias, up1/project/kernel, up2/project/bias" in caplog.text
+    assert int(state.step) == 0
+    flat, want, init = (
+        {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(s.params).items()} for s in (state, trained, fresh)
+    )
+    for name, value in flat.items():
+        np.testing.assert_array_equal(value, want[name] if "project" not in name else init[name], err_msg=name)
+    jax.tree.map(np.testing.assert_array_equal, state.batch_stats, trained.batch_stats)
+    jax.tree.map(np.testing.assert_array_equal, state.opt_state, fresh.opt_state)
+
+    scores = train.train_and_evaluate(config, str(tmp_path / "run"))  # trains from there, resumes as any run
+    assert scores["mean_iou"] >= 0
+
+
+def test_an_init_from_that_does_not_fit_stops_the_run_before_anything_is_written(uninterrupted, data_dir, tmp_path):
+    source, _, _ = uninterrupted
+    config = tiny_config(data_dir)
+    config.model.base_width = 8  # every shape differs
+    config.model.init_from = source
+    with pytest.raises(ValueError, match=r"model.init_from .* \(step 4\) does not hold the configured encoder: 30 "):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    config.model.init_from = str(tmp_path)
+    with pytest.raises(ValueError, match="has no checkpoints/ folder"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    config.model.encoder_weights = os.path.join(PRETRAINED, "vgg16_bn_tiny.safetensors")
+    with pytest.raises(ValueError, match="are both set"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 

@@ -335,12 +335,17 @@ def weights_from_run(workdir: str, step: int, source: dict, variables) -> Loaded
     """Another run's trained variables (`source`: collection -> nested dict, from its checkpoint of `step`) matched
     to this model's (`variables`, real or abstract) by path and shape: what has the same name and shape is copied,
     the rest keeps its initialisation (FCN-16s from FCN-32s: the encoder, fc6/fc7 and the score layer are copied;
-    pool4's score and the new upsamplers are fresh). Raises PretrainedWeightsError when no parameter matches (a run of
-    another network)."""
-    arrays, loaded, unused = {}, [], []
+    pool4's score and the new upsamplers are fresh). The whole encoder must be there with its shapes, or nothing is
+    loaded: raises PretrainedWeightsError naming what differs (a run of another network or width)."""
+    arrays, loaded, unused, encoder_misfits = {}, [], [], []
     for collection in ("params", "batch_stats"):
         theirs = traverse_util.flatten_dict(dict(source.get(collection) or {}))
         mine = traverse_util.flatten_dict(dict(variables.get(collection) or {}))
+        for path, target in mine.items():
+            name = f"{collection}/{'/'.join(path)}"
+            shape = tuple(theirs[path].shape) if path in theirs else None
+            if shape != tuple(target.shape) and path[0] == "encoder":
+                encoder_misfits.append(f"{name} {'missing' if shape is None else shape} (needs {tuple(target.shape)})")
         for path, array in theirs.items():
             name = f"{collection}/{'/'.join(path)}"
             if path not in mine:
@@ -350,12 +355,15 @@ def weights_from_run(workdir: str, step: int, source: dict, variables) -> Loaded
             else:
                 arrays.setdefault(collection, {})[path] = np.asarray(array, np.float32)
                 loaded.append(name)
-    if not arrays.get("params"):
+    if encoder_misfits:
         raise PretrainedWeightsError(
-            f"model.init_from {workdir}: no parameter of its checkpoint (step {step}) has a name and shape of the "
-            f"configured model (first: {_short(unused[:3])}); start from a run of the same network and widths."
+            f"model.init_from {workdir}: its checkpoint (step {step}) does not hold the configured encoder: "
+            f"{len(encoder_misfits)} encoder tensors missing or with other shapes; first: "
+            f"{'; '.join(encoder_misfits[:_SHOWN])}. Start from a run of the same network and widths."
         )
-    fresh = ["/".join(p) for p in traverse_util.flatten_dict(dict(variables["params"])) if p not in arrays["params"]]
+    fresh = [
+        "/".join(p) for p in traverse_util.flatten_dict(dict(variables["params"])) if p not in arrays.get("params", {})
+    ]
     return LoadedWeights(
         workdir, arrays, tuple(loaded), tuple(unused), tuple(fresh), f"weights of the run {workdir} (step {step})"
     )
