@@ -26,6 +26,10 @@ FAMILIES = [
     ("fcn.py", "8s"),
     ("segnet.py", None),
     ("deconvnet.py", None),
+    ("segnet_basic.py", None),
+    ("segnet_basic.py", "decoder=fcn"),
+    ("segnet_basic.py", "decoder=fcn_noaddition"),
+    ("segnet_basic.py", "decoder=bilinear,preset=paper"),
     ("pets_unet.py", None),
 ]
 

@@ -29,7 +29,7 @@ def tiny(name, **overrides):
     cfg = models.default_model_config()
     cfg.name = name
     cfg.base_width = 2
-    if not name.startswith("fcn"):
+    if models.config.FAMILIES[name] != "fcn":
         cfg.depth = 2
     for key, value in overrides.items():
         if key.startswith("upsample_"):
@@ -155,7 +155,7 @@ def test_paper_unet_parameter_count():
 @pytest.mark.parametrize("method", ops.METHODS)
 def test_model_method_grid(name, method):
     cfg = tiny(name, upsample_method=method)
-    if name.startswith("fcn") and method == "max_unpool":
+    if method in models.MODELS[name].unsupported_methods:
         with pytest.raises(ValueError, match=rf"(?s){models.MODELS[name].__name__}.*max_unpool.*segnet"):
             models.create_model(cfg, NUM_CLASSES)
         return
@@ -164,6 +164,49 @@ def test_model_method_grid(name, method):
     assert out.shape == ODD[:3] + (NUM_CLASSES,)
     if method in ops.PARAMETRIC_METHODS or not name.startswith("fcn"):
         assert count(variables["params"]) > 0
+
+
+def basic_params(decoder, b, c):
+    """SegNet's Table 1 networks: 4 encoder levels of a 7x7 conv (no bias) + batch norm; the decoders as in
+    segjax.models.basic (transposed convolutions: 4x4, no bias; 1x1 convolutions with bias)."""
+    encoder = conv_params(7, 3, b, False) + 3 * conv_params(7, b, b, False) + 4 * 2 * b
+    score = conv_params(1, b, c)
+    if decoder == "segnet":
+        return encoder + 4 * (conv_params(7, b, b, False) + 2 * b) + score
+    if decoder == "bilinear":
+        return encoder + score
+    level = conv_params(4, c, c, False) + conv_params(7, c, c, False) + 2 * c
+    reduce = conv_params(1, b, c) if decoder == "fcn" else 0
+    return encoder + score + 4 * (level + reduce) + conv_params(1, c, c)
+
+
+@pytest.mark.parametrize(
+    "name, decoder, paper",
+    [
+        ("segnet_basic", "segnet", 1.425e6),
+        ("fcn_basic", "fcn", 0.65e6),
+        ("fcn_basic_noaddition", "fcn_noaddition", 0.65e6),
+        ("bilinear_basic", "bilinear", 0.625e6),
+    ],
+)
+def test_segnet_table1_networks_have_the_papers_parameter_counts(name, decoder, paper):
+    cfg = models.default_model_config()
+    cfg.update(name=name, preset="paper")
+    model = models.create_model(cfg, 11)  # CamVid's classes
+    _, variables = abstract_apply(model, (1, 64, 64, 3))
+    assert count(variables["params"]) == basic_params(decoder, 64, 11)
+    assert abs(count(variables["params"]) / paper - 1) < 0.025  # Table 1 rounds to 0.025M
+
+
+def test_bilinear_basic_is_the_bilinear_upsampling_of_its_class_scores():
+    model = models.create_model(tiny("bilinear_basic"), NUM_CLASSES)  # depth 2: stride 4
+    x = jax.random.normal(rkey(3), (2, 12, 20, 3))
+    variables = model.init(rkey(0), x)
+    out, state = model.apply(variables, x, capture_intermediates=lambda m, _: m.name == "score")
+    score = state["intermediates"]["score"]["__call__"][0]
+    assert score.shape == (2, 3, 5, NUM_CLASSES)
+    expected = ops.bilinear_upsample(score, 4)  # tested against PyTorch in test_ops_resize
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,32 @@
 """Encoder-decoder segmentation networks whose upsampling operator is a config choice.
 
-`create_model(model_config, num_classes)` builds FCN-32s/16s/8s, SegNet, U-Net or DeconvNet from the
+`create_model(model_config, num_classes)` builds FCN-32s/16s/8s, SegNet, U-Net, DeconvNet or the networks of SegNet's
+decoder study (SegNet-Basic, FCN-Basic, FCN-Basic-NoAddition, Bilinear-Interpolation) from the
 model section of a config (see `default_model_config`); `MODELS` maps the config names to the classes.
 """
 
 import jax.numpy as jnp
 
 from segjax.models.base import EncoderDecoder
+from segjax.models.basic import BilinearBasic, FCNBasic, FCNBasicNoAddition, SegNetBasic
 from segjax.models.config import PRESET_NAMES, PRESETS, default_model_config, resolve
 from segjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from segjax.models.layers import Conv, NormFactory, conv2d
 from segjax.models.segnet import DeconvNet, SegNet
 from segjax.models.unet import UNet
 
-MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "segnet": SegNet, "unet": UNet, "deconvnet": DeconvNet}
+MODELS = {
+    "fcn32s": FCN32s,
+    "fcn16s": FCN16s,
+    "fcn8s": FCN8s,
+    "segnet": SegNet,
+    "unet": UNet,
+    "deconvnet": DeconvNet,
+    "segnet_basic": SegNetBasic,
+    "fcn_basic": FCNBasic,
+    "fcn_basic_noaddition": FCNBasicNoAddition,
+    "bilinear_basic": BilinearBasic,
+}
 
 
 def create_model(model_config, num_classes: int, *, axis_name: str | None = None, dtype=jnp.float32) -> EncoderDecoder:
@@ -38,12 +51,16 @@ __all__ = [
     "PRESETS",
     "Conv",
     "DeconvNet",
+    "BilinearBasic",
     "EncoderDecoder",
+    "FCNBasic",
+    "FCNBasicNoAddition",
     "FCN",
     "FCN8s",
     "FCN16s",
     "FCN32s",
     "SegNet",
+    "SegNetBasic",
     "UNet",
     "conv2d",
     "create_model",

@@ -16,6 +16,10 @@ FAMILIES = {
     "segnet": "segnet",
     "unet": "unet",
     "deconvnet": "deconvnet",
+    "segnet_basic": "segnet_basic",
+    "fcn_basic": "segnet_basic",
+    "fcn_basic_noaddition": "segnet_basic",
+    "bilinear_basic": "segnet_basic",
 }
 PRESET_NAMES = ("small", "paper")
 
@@ -42,22 +46,45 @@ PRESETS = {
         "paper": dict(base_width=64, depth=5, convs=(2, 2, 3, 3, 3), fc_width=4096, fc_kernel=7),
         "small": dict(base_width=16, depth=3, convs=(2,), fc_width=128, fc_kernel=3),
     },
+    # SegNet's decoder study (segjax.models.basic): 4 levels of one 7x7 convolution, 64 channels in the paper
+    "segnet_basic": {
+        "paper": dict(base_width=64, depth=4, convs=(1,)),
+        "small": dict(base_width=16, depth=4, convs=(1,)),
+    },
 }
 
-# What `upsample.method = None` and `dropout = None` mean: the paper's choice.
-DEFAULT_METHOD = {"fcn": "transposed", "segnet": "max_unpool", "unet": "transposed", "deconvnet": "max_unpool"}
+# What `upsample.method = None` and `dropout = None` mean: the paper's choice (by family, or by name where the networks
+# of a family differ).
+DEFAULT_METHOD = {
+    "fcn": "transposed",
+    "segnet": "max_unpool",
+    "unet": "transposed",
+    "deconvnet": "max_unpool",
+    "segnet_basic": "max_unpool",
+    "fcn_basic": "transposed",
+    "fcn_basic_noaddition": "transposed",
+    "bilinear_basic": "bilinear",
+}
 # FCN: dropout 0.5 after fc6 and fc7; U-Net: 0.5 at the end of the contracting path; DeconvNet keeps
 # VGG's fc dropout; SegNet none (its Bayesian variant uses 0.5 around the deepest blocks).
-DEFAULT_DROPOUT = {"fcn": 0.5, "segnet": 0.0, "unet": 0.5, "deconvnet": 0.5}
-# Paper weight init of the transposed convolutions: FCN bilinear, the others the default.
-DEFAULT_TRANSPOSED_INIT = {"fcn": "bilinear", "segnet": None, "unet": None, "deconvnet": None}
+DEFAULT_DROPOUT = {"fcn": 0.5, "segnet": 0.0, "unet": 0.5, "deconvnet": 0.5, "segnet_basic": 0.0}
+# Paper weight init of the transposed convolutions: FCN's (and FCN-Basic's) bilinear, the others the default.
+DEFAULT_TRANSPOSED_INIT = {
+    "fcn": "bilinear",
+    "segnet": None,
+    "unet": None,
+    "deconvnet": None,
+    "segnet_basic": None,
+    "fcn_basic": "bilinear",
+    "fcn_basic_noaddition": "bilinear",
+}
 
 
 def default_model_config() -> ml_collections.ConfigDict:
     """The model section of a config with its defaults (a small U-Net with its paper decoder)."""
     return ml_collections.ConfigDict(
         {
-            "name": "unet",  # one of MODELS: fcn32s, fcn16s, fcn8s, segnet, unet, deconvnet
+            "name": "unet",  # one of MODELS: fcn32s/16s/8s, segnet, unet, deconvnet, segnet_basic, fcn_basic, ...
             "preset": "small",  # 'small' (CPU-sized) or 'paper' widths and depth
             "base_width": config_dict.placeholder(int),  # channels of the first level (None: the preset's)
             "depth": config_dict.placeholder(int),  # number of 2x poolings (None: the preset's; FCN is fixed at 5)
@@ -170,10 +197,10 @@ def resolve(model_config) -> ResolvedModel:
     unknown = set(up.keys()) - _KNOWN_UPSAMPLE_KEYS
     if unknown:
         raise ValueError(f"Unknown model.upsample keys {sorted(unknown)}; valid: {sorted(_KNOWN_UPSAMPLE_KEYS)}.")
-    method = _get(up, "method") or DEFAULT_METHOD[family]
+    method = _get(up, "method") or DEFAULT_METHOD.get(name, DEFAULT_METHOD[family])
     init = _get(up, "init")
     if init is None and method == "transposed":
-        init = DEFAULT_TRANSPOSED_INIT[family]
+        init = DEFAULT_TRANSPOSED_INIT.get(name, DEFAULT_TRANSPOSED_INIT[family])
     try:
         upsample = ops.UpsampleSpec(method, _get(up, "kernel_size"), init, _get(up, "resize", "nearest"))
     except ValueError as e:

@@ -40,10 +40,10 @@ class EncoderLevel(NamedTuple):
 
 
 class VGGEncoder(nn.Module):
-    """Level i: `convs[i]` 3x3 conv-norm-ReLU layers of `widths[i]` channels, then 2x2 max pooling (keeping its
-    argmax indices when `pool_indices`), except after the last level when `pool_last` is False (U-Net's bottom).
-    Dropout at rate `dropout` follows the pooling of the levels listed in `dropout_levels` (Bayesian SegNet).
-    Returns one `EncoderLevel` per level."""
+    """Level i: `convs[i]` conv-norm-ReLU layers (kernel_size: 3, SegNet-Basic's 7) of `widths[i]` channels, then 2x2
+    max pooling (keeping its argmax indices when `pool_indices`), except after the last level when `pool_last` is False
+    (U-Net's bottom). Dropout at rate `dropout` follows the pooling of the levels listed in `dropout_levels` (Bayesian
+    SegNet). Returns one `EncoderLevel` per level."""
 
     widths: tuple[int, ...]
     convs: tuple[int, ...]
@@ -52,13 +52,15 @@ class VGGEncoder(nn.Module):
     pool_last: bool = True
     dropout: float = 0.0
     dropout_levels: tuple[int, ...] = ()
+    kernel_size: int = 3
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool) -> tuple[EncoderLevel, ...]:
         levels = []
         for i, (width, n) in enumerate(zip(self.widths, self.convs, strict=True)):
-            x = ConvBlock((width,) * n, self.norm, dtype=self.dtype, name=f"block{i + 1}")(x, train)
+            block = ConvBlock((width,) * n, self.norm, self.kernel_size, dtype=self.dtype, name=f"block{i + 1}")
+            x = block(x, train)
             level = EncoderLevel(x, 2**i)
             if self.pool_last or i < len(self.widths) - 1:
                 x, indices = max_pool(x, with_indices=self.pool_indices)
