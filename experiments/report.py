@@ -65,6 +65,8 @@ RUN_COLUMNS = (
     "auc_miou",
     "endpoint_miou",
     "final_boundary_f1",
+    "final_pixel_accuracy",
+    "final_class_accuracy",
     *(f"final_iou_{c}" for c in CLASSES_OF_INTEREST),
     "cb_init_constant",
     "cb_trained_constant",
@@ -105,6 +107,8 @@ def endpoints(records: list[dict]) -> dict:
         "auc_miou": mean_of(evals, "mean_iou"),
         "endpoint_miou": float(evals[-1]["mean_iou"]),
         "final_boundary_f1": mean_of(last, "boundary_f1"),
+        "final_pixel_accuracy": mean_of(last, "pixel_accuracy"),  # SegNet's G
+        "final_class_accuracy": mean_of(last, "mean_pixel_accuracy"),  # SegNet's C
         "curve_steps": [r["step"] for r in evals],
         "curve_miou": [float(r["mean_iou"]) for r in evals],
     }

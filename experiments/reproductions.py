@@ -9,12 +9,15 @@
   odena_2x2_cpu  Odena's hypotheses O1-O4 (random vs structured init x transposed vs resize-convolution, nearest
               vs bilinear resize-convolution) on the ablation's converged CPU budget: 5 arms x 5 paired seeds
   fcn_cpu     FCN-32s / 16s / 8s
-  segnet_cpu  SegNet's Table 1 decoders: bilinear, max-unpool with indices, learned deconvolution
+  segnet_table1_cpu  SegNet's Table 1 as published: SegNet-Basic, FCN-Basic, FCN-Basic-NoAddition, the no-decoder
+              bilinear baseline, SegNet-Basic with natural-frequency balancing; hypotheses T1-T4, 5 paired seeds
+  segnet_cpu  the small SegNet with its upsampling operator swapped (bilinear, max-unpool, learned deconvolution)
   all_cpu     the three
 
-fcn_128_cpu, fcn_staged_128_cpu, odena_2x2_cpu and odena_trajectory_cpu train to converged budgets; the others use the
-smoke-test budget of experiments.definitions (200 steps, 3 seeds: far from converged) and reuse the smoke_cpu
-ablation's finished runs when pointed at the same --out. Their report sections are in experiments.reproduction_report.
+fcn_128_cpu, fcn_staged_128_cpu, segnet_table1_cpu, odena_2x2_cpu and odena_trajectory_cpu train to converged
+budgets; the others use the smoke-test budget of experiments.definitions (200 steps, 3 seeds: far from converged) and
+reuse the smoke_cpu ablation's finished runs when pointed at the same --out. Their report sections are in
+experiments.reproduction_report.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ from experiments.definitions import (
     FCN_STAGED_SEEDS,
     FIXED_UPSAMPLING,
     ODENA_HYPOTHESES,
+    SEGNET_BASIC_ARMS,
+    SEGNET_BASIC_HYPOTHESES,
+    SEGNET_BASIC_SEEDS,
+    SEGNET_BASIC_TRAINING,
     SEGNET_TABLE1,
     SMOKE,
     SMOKE_FCN,
@@ -160,6 +167,24 @@ def fcn_staged() -> Sweep:
     )
 
 
+def segnet_table1() -> Sweep:
+    arms = tuple(
+        Arm("table1", label, f"segnet_basic:decoder={decoder}", overrides, {"decoder": decoder, **overrides})
+        for label, (decoder, overrides) in SEGNET_BASIC_ARMS.items()
+    )
+    return Sweep(
+        "segnet_table1_cpu",
+        arms,
+        tuple(range(SEGNET_BASIC_SEEDS)),
+        SEGNET_BASIC_TRAINING,
+        f"Badrinarayanan et al. Table 1: SegNet-Basic's encoder with {len(arms) - 1} decoders (and SegNet-Basic with "
+        f"natural-frequency balancing), {SEGNET_BASIC_SEEDS} paired seeds, SegNet's recipe.",
+        SEGNET_BASIC_HYPOTHESES,
+        reference="segnet_basic",
+        reproduction=True,
+    )
+
+
 def segnet() -> Sweep:
     return Sweep(
         "segnet_cpu",
@@ -193,6 +218,7 @@ PRESETS = {
     "fcn_staged_128_cpu": fcn_staged,
     "odena_trajectory_cpu": odena_trajectory,
     "fcn_cpu": fcn,
+    "segnet_table1_cpu": segnet_table1,
     "segnet_cpu": segnet,
     "all_cpu": lambda: [fcn(), odena(), segnet()],
 }

@@ -412,6 +412,37 @@ def test_odena_probes_and_the_2x2_section():
     assert reproduction_report.odena_2x2_section(arms[:3]) is None
 
 
+def test_segnet_table1_section_tests_boundary_f1_and_balancing_and_measures_memory():
+    keys = ("final_miou", "final_boundary_f1", "final_pixel_accuracy", "final_class_accuracy", "bf_2")
+    noise = np.array([0.01, -0.01, 0.02, 0.0, -0.02])
+
+    def arm(label, bf, accuracy):
+        members = [
+            {"seed": s, "final_boundary_f1": b, "final_pixel_accuracy": g, "final_class_accuracy": c}
+            for s, (b, g, c) in enumerate(zip(bf + noise, accuracy[0] + noise / 2, accuracy[1] - noise, strict=True))
+        ]
+        summary = {f"{k}_{s}": 0.5 for k in keys for s in ("mean", "std")}
+        return {"model": "table1", "label": label, "params": 1000, "_members": members, **summary}
+
+    arms = [
+        arm("segnet_basic", 0.40, (0.80, 0.70)),
+        arm("fcn_basic", 0.38, (0.80, 0.70)),
+        arm("fcn_basic_noaddition", 0.20, (0.80, 0.70)),
+        arm("bilinear_basic", 0.20, (0.80, 0.70)),
+        arm("segnet_basic_natural", 0.40, (0.90, 0.60)),
+    ]
+    section = reproduction_report.segnet_table1_section(arms)
+    assert "| SegNet-Basic, natural frequency | 1,000 |" in section
+    assert "segnet_basic > bilinear_basic on final_boundary_f1: **held**" in section
+    assert "segnet_basic > segnet_basic_natural on final_class_accuracy: **held**" in section
+    assert "segnet_basic_natural > segnet_basic on final_pixel_accuracy: **held**" in section
+    memory = {r["model"]: r for r in reproduction_report.decoder_memory_rows()}
+    assert memory["fcn_basic"]["paper"] / memory["segnet_basic"]["paper"] == pytest.approx(11, rel=0.01)
+    assert memory["bilinear_basic"]["paper"] == 0 and memory["segnet_basic"]["params"] == 1_416_075
+    assert all(r["temp_mib"] > 0 for r in memory.values())
+    assert reproduction_report.segnet_table1_section(arms[1:]) is None
+
+
 def test_share_oracle_of_a_stride():
     """Columns of stride cells are recovered exactly (bilinear blending between two cells flips at their edge; where
     four cells meet, two of one class can outweigh the pixel's own, so 2-D layouts are not exact); a 1-px line is

@@ -198,6 +198,31 @@ def test_segnet_table1_networks_have_the_papers_parameter_counts(name, decoder, 
     assert abs(count(variables["params"]) / paper - 1) < 0.025  # Table 1 rounds to 0.025M
 
 
+def test_decoder_storage_counts_what_the_encoder_hands_the_decoder():
+    def paper_model(name):
+        cfg = models.default_model_config()
+        cfg.update(name=name, preset="paper")
+        return models.create_model(cfg, 11)
+
+    segnet, fcn = paper_model("segnet_basic"), paper_model("fcn_basic")
+    shape = (1, 360, 480, 3)  # CamVid: padded to 368x480
+
+    def encoder_levels(x):
+        _, state = segnet.apply(segnet.init(rkey(0), x), x, capture_intermediates=lambda m, _: m.name == "encoder")
+        return state["intermediates"]["encoder"]["__call__"][0]
+
+    levels = jax.eval_shape(encoder_levels, jax.ShapeDtypeStruct(shape, jnp.float32))
+    indices = sum(level.indices.size for level in levels)
+    features = sum(level.features.size for level in levels)
+    storage = models.basic.decoder_storage_bytes(segnet, *shape[1:3])
+    assert storage == {"paper": indices * 2 // 8, "as_implemented": indices * 4}
+    assert levels[0].indices.dtype == jnp.int32
+    fcn_storage = models.basic.decoder_storage_bytes(fcn, *shape[1:3])
+    assert fcn_storage == {"paper": features // 64 * 11 * 4, "as_implemented": features * 4}
+    assert fcn_storage["paper"] / storage["paper"] == pytest.approx(11, rel=0.01)  # Table 1's storage multiplier
+    assert models.basic.decoder_storage_bytes(paper_model("bilinear_basic"), 360, 480)["paper"] == 0
+
+
 def test_bilinear_basic_is_the_bilinear_upsampling_of_its_class_scores():
     model = models.create_model(tiny("bilinear_basic"), NUM_CLASSES)  # depth 2: stride 4
     x = jax.random.normal(rkey(3), (2, 12, 20, 3))
@@ -504,5 +529,6 @@ def test_summary_table_counts_params_and_flops(capsys):
     assert unet["params"] == unet_params(2, 2, 5, up="max_unpool")
     # FLOPs of the convolutions alone (multiply-adds x 2) at the padded size 20x24 bound XLA's count below.
     assert unet["gflops"] * 1e9 > 2 * 20 * 24 * 9 * 3 * 2
+    assert unet["temp_mib"] * 2**20 >= 20 * 24 * 2 * 4  # at least one first-level feature map is live
     assert "error" in fcn and "max_unpool" in fcn["error"]
     assert "unet" in out and "fcn32s" in out and f"{unet['params']:,}" in out

@@ -98,3 +98,18 @@ class BilinearBasic(SegNetBasic):
     unsupported_methods: ClassVar[dict] = {
         "max_unpool": "it upsamples by 16 in one step, which no single pooling's indices describe (use segnet_basic)"
     }
+
+
+def decoder_storage_bytes(model: SegNetBasic, height: int, width: int) -> dict[str, int]:
+    """What the decoder keeps from the encoder for one `height` x `width` image (padded to the stride), the paper's
+    memory trade-off: 'paper' counts it as Table 1 does (SegNet-Basic: its pooling indices, 2 bits per channel and
+    2x2 window; FCN-Basic: the encoder maps reduced to the classes, float32; the others nothing), 'as_implemented'
+    as segjax holds it (int32 indices; FCN-Basic reduces the stored 64-channel maps in the decoder)."""
+    h, w = (-(-size // model.stride) * model.stride for size in (height, width))
+    pooled = sum((h >> (i + 1)) * (w >> (i + 1)) for i in range(model.depth))
+    full = sum((h >> i) * (w >> i) for i in range(model.depth))
+    if model.upsample.needs_indices:
+        return {"paper": pooled * model.base_width * 2 // 8, "as_implemented": pooled * model.base_width * 4}
+    if model.decoder == "fcn":
+        return {"paper": full * model.num_classes * 4, "as_implemented": full * model.base_width * 4}
+    return {"paper": 0, "as_implemented": 0}

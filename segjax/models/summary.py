@@ -1,5 +1,5 @@
-"""`segjax-models`: a table of the networks with their parameter count and GFLOPs (XLA's cost analysis of
-the compiled forward pass) at a given input size and upsampling method.
+"""`segjax-models`: a table of the networks with their parameter count, GFLOPs (XLA's cost analysis of
+the compiled forward pass) and the working memory XLA plans for it, at a given input size and upsampling method.
 
     segjax-models                                   # every model, preset small, 128x128, paper decoders
     segjax-models --preset paper --size 224 --method bilinear --models unet,segnet
@@ -31,7 +31,8 @@ def describe(
     norm: str = "batch",
     batch: int = 1,
 ) -> dict:
-    """Parameter count and forward GFLOPs (per image, eval mode) of one configured network."""
+    """Parameter count, forward GFLOPs (per image, eval mode) and the working memory XLA plans for the forward pass
+    (`memory_analysis().temp_size_in_bytes`, for the whole batch) of one configured network."""
     cfg = default_model_config()
     cfg.update(name=name, preset=preset, base_width=base_width, depth=depth, norm=norm)
     cfg.upsample.method = method
@@ -43,19 +44,26 @@ def describe(
     if isinstance(cost, (list, tuple)):  # older jax returned one dict per computation
         cost = cost[0] if cost else {}
     flops = float((cost or {}).get("flops", math.nan))
+    memory = compiled.memory_analysis()
     return dict(
-        model=name, method=model.upsample.method, params=count_params(variables["params"]), gflops=flops / batch / 1e9
+        model=name,
+        method=model.upsample.method,
+        params=count_params(variables["params"]),
+        gflops=flops / batch / 1e9,
+        temp_mib=math.nan if memory is None else memory.temp_size_in_bytes / 2**20,
     )
 
 
 def format_table(rows) -> str:
-    header = f"{'model':10} {'upsample':14} {'params':>14} {'GFLOPs':>9}"
+    header = f"{'model':20} {'upsample':14} {'params':>14} {'GFLOPs':>9} {'temp MiB':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['model']:10} {r['method']:14} {'-':>14} {'-':>9}  ({r['error']})")
+            lines.append(f"{r['model']:20} {r['method']:14} {'-':>14} {'-':>9} {'-':>9}  ({r['error']})")
         else:
-            lines.append(f"{r['model']:10} {r['method']:14} {r['params']:>14,} {r['gflops']:>9.3f}")
+            lines.append(
+                f"{r['model']:20} {r['method']:14} {r['params']:>14,} {r['gflops']:>9.3f} {r['temp_mib']:>9.1f}"
+            )
     return "\n".join(lines)
 
 
@@ -63,7 +71,7 @@ def run(argv=None) -> list[dict]:
     """Parses the command line, prints the table and returns its rows."""
     parser = cli.ArgumentParser(
         prog="segjax-models",
-        description="Parameter count and GFLOPs (XLA cost analysis, forward pass per image) of each model.",
+        description="Parameter count, GFLOPs (XLA cost analysis, forward pass per image) and XLA working memory.",
     )
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
     parser.add_argument("--preset", default="small", choices=("small", "paper"))
