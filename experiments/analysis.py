@@ -345,6 +345,47 @@ def split_measurements(model, variables, config, info) -> dict:
     }
 
 
+def ensemble_measurements(members: dict[str, tuple]) -> dict[str, dict]:
+    """Each member run and their ensemble on the same validation pixels: members maps a name to (config, workdir) of a
+    finished run (same dataset); the ensemble averages the members' softmax probabilities (DeconvNet's EDeconvNet
+    with FCN-8s). Per name and for 'ensemble': mIoU, pixel and class accuracy, per-class IoU by class name, and
+    boundary F1 at BF_TOLERANCES px."""
+    networks = {}
+    for name, (config, workdir) in members.items():
+        task = Task(config, str(workdir))
+        model = create_model(config.model, task.num_classes, dtype=task.dtype)
+        networks[name] = (functools.partial(_apply, model), initial_and_trained_variables(task)[1])
+    config = next(iter(members.values()))[0]
+    info = Task(config).info
+    names = [*networks, "ensemble"]
+    confusion = {n: np.zeros((info.num_classes,) * 2, np.int64) for n in names}
+    boundary = {(n, t): None for n in names for t in BF_TOLERANCES}
+    for images, labels in validation_batches(config, info):
+        probabilities = {n: np.asarray(_probabilities(apply, v, images)) for n, (apply, v) in networks.items()}
+        probabilities["ensemble"] = np.mean(list(probabilities.values()), axis=0)
+        for n, p in probabilities.items():
+            predictions = p.argmax(-1)
+            confusion[n] += np.asarray(
+                metrics.confusion_matrix(labels, predictions, info.num_classes, info.ignore_index)
+            )
+            for t in BF_TOLERANCES:
+                stats = jax.device_get(
+                    metrics.boundary_statistics(labels, predictions, info.num_classes, t, info.ignore_index)
+                )
+                boundary[n, t] = stats if boundary[n, t] is None else jax.tree.map(np.add, boundary[n, t], stats)
+    out = {}
+    for n in names:
+        scores = metrics.compute_scores(confusion[n])
+        out[n] = {
+            "mean_iou": float(scores["mean_iou"]),
+            "pixel_accuracy": float(scores["pixel_accuracy"]),
+            "class_accuracy": float(scores["mean_pixel_accuracy"]),
+            "iou": {c: float(v) for c, v in zip(info.class_names, np.asarray(scores["per_class_iou"]), strict=True)},
+            "boundary_f1": {str(t): metrics.boundary_scores(boundary[n, t])["boundary_f1"] for t in BF_TOLERANCES},
+        }
+    return out
+
+
 def _is_upsampler_call(module, method_name: str) -> bool:
     return isinstance(module, ops.Upsample) and method_name == "__call__"
 

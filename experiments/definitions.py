@@ -449,3 +449,13 @@ SEGNET_BASIC_HYPOTHESES = (
         "fcn_basic_noaddition",
     ),
 )
+
+
+# Noh et al. (DeconvNet) against FCN-8s at 128 px on FCN_128_TRAINING: FCN-8s with fixed upsampling as released, and
+# DeconvNet (configs/deconvnet.py, the 'small' preset's fc layers) with FCN's depth 5 and width, so both encoders pool
+# to stride 32. Their ensemble (EDeconvNet: the average of the two networks' class probabilities) is measured by the
+# report from the same seed's two runs (experiments.analysis.ensemble_measurements).
+DECONVNET_SEEDS = 5
+DECONVNET_HYPOTHESES = (
+    Hypothesis("D1", "Noh et al.: does DeconvNet beat FCN-8s?", "edeconvnet", "deconvnet", "fcn8s_fixed"),
+)

@@ -11,13 +11,16 @@
   fcn_cpu     FCN-32s / 16s / 8s
   segnet_table1_cpu  SegNet's Table 1 as published: SegNet-Basic, FCN-Basic, FCN-Basic-NoAddition, the no-decoder
               bilinear baseline, SegNet-Basic with natural-frequency balancing; hypotheses T1-T4, 5 paired seeds
+  deconvnet_128_cpu  DeconvNet vs FCN-8s at 128 px and their ensemble (EDeconvNet), hypothesis D1 and the ensemble's
+              and boundary / small-object contrasts in its report section, 5 paired seeds
   segnet_cpu  the small SegNet with its upsampling operator swapped (bilinear, max-unpool, learned deconvolution)
   all_cpu     the three
 
-fcn_128_cpu, fcn_staged_128_cpu, segnet_table1_cpu, odena_2x2_cpu and odena_trajectory_cpu train to converged
-budgets; the others use the smoke-test budget of experiments.definitions (200 steps, 3 seeds: far from converged) and
-reuse the smoke_cpu ablation's finished runs when pointed at the same --out. Their report sections are in
-experiments.reproduction_report.
+fcn_128_cpu, fcn_staged_128_cpu and deconvnet_128_cpu train on FCN's 128 px budget, segnet_table1_cpu, odena_2x2_cpu
+and odena_trajectory_cpu on the ablation's CPU budget (chosen from a U-Net pilot); each report's convergence table says
+how close every arm came. The others use the smoke-test budget of experiments.definitions (200 steps, 3 seeds: far
+from converged) and reuse the smoke_cpu ablation's finished runs when pointed at the same --out. Their report sections
+are in experiments.reproduction_report.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from experiments.definitions import (
     CPU_SEEDS,
     CPU_STEPS,
     CPU_TRAINING,
+    DECONVNET_HYPOTHESES,
+    DECONVNET_SEEDS,
     FCN_128_SEEDS,
     FCN_128_TRAINING,
     FCN_HYPOTHESES,
@@ -185,6 +190,23 @@ def segnet_table1() -> Sweep:
     )
 
 
+def deconvnet_128() -> Sweep:
+    arms = (
+        Arm("edeconvnet", "fcn8s_fixed", "fcn:8s", dict(FIXED_UPSAMPLING), {"method": "transposed", "skips": "8s"}),
+        Arm("edeconvnet", "deconvnet", "deconvnet", {"model.depth": 5}, {"method": "max_unpool"}),
+    )
+    return Sweep(
+        "deconvnet_128_cpu",
+        arms,
+        tuple(range(DECONVNET_SEEDS)),
+        FCN_128_TRAINING,
+        f"Noh et al.: DeconvNet vs FCN-8s at 128 px and their ensemble, {DECONVNET_SEEDS} paired seeds.",
+        DECONVNET_HYPOTHESES,
+        reference="fcn8s_fixed",
+        reproduction=True,
+    )
+
+
 def segnet() -> Sweep:
     return Sweep(
         "segnet_cpu",
@@ -219,6 +241,7 @@ PRESETS = {
     "odena_trajectory_cpu": odena_trajectory,
     "fcn_cpu": fcn,
     "segnet_table1_cpu": segnet_table1,
+    "deconvnet_128_cpu": deconvnet_128,
     "segnet_cpu": segnet,
     "all_cpu": lambda: [fcn(), odena(), segnet()],
 }

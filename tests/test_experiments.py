@@ -13,6 +13,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -21,8 +22,10 @@ from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
 from segjax import ops
 from segjax.logging_utils import read_metrics
+from segjax.models import create_model
 from segjax.models.config import resolve
 from segjax.ops import checkerboard_score
+from segjax.task import Task
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -292,12 +295,54 @@ def test_tiny_sweep_measurements_and_report(tiny_sweep_out):
     for png in ("final_miou.png", "hypotheses.png", "learning_curves.png", "sample_predictions_unet.png"):
         assert (report_dir / png).stat().st_size > 1000, png
 
+    _check_ensemble(runs[0], runs[2], out)
+    arms = [
+        {
+            "model": "edeconvnet",
+            "label": label,
+            "params": 1,
+            "_members": [{"seed": r.seed, "_workdir": r.workdir(out)} for r in pair],
+        }
+        for label, pair in (("fcn8s_fixed", runs[:2]), ("deconvnet", runs[2:]))
+    ]
+    section = reproduction_report.deconvnet_section(arms)
+    assert "| EDeconvNet | both |" in section and "Holm over 4" in section and "IoU speck" in section
+    assert section.count("n = 2)") == 4
+
     # A report for experiments/results/ is refused from uncommitted code unless asked for.
     results = report.RESULTS_DIR / "test_dirty_check"
     if report.git_revision()[1]:
         with pytest.raises(ValueError, match="uncommitted changes"):
             report.write_report(out, results)
     assert not results.exists()
+
+
+def _check_ensemble(first, second, out):
+    """The ensemble of two finished runs scores the average of their softmax probabilities, each member its own."""
+    members = {"a": (first.config, first.workdir(out)), "b": (second.config, second.workdir(out))}
+    measured = analysis.ensemble_measurements(members)
+    config = first.config
+    info = Task(config).info
+    images, labels = map(np.concatenate, zip(*analysis.validation_batches(config, info), strict=True))
+    probabilities = []
+    for run in (first, second):
+        task = Task(run.config, str(run.workdir(out)))
+        _, variables, _ = analysis.initial_and_trained_variables(task)
+        model = create_model(run.config.model, info.num_classes)
+        probabilities.append(np.asarray(jax.nn.softmax(model.apply(variables, images), -1)))
+    for name, p in (("a", probabilities[0]), ("b", probabilities[1]), ("ensemble", np.mean(probabilities, 0))):
+        predictions, keep = p.argmax(-1), labels != info.ignore_index
+        confusion = np.zeros((info.num_classes,) * 2, np.int64)
+        np.add.at(confusion, (labels[keep], predictions[keep]), 1)
+        union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
+        iou = np.diag(confusion)[union > 0] / union[union > 0]
+        assert measured[name]["mean_iou"] == pytest.approx(iou.mean(), abs=1e-6), name
+        assert measured[name]["pixel_accuracy"] == pytest.approx(np.diag(confusion).sum() / keep.sum(), abs=1e-6)
+        assert set(measured[name]["iou"]) == set(info.class_names) and set(measured[name]["boundary_f1"]) == {
+            "0",
+            "1",
+            "2",
+        }
 
 
 def test_importing_the_report_imports_no_preset():
