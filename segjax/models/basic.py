@@ -23,19 +23,14 @@ from segjax.models.base import EncoderDecoder
 from segjax.models.layers import Conv
 
 KERNEL = 7  # SegNet-Basic's 7x7 convolutions: a 106x106 receptive field at the deepest level
-DECODERS = ("segnet", "fcn", "fcn_noaddition", "bilinear")
 
 
 class SegNetBasic(EncoderDecoder):
-    """SegNet-Basic's encoder with one of Table 1's decoders (`decoder`, one of DECODERS; see the module docstring)."""
+    """SegNet-Basic: its encoder and decoder; the subclasses change `decoder` (see the module docstring)."""
 
     depth: int = 4
     convs: tuple[int, ...] = (1,)
-    decoder: ClassVar[str] = "segnet"
-
-    @property
-    def stride(self) -> int:
-        return 2**self.depth
+    decoder: ClassVar[str] = "segnet"  # 'segnet', 'fcn', 'fcn_noaddition' or 'bilinear'
 
     def check(self):
         super().check()
