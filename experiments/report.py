@@ -78,6 +78,8 @@ ARM_METRICS = (
     "final_miou",
     "auc_miou",
     "final_boundary_f1",
+    "final_pixel_accuracy",
+    "final_class_accuracy",
     *(f"final_iou_{c}" for c in CLASSES_OF_INTEREST),
     "cb_init_constant",
     "cb_trained_constant",
