@@ -284,7 +284,7 @@ def split_measurements(model, variables, config, info) -> dict:
     """
     num_classes, ignore = info.num_classes, info.ignore_index
     stride = model.stride
-    boundary = {t: None for t in BF_TOLERANCES}
+    boundary = None
     trimap = np.zeros((len(TRIMAP_WIDTHS), num_classes, num_classes), np.int64)
     phase_errors = np.zeros((stride, stride), np.int64)
     phase_pixels = np.zeros((stride, stride), np.int64)
@@ -296,9 +296,7 @@ def split_measurements(model, variables, config, info) -> dict:
         for name, g in encoder_grad.items():
             encoder_grads.setdefault(name, []).append(np.asarray(g))
         predictions = np.asarray(jnp.argmax(logits, -1))
-        for t in BF_TOLERANCES:
-            stats = jax.device_get(metrics.boundary_statistics(labels, predictions, num_classes, t, ignore))
-            boundary[t] = stats if boundary[t] is None else jax.tree.map(np.add, boundary[t], stats)
+        boundary = _add_boundary_statistics(boundary, labels, predictions, num_classes, ignore)
         trimap += np.asarray(metrics.trimap_confusion(labels, predictions, num_classes, TRIMAP_WIDTHS, ignore))
         phases = metrics.phase_error_statistics(labels, predictions, stride, ignore)
         phase_errors += np.asarray(phases["errors"])
@@ -322,7 +320,7 @@ def split_measurements(model, variables, config, info) -> dict:
     rates = phase_errors / np.maximum(phase_pixels, 1)
 
     return {
-        "boundary_f1": {str(t): metrics.boundary_scores(boundary[t])["boundary_f1"] for t in BF_TOLERANCES},
+        "boundary_f1": _boundary_f1(boundary),
         "trimap_miou": {str(w): metrics.compute_scores(trimap[i])["mean_iou"] for i, w in enumerate(TRIMAP_WIDTHS)},
         "phase_error": {
             "stride": stride,
@@ -355,11 +353,10 @@ def ensemble_measurements(members: dict[str, tuple]) -> dict[str, dict]:
         task = Task(config, str(workdir))
         model = create_model(config.model, task.num_classes, dtype=task.dtype)
         networks[name] = (functools.partial(_apply, model), initial_and_trained_variables(task)[1])
-    config = next(iter(members.values()))[0]
-    info = Task(config).info
+    info = task.info
     names = [*networks, "ensemble"]
     confusion = {n: np.zeros((info.num_classes,) * 2, np.int64) for n in names}
-    boundary = {(n, t): None for n in names for t in BF_TOLERANCES}
+    boundary = dict.fromkeys(names)
     for images, labels in validation_batches(config, info):
         probabilities = {n: np.asarray(_probabilities(apply, v, images)) for n, (apply, v) in networks.items()}
         probabilities["ensemble"] = np.mean(list(probabilities.values()), axis=0)
@@ -368,11 +365,9 @@ def ensemble_measurements(members: dict[str, tuple]) -> dict[str, dict]:
             confusion[n] += np.asarray(
                 metrics.confusion_matrix(labels, predictions, info.num_classes, info.ignore_index)
             )
-            for t in BF_TOLERANCES:
-                stats = jax.device_get(
-                    metrics.boundary_statistics(labels, predictions, info.num_classes, t, info.ignore_index)
-                )
-                boundary[n, t] = stats if boundary[n, t] is None else jax.tree.map(np.add, boundary[n, t], stats)
+            boundary[n] = _add_boundary_statistics(
+                boundary[n], labels, predictions, info.num_classes, info.ignore_index
+            )
     out = {}
     for n in names:
         scores = metrics.compute_scores(confusion[n])
@@ -381,9 +376,22 @@ def ensemble_measurements(members: dict[str, tuple]) -> dict[str, dict]:
             "pixel_accuracy": float(scores["pixel_accuracy"]),
             "class_accuracy": float(scores["mean_pixel_accuracy"]),
             "iou": {c: float(v) for c, v in zip(info.class_names, np.asarray(scores["per_class_iou"]), strict=True)},
-            "boundary_f1": {str(t): metrics.boundary_scores(boundary[n, t])["boundary_f1"] for t in BF_TOLERANCES},
+            "boundary_f1": _boundary_f1(boundary[n]),
         }
     return out
+
+
+def _add_boundary_statistics(total, labels, predictions, num_classes: int, ignore_index: int) -> dict:
+    """`total` (tolerance -> boundary statistics, or None) plus this batch's, at every tolerance of BF_TOLERANCES."""
+    batch = {
+        t: jax.device_get(metrics.boundary_statistics(labels, predictions, num_classes, t, ignore_index))
+        for t in BF_TOLERANCES
+    }
+    return batch if total is None else jax.tree.map(np.add, total, batch)
+
+
+def _boundary_f1(total) -> dict[str, float]:
+    return {str(t): metrics.boundary_scores(total[t])["boundary_f1"] for t in BF_TOLERANCES}
 
 
 def _is_upsampler_call(module, method_name: str) -> bool:

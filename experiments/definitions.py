@@ -361,6 +361,20 @@ FCN_128_TRAINING = {
 FCN_128_SEEDS = 3
 # As the authors released FCN: every deconvolution fixed at its bilinear initialisation (learning rate 0).
 FIXED_UPSAMPLING = {"optimizer.frozen": "upscore"}
+
+
+def fcn_arm(
+    stride: str, label: str | None = None, *, model: str = "fcn", fixed: bool = True, overrides=None, **arm
+) -> Arm:
+    """FCN-`stride` ('32s', '16s', '8s'), its upsampling fixed at bilinear as released unless `fixed` is False;
+    labelled 'fcn8s_fixed' / 'fcn8s' unless `label` is given; `arm`: Arm's tags (added to method and skips) and
+    init_from."""
+    tags = {"method": "transposed", "skips": stride, **arm.pop("tags", {})}
+    overrides = {**(FIXED_UPSAMPLING if fixed else {}), **(overrides or {})}
+    label = label or f"fcn{stride}" + ("_fixed" if fixed else "")
+    return Arm(model, label, f"fcn:{stride}", overrides, tags, **arm)
+
+
 FCN_HYPOTHESES = (
     Hypothesis(
         "F1",

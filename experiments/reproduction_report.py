@@ -47,15 +47,19 @@ FCN_LABELS = ("fcn32s", "fcn16s", "fcn8s")
 # Verdicts
 
 
+def paired(arms: list[dict], key: str) -> tuple[list[int], list[list]]:
+    """The seeds every arm has `key` for, and each arm's values on them in that order (seed-paired contrasts)."""
+    values = [{m["seed"]: m[key] for m in arm["_members"] if m.get(key) is not None} for arm in arms]
+    seeds = sorted(set.intersection(*(set(v) for v in values)))
+    return seeds, [[v[s] for s in seeds] for v in values]
+
+
 def ordering(lo: dict, hi: dict, key: str = "final_miou") -> str:
     """Verdict for the claim lo < hi: a paired contrast over the seeds both arms ran (experiments.stats rules,
     equivalence margin 0.01, one test, so no Holm adjustment), with its 95% interval."""
-    a = {m["seed"]: m[key] for m in hi["_members"] if m.get(key) is not None}
-    b = {m["seed"]: m[key] for m in lo["_members"] if m.get(key) is not None}
-    seeds = sorted(a.keys() & b.keys())
+    seeds, (hi_values, lo_values) = paired([hi, lo], key)
     if len(seeds) < 2:
         return "not measured (fewer than 2 paired seeds)"
-    hi_values, lo_values = [a[s] for s in seeds], [b[s] for s in seeds]
     result = stats.family_verdicts([(hi_values, lo_values)], [MARGIN], ["greater"])[0]
     c = result.contrast
     interval = f"95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
@@ -239,15 +243,10 @@ def odena_2x2_section(arms) -> str | None:
             f"| {label} | {_mean_pm(arm, 'final_miou')} | {_mean_pm(arm, 'cb_upsamplers')} | "
             f"{_mean_pm(arm, 'cb_logits')} | {_mean_pm(arm, 'cb_gradient')} | {_mean_pm(arm, 'cb_floor')} |"
         )
-
-    def per_seed(label):
-        return {m["seed"]: m["cb_upsamplers"] for m in found[label]["_members"] if m.get("cb_upsamplers") is not None}
-
-    values = {label: per_seed(label) for label in ODENA_2X2}
-    seeds = sorted(set.intersection(*(set(v) for v in values.values())))
+    seeds, values = paired([found[label] for label in ODENA_2X2], "cb_upsamplers")
     if len(seeds) < 2:
         return "\n".join([*lines, "", "Checkerboard contrasts: not measured (fewer than 2 paired seeds).", ""])
-    v = {label: np.array([values[label][s] for s in seeds]) for label in ODENA_2X2}
+    v = {label: np.array(x) for label, x in zip(ODENA_2X2, values, strict=True)}
     transposed_gain = v["transposed_k4_default"] - v["transposed_k4_bilinear"]
     resize_gain = v["resize_conv_nearest"] - v["resize_conv_nearest_delta"]
     claims = [
@@ -436,6 +435,12 @@ def fcn_section(arms) -> str | None:
 FCN_128 = ("fcn32s_fixed", "fcn16s_fixed", "fcn8s_fixed", "fcn8s_learned")
 
 
+def _stride_and_oracle(label: str, arm: dict) -> tuple[int, float]:
+    """FCN's output stride from an arm label ('fcn16s_staged' -> 16) and the arm's share oracle at that stride."""
+    stride = int(label[3:].split("s_")[0])
+    return stride, arm.get(f"oracle_{stride}_mean", math.nan)
+
+
 def fcn_128_section(arms) -> str | None:
     found = {label: _arm(arms, "fcn", label) for label in FCN_128}
     if sum(a is not None for a in found.values()) < 2:  # the staged sweep shares fcn32s_fixed only
@@ -462,8 +467,7 @@ def fcn_128_section(arms) -> str | None:
     for label, arm in found.items():
         if arm is None:
             continue
-        stride = {"32s": 32, "16s": 16, "8s": 8}[label[3:].split("_")[0]]
-        oracle = arm.get(f"oracle_{stride}_mean", math.nan)
+        stride, oracle = _stride_and_oracle(label, arm)
         ratio = arm["final_miou_mean"] / oracle if oracle and not math.isnan(oracle) else math.nan
         lines.append(
             f"| {label} | {stride} | {_mean_pm(arm, 'final_miou')} | {oracle:.3f} | {ratio:.2f} | "
@@ -503,8 +507,7 @@ def fcn_staged_section(arms) -> str | None:
     for label, arm in found.items():
         if arm is None:
             continue
-        stride = {"32s": 32, "16s": 16, "8s": 8}[label[3:].split("_")[0]]
-        oracle = arm.get(f"oracle_{stride}_mean", math.nan)
+        _, oracle = _stride_and_oracle(label, arm)
         steps = arm["_members"][0]["_tags"].get("steps", "-")
         lines.append(
             f"| {label} | {steps} | {_mean_pm(arm, 'final_miou')} | {oracle:.3f} | "
@@ -520,12 +523,10 @@ def _paired_family(arms, model: str, claims) -> list[str]:
         a, b = _arm(arms, model, better), _arm(arms, model, worse)
         if a is None or b is None:
             continue
-        x = {m["seed"]: m[key] for m in a["_members"] if m.get(key) is not None}
-        y = {m["seed"]: m[key] for m in b["_members"] if m.get(key) is not None}
-        seeds = sorted(x.keys() & y.keys())
+        seeds, (x, y) = paired([a, b], key)
         if len(seeds) >= 2:
             found.append((better, worse, key))
-            values.append(([x[s] for s in seeds], [y[s] for s in seeds]))
+            values.append((x, y))
     if not found:
         return []
     results = stats.family_verdicts(values, [MARGIN] * len(found), ["greater"] * len(found))
@@ -554,8 +555,9 @@ def decoder_memory_rows() -> list[dict]:
         config = default_model_config()
         config.update(name=label, preset="paper")
         model = create_model(config, CAMVID_CLASSES)
-        described = summary.describe(label, preset="paper", size=CAMVID_SIZE, num_classes=CAMVID_CLASSES)
-        rows.append({**described, **basic.decoder_storage_bytes(model, *CAMVID_SIZE)})
+        rows.append(
+            {"model": label, **summary.measure(model, CAMVID_SIZE), **basic.decoder_storage_bytes(model, *CAMVID_SIZE)}
+        )
     return rows
 
 
@@ -637,14 +639,13 @@ def deconvnet_section(arms) -> str | None:
     fcn, deconv = _arm(arms, "edeconvnet", "fcn8s_fixed"), _arm(arms, "edeconvnet", "deconvnet")
     if fcn is None or deconv is None:
         return None
-    workdirs = {name: {m["seed"]: m["_workdir"] for m in a["_members"]} for name, a in (("fcn", fcn), ("de", deconv))}
-    per_seed = {}
-    for seed in sorted(workdirs["fcn"].keys() & workdirs["de"].keys()):
-        members = {
-            label: (run_config(str(workdirs[key][seed])), workdirs[key][seed])
-            for label, key in (("fcn8s_fixed", "fcn"), ("deconvnet", "de"))
-        }
-        per_seed[seed] = analysis.ensemble_measurements(members)
+    seeds, workdirs = paired([fcn, deconv], "_workdir")
+    measured = {
+        seed: analysis.ensemble_measurements(
+            {label: (run_config(str(w)), w) for label, w in zip(("fcn8s_fixed", "deconvnet"), pair, strict=True)}
+        )
+        for seed, pair in zip(seeds, zip(*workdirs, strict=True), strict=True)
+    }
     columns = {
         "mIoU": lambda m: m["mean_iou"],
         "BF 0 px": lambda m: m["boundary_f1"]["0"],
@@ -655,7 +656,7 @@ def deconvnet_section(arms) -> str | None:
         {
             "model": "edeconvnet",
             "label": name,
-            "_members": [{"seed": s, **{k: f(m[name]) for k, f in columns.items()}} for s, m in per_seed.items()],
+            "_members": [{"seed": s, **{k: f(m[name]) for k, f in columns.items()}} for s, m in measured.items()],
         }
         for name in EDECONVNET
     ]

@@ -40,7 +40,6 @@ from experiments.definitions import (
     FCN_STAGE_STEPS,
     FCN_STAGED_HYPOTHESES,
     FCN_STAGED_SEEDS,
-    FIXED_UPSAMPLING,
     ODENA_HYPOTHESES,
     SEGNET_BASIC_ARMS,
     SEGNET_BASIC_HYPOTHESES,
@@ -52,6 +51,7 @@ from experiments.definitions import (
     SMOKE_SEEDS,
     Arm,
     Sweep,
+    fcn_arm,
     hypothesis_arms,
     operator_arm,
 )
@@ -110,11 +110,7 @@ def odena_trajectory() -> Sweep:
 
 
 def fcn_128() -> Sweep:
-    arms = tuple(
-        Arm("fcn", f"fcn{v}_fixed", f"fcn:{v}", dict(FIXED_UPSAMPLING), {"method": "transposed", "skips": v})
-        for v in ("32s", "16s", "8s")
-    )
-    arms += (Arm("fcn", "fcn8s_learned", "fcn:8s", {}, {"method": "transposed", "skips": "8s"}),)
+    arms = (*(fcn_arm(v) for v in ("32s", "16s", "8s")), fcn_arm("8s", "fcn8s_learned", fixed=False))
     return Sweep(
         "fcn_128_cpu",
         arms,
@@ -129,35 +125,12 @@ def fcn_128() -> Sweep:
 
 
 def fcn_staged() -> Sweep:
-    fixed = dict(FIXED_UPSAMPLING)
     at_once = 3 * FCN_STAGE_STEPS
     arms = (
-        Arm(
-            "fcn", "fcn32s_fixed", "fcn:32s", fixed, {"method": "transposed", "skips": "32s", "steps": FCN_STAGE_STEPS}
-        ),
-        Arm(
-            "fcn",
-            "fcn16s_staged",
-            "fcn:16s",
-            fixed,
-            {"method": "transposed", "skips": "16s", "steps": 2 * FCN_STAGE_STEPS},
-            init_from="fcn32s_fixed",
-        ),
-        Arm(
-            "fcn",
-            "fcn8s_staged",
-            "fcn:8s",
-            fixed,
-            {"method": "transposed", "skips": "8s", "steps": at_once},
-            init_from="fcn16s_staged",
-        ),
-        Arm(
-            "fcn",
-            "fcn8s_at_once",
-            "fcn:8s",
-            {**fixed, "num_train_steps": at_once},
-            {"method": "transposed", "skips": "8s", "steps": at_once},
-        ),
+        fcn_arm("32s", tags={"steps": FCN_STAGE_STEPS}),
+        fcn_arm("16s", "fcn16s_staged", tags={"steps": 2 * FCN_STAGE_STEPS}, init_from="fcn32s_fixed"),
+        fcn_arm("8s", "fcn8s_staged", tags={"steps": at_once}, init_from="fcn16s_staged"),
+        fcn_arm("8s", "fcn8s_at_once", overrides={"num_train_steps": at_once}, tags={"steps": at_once}),
     )
     return Sweep(
         "fcn_staged_128_cpu",
@@ -192,7 +165,7 @@ def segnet_table1() -> Sweep:
 
 def deconvnet_128() -> Sweep:
     arms = (
-        Arm("edeconvnet", "fcn8s_fixed", "fcn:8s", dict(FIXED_UPSAMPLING), {"method": "transposed", "skips": "8s"}),
+        fcn_arm("8s", model="edeconvnet"),
         Arm("edeconvnet", "deconvnet", "deconvnet", {"model.depth": 5}, {"method": "max_unpool"}),
     )
     return Sweep(
@@ -219,10 +192,7 @@ def segnet() -> Sweep:
 
 
 def fcn() -> Sweep:
-    arms = tuple(
-        Arm("fcn", f"fcn{v}", f"fcn:{v}", dict(SMOKE_FCN), {"method": "transposed", "skips": v})
-        for v in ("32s", "16s", "8s")
-    )
+    arms = tuple(fcn_arm(v, fixed=False, overrides=SMOKE_FCN) for v in ("32s", "16s", "8s"))
     return Sweep(
         "fcn_cpu",
         arms,

@@ -198,6 +198,7 @@ def execute_run(
     if state == "done":
         return "skipped"
     workdir.mkdir(parents=True, exist_ok=True)
+    config = run.config_in(out)
     write_json(
         workdir / RUN_FILE,
         {
@@ -209,12 +210,11 @@ def execute_run(
             "family": run.arm.config,
             "overrides": dict(run.arm.overrides),
             "tags": dict(run.arm.tags),
-            "config": run.config_in(out).to_dict(),
+            "config": config.to_dict(),
         },
     )
     (workdir / ERROR_FILE).unlink(missing_ok=True)
     start = time.time()
-    config = run.config_in(out)
     (train_fn or train_and_evaluate)(config, str(workdir))
     train_seconds = time.time() - start
     analysis = dict((analyze_fn or analysis_lib.analyze_run)(config, str(workdir)))

@@ -31,12 +31,17 @@ def describe(
     norm: str = "batch",
     batch: int = 1,
 ) -> dict:
-    """Parameter count, forward GFLOPs (per image, eval mode) and the working memory XLA plans for the forward pass
-    (`memory_analysis().temp_size_in_bytes`, for the whole batch) of one configured network."""
+    """`measure` of one configured network, with its name and upsampling method."""
     cfg = default_model_config()
     cfg.update(name=name, preset=preset, base_width=base_width, depth=depth, norm=norm)
     cfg.upsample.method = method
     model = create_model(cfg, num_classes)
+    return dict(model=name, method=model.upsample.method, **measure(model, size, batch))
+
+
+def measure(model, size, batch: int = 1) -> dict:
+    """Parameter count, forward GFLOPs (per image, eval mode) and the working memory XLA plans for the forward pass
+    (`memory_analysis().temp_size_in_bytes`, for the whole batch) of a network, on `batch` images of `size`."""
     shape = jax.ShapeDtypeStruct((batch, *size, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x), shape)
     compiled = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, shape).compile()
@@ -46,8 +51,6 @@ def describe(
     flops = float((cost or {}).get("flops", math.nan))
     memory = compiled.memory_analysis()
     return dict(
-        model=name,
-        method=model.upsample.method,
         params=count_params(variables["params"]),
         gflops=flops / batch / 1e9,
         temp_mib=math.nan if memory is None else memory.temp_size_in_bytes / 2**20,
