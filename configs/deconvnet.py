@@ -7,7 +7,7 @@ differs: the mirrored decoder of unpooling + (transposed) convolutions, no class
 with polynomial decay.
 """
 
-from segjax.config_utils import load_sibling
+from segjax.config import load_sibling
 
 segnet = load_sibling(__file__, "segnet")
 

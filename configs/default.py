@@ -8,8 +8,7 @@ where the section is. Override any of them on the command line:
 import ml_collections
 from ml_collections import config_dict
 
-from segjax.config_utils import parse_arg
-from segjax.evaluate import section_defaults
+from segjax.config import parse_arg, section_defaults
 
 
 def get_config(arg=None):
@@ -17,7 +16,7 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.seed = 0
     # data, model, loss, optimizer, schedule, eval: each section's keys and defaults are defined by the code that
-    # reads them (segjax.evaluate.section_defaults lists where); stored configs of older runs are completed from it.
+    # reads them (segjax.config.section_defaults lists where); stored configs of older runs are completed from it.
     config.update(section_defaults())
 
     # Devices and numerics.

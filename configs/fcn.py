@@ -9,7 +9,7 @@ paper's 'deconvolution'), with the polynomial decay FCN's successors (DeepLab) u
 paper's networks have no normalisation; the 'small' preset trains from scratch, so it uses batch norm.
 """
 
-from segjax.config_utils import load_sibling, parse_arg
+from segjax.config import load_sibling, parse_arg
 from segjax.models import PRESET_NAMES
 
 default = load_sibling(__file__)

@@ -7,7 +7,7 @@ pip install "segjax[tf]"), or already present under data.data_dir. Images are cr
 and evaluated at a fixed 256x256 (the catalog's sizes). Arg: 'small' (default) | 'paper' widths.
 """
 
-from segjax.config_utils import load_sibling
+from segjax.config import load_sibling
 
 unet = load_sibling(__file__, "unet")
 

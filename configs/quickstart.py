@@ -4,7 +4,7 @@ segjax-train --config=configs/quickstart.py --workdir=runs/quickstart
 segjax-eval --workdir=runs/quickstart
 """
 
-from segjax.config_utils import load_sibling, parse_arg
+from segjax.config import load_sibling, parse_arg
 
 unet = load_sibling(__file__, "unet")
 

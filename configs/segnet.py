@@ -8,7 +8,7 @@ fixed learning rate, cross-entropy with median-frequency class balancing. Argume
 default; a bare value sets it) or 'paper'; depth and base_width override the preset's.
 """
 
-from segjax.config_utils import load_sibling, parse_arg
+from segjax.config import load_sibling, parse_arg
 from segjax.models import PRESET_NAMES
 
 default = load_sibling(__file__)

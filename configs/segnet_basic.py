@@ -10,7 +10,7 @@ or 'paper' (64). SegNet's recipe (configs/segnet.py): SGD with momentum 0.9, a f
 class balancing (`--config.loss.class_weighting=none` gives the paper's natural-frequency rows).
 """
 
-from segjax.config_utils import load_sibling, parse_arg
+from segjax.config import load_sibling, parse_arg
 from segjax.models import PRESET_NAMES
 
 segnet = load_sibling(__file__, "segnet")

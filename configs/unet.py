@@ -8,7 +8,7 @@ Argument options: preset 'small' (CPU-sized, the default; a bare value sets it) 
 base_width override the preset's.
 """
 
-from segjax.config_utils import load_sibling, parse_arg
+from segjax.config import load_sibling, parse_arg
 from segjax.models import PRESET_NAMES
 
 default = load_sibling(__file__)

@@ -27,11 +27,11 @@ from flax import linen as nn
 from flax import traverse_util
 
 from experiments.definitions import UPSAMPLE_ARMS
-from segjax import losses, metrics, ops
+from segjax import losses, metrics, ops, run
 from segjax.data import make_loader
 from segjax.models import create_model
 from segjax.models.layers import ConvBlock
-from segjax.models.summary import count_params
+from segjax.summary import count_params
 from segjax.task import Task
 
 CB_FACTOR = 4
@@ -481,7 +481,7 @@ def initial_and_trained_variables(task: Task) -> tuple[dict, dict, dict]:
 
     The initial state is `Task.fresh_state`, so 'at initialisation' is exactly the network this run started from.
     """
-    fresh = task.fresh_state()
+    fresh = task.fresh_state(run.initial_weights(task))
     checkpoints = task.checkpointer(read_only=True)
     try:
         trained, meta = checkpoints.restore(checkpoints.resolve_step("latest"), fresh)

@@ -20,7 +20,7 @@ from experiments import report
 from experiments.definitions import Sweep
 from experiments.sweep import dedupe, expand, reanalyze, run_state, run_sweep
 from segjax import cli
-from segjax.logging_utils import write_json
+from segjax.files import write_json
 
 
 def narrowed(sweep: Sweep, seeds, keys: set[str]) -> Sweep:

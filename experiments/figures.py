@@ -11,7 +11,7 @@ import pathlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from segjax.logging_utils import save_figure
+from segjax.plots import save_figure
 
 # Class colours for label maps (index 255 = ignore is drawn black).
 PALETTE = np.array(

@@ -28,7 +28,7 @@ from scipy import stats as sps
 
 from experiments import figures, reproduction_report, stats
 from experiments import sweep as sweep_lib
-from segjax.logging_utils import read_metrics
+from segjax.files import read_metrics
 
 LAST_EVALS = 3
 SWEEP_FILE = "sweep.json"

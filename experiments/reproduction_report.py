@@ -16,9 +16,10 @@ from matplotlib.figure import Figure
 
 from experiments import analysis, stats
 from experiments.definitions import MARGIN, SEGNET_BASIC_ARMS, SEGNET_BASIC_HYPOTHESES
-from segjax.evaluate import run_config
-from segjax.logging_utils import save_figure
-from segjax.models import basic, create_model, default_model_config, summary
+from segjax import summary
+from segjax.models import basic, create_model, default_model_config
+from segjax.plots import save_figure
+from segjax.run import stored_config
 
 CB_ARTIFACT = 0.05
 CB_NONE = 1e-3
@@ -642,7 +643,7 @@ def deconvnet_section(arms) -> str | None:
     seeds, workdirs = paired([fcn, deconv], "_workdir")
     measured = {
         seed: analysis.ensemble_measurements(
-            {label: (run_config(str(w)), w) for label, w in zip(("fcn8s_fixed", "deconvnet"), pair, strict=True)}
+            {label: (stored_config(str(w)), w) for label, w in zip(("fcn8s_fixed", "deconvnet"), pair, strict=True)}
         )
         for seed, pair in zip(seeds, zip(*workdirs, strict=True), strict=True)
     }

@@ -214,8 +214,8 @@ split (per-class table) and shows predictions next to the ground truth. Set `SEG
 import tempfile
 
 from experiments import analysis, sweep
-from segjax import config_utils, data, evaluate
-from segjax.logging_utils import read_metrics
+from segjax import data, evaluate, run
+from segjax.files import read_metrics
 from segjax.models import create_model
 from segjax.task import Task
 
@@ -237,7 +237,7 @@ print("workdir:", WORKDIR)""",
     (
         "code",
         """\
-config = config_utils.load_config(WORKDIR)
+config = run.stored_config(WORKDIR)
 records = read_metrics(WORKDIR)
 train = [r for r in records if r["split"] == "train"]
 val = [r for r in records if r["split"] != "train" and r.get("mean_iou") is not None]

@@ -16,7 +16,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from segjax.logging_utils import jsonable, without_log_messages
+from segjax.files import jsonable
+from segjax.logging_utils import without_log_messages
 
 BEST_METRIC = "mean_iou"
 

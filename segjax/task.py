@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils, optim, parallel, steps
+from segjax import config as config_lib
 from segjax import data as data_lib
 from segjax import losses as losses_lib
 from segjax import models as models_lib
+from segjax import optim, parallel, steps
 from segjax.distributed import sum_over_processes
 from segjax.models import pretrained
 
@@ -36,19 +37,21 @@ class Task:
     """The pieces of a run of `config` (see the module docstring); `workdir` is where its checkpoints live."""
 
     def __init__(self, config, workdir: str | None = None):
-        config_utils.validate(config)
+        config_lib.validate(config)
         self.config = config
         self.workdir = None if workdir is None else os.path.abspath(workdir)
         self.optimizer = optim.OptimizerSpec.from_config(config.optimizer)
         self.schedule = optim.ScheduleSpec.from_config(config)
         self.loss = losses_lib.LossSpec.from_config(config.loss)
-        self.info = data_lib.get_dataset_info(config.data)
+        self.data = data_lib.DataSpec.from_config(config.data)
+        self.info = data_lib.get_dataset_info(self.data)
+        self.eval = steps.EvalSpec.from_config(config.eval, self.info.crop_size)
         self.layout = parallel.data_parallel(config.parallelism, config.num_devices)
         self.layout.check_batch_size(config.eval_batch_size, "eval_batch_size")  # training checks batch_size
         self.dtype = _DTYPES[config.compute_dtype]
-        # Batch norm averages its statistics over the data-parallel axis the steps are wrapped with.
-        self.model = models_lib.create_model(config.model, self.num_classes, axis_name=parallel.AXIS, dtype=self.dtype)
-        self.inference_spec()  # checks config.eval's test mode
+        self.model_spec = models_lib.ModelSpec.from_config(config.model)
+        # One plain model: the train step binds the data-parallel axis to its batch norm where it runs under one.
+        self.model = models_lib.create_model(self.model_spec, self.num_classes, dtype=self.dtype)
         if self.optimizer.frozen is not None:
             self.abstract_state()  # a pattern that matches no parameter fails here, before anything is written
         self._logged_buckets: set[str] = set()
@@ -66,36 +69,19 @@ class Task:
         return optim.create_schedule(self.schedule, self.optimizer.learning_rate)
 
     # --- states -------------------------------------------------------------------------------------------------
-    def fresh_state(self) -> steps.TrainState:
-        """A fresh TrainState on the host (numpy), seeded by config.seed.
+    def fresh_state(self, weights: pretrained.LoadedWeights | None = None) -> steps.TrainState:
+        """A fresh TrainState on the host (numpy), seeded by config.seed, with `weights` copied in
+        (`segjax.run.initial_weights`: an encoder file or another run).
 
         Built by one program compiled without XLA's backend optimisations and shared by every task whose model and
         specs are equal (only the seed is an argument): the unoptimised program is what every run starts from.
         """
         key = jax.random.PRNGKey(self.config.seed)
         state = jax.device_get(_fresh_state(self.model, self.optimizer, self.schedule, tuple(self.info.crop_size), key))
-        weights = self.initial_weights
         if weights is None:
             return state
         variables = weights.apply({"params": state.params, "batch_stats": state.batch_stats})
         return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
-
-    @functools.cached_property
-    def initial_weights(self) -> pretrained.LoadedWeights | None:
-        """What a fresh run starts from besides its initialisers (None: nothing): config.model.encoder_weights (a
-        file matched to the encoder) or config.model.init_from (the latest checkpoint of another run, matched by name
-        and shape). Raises a PretrainedWeightsError (a ValueError) naming what does not fit; logs what was loaded."""
-        model = self.config.model
-        abstract = self.abstract_state()
-        variables = {"params": abstract.params, "batch_stats": abstract.batch_stats}
-        if model.encoder_weights is not None:
-            weights = pretrained.load_encoder_weights(os.path.expanduser(model.encoder_weights), self.model, variables)
-        elif model.init_from is not None:
-            weights = _weights_of_run(os.path.abspath(os.path.expanduser(model.init_from)), variables)
-        else:
-            return None
-        log.info("%s", weights.summary())
-        return weights
 
     def abstract_state(self) -> steps.TrainState:
         """Zeros shaped like a fresh TrainState, without running or compiling the initialisers: a restore target."""
@@ -118,7 +104,7 @@ class Task:
             )
         )
         loader = data_lib.make_loader(
-            self.config.data,
+            self.data,
             info.train_split,
             global_batch_size=self.config.eval_batch_size,
             train=False,
@@ -141,24 +127,23 @@ class Task:
         )
         return self.layout.wrap(step, returns_state=True, donate_state=True)
 
-    def inference_spec(self) -> steps.InferenceSpec:
-        """config.eval's test mode (whole / slide / resize, scales, flip) as a frozen spec."""
-        e = self.config.eval
-        window = data_lib.as_size(e.window) if e.window is not None else tuple(self.info.crop_size)
-        stride = data_lib.as_size(e.stride) if e.stride is not None else tuple(max(1, 2 * s // 3) for s in window)
-        return steps.InferenceSpec(e.mode, window, stride, tuple(e.scales), bool(e.flip))
+    def canvases(self, sizes) -> list[tuple[tuple[int, int], np.ndarray]]:
+        """Images of `sizes` ((n, 2) heights and widths) grouped by the canvas each is padded to for inference:
+        [(canvas, indices), ...]: its own size rounded up to the network's stride (and at least one sliding window),
+        coarser only where eval.max_buckets would otherwise be exceeded (see `data.size_buckets`). Evaluation and
+        segjax-predict group images so."""
+        spec = self.eval.inference
+        minimum = spec.window if spec.mode == "slide" else (1, 1)
+        return data_lib.size_buckets(sizes, self.model.stride, self.eval.max_buckets, minimum)
 
     def eval_buckets(self, split: str) -> list[tuple[tuple[int, int] | None, np.ndarray | None]]:
-        """How `split` is evaluated: [(canvas, example indices), ...]. Every image is padded (its labels with
-        ignore_index) to its bucket's canvas: its own size rounded up to the network's stride (and at least one
-        sliding window), coarser only where eval.max_buckets would otherwise be exceeded (see
-        `data.size_buckets`). [(None, None)] in 'resize' mode: every image fitted into data.eval_size."""
-        spec = self.inference_spec()
-        if spec.mode == "resize":
+        """How `split` is evaluated: [(canvas, example indices), ...] (`canvases`; every image padded to its
+        bucket's canvas, its labels with ignore_index). [(None, None)] in 'resize' mode: every image fitted into
+        data.eval_size."""
+        if self.eval.inference.mode == "resize":
             return [(None, None)]
-        minimum = spec.window if spec.mode == "slide" else (1, 1)
-        sizes = data_lib.image_sizes(self.config.data, split)
-        buckets = data_lib.size_buckets(sizes, self.model.stride, self.config.eval.max_buckets, minimum)
+        sizes = data_lib.image_sizes(self.data, split)
+        buckets = self.canvases(sizes)
         if split not in self._logged_buckets:
             self._logged_buckets.add(split)
             canvases = ", ".join(f"{h}x{w} ({len(i)})" for (h, w), i in buckets)
@@ -166,13 +151,27 @@ class Task:
         return buckets
 
     def eval_step(self, boundary_tolerance: int | None):
-        step = steps.EvalStep(
-            self.model, self.num_classes, self.ignore_index, boundary_tolerance, self.inference_spec()
-        )
+        """The wrapped evaluation step (state, batch) -> summed statistics (see `steps.EvalStep`)."""
+        step = steps.EvalStep(self.model, self.num_classes, self.ignore_index, boundary_tolerance, self.eval.inference)
         return self.layout.wrap(step)
 
     def predict_step(self):
-        return self.layout.wrap(steps.PredictStep(self.model, self.inference_spec()), per_example=True)
+        """The wrapped prediction step (state, batch) -> per-example class maps (see `steps.PredictStep`)."""
+        return self.layout.wrap(steps.PredictStep(self.model, self.eval.inference), per_example=True)
+
+    def predict(self, state, images: np.ndarray) -> np.ndarray:
+        """Class maps (N, H, W) int32 of evaluation-ready images (N, H, W, 3) of one size (prepared by
+        `DataSpec.eval_transform`), by `predict_step`, eval_batch_size at a time: the last batch is padded with
+        copies of an image, as the evaluation loader pads, so each image size compiles once. `state` is laid out by
+        `layout.replicate`; for one process (segjax-predict, notebooks)."""
+        size, masks = self.config.eval_batch_size, []
+        for start in range(0, len(images), size):
+            chunk = np.asarray(images[start : start + size], np.float32)
+            n = len(chunk)
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - n, axis=0)])
+            predictions = self.predict_step()(state, self.layout.shard_batch({"image": chunk}))
+            masks.append(self.layout.local_examples(predictions)[:n])
+        return np.concatenate(masks)
 
     # --- checkpoints --------------------------------------------------------------------------------------------
     def checkpointer(self, *, read_only: bool = False) -> checkpoint_lib.Checkpointer:
@@ -183,23 +182,6 @@ class Task:
     def checkpoint_meta(self) -> dict:
         """What a checkpoint records about its run besides the state (checked by segjax-eval)."""
         return {"num_classes": self.num_classes, "model": self.config.model.to_dict(), "dataset": self.config.data.name}
-
-
-def _weights_of_run(workdir: str, variables: dict) -> pretrained.LoadedWeights:
-    """config.model.init_from: the latest checkpoint of the run in `workdir`, matched to `variables`."""
-    if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
-        raise pretrained.PretrainedWeightsError(
-            f"model.init_from {workdir} has no checkpoints/ folder; point it at a segjax-train workdir that has saved "
-            "a checkpoint."
-        )
-    checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
-    try:
-        step = checkpoints.latest_step()
-        if step is None:
-            raise pretrained.PretrainedWeightsError(f"model.init_from {workdir} has no finished checkpoint yet.")
-        return pretrained.weights_from_run(workdir, step, checkpoints.restore_variables(step), variables)
-    finally:
-        checkpoints.close()
 
 
 def _create_state(model, optimizer, schedule, crop_size, rng):

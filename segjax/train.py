@@ -21,9 +21,11 @@ import ml_collections
 import numpy as np
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import cli, config_utils, distributed
+from segjax import cli, distributed
+from segjax import config as config_lib
 from segjax import data as data_lib
 from segjax import metrics as metrics_lib
+from segjax import run as run_lib
 from segjax.distributed import is_primary
 from segjax.evaluate import evaluate_split
 from segjax.logging_utils import MetricWriter, Progress, per_class_scalars, quiet_libraries
@@ -54,16 +56,15 @@ def train_and_evaluate(
     schedule = task.learning_rate()
     primary = is_primary()  # process 0 writes the config, logs, metrics and progress; every process checkpoints
     workdir = task.workdir
-    if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
-        task.initial_weights  # noqa: B018 (reads and checks it:) weights that do not fit stop the run before anything is written
+    fresh = not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir))
+    weights = run_lib.initial_weights(task) if fresh else None  # weights that do not fit stop before any write
     os.makedirs(workdir, exist_ok=True)
-    previous = os.path.join(workdir, config_utils.CONFIG_FILE)
-    if os.path.exists(previous):
-        changed = config_utils.changes_since_start(config, workdir)
+    if os.path.exists(os.path.join(workdir, run_lib.CONFIG_FILE)):
+        changed = run_lib.changes_since_start(config, workdir)
         if changed and primary:
             log.warning("The config differs from the one this workdir was started with:\n  %s", "\n  ".join(changed))
     if primary:
-        config_utils.save_config(config, workdir)
+        run_lib.save_config(config, workdir)
     else:
         print(
             f"segjax-train: process {jax.process_index()} of {jax.process_count()} joined; process 0 writes the "
@@ -76,7 +77,7 @@ def train_and_evaluate(
     last_saved = checkpoints.latest_step()
     scores = None
     if last_saved is None:
-        host_state = task.fresh_state()
+        host_state = task.fresh_state(weights)
     else:
         host_state, meta = checkpoints.restore(last_saved, task.abstract_state())
         scores = meta.get("scores")
@@ -102,7 +103,7 @@ def train_and_evaluate(
     train_step = task.train_step(task.loss_with_class_weights())  # equal steps of earlier runs: compiled once
     state = dp.replicate(host_state)
     loader = data_lib.make_loader(
-        config.data,
+        task.data,
         info.train_split,
         global_batch_size=config.batch_size,
         train=True,
@@ -196,6 +197,7 @@ def train_and_evaluate(
 
 def main(argv=None):
     """Entry point of `segjax-train`: --config=FILE[:ARG] --workdir=DIR [--config.KEY=VALUE ...]."""
+    cli.use_fast_cpu_kernels()  # before the first JAX computation
     parser = cli.ArgumentParser(prog="segjax-train", description="Train (or resume) a segjax run.")
     parser.add_argument("--config", required=True, help=cli.CONFIG_HELP)
     parser.add_argument("--workdir", required=True, help="directory for checkpoints, logs and the resolved config")
@@ -206,7 +208,7 @@ def main(argv=None):
         help="stop after this many steps of this invocation, without a final save, as a preemption would "
         "(drills and tests); the same command resumes from the latest checkpoint",
     )
-    args, config = config_utils.parse_with_config(parser, argv)
+    args, config = config_lib.parse_with_config(parser, argv)
     quiet_libraries()
     try:
         distributed.initialize()  # joins a multi-process run when the environment describes one

@@ -11,9 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from segjax import cli, config_utils, evaluate, optim, train
-from segjax.config_utils import load_sibling
-from segjax.models import create_model, summary
+from segjax import cli, evaluate, optim, summary, train
+from segjax import config as config_lib
+from segjax import run as run_lib
+from segjax.config import load_sibling
+from segjax.models import create_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = [
@@ -42,7 +44,7 @@ def _config(file_name, arg=None):
 @pytest.mark.parametrize("file_name,arg", FAMILIES)
 def test_family_configs_are_valid(file_name, arg):
     config = _config(file_name, arg)
-    config_utils.validate(config)
+    config_lib.validate(config)
     optim.OptimizerSpec.from_config(config.optimizer), optim.ScheduleSpec.from_config(config)
     model = create_model(config.model, 6)
     if arg in ("32s", "16s", "8s"):
@@ -72,14 +74,14 @@ def test_config_arguments_are_parsed_by_one_helper():
         ("unet.py", "small,3", "needs a name"),
         ("quickstart.py", "small", "needs a name"),
     ]:
-        with pytest.raises(config_utils.ConfigError, match=match):
+        with pytest.raises(config_lib.ConfigError, match=match):
             _config(file_name, arg)
 
 
 def test_deconvnet_config_derives_from_segnet():
     deconvnet, segnet = _config("deconvnet.py"), _config("segnet.py")
-    keys = config_utils.flat_keys(deconvnet)
-    assert keys == config_utils.flat_keys(segnet)
+    keys = config_lib.flat_keys(deconvnet)
+    assert keys == config_lib.flat_keys(segnet)
     changed = {k for k in keys if _get(deconvnet, k) != _get(segnet, k)}
     assert changed == {"model.name", "loss.class_weighting", "optimizer.learning_rate", "schedule.name"}
 
@@ -100,7 +102,7 @@ def _train_cli(capsys, *args):
 def test_command_line_overrides():
     parser = cli.ArgumentParser(prog="test")
     parser.add_argument("--config")
-    _, config = config_utils.parse_with_config(
+    _, config = config_lib.parse_with_config(
         parser,
         [
             "--config=configs/unet.py:small",
@@ -186,11 +188,11 @@ def test_validation_errors_name_the_key():
     config = _config("default.py")
     config.parallelism = "dp"
     with pytest.raises(ValueError, match="config.parallelism='dp'.*sharded, pmap"):
-        config_utils.validate(config)
+        config_lib.validate(config)
     config = _config("default.py")
     config.batch_size = 0
     with pytest.raises(ValueError, match="config.batch_size=0 must be a positive integer"):
-        config_utils.validate(config)
+        config_lib.validate(config)
     config = _config("default.py")
     config.optimizer.name = "lamb"
     with pytest.raises(ValueError, match="Unknown optimizer 'lamb'; valid choices: sgd, adam, adamw"):
@@ -262,11 +264,11 @@ def test_optimizer_and_schedule_specs_are_frozen_hashable_and_validated():
 
 def test_resume_sees_no_change_in_tuples_after_the_json_round_trip(tmp_path):
     config = load_sibling(os.path.join(REPO, "configs", "quickstart.py"), "quickstart").get_config()
-    config_utils.save_config(config, str(tmp_path))
-    assert config_utils.changes_since_start(config, str(tmp_path)) == []
+    run_lib.save_config(config, str(tmp_path))
+    assert run_lib.changes_since_start(config, str(tmp_path)) == []
     config.seed = 3
     config.data.crop_size = (48, 48)
-    assert config_utils.changes_since_start(config, str(tmp_path)) == [
+    assert run_lib.changes_since_start(config, str(tmp_path)) == [
         "data.crop_size: None -> [48, 48]",
         "seed: 0 -> 3",
     ]
@@ -303,7 +305,7 @@ def test_a_stored_config_from_an_older_segjax_gets_the_new_keys(tmp_path):
     config.eval.mode = "slide"
     stored = config.to_dict()
     del stored["eval"]["max_buckets"], stored["model"]["encoder"], stored["model"]["upsample"]["resize"]
-    (tmp_path / config_utils.CONFIG_FILE).write_text(json.dumps(stored, default=list))
-    loaded = evaluate.run_config(str(tmp_path))
+    (tmp_path / run_lib.CONFIG_FILE).write_text(json.dumps(stored, default=list))
+    loaded = run_lib.stored_config(str(tmp_path))
     assert loaded.eval.max_buckets == 8 and loaded.model.encoder == "vgg" and loaded.model.upsample.resize == "nearest"
     assert loaded.eval.mode == "slide" and loaded.model.name == "unet"

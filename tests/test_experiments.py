@@ -21,9 +21,8 @@ from experiments import analysis, command, definitions, report, reproduction_rep
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
 from segjax import ops
-from segjax.logging_utils import read_metrics
-from segjax.models import create_model
-from segjax.models.config import resolve
+from segjax.files import read_metrics
+from segjax.models import ModelSpec, create_model
 from segjax.ops import checkerboard_score
 from segjax.task import Task
 
@@ -51,8 +50,8 @@ def test_ablation_presets_expand_into_valid_configs():
         assert c.model.upsample.kernel_size == settings.get("kernel_size")
         assert c.model.upsample.init == settings.get("init")
         assert c.num_train_steps == definitions.CPU_STEPS and c.data.crop_size == 32 and c.data.eval_size == 64
-        kwargs = resolve(c.model).kwargs  # every arm is a valid model config
-        assert kwargs["upsample"] == ops.UpsampleSpec(**settings)
+        spec = ModelSpec.from_config(c.model)  # every arm is a valid model config
+        assert spec.upsample == ops.UpsampleSpec(**settings)
     smoke = ua.PRESETS["smoke_cpu"]()
     assert smoke.smoke_test and not smoke.hypotheses
     assert {a.label for a in smoke.arms if a.model == "unet"} == set(definitions.UPSAMPLE_ARMS)
@@ -65,7 +64,7 @@ def test_reproduction_presets_expand_into_valid_configs():
     fcn = sweep_lib.expand(reproductions.fcn())
     assert [r.config.model.name for r in fcn if r.seed == 0] == ["fcn32s", "fcn16s", "fcn8s"]
     for run in fcn:
-        resolve(run.config.model)
+        ModelSpec.from_config(run.config.model)
     assert {r.arm.label for r in sweep_lib.expand(reproductions.segnet())} == set(definitions.SEGNET_TABLE1)
     odena = {r.arm.key for r in sweep_lib.expand(reproductions.odena())}
     assert "unet/transposed_k3_default" in odena and "unet/nearest" not in odena
@@ -510,7 +509,7 @@ def test_fcn_128_preset_fixes_the_upsampling_of_its_main_arms():
         frozen = run.config.optimizer.frozen
         assert frozen == ("upscore" if run.arm.label.endswith("_fixed") else None)
         assert run.config.data.crop_size == 128 and run.config.model.name == run.arm.label.split("_")[0]
-        resolve(run.config.model)
+        ModelSpec.from_config(run.config.model)
 
 
 def test_equivalence_claims_do_not_break_the_markdown_table():

@@ -13,7 +13,7 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
-from segjax import models, ops
+from segjax import cli, models, ops
 from segjax.models import layers
 
 NUM_CLASSES = 3
@@ -408,7 +408,7 @@ def test_batch_norm_statistics_are_synchronised_over_devices():
     variables = jax.jit(single.init)({"params": rkey(1)}, x)
     logits, updates = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
 
-    synced = models.create_model(cfg, NUM_CLASSES, axis_name="devices")
+    synced = models.with_axis_name(single, "devices")
     devices = jax.devices()[:2]
     step = jax.pmap(
         lambda v, xs: synced.apply(v, xs, train=True, mutable=["batch_stats"]),
@@ -486,10 +486,14 @@ def test_conv_equals_flax_conv_with_the_same_parameters():
         ),
     ],
 )
-def test_import_adds_the_ynn_flag_unless_told_otherwise(env, expected):
+def test_commands_add_the_ynn_flag_unless_told_otherwise(env, expected):
     clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
     out = subprocess.run(
-        [sys.executable, "-c", "import os, segjax; print(os.environ.get('XLA_FLAGS', ''))"],
+        [
+            sys.executable,
+            "-c",
+            "import os, segjax.cli as c; c.use_fast_cpu_kernels(); print(os.environ.get('XLA_FLAGS', ''))",
+        ],
         env={**clean, **env},
         capture_output=True,
         text=True,
@@ -498,13 +502,30 @@ def test_import_adds_the_ynn_flag_unless_told_otherwise(env, expected):
     assert out.strip() == expected
 
 
+def test_importing_segjax_sets_no_flag():
+    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
+    code = "import os, segjax, segjax.train, segjax.models; print(repr(os.environ.get('XLA_FLAGS')))"
+    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "None"
+
+
+def test_a_flag_unknown_to_jaxlib_is_not_added(monkeypatch):
+    assert cli.jaxlib_knows("xla_cpu_experimental_ynn_fusion_type")
+    assert not cli.jaxlib_knows("xla_cpu_no_such_flag_anywhere")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    monkeypatch.delenv("SEGJAX_XLA_CPU_YNN", raising=False)
+    monkeypatch.setattr(cli, "jaxlib_knows", lambda flag: False)
+    assert not cli.use_fast_cpu_kernels()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
+
+
 # --------------------------------------------------------------------------------------------------
 # segjax-models
 # --------------------------------------------------------------------------------------------------
 
 
 def test_summary_table_counts_params_and_flops(capsys):
-    from segjax.models import summary
+    from segjax import summary
 
     rows = summary.run(
         [

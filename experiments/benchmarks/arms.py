@@ -25,6 +25,7 @@ import numpy as np
 
 from experiments import upsampling_ablation
 from experiments.sweep import expand
+from segjax import cli
 from segjax.task import Task
 
 
@@ -57,6 +58,7 @@ def compiled_step(config):
 
 
 def main(argv=None) -> None:
+    cli.use_fast_cpu_kernels()  # before the first JAX computation
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu", choices=sorted(upsampling_ablation.PRESETS))
     parser.add_argument("--rounds", type=int, default=7)

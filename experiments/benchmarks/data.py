@@ -19,8 +19,9 @@ import time
 
 import jax
 
+from segjax import cli
 from segjax import data as data_lib
-from segjax.config_utils import load_config_file
+from segjax.config import load_config_file
 from segjax.task import Task
 
 QUICKSTART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs", "quickstart.py")
@@ -58,6 +59,7 @@ def time_step(step, state, batch, num_steps):
 
 
 def main():
+    cli.use_fast_cpu_kernels()  # before the first JAX computation
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=60, help="batches per pipeline timing")

@@ -17,7 +17,8 @@ import statistics
 import tempfile
 import time
 
-from segjax.config_utils import load_config_file
+from segjax import cli
+from segjax.config import load_config_file
 from segjax.evaluate import evaluate_split
 from segjax.task import Task
 
@@ -35,6 +36,7 @@ def modes(resolution: int) -> dict[str, dict]:
 
 
 def main(argv=None):
+    cli.use_fast_cpu_kernels()  # before the first JAX computation
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--resolution", type=int, default=128, choices=(64, 128))
     parser.add_argument("--rounds", type=int, default=3)

@@ -20,7 +20,7 @@ import numpy as np
 from flax import linen as nn
 from jax import lax
 
-from segjax import ops
+from segjax import cli, ops
 from segjax.models import layers
 
 try:
@@ -264,6 +264,7 @@ CASES = {
 
 
 def main():
+    cli.use_fast_cpu_kernels()  # before the first JAX computation
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--shapes", default="128x128x32,64x64x64", help="HxWxC, comma separated")

@@ -19,7 +19,8 @@ import time
 import jax
 import numpy as np
 
-from segjax.config_utils import load_config_file
+from segjax import cli
+from segjax.config import load_config_file
 from segjax.task import Task
 
 
@@ -60,6 +61,7 @@ def measure(name: str, size: int, batch: int, dtype: str, steps: int, rounds: in
 
 
 def main(argv=None) -> None:
+    cli.use_fast_cpu_kernels()  # before the first JAX computation
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="unet,segnet")
     parser.add_argument("--size", type=int, default=128)

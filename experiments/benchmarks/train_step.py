@@ -27,7 +27,7 @@ import torch
 from torch import nn as tnn
 from torch.nn import functional as F
 
-from segjax import models
+from segjax import cli, models
 
 # ----------------------------------------------------------------------------------------------------
 # PyTorch mirrors of segjax's networks (BN conv blocks without conv bias, like segjax with norm='batch').
@@ -211,6 +211,7 @@ def bench_one(name, cfg, size, batch, num_classes, steps, rounds):
 
 
 def main():
+    cli.use_fast_cpu_kernels()  # before the first JAX computation
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="unet,segnet")
     parser.add_argument("--sizes", default="64,128,256")

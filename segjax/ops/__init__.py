@@ -5,7 +5,7 @@ pixel shuffle, a fast transposed convolution, the bilinear and ICNR initialisers
 score; plus the linen `Upsample` module that picks an operator by name.
 """
 
-from segjax.ops.analysis import checkerboard_score, local_mean_kernel
+from segjax.ops.checkerboard import checkerboard_score, local_mean_kernel
 from segjax.ops.conv_transpose import conv_transpose
 from segjax.ops.init import bilinear_kernel, delta_kernel, icnr_init
 from segjax.ops.pooling import max_pool_with_indices, max_unpool

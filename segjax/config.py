@@ -1,4 +1,5 @@
-"""Checking, saving and reloading experiment configs (ml_collections ConfigDicts).
+"""Experiment configs (ml_collections ConfigDicts): config files and overrides, the defaults of every section,
+checks, and saving and reloading a run's resolved config.
 
 The resolved config of a run (defaults + the family's choices + command-line overrides) is written to
 `<workdir>/config.json`; evaluation rebuilds the run from it. Keys are documented in docs/config_reference.md.
@@ -10,22 +11,24 @@ import ast
 import contextlib
 import difflib
 import importlib.util
-import json
 import os
 
 import ml_collections
 from ml_collections import config_dict
 
-from segjax import cli
-from segjax.logging_utils import write_atomic
+from segjax import cli, optim
+from segjax import data as data_lib
+from segjax import losses as losses_lib
+from segjax import models as models_lib
 from segjax.parallel import PARALLELISMS
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
-CONFIG_FILE = "config.json"
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks the training-loop keys a typo or a wrong value would only break later; ValueError naming the fix."""
+    """Checks the top-level keys a typo or a wrong value would only break later; ValueError naming the fix. The
+    sections are checked where they are read, once: `segjax.task.Task` makes their specs (`ModelSpec`, `DataSpec`,
+    `steps.EvalSpec`, the optimizer, schedule and loss specs)."""
 
     def choice(key, value, valid):
         if value not in valid:
@@ -50,72 +53,40 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "keep_checkpoints",
     ):
         positive(key, config[key])
-    positive("eval.max_batches", config.eval.max_batches, allow_none=True)
-    positive("eval.max_buckets", config.eval.max_buckets)
-    tolerance = config.eval.boundary_tolerance
-    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0):
-        raise ValueError(
-            f"config.eval.boundary_tolerance={tolerance!r} must be a non-negative integer (pixels) "
-            "or None (SegNet's 0.75% of the image diagonal)."
-        )
 
 
-def to_json(config: ml_collections.ConfigDict) -> str:
-    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+def default_eval_config() -> ml_collections.ConfigDict:
+    """The `eval` config section with its defaults (documented in docs/config_reference.md)."""
+    return ml_collections.ConfigDict(
+        {
+            "boundary_tolerance": config_dict.placeholder(int),  # pixels; None: SegNet's 0.75% of the diagonal
+            "max_batches": config_dict.placeholder(int),  # None: the whole split
+            "num_images_to_plot": 8,  # segjax-eval's image / ground truth / prediction grid
+            # Every labelled pixel at the mask's own resolution ('whole', 'slide'); 'resize' fits images into
+            # data.eval_size first (quick looks, not comparable with papers). Read into segjax.steps.EvalSpec.
+            "mode": "whole",
+            "window": config_dict.placeholder(object),  # 'slide': int or (h, w); None: the training crop
+            "stride": config_dict.placeholder(object),  # 'slide': int or (h, w); None: 2/3 of the window
+            "scales": (1.0,),  # test-time multi-scale factors (probabilities averaged)
+            "flip": False,  # test-time horizontal flip (probabilities averaged)
+            # 'whole' / 'slide': images are padded to their own size rounded up to the stride, grouped by that size;
+            # at most this many groups (one compilation each), coarser padding beyond it (segjax.data.size_buckets)
+            "max_buckets": 8,
+        }
+    )
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-    path = os.path.join(workdir, CONFIG_FILE)
-    write_atomic(path, to_json(config) + "\n")
-    return path
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a run in `workdir` was started with; FileNotFoundError if there is none."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def with_defaults(config: ml_collections.ConfigDict, sections: dict) -> ml_collections.ConfigDict:
-    """`config` with every key it lacks from the section defaults {name: ConfigDict} added (recursively), its own
-    values kept: a run's stored config read by a newer segjax."""
-    merged = config.to_dict()
-    for name, defaults in sections.items():
-        merged[name] = _fill(merged.get(name, {}), defaults.to_dict())
-    return ml_collections.ConfigDict(merged)
-
-
-def _fill(values: dict, defaults: dict) -> dict:
-    out = dict(values)
-    for key, default in defaults.items():
-        if key not in out:
-            out[key] = default
-        elif isinstance(default, dict) and isinstance(out[key], dict):
-            out[key] = _fill(out[key], default)
-    return out
-
-
-def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (for the 'config changed on resume' warning)."""
-    keys = sorted(set(old) | set(new))
-    out = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        name = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(diff(a, b, name + "."))
-        elif a != b:
-            out.append(f"{name}: {a!r} -> {b!r}")
-    return out
-
-
-def changes_since_start(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-    """Keys where `config` differs from the config the run in `workdir` was started with.
-
-    Compared as stored: the JSON round trip turns tuples into lists, which is no change.
-    """
-    return diff(load_config(workdir).to_dict(), json.loads(to_json(config)))
+def section_defaults() -> dict:
+    """The config sections whose defaults segjax defines, by name: a stored config from an older segjax gets the
+    keys added since with these values."""
+    return {
+        "data": data_lib.default_data_config(),
+        "model": models_lib.default_model_config(),
+        "loss": losses_lib.default_loss_config(),
+        "optimizer": optim.default_optimizer_config(),
+        "schedule": optim.default_schedule_config(),
+        "eval": default_eval_config(),
+    }
 
 
 def load_sibling(config_file: str, name: str = "default"):
