@@ -1,10 +1,6 @@
 """segjax.models: shapes for odd sizes, exact parameter counts, the model x upsampling grid, the papers'
 defaults (FCN's bilinear init, SegNet's index unpooling), batch norm (against nn.BatchNorm and across
-devices), the conv module, the CPU flag."""
-
-import os
-import subprocess
-import sys
+devices), the conv module."""
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +9,7 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
-from segjax import cli, models, ops
+from segjax import models, ops
 from segjax.models import layers
 
 NUM_CLASSES = 3
@@ -462,7 +458,7 @@ def test_unet_dropout_only_in_training():
 
 
 # --------------------------------------------------------------------------------------------------
-# The convolution module and the CPU flag
+# The convolution module
 # --------------------------------------------------------------------------------------------------
 
 
@@ -473,83 +469,3 @@ def test_conv_equals_flax_conv_with_the_same_parameters():
     variables = ours.init(rkey(0), x)
     assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, nn.Conv(4, (2, 2)).init(rkey(0), x))
     np.testing.assert_allclose(ours.apply(variables, x), nn.Conv(4, (2, 2)).apply(variables, x), rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "env, expected",
-    [
-        ({}, "--xla_cpu_experimental_ynn_fusion_type=dot"),
-        ({"SEGJAX_XLA_CPU_YNN": "0"}, ""),
-        (
-            {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=eltwise"},
-            "--xla_cpu_experimental_ynn_fusion_type=eltwise",
-        ),
-    ],
-)
-def test_commands_add_the_ynn_flag_unless_told_otherwise(env, expected):
-    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import os, segjax.cli as c; c.use_fast_cpu_kernels(); print(os.environ.get('XLA_FLAGS', ''))",
-        ],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert out.strip() == expected
-
-
-def test_importing_segjax_sets_no_flag():
-    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
-    code = "import os, segjax, segjax.train, segjax.models; print(repr(os.environ.get('XLA_FLAGS')))"
-    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "None"
-
-
-def test_a_flag_unknown_to_jaxlib_is_not_added(monkeypatch):
-    assert cli.jaxlib_knows("xla_cpu_experimental_ynn_fusion_type")
-    assert not cli.jaxlib_knows("xla_cpu_no_such_flag_anywhere")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-    monkeypatch.delenv("SEGJAX_XLA_CPU_YNN", raising=False)
-    monkeypatch.setattr(cli, "jaxlib_knows", lambda flag: False)
-    assert not cli.use_fast_cpu_kernels()
-    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
-
-
-# --------------------------------------------------------------------------------------------------
-# segjax-models
-# --------------------------------------------------------------------------------------------------
-
-
-def test_summary_table_counts_params_and_flops(capsys):
-    from segjax import summary
-
-    rows = summary.run(
-        [
-            "--models",
-            "unet,fcn32s",
-            "--size",
-            "17x21",
-            "--base-width",
-            "2",
-            "--depth",
-            "2",
-            "--norm",
-            "none",
-            "--num-classes",
-            "5",
-            "--method",
-            "max_unpool",
-        ]
-    )
-    out = capsys.readouterr().out
-    unet, fcn = rows
-    assert unet["params"] == unet_params(2, 2, 5, up="max_unpool")
-    # FLOPs of the convolutions alone (multiply-adds x 2) at the padded size 20x24 bound XLA's count below.
-    assert unet["gflops"] * 1e9 > 2 * 20 * 24 * 9 * 3 * 2
-    assert unet["temp_mib"] * 2**20 >= 20 * 24 * 2 * 4  # at least one first-level feature map is live
-    assert "error" in fcn and "max_unpool" in fcn["error"]
-    assert "unet" in out and "fcn32s" in out and f"{unet['params']:,}" in out
