@@ -140,6 +140,18 @@ class Upsample(nn.Module):
                 f"needs a learned method: {', '.join(PARAMETRIC_METHODS)}."
             )
 
+    def _conv(self, features: int, kernel_size: int, kernel_init) -> nn.Conv:
+        """The learned convolution of resize_conv (after the resize) and pixel_shuffle (before the shuffle)."""
+        return nn.Conv(
+            features,
+            (kernel_size, kernel_size),
+            padding="SAME",
+            use_bias=self.use_bias,
+            kernel_init=kernel_init,
+            dtype=self.dtype,
+            name="conv",
+        )
+
     @nn.compact
     def __call__(self, x, indices=None, output_size=None):
         if x.ndim != 4:
@@ -191,27 +203,10 @@ class Upsample(nn.Module):
             else:
                 kernel_init = nn.initializers.lecun_normal()
             y = nearest_upsample(x, f) if spec.resize == "nearest" else bilinear_upsample(x, f)
-            y = nn.Conv(
-                self.features,
-                (kernel_size, kernel_size),
-                padding="SAME",
-                use_bias=self.use_bias,
-                kernel_init=kernel_init,
-                dtype=self.dtype,
-                name="conv",
-            )(y)
+            y = self._conv(self.features, kernel_size, kernel_init)(y)
         else:  # pixel_shuffle
             kernel_init = icnr_init(factor=f) if init == "icnr" else nn.initializers.lecun_normal()
-            y = nn.Conv(
-                self.features * f * f,
-                (kernel_size, kernel_size),
-                padding="SAME",
-                use_bias=self.use_bias,
-                kernel_init=kernel_init,
-                dtype=self.dtype,
-                name="conv",
-            )(x)
-            y = pixel_shuffle(y, f)
+            y = pixel_shuffle(self._conv(self.features * f * f, kernel_size, kernel_init)(x), f)
         if output_size is not None:
             oh, ow = output_size
             if oh > y.shape[1] or ow > y.shape[2]:
