@@ -153,3 +153,75 @@ def test_holm_family_of_all_pairs():
     y = rng.normal(0.8, 0.02, (5, 5))
     p = [stats.paired_contrast(y[:, i], y[:, j]).p for i, j in itertools.combinations(range(5), 2)]
     assert np.all(stats.holm(p) > 0.05)
+
+
+# --- the exact sign-flip test, non-equivalence, robust estimates and the exact rate test ------------------------
+
+
+def _sign_flip_p_by_enumeration(d, delta):
+    observed = abs(np.mean(d - delta))
+    flips = [abs(np.mean(np.array(s) * (d - delta))) for s in itertools.product((1, -1), repeat=len(d))]
+    return np.mean(np.array(flips) >= observed - 1e-12)
+
+
+@pytest.mark.parametrize("seed,n,ties", [(0, 6, False), (1, 7, True), (2, 9, False), (3, 11, True)])
+def test_sign_flip_matches_full_enumeration(seed, n, ties):
+    a, b = _pair(seed, n, 0.01, sd=0.01, ties=ties)
+    d = a - b
+    result = stats.sign_flip(a, b)
+    assert result.p == pytest.approx(_sign_flip_p_by_enumeration(d, 0.0))
+    # The interval's ends are accepted, and just beyond them every shift is rejected.
+    for end, outward in ((result.ci_low, -1), (result.ci_high, 1)):
+        assert _sign_flip_p_by_enumeration(d, end) > 0.05
+        assert _sign_flip_p_by_enumeration(d, end + outward * 1e-6) <= 0.05
+    grid = np.linspace(d.min() - 0.01, d.max() + 0.01, 41)
+    outside = grid[(grid < result.ci_low) | (grid > result.ci_high)]
+    assert all(_sign_flip_p_by_enumeration(d, x) <= 0.05 for x in outside)
+
+
+def test_sign_flip_cannot_reject_below_six_seeds_and_covers_by_simulation():
+    small = stats.sign_flip([0.9, 0.8, 0.85, 0.7, 0.75], [0.1, 0.2, 0.15, 0.3, 0.25])
+    assert small.p == 2 / 32 and (small.ci_low, small.ci_high) == (-np.inf, np.inf)
+    rng = np.random.default_rng(11)
+    covered = [stats.sign_flip(d, np.zeros(7)) for d in rng.standard_t(3, size=(1500, 7)) + 0.2]
+    coverage = np.mean([r.ci_low <= 0.2 <= r.ci_high for r in covered])
+    assert coverage >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 1500)  # exact for symmetric errors, heavy tails too
+
+
+@pytest.mark.parametrize("seed,n,shift,margin", [(0, 8, 0.03, 0.01), (1, 6, -0.02, 0.01), (2, 9, 0.0, 0.02)])
+def test_nonequivalence_is_the_one_sided_test_beyond_the_margin(seed, n, shift, margin):
+    a, b = _pair(seed, n, shift, sd=0.01)
+    d = a - b
+    side = np.sign(d.mean())
+    reference = sps.ttest_1samp(side * d - margin, 0.0, alternative="greater").pvalue
+    assert stats.nonequivalence(a, b, margin) == pytest.approx(reference, rel=1e-9)
+    # Below alpha exactly when the 90% t interval lies outside +-margin.
+    low, high = sps.ttest_1samp(d, 0.0).confidence_interval(0.90)
+    assert (stats.nonequivalence(a, b, margin) < 0.05) == (low > margin or high < -margin)
+
+
+def test_an_equivalence_claim_does_not_fail_on_an_interval_that_reaches_the_margin():
+    """S1's case: a significant difference slightly beyond the margin whose 90% interval still overlaps it is
+    inconclusive, not 'did not hold'."""
+    b = np.array([0.60, 0.62, 0.64, 0.63, 0.61])
+    a = b + np.array([0.018, 0.005, 0.022, 0.010, 0.012])
+    (result,) = stats.family_verdicts([(a, b)], [0.01], ["equivalent"])
+    assert result.contrast.p < 0.05 and abs(result.contrast.mean) > 0.01
+    assert result.verdict == "inconclusive"
+
+
+def test_hodges_lehmann_is_the_median_of_walsh_averages():
+    d = np.array([0.01, 0.012, -0.11, 0.009, 0.011])  # one collapsed seed
+    walsh = [(d[i] + d[j]) / 2 for i in range(5) for j in range(i, 5)]
+    assert stats.hodges_lehmann(d, np.zeros(5)) == pytest.approx(np.median(walsh))
+    assert stats.hodges_lehmann(d, np.zeros(5)) > 0 > d.mean()
+
+
+def test_exact_rate_test_is_fishers_for_two_groups_and_sums_to_one():
+    for events in ([3, 0], [1, 2], [5, 5]):
+        table = [[events[0], 8 - events[0]], [events[1], 8 - events[1]]]
+        assert stats.exact_rate_test(events, [8, 8]) == pytest.approx(sps.fisher_exact(table).pvalue)
+    assert stats.exact_rate_test([0, 0, 0], [5, 5, 5]) == 1.0
+    assert stats.exact_rate_test([4, 0, 0], [4, 4, 4]) < stats.exact_rate_test([2, 1, 1], [4, 4, 4])
+    with pytest.raises(ValueError, match="counts of at most totals"):
+        stats.exact_rate_test([3], [2])
