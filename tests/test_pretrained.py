@@ -4,13 +4,14 @@ tests/torchvision_layout.py) loaded into segjax's encoders and compared with PyT
 the run that starts from a file. With torch installed, also .pth files and full-size networks."""
 
 import importlib
-import json
 import os
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
+import safetensors.numpy
 from flax import traverse_util
 
 from segjax import models, ops
@@ -57,29 +58,47 @@ def encoder_variables(weights: pretrained.LoadedWeights):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_safetensors_round_trip_and_bfloat16(tmp_path):
+def test_safetensors_written_by_the_package_read_back_with_their_dtypes(tmp_path):
     rng = np.random.default_rng(0)
     tensors = {
         "a.weight": rng.normal(size=(3, 5, 7)).astype(np.float32),
         "b": rng.normal(size=(4, 1)).astype(np.float16),
         "c.num_batches_tracked": np.array(17, np.int64),
         "empty": np.zeros((0, 3), np.float32),
+        # bfloat16 (timm ships some files so): kept as ml_dtypes.bfloat16, exact.
+        "d.bf16": np.array([1.0, -2.5, 3.140625, 1e-3, 65280.0], ml_dtypes.bfloat16),
     }
     path = str(tmp_path / "t.safetensors")
-    pretrained.write_safetensors(path, tensors)
+    safetensors.numpy.save_file(tensors, path)
     back = pretrained.read_safetensors(path)
-    assert list(back) == list(tensors)
+    assert sorted(back) == sorted(tensors)
     for name, array in tensors.items():
         assert back[name].dtype == array.dtype and back[name].shape == array.shape
         np.testing.assert_array_equal(back[name], array)
-    # bfloat16 (timm ships some files so): the top 16 bits of float32, widened back exactly.
-    values = np.array([1.0, -2.5, 3.140625, 1e-3, 65280.0], np.float32)
-    top = (values.view(np.uint32) >> 16).astype("<u2")
-    header = json.dumps({"x": {"dtype": "BF16", "shape": [5], "data_offsets": [0, 10]}}).encode()
-    (tmp_path / "bf16.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + top.tobytes())
-    got = pretrained.read_safetensors(str(tmp_path / "bf16.safetensors"))["x"]
-    np.testing.assert_array_equal(got, (top.astype(np.uint32) << 16).view(np.float32))
-    np.testing.assert_allclose(got, values, rtol=1 / 128)
+
+
+def test_only_the_encoders_tensors_are_read_and_bfloat16_loads_as_float32(tmp_path, monkeypatch):
+    """A file with the fixture's tensors in bfloat16 and a large extra tensor: the loader reads the encoder's tensors
+    (widened to float32 exactly) and never the extra one."""
+    model = vgg_model(models.SegNet, "batch")
+    tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in pretrained.read_safetensors(fixture("vgg16_bn")).items()}
+    tensors["decoder.huge"] = np.zeros((64, 1024), np.float32)
+    path = str(tmp_path / "bf16.safetensors")
+    safetensors.numpy.save_file(tensors, path)
+    read = []
+    real_getitem = pretrained.SafetensorsTensors.__getitem__
+
+    def recording(self, name):
+        read.append(name)
+        return real_getitem(self, name)
+
+    monkeypatch.setattr(pretrained.SafetensorsTensors, "__getitem__", recording)
+    weights = pretrained.load_encoder_weights(path, model, shapes(model))
+    assert "decoder.huge" in weights.unused and "decoder.huge" not in read
+    assert set(read) == set(weights.loaded)
+    kernel = weights.arrays["params"][("encoder", "block1", "conv0", "kernel")]
+    assert kernel.dtype == np.float32
+    np.testing.assert_array_equal(kernel, tensors["features.0.weight"].astype(np.float32).transpose(2, 3, 1, 0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,9 +216,23 @@ def test_unreadable_files_are_refused_clearly(tmp_path, monkeypatch):
     variables = shapes(model)
     with pytest.raises(pretrained.PretrainedWeightsError, match="no file '/nonexistent.pth'"):
         pretrained.load_encoder_weights("/nonexistent.pth", model, variables)
-    (tmp_path / "junk.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
-    with pytest.raises(pretrained.PretrainedWeightsError, match="is not a safetensors file"):
-        pretrained.load_encoder_weights(str(tmp_path / "junk.safetensors"), model, variables)
+    good = (tmp_path / "good.safetensors").as_posix()
+    safetensors.numpy.save_file({"x": np.ones((4, 4), np.float32)}, good)
+    data = open(good, "rb").read()
+    bad_files = {
+        "junk": b"\x05\x00\x00\x00\x00\x00\x00\x00{nope",  # a header that is not JSON
+        "short": b"\x05\x00",  # not even the header's length
+        "truncated": data[:-8],  # the header's offsets run past the end of the file
+        "huge_header": (1 << 40).to_bytes(8, "little") + data[8:],  # a header length beyond the file
+    }
+    for name, content in bad_files.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(content)
+        with pytest.raises(
+            pretrained.PretrainedWeightsError, match=rf"^{path} is not a readable safetensors file \("
+        ) as e:
+            pretrained.load_encoder_weights(str(path), model, variables)
+        assert "\n" not in str(e.value)
     (tmp_path / "w.pth").write_bytes(b"not read")
     real_import = importlib.import_module
 

@@ -10,10 +10,9 @@ their widths with random weights and batch-norm statistics stored as float16, an
 import os
 
 import numpy as np
+import safetensors.numpy
 import torch
 from torch import nn
-
-from segjax.models.pretrained import write_safetensors  # the project's writer: the format round-trips
 
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "pretrained")
@@ -179,7 +178,7 @@ def main():
     with torch.no_grad():
         for name, net in fixture_networks().items():
             path = os.path.join(FIXTURES, f"{name}_tiny.safetensors")
-            write_safetensors(path, state_arrays(as_float16(net), np.float16))
+            safetensors.numpy.save_file(state_arrays(as_float16(net), np.float16), path)
             if name.startswith("vgg"):
                 levels, _ = net.levels(as_nchw(inputs["vgg"]))
                 reference[f"{name}/fc6"] = net.levels(as_nchw(inputs["vgg_fc6"]))[1].numpy()

@@ -1,5 +1,6 @@
 """Pretrained encoder weights from local files: torchvision state dicts (`.pth`, read with
-`torch.load(weights_only=True)` when PyTorch is installed) and timm `.safetensors` (read with numpy, no torch).
+`torch.load(weights_only=True)` when PyTorch is installed) and timm `.safetensors` (read with the `safetensors`
+package's numpy API, no torch: only the tensors the encoder needs are read).
 
 Which tensors go where follows from the configured encoder:
   - VGG encoder (FCN, SegNet, U-Net, DeconvNet): torchvision's `features.{i}` layout, conv (+ batch norm with
@@ -16,16 +17,17 @@ initialisation; the report says which tensors were loaded and which file tensors
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
-import json
 import os
 import re
+from collections.abc import Mapping
 
 import numpy as np
+import safetensors
 from flax import traverse_util
 
-SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
 _SHOWN = 5  # mismatches named in an error
 
 
@@ -38,54 +40,43 @@ class PretrainedWeightsError(ValueError):
 # --------------------------------------------------------------------------------------------------
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """A `.safetensors` file as name -> numpy array (8-byte header length, JSON header, raw little-endian data);
-    bfloat16 is widened to float32."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 8:
-        raise PretrainedWeightsError(f"{path} is not a safetensors file (too short).")
-    header_size = int.from_bytes(data[:8], "little")
+@contextlib.contextmanager
+def _opened(path: str):
+    """`safe_open(path)` (numpy arrays; the header is parsed and its offsets checked against the file's size, no
+    tensor is read), with the package's errors as one-line PretrainedWeightsErrors naming the file."""
     try:
-        header = json.loads(data[8 : 8 + header_size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PretrainedWeightsError(f"{path} is not a safetensors file (its header does not parse: {e}).") from None
-    body = memoryview(data)[8 + header_size :]
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = entry["data_offsets"]
-        raw = body[start:end]
-        if entry["dtype"] == "BF16":
-            bits = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
-            array = bits.view(np.float32)
-        elif entry["dtype"] in SAFETENSORS_DTYPES:
-            array = np.frombuffer(raw, np.dtype(SAFETENSORS_DTYPES[entry["dtype"]]).newbyteorder("<"))
-        else:
-            raise PretrainedWeightsError(f"{path}: tensor {name} has dtype {entry['dtype']}, which segjax cannot read.")
-        tensors[name] = array.reshape(tuple(entry["shape"]))
-    return tensors
+        with safetensors.safe_open(path, framework="np") as f:
+            yield f
+    except safetensors.SafetensorError as e:
+        raise PretrainedWeightsError(f"{path} is not a readable safetensors file ({e}).") from None
 
 
-def write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
-    """Writes float32/float16/int arrays as a `.safetensors` file (the format `read_safetensors` reads)."""
-    codes = {np.dtype(v): k for k, v in SAFETENSORS_DTYPES.items()}
-    header, offset, blobs = {}, 0, []
-    for name, array in tensors.items():
-        array = np.asarray(array)
-        blob = array.astype(array.dtype.newbyteorder("<")).tobytes()
-        header[name] = {
-            "dtype": codes[array.dtype],
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + len(blob)],
-        }
-        offset += len(blob)
-        blobs.append(blob)
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as f:
-        f.write(len(encoded).to_bytes(8, "little") + encoded + b"".join(blobs))
+class SafetensorsTensors(Mapping):
+    """The tensors of a `.safetensors` file by name, each read from the file (memory-mapped) only when asked for,
+    so loading an encoder reads the encoder's tensors and not the rest (a classifier, a decoder). Arrays keep the
+    file's dtype: bfloat16 arrives as `ml_dtypes.bfloat16` (the loader converts every tensor to float32)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        with _opened(path) as f:
+            self._names = tuple(f.offset_keys())  # in the order of the data (a torch state dict's, as written)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        with _opened(self.path) as f:
+            return f.get_tensor(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Every tensor of a `.safetensors` file as name -> numpy array in the file's dtype (see SafetensorsTensors)."""
+    return dict(SafetensorsTensors(path))
 
 
 def _read_torch(path: str) -> dict[str, np.ndarray]:
@@ -107,12 +98,12 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
     return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-    """The tensors of a `.safetensors` or PyTorch (`.pth`, `.pt`, `.bin`) file, by name."""
+def read_state_dict(path: str) -> Mapping[str, np.ndarray]:
+    """The tensors of a `.safetensors` (read lazily) or PyTorch (`.pth`, `.pt`, `.bin`; read whole) file, by name."""
     if not os.path.isfile(path):
         raise PretrainedWeightsError(f"model.encoder_weights: no file {path!r}; give the path of a local weights file.")
     if path.endswith(".safetensors"):
-        return read_safetensors(path)
+        return SafetensorsTensors(path)
     return _read_torch(path)
 
 
@@ -310,9 +301,10 @@ def load_encoder_weights(path: str, model, variables) -> LoadedWeights:
         if any(n not in state for n in source.also):
             missing.extend(f"{n} (for {'/'.join(source.path)})" for n in source.also if n not in state)
             continue
-        array = source.transform(*(np.asarray(state[n], np.float32) for n in (name, *source.also)))
+        tensors = [np.asarray(state[n], np.float32) for n in (name, *source.also)]  # bfloat16 too
+        array = source.transform(*tensors)
         if tuple(array.shape) != expected:
-            mismatched.append(f"{name} {tuple(state[name].shape)} -> {'/'.join(source.path)} needs {expected}")
+            mismatched.append(f"{name} {tuple(tensors[0].shape)} -> {'/'.join(source.path)} needs {expected}")
             continue
         arrays.setdefault(source.collection, {})[source.path] = array.astype(np.float32)
         used.update((name, *source.also))
