@@ -146,6 +146,33 @@ def restore(workdir: str, step="latest", config=None) -> tuple[Task, steps.Train
     return task, state, resolved
 
 
+def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpointer, steps.TrainState, dict | None]:
+    """Opens the run in task.workdir for training: (its checkpointer, the host state to continue from, that state's
+    validation scores or None). The state is the latest checkpoint's, or fresh (`initial_weights`) when there is
+    none; weights that do not fit are refused before anything is written. Process 0 (`primary`) writes the config,
+    with a warning naming what changed since the run started."""
+    workdir = task.workdir
+    latest = None
+    if os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+        reader = checkpoint_lib.Checkpointer(workdir, read_only=True)
+        latest = reader.latest_step()
+        reader.close()
+    weights = initial_weights(task) if latest is None else None
+    os.makedirs(workdir, exist_ok=True)
+    if primary and os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+        changed = changes_since_start(task.config, workdir)
+        if changed:
+            log.warning("The config differs from the one this workdir was started with:\n  %s", "\n  ".join(changed))
+    if primary:
+        save_config(task.config, workdir)
+    checkpoints = task.checkpointer()
+    if latest is None:
+        return checkpoints, task.fresh_state(weights), None
+    state, meta = checkpoints.restore(latest, task.abstract_state())
+    log.info("Resuming from the checkpoint of step %d in %s", latest, checkpoints.directory)
+    return checkpoints, state, meta.get("scores")
+
+
 def initial_weights(task: Task) -> pretrained.LoadedWeights | None:
     """What a fresh run starts from besides its initialisers (None: nothing): model.encoder_weights (a file matched
     to the encoder) or model.init_from (the latest checkpoint of another run, matched by name and shape). Raises a

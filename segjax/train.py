@@ -13,14 +13,12 @@ holds the RNG, per-step keys are derived from (rng, step), and the data loader r
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import jax
 import ml_collections
 import numpy as np
 
-from segjax import checkpoint as checkpoint_lib
 from segjax import cli, distributed
 from segjax import config as config_lib
 from segjax import data as data_lib
@@ -55,33 +53,14 @@ def train_and_evaluate(
     dp.check_batch_size(config.batch_size, "batch_size")
     schedule = task.learning_rate()
     primary = is_primary()  # process 0 writes the config, logs, metrics and progress; every process checkpoints
-    workdir = task.workdir
-    fresh = not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir))
-    weights = run_lib.initial_weights(task) if fresh else None  # weights that do not fit stop before any write
-    os.makedirs(workdir, exist_ok=True)
-    if os.path.exists(os.path.join(workdir, run_lib.CONFIG_FILE)):
-        changed = run_lib.changes_since_start(config, workdir)
-        if changed and primary:
-            log.warning("The config differs from the one this workdir was started with:\n  %s", "\n  ".join(changed))
-    if primary:
-        run_lib.save_config(config, workdir)
-    else:
+    checkpoints, host_state, scores = run_lib.start_training(task, primary=primary)
+    last_saved = checkpoints.latest_step()
+    if not primary:
         print(
             f"segjax-train: process {jax.process_index()} of {jax.process_count()} joined; process 0 writes the "
             "logs, metrics and reports.",
             file=sys.stderr,
         )
-
-    # State: fresh or restored.
-    checkpoints = task.checkpointer()
-    last_saved = checkpoints.latest_step()
-    scores = None
-    if last_saved is None:
-        host_state = task.fresh_state(weights)
-    else:
-        host_state, meta = checkpoints.restore(last_saved, task.abstract_state())
-        scores = meta.get("scores")
-        log.info("Resuming from the checkpoint of step %d in %s", last_saved, checkpoints.directory)
     start_step = int(host_state.step)
     num_steps = config.num_train_steps
     if start_step >= num_steps:
