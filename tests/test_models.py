@@ -269,13 +269,30 @@ def test_grid_real_runs_finite_gradients(name, method):
         (dict(name="unet", dropout=1.5), "dropout"),
         (dict(name="segnet", skips=False), "only U-Net's skip connections"),
         (dict(name="unet", upsample={"method": "cubic"}), "cubic"),
-        (dict(name="segnet", upsample={"method": "nearest", "kernel_size": 3}), "kernel_size=3"),
+        (dict(name="segnet", upsample={"method": "nearest", "kernel_size": 0}), "kernel_size must be a positive"),
         (dict(name="segnet", upsample={"method": "resize_conv", "init": "icnr"}), "init='icnr'"),
     ],
 )
 def test_config_errors(cfg, match):
     with pytest.raises(ValueError, match=match):
         models.create_model(cfg, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("base_width,depth", [(4, 2), (8, 3)])
+def test_a_2x2_projection_before_bilinear_matches_the_2x2_transposed_convolutions_parameters(base_width, depth):
+    """The compute-matched arm of the ablation: parameter-free upsampling whose channel projection is 2x2 has the
+    parameters of U-Net's own 2x2 up-convolution (4 Cin Cout + Cout per step); the default 1x1 has a quarter."""
+
+    def count(**upsample):
+        config = dict(name="unet", base_width=base_width, depth=depth, norm="none", upsample=upsample)
+        model = models.create_model(config, NUM_CLASSES)
+        params = model.init(rkey(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+        return sum(x.size for x in jax.tree.leaves(params))
+
+    matched = count(method="bilinear", kernel_size=2)
+    assert matched == count(method="transposed", kernel_size=2)
+    weights = sum(base_width * 2 ** (i + 1) * base_width * 2**i for i in range(depth))  # Cin x Cout per step
+    assert matched - count(method="bilinear") == 3 * weights
 
 
 def test_default_config_builds_the_small_unet():

@@ -105,7 +105,6 @@ def test_icnr_pixel_shuffle_has_no_checkerboard_at_init():
     "spec, module, call, match",
     [
         (dict(method="deconv"), {}, {}, "Unknown upsampling method"),
-        (dict(method="nearest", kernel_size=3), {}, {}, "kernel_size=3 has no effect"),
         (dict(method="transposed", kernel_size=0), {}, {}, "kernel_size must be a positive int"),
         (dict(method="resize_conv", init="icnr"), {}, {}, "init='icnr' is not valid"),
         (dict(method="resize_conv", resize="cubic"), {}, {}, "resize"),

@@ -255,8 +255,8 @@ class UpStep(nn.Module):
 
     Learned methods (transposed, resize_conv, pixel_shuffle) change the channel count themselves.
     Parameter-free methods (nearest, bilinear, bed_of_nails, max_unpool) keep it, so when `features`
-    differs from the input channels a 1x1 convolution (named 'project') maps the channels first, at the
-    low resolution where it is cheapest. Everything around the step is the same for every method, so two
+    differs from the input channels a convolution (named 'project'; 1x1 unless spec.kernel_size says otherwise)
+    maps the channels first, at the low resolution where it is cheapest. Everything around the step is the same for every method, so two
     ablation arms differ only in the operator (plus that projection for parameter-free operators).
     max_unpool's `indices` must come from `max_pool` of a map of size `output_size` (not checked).
     """
@@ -273,7 +273,8 @@ class UpStep(nn.Module):
             upsample = ops.Upsample(self.spec, self.factor, self.features, self.use_bias, self.dtype, name="upsample")
             return upsample(x, indices, output_size)
         if x.shape[-1] != self.features:
-            x = Conv(self.features, 1, use_bias=self.use_bias, dtype=self.dtype, name="project")(x)
+            kernel = self.spec.kernel_size or 1
+            x = Conv(self.features, kernel, use_bias=self.use_bias, dtype=self.dtype, name="project")(x)
         # The networks' indices come from 2x2 max_pool (non-overlapping cells) of a map of output_size.
         upsample = ops.Upsample(self.spec, self.factor, dtype=self.dtype, assume_in_cell=True, name="upsample")
         return upsample(x, indices, output_size)

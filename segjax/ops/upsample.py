@@ -56,7 +56,9 @@ def default_kernel_size(method: str, factor: int, init: str | None = None) -> in
 @dataclasses.dataclass(frozen=True)
 class UpsampleSpec:
     """Which upsampling operator, validated once: `method` (see METHODS); `kernel_size` of the learned methods (None:
-    `default_kernel_size`); `init` of the transposed convolution ('default' lecun normal or 'bilinear'), of pixel
+    `default_kernel_size`), or for a parameter-free method the kernel of the convolution that maps its channels in a
+    network (`segjax.models.layers.UpStep`; None: 1x1; 2x2 before a 2x bilinear upsampling has the parameters of a
+    2x2 transposed convolution, for compute-matched ablations); `init` of the transposed convolution ('default' lecun normal or 'bilinear'), of pixel
     shuffle ('default' or 'icnr') or of resize_conv ('default' or 'delta'), None meaning the first; `resize` before
     resize_conv's convolution ('nearest' or 'bilinear'). Frozen and hashable, so models and steps holding one
     compare equal when their operators do."""
@@ -73,11 +75,6 @@ class UpsampleSpec:
             valid = f"one of {inits}" if inits else "None (this method has no init choice)"
             raise ValueError(f"upsample.init={self.init!r} is not valid for method {method!r}; use {valid}.")
         if self.kernel_size is not None:
-            if method not in PARAMETRIC_METHODS:
-                raise ValueError(
-                    f"upsample.kernel_size={self.kernel_size} has no effect with the parameter-free method "
-                    f"{method!r}; set it to None, or use one of {', '.join(PARAMETRIC_METHODS)}."
-                )
             if not isinstance(self.kernel_size, int) or isinstance(self.kernel_size, bool) or self.kernel_size < 1:
                 raise ValueError(f"upsample.kernel_size must be a positive int or None, got {self.kernel_size!r}.")
         if self.resize not in RESIZES:
