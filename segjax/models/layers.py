@@ -253,12 +253,12 @@ class UpStep(nn.Module):
     """One decoder upsampling step by `factor` to `features` channels with the operator `spec` describes (see
     `segjax.ops.Upsample`).
 
-    Learned methods (transposed, resize_conv, pixel_shuffle) change the channel count themselves.
-    Parameter-free methods (nearest, bilinear, bed_of_nails, max_unpool) keep it, so when `features`
-    differs from the input channels a convolution (named 'project'; 1x1 unless spec.kernel_size says otherwise)
-    maps the channels first, at the low resolution where it is cheapest. Everything around the step is the same for every method, so two
-    ablation arms differ only in the operator (plus that projection for parameter-free operators).
-    max_unpool's `indices` must come from `max_pool` of a map of size `output_size` (not checked).
+    Learned methods (transposed, resize_conv, pixel_shuffle) change the channel count themselves. Parameter-free methods
+    (nearest, bilinear, bed_of_nails, max_unpool) keep it, so when `features` differs from the input channels a
+    convolution (named 'project'; 1x1 unless spec.kernel_size says otherwise) maps the channels first, at the low
+    resolution where it is cheapest. Everything around the step is the same for every method, so two ablation arms
+    differ only in the operator (plus that projection for parameter-free operators). max_unpool's `indices` must come
+    from `max_pool` of a map of size `output_size` (not checked).
     """
 
     spec: ops.UpsampleSpec

@@ -57,11 +57,11 @@ def default_kernel_size(method: str, factor: int, init: str | None = None) -> in
 class UpsampleSpec:
     """Which upsampling operator, validated once: `method` (see METHODS); `kernel_size` of the learned methods (None:
     `default_kernel_size`), or for a parameter-free method the kernel of the convolution that maps its channels in a
-    network (`segjax.models.layers.UpStep`; None: 1x1; 2x2 before a 2x bilinear upsampling has the parameters of a
-    2x2 transposed convolution, for compute-matched ablations); `init` of the transposed convolution ('default' lecun normal or 'bilinear'), of pixel
-    shuffle ('default' or 'icnr') or of resize_conv ('default' or 'delta'), None meaning the first; `resize` before
-    resize_conv's convolution ('nearest' or 'bilinear'). Frozen and hashable, so models and steps holding one
-    compare equal when their operators do."""
+    network (`segjax.models.layers.UpStep`; None: 1x1; 2x2 before a 2x bilinear upsampling has the parameters of a 2x2
+    transposed convolution, for compute-matched ablations); `init` of the transposed convolution ('default' lecun normal
+    or 'bilinear'), of pixel shuffle ('default' or 'icnr') or of resize_conv ('default' or 'delta'), None meaning the
+    first; `resize` before resize_conv's convolution ('nearest' or 'bilinear'). Frozen and hashable, so models and steps
+    holding one compare equal when their operators do."""
 
     method: str = "transposed"
     kernel_size: int | None = None
