@@ -82,6 +82,81 @@ CITYSCAPES_CLASSES = (
     "bicycle",
 )
 
+# PASCAL VOC 2012's 20 object classes and background, in its palette-index order (VOCdevkit's VOCinit.m).
+VOC_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+
+# ADE20K SceneParsing's 150 classes (ADEChallengeData2016 objectInfo150.txt, first name of each; mmsegmentation's
+# order): annotation value v is class v - 1, value 0 ("other") is unlabelled.
+ADE20K_CLASSES = tuple(
+    """wall|building|sky|floor|tree|ceiling|road|bed|windowpane|grass|cabinet|sidewalk|person|earth|door|table|
+    mountain|plant|curtain|chair|car|water|painting|sofa|shelf|house|sea|mirror|rug|field|armchair|seat|fence|desk|
+    rock|wardrobe|lamp|bathtub|railing|cushion|base|box|column|signboard|chest of drawers|counter|sand|sink|
+    skyscraper|fireplace|refrigerator|grandstand|path|stairs|runway|case|pool table|pillow|screen door|stairway|river|
+    bridge|bookcase|blind|coffee table|toilet|flower|book|hill|bench|countertop|stove|palm|kitchen island|computer|
+    swivel chair|boat|bar|arcade machine|hovel|bus|towel|light|truck|tower|chandelier|awning|streetlight|booth|
+    television receiver|airplane|dirt track|apparel|pole|land|bannister|escalator|ottoman|bottle|buffet|poster|stage|
+    van|ship|fountain|conveyer belt|canopy|washer|plaything|swimming pool|stool|barrel|basket|waterfall|tent|bag|
+    minibike|cradle|oven|ball|food|step|tank|trade name|microwave|pot|animal|bicycle|lake|dishwasher|screen|blanket|
+    sculpture|hood|sconce|vase|traffic light|tray|ashcan|fan|pier|crt screen|plate|monitor|bulletin board|shower|
+    radiator|glass|clock|flag""".replace("\n", "")
+    .replace("    ", "")
+    .split("|")
+)
+
+# CamVid's 11-class protocol (Sturgess et al., BMVC 2009; the classes SegNet reports): each of the 11 classes with the
+# official 32-class names it groups (names as in CamVid's label_colors.txt). "Void" is ignored.
+CAMVID_GROUPS = {
+    "Sky": ("Sky",),
+    "Building": ("Building", "Wall", "Tunnel", "Archway", "Bridge"),
+    "Pole": ("Column_Pole", "TrafficCone"),
+    "Road": ("Road", "LaneMkgsDriv", "LaneMkgsNonDriv"),
+    "Sidewalk": ("Sidewalk", "ParkingBlock", "RoadShoulder"),
+    "Tree": ("Tree", "VegetationMisc"),
+    "SignSymbol": ("SignSymbol", "Misc_Text", "TrafficLight"),
+    "Fence": ("Fence",),
+    "Car": ("Car", "SUVPickupTruck", "Truck_Bus", "Train", "OtherMoving"),
+    "Pedestrian": ("Pedestrian", "Child", "CartLuggagePram", "Animal"),
+    "Bicyclist": ("Bicyclist", "MotorcycleScooter"),
+}
+CAMVID_CLASSES = tuple(CAMVID_GROUPS)
+CAMVID_VOID = ("Void",)
+# Each class drawn in the official colour of its namesake 32-class label (label_colors.txt).
+CAMVID_COLOURS = (
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (0, 0, 192),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+)
+
 CATALOG: dict[str, DatasetSpec] = {
     # Trimaps: 1 = pet, 2 = background, 3 = border ("not classified"), which is ignored as in the paper's
     # evaluation. TFDS has only train and test splits.
