@@ -1,15 +1,19 @@
 """Encoder-decoder segmentation networks whose upsampling operator is a config choice.
 
-`create_model(model_config, num_classes)` builds FCN-32s/16s/8s, SegNet, U-Net, DeconvNet or the networks of SegNet's
-decoder study (SegNet-Basic, FCN-Basic, FCN-Basic-NoAddition, Bilinear-Interpolation) from the
-model section of a config (see `default_model_config`); `MODELS` maps the config names to the classes.
+`create_model(spec, num_classes)` builds FCN-32s/16s/8s, SegNet, U-Net, DeconvNet or the networks of SegNet's
+decoder study (SegNet-Basic, FCN-Basic, FCN-Basic-NoAddition, Bilinear-Interpolation) from a `ModelSpec`, the
+model section of a config read once (`ModelSpec.from_config`, see `default_model_config`); `MODELS` maps the config
+names to the classes.
 """
 
+import dataclasses
+
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.models.base import EncoderDecoder
 from segjax.models.basic import BilinearBasic, FCNBasic, FCNBasicNoAddition, SegNetBasic
-from segjax.models.config import PRESET_NAMES, PRESETS, default_model_config, resolve
+from segjax.models.config import PRESET_NAMES, PRESETS, ModelSpec, default_model_config
 from segjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from segjax.models.layers import Conv, NormFactory, conv2d
 from segjax.models.segnet import DeconvNet, SegNet
@@ -29,20 +33,33 @@ MODELS = {
 }
 
 
-def create_model(model_config, num_classes: int, *, axis_name: str | None = None, dtype=jnp.float32) -> EncoderDecoder:
-    """The network named by `model_config.name`, with the config's preset, widths, norm, dropout and
-    upsampling operator. Raises a ValueError for unknown values or a model/operator pair that cannot work.
+def create_model(
+    model: ModelSpec | ml_collections.ConfigDict | dict, num_classes: int, *, dtype=jnp.float32
+) -> EncoderDecoder:
+    """The network a `ModelSpec` describes (or a model config section, read by `ModelSpec.from_config`), with
+    `num_classes` outputs. Raises a ValueError for unknown values or a model/operator pair that cannot work.
 
-    `axis_name`: batch-norm statistics are averaged over this pmap / shard_map axis.
-    `dtype`: computation dtype (parameters stay float32; logits are returned as float32).
+    The network is plain: batch norm uses this device's statistics; the steps that run it under a data-parallel
+    axis bind that axis (`with_axis_name`). `dtype`: computation dtype (parameters stay float32; logits are
+    returned as float32).
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-    resolved = resolve(model_config)
-    kwargs = dict(resolved.kwargs, norm=NormFactory(resolved.kwargs["norm"], axis_name, dtype))
-    model = MODELS[resolved.name](num_classes=num_classes, dtype=dtype, **kwargs)
-    model.check()
-    return model
+    spec = model if isinstance(model, ModelSpec) else ModelSpec.from_config(model)
+    norm = dataclasses.replace(spec.norm, dtype=dtype)
+    network = MODELS[spec.name](num_classes=num_classes, norm=norm, dtype=dtype, **spec.module_arguments())
+    network.check()
+    return network
+
+
+def with_axis_name(model, axis_name: str | None):
+    """`model` with its batch-norm statistics averaged over `axis_name` (a pmap / shard_map axis): flax imagenet's
+    `partial(BatchNorm, axis_name=...)`, bound where a step runs under the axis. Models without a `NormFactory`
+    (and axis_name=None) are returned as they are. Parameters and their names do not change."""
+    norm = getattr(model, "norm", None)
+    if axis_name is None or not isinstance(norm, NormFactory) or norm.axis_name == axis_name:
+        return model
+    return model.clone(norm=dataclasses.replace(norm, axis_name=axis_name))
 
 
 __all__ = [
@@ -59,10 +76,12 @@ __all__ = [
     "FCN8s",
     "FCN16s",
     "FCN32s",
+    "ModelSpec",
     "SegNet",
     "SegNetBasic",
     "UNet",
     "conv2d",
     "create_model",
+    "with_axis_name",
     "default_model_config",
 ]

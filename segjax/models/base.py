@@ -42,7 +42,7 @@ class EncoderDecoder(nn.Module):
 
     def check(self):
         """Raises a ValueError naming the model and what works, for a choice this network cannot use (the specs
-        validate themselves)."""
+        validate themselves); `create_model` runs it once, when the network is built."""
         name = type(self).__name__
         method = self.upsample.method
         reasons = type(self).unsupported_methods or {}
@@ -58,6 +58,10 @@ class EncoderDecoder(nn.Module):
             raise ValueError(
                 f"model {name}: output_stride={self.output_stride} is not valid; use 32, or 16 / 8 with encoder "
                 "'resnet50' (the VGG encoder's is 32)."
+            )
+        if self.encoder == "resnet50" and not self.norm.normalises:
+            raise ValueError(
+                f"model {name}: the ResNet-50 encoder needs norm 'batch' or 'group' (its blocks are built around it)."
             )
         if self.num_classes < 1:
             raise ValueError(f"model {name}: num_classes must be >= 1, got {self.num_classes}.")
@@ -79,7 +83,6 @@ class EncoderDecoder(nn.Module):
     def __call__(self, images, train: bool = False):
         if images.ndim != 4:
             raise ValueError(f"{type(self).__name__} expects images (N, H, W, C), got shape {images.shape}.")
-        self.check()
         x, (h, w) = pad_to_multiple(jnp.asarray(images, self.dtype), self.stride)
         logits = self.network(x, train)
         return logits[:, :h, :w, :].astype(jnp.float32)

@@ -1,5 +1,5 @@
-"""The model section of a config: its defaults, the width/depth presets of each network, and the
-resolution of a config into the arguments of a model class (with clear errors for bad values)."""
+"""The model section of a config: its defaults, the width/depth presets of each network, and `ModelSpec`, the section
+read once into the arguments of a model class (with clear errors for bad values)."""
 
 import dataclasses
 
@@ -7,7 +7,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from segjax import ops
-from segjax.models.layers import NORMS
+from segjax.models.layers import NormFactory
 
 FAMILIES = {
     "fcn32s": "fcn",
@@ -108,35 +108,10 @@ def default_model_config() -> ml_collections.ConfigDict:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class ResolvedModel:
-    name: str
-    kwargs: dict
-
-
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
-_KNOWN_KEYS = {
-    "name",
-    "preset",
-    "base_width",
-    "depth",
-    "norm",
-    "dropout",
-    "skips",
-    "upsample",
-    "encoder",
-    "output_stride",
-    "encoder_weights",
-    "init_from",
-}
-_KNOWN_UPSAMPLE_KEYS = {"method", "kernel_size", "init", "resize"}
+def _family(name) -> str:
+    if name not in FAMILIES:
+        raise ValueError(f"Unknown model {name!r}; valid: {', '.join(FAMILIES)}.")
+    return FAMILIES[name]
 
 
 def _positive_int(value, what: str, name: str):
@@ -145,88 +120,130 @@ def _positive_int(value, what: str, name: str):
     return value
 
 
-def resolve(model_config) -> ResolvedModel:
-    """Turns a model config (ConfigDict or dict) into (name, keyword arguments of the model class)."""
-    keys = set(model_config.keys())
-    unknown = keys - _KNOWN_KEYS
-    if unknown:
-        raise ValueError(f"Unknown model config keys {sorted(unknown)}; valid: {sorted(_KNOWN_KEYS)}.")
-    name = _get(model_config, "name", "unet")
-    if name not in FAMILIES:
-        raise ValueError(f"Unknown model {name!r}; valid: {', '.join(FAMILIES)}.")
-    family = FAMILIES[name]
-    preset_name = _get(model_config, "preset", "small")
-    if preset_name not in PRESET_NAMES:
-        raise ValueError(f"model {name}: unknown preset {preset_name!r}; valid: {', '.join(PRESET_NAMES)}.")
-    preset = PRESETS[family][preset_name]
-    base_width = _positive_int(_get(model_config, "base_width"), "base_width", name) or preset["base_width"]
-    depth = _positive_int(_get(model_config, "depth"), "depth", name) or preset["depth"]
-    # Which encoder fits which network is the model classes' check (create_model runs it).
-    encoder = _get(model_config, "encoder", "vgg")
-    output_stride = _positive_int(_get(model_config, "output_stride"), "output_stride", name) or 32
-    if encoder == "resnet50":
-        if _get(model_config, "depth") not in (None, 5):
-            raise ValueError(f"model {name}: the ResNet-50 encoder has depth 5 (stride 32); set depth to None.")
-        depth = 5
-    weights = _get(model_config, "encoder_weights")
-    if weights is not None and not isinstance(weights, str):
-        raise ValueError(f"model {name}: encoder_weights must be a file path or None, got {weights!r}.")
-    init_from = _get(model_config, "init_from")
-    if init_from is not None and not isinstance(init_from, str):
-        raise ValueError(f"model {name}: init_from must be a segjax-train workdir or None, got {init_from!r}.")
-    if init_from is not None and weights is not None:
-        raise ValueError(
-            f"model {name}: encoder_weights={weights!r} and init_from={init_from!r} are both set; a run starts from "
-            "one of them: set the other to None."
-        )
-    if family == "fcn" and depth != 5:
-        raise ValueError(
-            f"model {name}: depth is fixed at 5 (the output stride 32 is in the name), got "
-            f"depth={depth}; use unet, segnet or deconvnet for other depths."
-        )
-    norm = _get(model_config, "norm", "batch")
-    if norm not in NORMS:
-        raise ValueError(f"model {name}: unknown norm {norm!r}; valid: {', '.join(NORMS)}.")
-    dropout = _get(model_config, "dropout")
-    if dropout is None:
-        dropout = DEFAULT_DROPOUT[family]
-    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"model {name}: dropout must be a rate in [0, 1) or None, got {dropout!r}.")
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The model section of a config, read once: the network's name and the arguments of its class with every
+    None resolved (the preset's widths and depth, the paper's dropout and decoder), validated here and nowhere else
+    (which operator or encoder a network can use is its class's `check`, run by `create_model`). Frozen and
+    hashable; `from_config` reads a config section, `segjax.models.create_model` builds the network."""
 
-    up = _get(model_config, "upsample") or {}
-    unknown = set(up.keys()) - _KNOWN_UPSAMPLE_KEYS
-    if unknown:
-        raise ValueError(f"Unknown model.upsample keys {sorted(unknown)}; valid: {sorted(_KNOWN_UPSAMPLE_KEYS)}.")
-    method = _get(up, "method") or DEFAULT_METHOD.get(name, DEFAULT_METHOD[family])
-    init = _get(up, "init")
-    if init is None and method == "transposed":
-        init = DEFAULT_TRANSPOSED_INIT.get(name, DEFAULT_TRANSPOSED_INIT[family])
-    try:
-        upsample = ops.UpsampleSpec(method, _get(up, "kernel_size"), init, _get(up, "resize", "nearest"))
-    except ValueError as e:
-        raise ValueError(f"model {name}: {e}") from None
-    convs = preset["convs"]
-    kwargs = dict(
-        base_width=base_width,
-        depth=depth,
-        convs=tuple(convs[i % len(convs)] for i in range(depth)),
-        norm=norm,
-        dropout=float(dropout),
-        upsample=upsample,
-    )
-    kwargs.update(encoder=encoder, output_stride=output_stride)
-    if "fc_width" in preset:
-        kwargs.update(fc_width=preset["fc_width"], fc_kernel=preset["fc_kernel"])
-    skips = _get(model_config, "skips", True)
-    if not isinstance(skips, bool):
-        raise ValueError(f"model {name}: skips must be True or False, got {skips!r}.")
-    if family == "unet":
-        kwargs["skips"] = skips
-    elif not skips:
-        raise ValueError(
-            f"model {name}: only U-Net's skip connections can be switched off (skips=False); FCN's skips are "
-            "chosen by its name (fcn32s has none), SegNet and DeconvNet pass pooling indices, not features."
+    name: str
+    base_width: int
+    depth: int
+    convs: tuple[int, ...]  # 3x3 convolutions of each encoder level (len == depth)
+    norm: NormFactory  # its kind only: create_model sets the dtype, the steps the data-parallel axis
+    dropout: float
+    upsample: ops.UpsampleSpec
+    encoder: str = "vgg"
+    output_stride: int = 32
+    skips: bool = True
+    fc_width: int | None = None  # networks with VGG's fully connected layers as convolutions
+    fc_kernel: int | None = None
+    encoder_weights: str | None = None  # what a fresh run starts from (segjax.run.initial_weights)
+    init_from: str | None = None
+
+    def __post_init__(self):
+        name, family = self.name, _family(self.name)
+        for what in ("base_width", "depth", "output_stride"):
+            _positive_int(getattr(self, what), what, name)
+        if family == "fcn" and self.depth != 5:
+            raise ValueError(
+                f"model {name}: depth is fixed at 5 (the output stride 32 is in the name), got "
+                f"depth={self.depth}; use unet, segnet or deconvnet for other depths."
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"model {name}: dropout must be a rate in [0, 1) or None, got {self.dropout!r}.")
+        if not isinstance(self.skips, bool):
+            raise ValueError(f"model {name}: skips must be True or False, got {self.skips!r}.")
+        if family != "unet" and not self.skips:
+            raise ValueError(
+                f"model {name}: only U-Net's skip connections can be switched off (skips=False); FCN's skips are "
+                "chosen by its name (fcn32s has none), SegNet and DeconvNet pass pooling indices, not features."
+            )
+        if self.encoder_weights is not None and not isinstance(self.encoder_weights, str):
+            raise ValueError(
+                f"model {name}: encoder_weights must be a file path or None, got {self.encoder_weights!r}."
+            )
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise ValueError(f"model {name}: init_from must be a segjax-train workdir or None, got {self.init_from!r}.")
+        if self.init_from is not None and self.encoder_weights is not None:
+            raise ValueError(
+                f"model {name}: encoder_weights={self.encoder_weights!r} and init_from={self.init_from!r} are both "
+                "set; a run starts from one of them: set the other to None."
+            )
+        object.__setattr__(self, "dropout", float(self.dropout))
+        object.__setattr__(self, "convs", tuple(self.convs))
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.name]
+
+    @classmethod
+    def from_config(cls, section) -> "ModelSpec":
+        """The spec of a model section (ConfigDict or dict; keys it leaves out take `default_model_config`'s
+        values); ValueError naming an unknown key or a bad value and the valid ones."""
+        defaults = default_model_config().to_dict()
+        values = section.to_dict() if isinstance(section, ml_collections.ConfigDict) else dict(section)
+        unknown = set(values) - set(defaults)
+        if unknown:
+            raise ValueError(f"Unknown model config keys {sorted(unknown)}; valid: {sorted(defaults)}.")
+        up = dict(values.pop("upsample", None) or {})
+        unknown = set(up) - set(defaults["upsample"])
+        if unknown:
+            raise ValueError(f"Unknown model.upsample keys {sorted(unknown)}; valid: {sorted(defaults['upsample'])}.")
+        c = {**defaults, **values}
+        up = {**defaults["upsample"], **up}
+        name = c["name"]
+        family = _family(name)
+        if c["preset"] not in PRESET_NAMES:
+            raise ValueError(f"model {name}: unknown preset {c['preset']!r}; valid: {', '.join(PRESET_NAMES)}.")
+        preset = PRESETS[family][c["preset"]]
+        depth = _positive_int(c["depth"], "depth", name) or preset["depth"]
+        if c["encoder"] == "resnet50":
+            if c["depth"] not in (None, 5):
+                raise ValueError(f"model {name}: the ResNet-50 encoder has depth 5 (stride 32); set depth to None.")
+            depth = 5
+        method = up["method"] or DEFAULT_METHOD.get(name, DEFAULT_METHOD[family])
+        init = up["init"]
+        if init is None and method == "transposed":
+            init = DEFAULT_TRANSPOSED_INIT.get(name, DEFAULT_TRANSPOSED_INIT[family])
+        try:  # the specs validate themselves; the message gets the model's name
+            upsample = ops.UpsampleSpec(method, up["kernel_size"], init, up["resize"])
+            norm = NormFactory(c["norm"])
+        except ValueError as e:
+            raise ValueError(f"model {name}: {e}") from None
+        convs = preset["convs"]
+        return cls(
+            name=name,
+            base_width=_positive_int(c["base_width"], "base_width", name) or preset["base_width"],
+            depth=depth,
+            convs=tuple(convs[i % len(convs)] for i in range(depth)),
+            norm=norm,
+            dropout=DEFAULT_DROPOUT[family] if c["dropout"] is None else c["dropout"],
+            upsample=upsample,
+            encoder=c["encoder"],
+            output_stride=_positive_int(c["output_stride"], "output_stride", name) or 32,
+            skips=c["skips"],
+            fc_width=preset.get("fc_width"),
+            fc_kernel=preset.get("fc_kernel"),
+            encoder_weights=c["encoder_weights"],
+            init_from=c["init_from"],
         )
-    if family == "fcn":
-        kwargs.pop("depth")
-    return ResolvedModel(name, kwargs)
+
+    def module_arguments(self) -> dict:
+        """The keyword arguments of the network's class (MODELS[name]), but for num_classes, norm and dtype."""
+        arguments = dict(
+            base_width=self.base_width,
+            convs=self.convs,
+            dropout=self.dropout,
+            upsample=self.upsample,
+            encoder=self.encoder,
+            output_stride=self.output_stride,
+        )
+        if self.family != "fcn":  # FCN's depth is fixed by its class
+            arguments["depth"] = self.depth
+        if self.fc_width is not None:
+            arguments.update(fc_width=self.fc_width, fc_kernel=self.fc_kernel)
+        if self.family == "unet":
+            arguments["skips"] = self.skips
+        return arguments

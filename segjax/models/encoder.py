@@ -143,7 +143,7 @@ class ResNet50Encoder(nn.Module):
     then layer1..layer4 ('layer{i}_{j}' bottlenecks: strides 4, 8, 16, 32). `width` is the stem's channels (64 in
     ResNet-50; a smaller width gives the same layout, narrower). `output_stride` 16 or 8 dilates layer4, or layer3
     and layer4, instead of striding (torchvision's replace_stride_with_dilation). Returns five `EncoderLevel`s: the
-    stem's features (stride 2) and each layer's output. Needs batch or group norm."""
+    stem's features (stride 2) and each layer's output. Needs batch or group norm (`EncoderDecoder.check`)."""
 
     width: int = 64
     norm: NormFactory = NormFactory()
@@ -152,10 +152,6 @@ class ResNet50Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool) -> tuple[EncoderLevel, ...]:
-        if self.output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f"ResNet-50 output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}.")
-        if not self.norm.normalises:
-            raise ValueError("The ResNet-50 encoder needs norm 'batch' or 'group' (its blocks are built around it).")
         x = TorchConv(self.width, 7, 2, 3, dtype=self.dtype, name="conv1")(x)
         x = nn.relu(self.norm(name="bn1")(x, train))
         levels = [EncoderLevel(x, 2)]

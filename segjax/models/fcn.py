@@ -47,8 +47,6 @@ class FCN(EncoderDecoder):
 
     @nn.compact
     def network(self, x, train: bool):
-        if self.depth != 5:
-            raise ValueError(f"{type(self).__name__}: depth is fixed at 5 (output stride 32), got {self.depth}.")
         levels = self.encoder_module(
             widths=tuple(self.width(level) for level in range(5)),
             convs=tuple(self.level_convs(level) for level in range(5)),
