@@ -1,7 +1,8 @@
 """Datasets and the input pipeline: the embedded synthetic dataset, real TFDS datasets, your own folders.
 
-    info = get_dataset_info(config.data)
-    batches = make_loader(config.data, global_batch_size=16, train=True, seed=0)
+    data = DataSpec.from_config(config.data)  # the section read once (segjax.task.Task does this)
+    info = get_dataset_info(data)
+    batches = make_loader(data, global_batch_size=16, train=True, seed=0)
 
 Importing this package registers the TFDS builders `segjax_shapes` and `segjax_folder`.
 """
@@ -10,6 +11,7 @@ from segjax.data.catalog import CATALOG, DatasetSpec, label_lut
 from segjax.data.folder import SegjaxFolder, check_folder, folder_config
 from segjax.data.pipeline import (
     DatasetInfo,
+    DataSpec,
     default_data_config,
     get_dataset_info,
     image_sizes,
@@ -22,6 +24,7 @@ from segjax.data.transforms import as_size
 __all__ = [
     "CATALOG",
     "CLASS_NAMES",
+    "DataSpec",
     "DatasetInfo",
     "DatasetSpec",
     "SegjaxFolder",

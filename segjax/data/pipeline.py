@@ -75,21 +75,134 @@ class DatasetInfo:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Resolved:
-    """Everything the loader needs, derived from a data config once."""
+class DataSpec:
+    """The data section of a config, read once (by `segjax.task.Task`) and validated: the dataset (its TFDS builder,
+    prepared for segjax's own datasets), splits, label lookup table, sizes, augmentation, normalisation and reader
+    settings, every None replaced by the dataset's own choice. Frozen and hashable (the builder and the catalog
+    entry, which follow from the rest, are left out of comparisons); the loader functions take it whole."""
 
-    name: str
-    builder: Any
-    spec: catalog.DatasetSpec
-    lut: np.ndarray
+    name: str  # as in the config: 'embedded', 'folder', 'segjax_shapes/64', a catalog name
+    data_dir: str | None
+    train_split: str
+    eval_split: str
+    lut: tuple[int, ...]  # raw mask value (0..255) -> class index or ignore_index
     ignore_index: int
-    crop_size: tuple[int, int]
-    eval_size: tuple[int, int]
+    crop_size: tuple[int, int]  # training batches are (B, *crop_size, 3)
+    eval_size: tuple[int, int]  # evaluation batches in 'resize' mode are (B, *eval_size, 3)
+    scale_range: tuple[float, float]
+    hflip: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_workers: int
+    prefetch_batches: int
+    worker_processes: int
+    dataset: catalog.DatasetSpec = dataclasses.field(compare=False)
+    builder: Any = dataclasses.field(compare=False, repr=False)
+
+    def __post_init__(self):
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+
+    @property
+    def tfds_name(self) -> str:
+        return self.dataset.tfds_name
+
+    @classmethod
+    def from_config(cls, section) -> DataSpec:
+        """The spec of a data section (`default_data_config`; keys it leaves out take the defaults); prepares the
+        embedded or folder dataset if needed. ValueError naming a bad value and the fix."""
+        c = _with_defaults(section, default_data_config())
+        name, data_dir, ignore_index = c.name, c.data_dir, int(c.ignore_index)
+        if name == "embedded" or name.startswith("segjax_shapes"):
+            e = c.embedded
+            resolution = int(name.split("/")[1]) if "/" in name else int(e.resolution)
+            config = shapes.shapes_config(resolution, e.num_train, e.num_validation, e.num_test, int(e.seed))
+            registered = {b.name for b in shapes.SegjaxShapes.BUILDER_CONFIGS}  # TFDS wants their names, not copies
+            with without_log_messages("Using custom data configuration"):  # segjax's own builder configs
+                builder = shapes.SegjaxShapes(
+                    config=config.name if config.name in registered else config,
+                    data_dir=data_dir,
+                    file_format="array_record",
+                )
+            folder_lib.prepare_once(builder)  # seconds, offline; a no-op once prepared
+            dataset = catalog.DatasetSpec(
+                tfds_name=f"segjax_shapes/{config.name}",
+                image_key="image",
+                label_key="label",
+                class_names=shapes.CLASS_NAMES,
+                crop_size=(resolution, resolution),
+                scale_range=(1.0, 1.0),
+            )
+        elif name == "folder":
+            f = c.folder
+            num_classes = int(f.num_classes)
+            config = folder_lib.folder_config(f.root, num_classes, ignore_index, bool(c.reduce_zero_label))
+            builder = folder_lib.prepared_builder(config, data_dir)  # follows the folder; raises listing bad files
+            class_names = tuple(f.class_names) or tuple(f"class_{i}" for i in range(num_classes))
+            if len(class_names) != num_classes:
+                raise ValueError(
+                    f"data_config.folder.class_names has {len(class_names)} names but num_classes is {num_classes}"
+                )
+            splits = folder_lib.find_splits(config.root)
+            dataset = catalog.DatasetSpec(
+                tfds_name=f"segjax_folder/{config.name}",
+                image_key="image",
+                label_key="label",
+                class_names=class_names,
+                eval_split="validation" if "validation" in splits else "train",
+            )
+        else:
+            dataset = catalog.get_spec(name)
+            builder = tfds.builder(dataset.tfds_name, data_dir=data_dir, file_format="array_record")
+            if c.download and not builder.is_prepared():
+                _require_tensorflow(dataset.tfds_name)
+                builder.download_and_prepare()
+        reduce_zero_label = dataset.reduce_zero_label if c.reduce_zero_label is None else c.reduce_zero_label
+        lut = catalog.label_lut(dataset.num_classes, ignore_index, dataset.label_map, bool(reduce_zero_label))
+        crop_size = transforms.as_size(dataset.crop_size if c.crop_size is None else c.crop_size)
+        return cls(
+            name=name,
+            data_dir=data_dir,
+            train_split=c.train_split or dataset.train_split,
+            eval_split=c.eval_split or dataset.eval_split,
+            lut=tuple(int(v) for v in lut),
+            ignore_index=ignore_index,
+            crop_size=crop_size,
+            eval_size=crop_size if c.eval_size is None else transforms.as_size(c.eval_size),
+            scale_range=tuple(float(v) for v in (dataset.scale_range if c.scale_range is None else c.scale_range)),
+            hflip=bool(c.hflip),
+            mean=tuple(float(v) for v in c.mean),
+            std=tuple(float(v) for v in c.std),
+            num_workers=int(c.num_workers),
+            prefetch_batches=int(c.prefetch_batches),
+            worker_processes=int(c.worker_processes),
+            dataset=dataset,
+            builder=builder,
+        )
+
+    def eval_transform(self, canvas: tuple[int, int] | None) -> transforms.EvalTransform:
+        """How an evaluation image is prepared: normalised, then padded with zeros to `canvas` at its own size (the
+        label with ignore_index), or with canvas=None fitted into eval_size. segjax-predict prepares images so too."""
+        if canvas is None:
+            return transforms.EvalTransform(self.eval_size, self.mean, self.std, self.ignore_index)
+        return transforms.EvalTransform(transforms.as_size(canvas), self.mean, self.std, self.ignore_index, fit=False)
 
 
-def _cfg(data_config, key, default=None):
-    value = data_config.get(key, default) if hasattr(data_config, "get") else getattr(data_config, key, default)
-    return default if value is None else value
+def _with_defaults(section, defaults: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`section` (ConfigDict or dict) over `defaults`: the keys it leaves out take the default values."""
+    values = section.to_dict() if isinstance(section, ml_collections.ConfigDict) else dict(section)
+    merged = defaults.to_dict()
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return ml_collections.ConfigDict(merged)
+
+
+def as_spec(data) -> DataSpec:
+    """A DataSpec as it is, or a data config section read into one (callers that hold only a config)."""
+    return data if isinstance(data, DataSpec) else DataSpec.from_config(data)
 
 
 def _require_tensorflow(name: str) -> None:
@@ -104,96 +217,31 @@ def _require_tensorflow(name: str) -> None:
         sys.modules["importlib_resources"] = importlib.resources
 
 
-def _resolve(data_config) -> _Resolved:
-    name = _cfg(data_config, "name", "embedded")
-    data_dir = _cfg(data_config, "data_dir")
-    ignore_index = int(_cfg(data_config, "ignore_index", 255))
-    if name == "embedded" or name.startswith("segjax_shapes"):
-        e = _cfg(data_config, "embedded", {})
-        resolution = int(name.split("/")[1]) if "/" in name else int(_cfg(e, "resolution", 64))
-        config = shapes.shapes_config(
-            resolution, _cfg(e, "num_train"), _cfg(e, "num_validation"), _cfg(e, "num_test"), int(_cfg(e, "seed", 0))
-        )
-        registered = {c.name for c in shapes.SegjaxShapes.BUILDER_CONFIGS}  # TFDS wants their names, not copies
-        with without_log_messages("Using custom data configuration"):  # segjax's own builder configs
-            builder = shapes.SegjaxShapes(
-                config=config.name if config.name in registered else config,
-                data_dir=data_dir,
-                file_format="array_record",
-            )
-        folder_lib.prepare_once(builder)  # seconds, offline; a no-op once prepared
-        spec = catalog.DatasetSpec(
-            tfds_name=f"segjax_shapes/{config.name}",
-            image_key="image",
-            label_key="label",
-            class_names=shapes.CLASS_NAMES,
-            crop_size=(resolution, resolution),
-            scale_range=(1.0, 1.0),
-        )
-    elif name == "folder":
-        f = _cfg(data_config, "folder", {})
-        num_classes = int(_cfg(f, "num_classes", 0))
-        config = folder_lib.folder_config(
-            _cfg(f, "root", ""), num_classes, ignore_index, bool(_cfg(data_config, "reduce_zero_label", False))
-        )
-        builder = folder_lib.prepared_builder(config, data_dir)  # follows the folder; raises listing bad files
-        class_names = tuple(_cfg(f, "class_names", ())) or tuple(f"class_{i}" for i in range(num_classes))
-        if len(class_names) != num_classes:
-            raise ValueError(
-                f"data_config.folder.class_names has {len(class_names)} names but num_classes is {num_classes}"
-            )
-        splits = folder_lib.find_splits(config.root)
-        spec = catalog.DatasetSpec(
-            tfds_name=f"segjax_folder/{config.name}",
-            image_key="image",
-            label_key="label",
-            class_names=class_names,
-            eval_split="validation" if "validation" in splits else "train",
-        )
-    else:
-        spec = catalog.get_spec(name)
-        builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
-        if _cfg(data_config, "download", False) and not builder.is_prepared():
-            _require_tensorflow(spec.tfds_name)
-            builder.download_and_prepare()
-    reduce_zero_label = _cfg(data_config, "reduce_zero_label", spec.reduce_zero_label)
-    lut = catalog.label_lut(spec.num_classes, ignore_index, spec.label_map, bool(reduce_zero_label))
-    crop_size = transforms.as_size(_cfg(data_config, "crop_size", spec.crop_size))
-    eval_size = _cfg(data_config, "eval_size")
-    eval_size = crop_size if eval_size is None else transforms.as_size(eval_size)
-    return _Resolved(name, builder, spec, lut, ignore_index, crop_size, eval_size)
-
-
-def _data_source(r: _Resolved, split: str):
+def _data_source(r: DataSpec, split: str):
     try:
         return r.builder.as_data_source(split=split)
     except (AssertionError, FileNotFoundError, ValueError, KeyError) as e:
         available = list(getattr(r.builder.info, "splits", {}) or [])
         raise ValueError(
-            f"cannot read split {split!r} of {r.spec.tfds_name!r} from data_dir {r.builder.data_dir!r} "
+            f"cannot read split {split!r} of {r.tfds_name!r} from data_dir {r.builder.data_dir!r} "
             f"(available splits: {available or 'none prepared'}). For a catalog dataset, prepare it first "
             "(set data_config.download=True; this needs segjax[tf]) or point data_config.data_dir at a prepared "
             f"copy. Cause: {e}"
         ) from e
 
 
-def _splits(data_config, r: _Resolved) -> tuple[str, str]:
-    return (_cfg(data_config, "train_split", r.spec.train_split), _cfg(data_config, "eval_split", r.spec.eval_split))
-
-
-def get_dataset_info(data_config) -> DatasetInfo:
-    """Name, classes, ignore_index and split sizes (prepares the embedded / folder dataset if needed)."""
-    r = _resolve(data_config)
-    train_split, eval_split = _splits(data_config, r)
-    num_examples = {s: len(_data_source(r, s)) for s in dict.fromkeys((train_split, eval_split))}
+def get_dataset_info(data) -> DatasetInfo:
+    """Name, classes, ignore_index and split sizes of a DataSpec (or a data config section)."""
+    r = as_spec(data)
+    num_examples = {s: len(_data_source(r, s)) for s in dict.fromkeys((r.train_split, r.eval_split))}
     return DatasetInfo(
-        name=r.spec.tfds_name,
-        num_classes=r.spec.num_classes,
+        name=r.tfds_name,
+        num_classes=r.dataset.num_classes,
         ignore_index=r.ignore_index,
-        class_names=tuple(r.spec.class_names),
+        class_names=tuple(r.dataset.class_names),
         num_examples=num_examples,
-        train_split=train_split,
-        eval_split=eval_split,
+        train_split=r.train_split,
+        eval_split=r.eval_split,
         crop_size=r.crop_size,
         eval_size=r.eval_size,
     )
@@ -290,14 +338,14 @@ def _process(process_index, process_count) -> tuple[int, int]:
 _IMAGE_SIZES: dict[tuple, np.ndarray] = {}
 
 
-def image_sizes(data_config, split: str) -> np.ndarray:
-    """(n, 2) int array: (height, width) of every image of a split, in order; read once per process (a decoding
-    pass), remembered."""
-    r = _resolve(data_config)
-    key = (r.spec.tfds_name, str(r.builder.data_dir), split)
+def image_sizes(data, split: str) -> np.ndarray:
+    """(n, 2) int array: (height, width) of every image of a split of a DataSpec (or a data config section), in
+    order; read once per process (a decoding pass), remembered."""
+    r = as_spec(data)
+    key = (r.tfds_name, str(r.builder.data_dir), split)
     if key not in _IMAGE_SIZES:
         source = _data_source(r, split)
-        sizes = [np.asarray(source[i][r.spec.image_key]).shape[:2] for i in range(len(source))]
+        sizes = [np.asarray(source[i][r.dataset.image_key]).shape[:2] for i in range(len(source))]
         _IMAGE_SIZES[key] = np.array(sizes, np.int64).reshape(-1, 2)
     return _IMAGE_SIZES[key]
 
@@ -325,7 +373,7 @@ def size_buckets(sizes, multiple: int, max_buckets: int, minimum=(1, 1)) -> list
 
 
 def make_loader(
-    data_config,
+    data,
     split: str | None = None,
     *,
     global_batch_size: int,
@@ -339,6 +387,7 @@ def make_loader(
 ) -> Iterator[dict]:
     """Iterator of numpy batches for this process: {'image': float32 (B, H, W, 3), 'label': int32 (B, H, W)}.
 
+    data: the run's DataSpec (`Task.data`), or a data config section, read into one.
     split=None picks the config's train_split (train=True) or eval_split (train=False).
     train=True: infinite, reshuffled every epoch from `seed`, augmented; starts at batch `start_step`.
     train=False: one pass over every example exactly once, no augmentation; the last batch is padded to full size
@@ -358,34 +407,21 @@ def make_loader(
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     if not 0 <= seed < 2**32 - 2**20:
         raise ValueError(f"seed must lie in [0, 2**32 - 2**20) (grain derives per-epoch seeds), got {seed}")
-    r = _resolve(data_config)
-    train_split, eval_split = _splits(data_config, r)
-    split = split or (train_split if train else eval_split)
+    r = as_spec(data)
+    split = split or (r.train_split if train else r.eval_split)
     source = _data_source(r, split)
     batch = global_batch_size // process_count
-    mean, std = (
-        tuple(_cfg(data_config, "mean", transforms.IMAGENET_MEAN)),
-        tuple(_cfg(data_config, "std", transforms.IMAGENET_STD)),
-    )
-    decode = _Decode(r.spec.image_key, r.spec.label_key, r.spec.label_channel, r.lut)
+    decode = _Decode(r.dataset.image_key, r.dataset.label_key, r.dataset.label_channel, np.asarray(r.lut, np.uint8))
     ds = grain.MapDataset.source(source)
     if train:
-        scale_range = tuple(float(s) for s in _cfg(data_config, "scale_range", r.spec.scale_range))
-        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
-            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
-        augment = transforms.TrainTransform(
-            r.crop_size, scale_range, bool(_cfg(data_config, "hflip", True)), mean, std, r.ignore_index
-        )
+        augment = transforms.TrainTransform(r.crop_size, r.scale_range, r.hflip, r.mean, r.std, r.ignore_index)
         ds = ds.shuffle(seed=seed).repeat(None).map(decode).random_map(augment, seed=seed)
         ds = _process_share(ds, process_index, process_count, batch).batch(batch, drop_remainder=True)
         ds = ds[start_step:]
     else:
         if start_step:
             raise ValueError("start_step applies to training loaders only; evaluation always makes one full pass")
-        if canvas is None:
-            evaluate = transforms.EvalTransform(r.eval_size, mean, std, r.ignore_index)
-        else:
-            evaluate = transforms.EvalTransform(transforms.as_size(canvas), mean, std, r.ignore_index, fit=False)
+        evaluate = r.eval_transform(canvas)
         if examples is not None:
             chosen = np.asarray(examples, np.int64)
             if chosen.size and (chosen.min() < 0 or chosen.max() >= len(ds)):
@@ -396,10 +432,9 @@ def make_loader(
         total = math.ceil(n / global_batch_size) * global_batch_size
         ds = grain.MapDataset.range(total).map(_PadToFullBatches(evaluated, n, r.ignore_index))
         ds = _process_share(ds, process_index, process_count, batch).batch(batch, drop_remainder=True)
-    workers = int(_cfg(data_config, "num_workers", 2))
-    prefetch = int(_cfg(data_config, "prefetch_batches", 8))
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(workers, 0), prefetch_buffer_size=max(prefetch, 1)))
-    processes = int(_cfg(data_config, "worker_processes", 0))
+    options = grain.ReadOptions(num_threads=max(r.num_workers, 0), prefetch_buffer_size=max(r.prefetch_batches, 1))
+    it_ds = ds.to_iter_dataset(options)
+    processes = r.worker_processes
     if processes > 0:
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app use the defaults
             flags.FLAGS.mark_as_parsed()
