@@ -177,13 +177,13 @@ def initial_weights(task: Task) -> pretrained.LoadedWeights | None:
     """What a fresh run starts from besides its initialisers (None: nothing): model.encoder_weights (a file matched
     to the encoder) or model.init_from (the latest checkpoint of another run, matched by name and shape). Raises a
     PretrainedWeightsError (a ValueError) naming what does not fit; logs what was loaded."""
-    model = task.config.model
+    spec = task.model_spec
     abstract = task.abstract_state()
     variables = {"params": abstract.params, "batch_stats": abstract.batch_stats}
-    if model.encoder_weights is not None:
-        weights = pretrained.load_encoder_weights(os.path.expanduser(model.encoder_weights), task.model, variables)
-    elif model.init_from is not None:
-        weights = _weights_of_run(os.path.abspath(os.path.expanduser(model.init_from)), variables)
+    if spec.encoder_weights is not None:
+        weights = pretrained.load_encoder_weights(os.path.expanduser(spec.encoder_weights), task.model, variables)
+    elif spec.init_from is not None:
+        weights = _weights_of_run(os.path.abspath(os.path.expanduser(spec.init_from)), variables)
     else:
         return None
     log.info("%s", weights.summary())

@@ -1,11 +1,12 @@
 """The per-device steps: one training update, the evaluation statistics and the predictions of a batch.
 
 Each sees one device's slice of the global batch and talks to the other devices only through collectives over
-`axis_name` (`psum` of gradients, losses and metric statistics; batch norm averages its statistics over the same
-axis inside the model). They are frozen, hashable dataclasses built from specs, not configs: equal settings give
-equal steps, which `segjax.parallel.DataParallel.wrap` compiles once. With `axis_name=None` the same steps run on
-one device under plain `jit`; wrapped or not they give the same numbers (up to float summation order) because
-`segjax.losses.compute_loss` returns per-device shares of the global loss.
+`axis_name` (`psum` of gradients, losses and metric statistics; the train step binds the same axis to the model's
+batch norm, `segjax.models.with_axis_name`, so its statistics are those of the global batch; inference uses the
+running averages and needs no axis). They are frozen, hashable dataclasses built from specs and a plain model, not
+configs: equal settings give equal steps, which `segjax.parallel.DataParallel.wrap` compiles once. With
+`axis_name=None` the same steps run on one device under plain `jit`; wrapped or not they give the same numbers (up
+to float summation order) because `segjax.losses.compute_loss` returns per-device shares of the global loss.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import optax
 
 from segjax import losses as losses_lib
 from segjax import metrics as metrics_lib
+from segjax import models as models_lib
 from segjax import optim
+from segjax.data.transforms import as_size
 
 
 @flax.struct.dataclass
@@ -79,7 +82,7 @@ class TrainStep:
     and metrics for the global batch: `loss`, `grad_norm`, `confusion` (C, C) int32.
     """
 
-    model: Any  # a flax linen Module (hashable)
+    model: Any  # a plain flax linen Module (hashable); the step binds `axis_name` to its batch norm
     loss: losses_lib.LossSpec  # class weights resolved (`LossSpec.with_class_weights`)
     optimizer: optim.OptimizerSpec
     schedule: optim.ScheduleSpec
@@ -88,6 +91,7 @@ class TrainStep:
 
     def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> tuple[TrainState, dict]:
         tx, _ = optim.create_optimizer(self.optimizer, self.schedule)
+        model = models_lib.with_axis_name(self.model, axis_name)  # batch norm averages over the devices' batch
         step_rng = jax.random.fold_in(state.rng, state.step)
         if axis_name is not None:
             step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
@@ -95,7 +99,7 @@ class TrainStep:
 
         def loss_fn(params):
             variables = _variables(state.replace(params=params))
-            logits, new_variables = self.model.apply(
+            logits, new_variables = model.apply(
                 variables, images, train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"]
             )
             loss = losses_lib.compute_loss(
@@ -162,6 +166,59 @@ class InferenceSpec:
     @property
     def averages(self) -> bool:
         return self.scales != (1.0,) or self.flip
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """The `eval` section of a config, read once (by `segjax.task.Task`) and validated here: how class scores are
+    predicted (`inference`, all the eval and predict steps take, so settings of the loop alone share their
+    compilation) and how evaluation runs over a split: `boundary_tolerance` of boundary F1 in pixels (None:
+    SegNet's 0.75% of the image diagonal), at most `max_batches` batches (None: all), at most `max_buckets` canvas
+    sizes (`segjax.data.size_buckets`), `num_images_to_plot` examples in segjax-eval's figure."""
+
+    inference: InferenceSpec = InferenceSpec()
+    boundary_tolerance: int | None = None
+    max_batches: int | None = None
+    max_buckets: int = 8
+    num_images_to_plot: int = 8
+
+    def __post_init__(self):
+        for key, allow_none in (("max_batches", True), ("max_buckets", False)):
+            value = getattr(self, key)
+            if not (value is None and allow_none) and not _is_int(value, 1):
+                raise ValueError(f"config.eval.{key}={value!r} must be a positive integer.")
+        tolerance = self.boundary_tolerance
+        if tolerance is not None and not _is_int(tolerance, 0):
+            raise ValueError(
+                f"config.eval.boundary_tolerance={tolerance!r} must be a non-negative integer (pixels) "
+                "or None (SegNet's 0.75% of the image diagonal)."
+            )
+        if not _is_int(self.num_images_to_plot, 0):
+            raise ValueError(
+                f"config.eval.num_images_to_plot={self.num_images_to_plot!r} must be a non-negative integer."
+            )
+
+    @classmethod
+    def from_config(cls, section, crop_size: tuple[int, int]) -> EvalSpec:
+        """The spec of an eval section (`segjax.config.default_eval_config`); a sliding window defaults to the
+        training crop `crop_size`, its stride to 2/3 of the window."""
+        window, stride = section.window, section.stride
+        try:
+            window = crop_size if window is None else as_size(window)
+            stride = tuple(max(1, 2 * s // 3) for s in window) if stride is None else as_size(stride)
+        except ValueError:
+            raise ValueError(
+                f"config.eval.window={section.window!r} / eval.stride={section.stride!r}: sliding windows need a "
+                "(height, width) or an int of positive pixels (None: the training crop, 2/3 of the window)."
+            ) from None
+        inference = InferenceSpec(section.mode, window, stride, tuple(section.scales), section.flip)
+        return cls(
+            inference, section.boundary_tolerance, section.max_batches, section.max_buckets, section.num_images_to_plot
+        )
+
+
+def _is_int(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def predict_scores(model, variables, images, spec: InferenceSpec):
