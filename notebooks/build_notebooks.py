@@ -216,8 +216,6 @@ import tempfile
 from experiments import analysis, sweep
 from segjax import data, evaluate, run
 from segjax.files import read_metrics
-from segjax.models import create_model
-from segjax.task import Task
 
 WORKDIR = os.environ.get("SEGJAX_NOTEBOOK_WORKDIR", str(ROOT / "runs" / "quickstart"))
 if SMOKE:
@@ -263,10 +261,10 @@ print(evaluate.per_class_table(report["scores"], info.class_names))""",
     (
         "code",
         """\
-model = create_model(config.model, info.num_classes)  # without the data-parallel axis: outside a wrapped step
-_, variables, _ = analysis.initial_and_trained_variables(Task(config, WORKDIR))
-images, labels = analysis.fixed_batch(config, info.eval_split, 4)
-predictions = np.asarray(model.apply(variables, images, train=False)).argmax(-1)
+task, state, _ = run.restore(WORKDIR)  # the run's Task (its model, specs and wrapped steps) and latest checkpoint
+batch = next(data.make_loader(task.data, info.eval_split, global_batch_size=4, train=False, seed=0))
+images, labels = batch["image"], batch["label"]
+predictions = task.predict(task.layout.replicate(state), images)  # the predict step segjax-eval and -predict use
 
 from experiments.figures import colorize
 
