@@ -34,7 +34,11 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class Task:
-    """The pieces of a run of `config` (see the module docstring); `workdir` is where its checkpoints live."""
+    """The pieces of a run of `config` (see the module docstring); `workdir` is where its checkpoints live.
+
+    The config's sections are read here, once, into frozen specs that the rest of segjax is handed whole:
+    `model_spec`, `data`, `eval`, `optimizer`, `schedule`, `loss`. `model` is the one plain network.
+    """
 
     def __init__(self, config, workdir: str | None = None):
         config_lib.validate(config)
@@ -43,13 +47,13 @@ class Task:
         self.optimizer = optim.OptimizerSpec.from_config(config.optimizer)
         self.schedule = optim.ScheduleSpec.from_config(config)
         self.loss = losses_lib.LossSpec.from_config(config.loss)
+        self.model_spec = models_lib.ModelSpec.from_config(config.model)  # before the dataset is prepared
         self.data = data_lib.DataSpec.from_config(config.data)
         self.info = data_lib.get_dataset_info(self.data)
-        self.eval = steps.EvalSpec.from_config(config.eval, self.info.crop_size)
+        self.eval = steps.EvalSpec.from_config(config.eval, self.data.crop_size)
         self.layout = parallel.data_parallel(config.parallelism, config.num_devices)
         self.layout.check_batch_size(config.eval_batch_size, "eval_batch_size")  # training checks batch_size
         self.dtype = _DTYPES[config.compute_dtype]
-        self.model_spec = models_lib.ModelSpec.from_config(config.model)
         # One plain model: the train step binds the data-parallel axis to its batch norm where it runs under one.
         self.model = models_lib.create_model(self.model_spec, self.num_classes, dtype=self.dtype)
         if self.optimizer.frozen is not None:
