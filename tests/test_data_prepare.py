@@ -11,8 +11,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from segjax.data import catalog, get_dataset_info, prepare
-from segjax.data.pipeline import default_data_config
+from segjax.data import catalog, default_data_config, get_dataset_info, prepare
 from segjax.plots import voc_colours
 
 H, W = 6, 8
