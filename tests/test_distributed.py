@@ -16,43 +16,26 @@ import jax
 import numpy as np
 import pytest
 
-from segjax import config_utils, distributed, evaluate, train
-from segjax.logging_utils import read_metrics
+from segjax import config as config_lib
+from segjax import distributed, evaluate, train
+from segjax.files import read_metrics
 from segjax.task import Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240  # seconds for a launch of both processes (about 15 s on 2 idle cores)
 
 
-def overrides(data_dir) -> list[str]:
-    values = {
-        "data.data_dir": data_dir,
-        "data.embedded.num_train": 16,
-        "data.embedded.num_validation": 6,  # not a multiple of the eval batch: padding across processes
-        "data.embedded.num_test": 4,
-        "data.crop_size": 32,
-        "data.eval_size": 32,
-        "data.num_workers": 1,
-        "model.base_width": 4,
-        "model.depth": 2,
-        "batch_size": 4,
-        "eval_batch_size": 4,
-        "num_train_steps": 4,
-        "schedule.warmup_steps": 1,
-        "log_every_steps": 1,
-        "eval_every_steps": 4,
-        "checkpoint_every_steps": 2,
-        "progress_bar": False,
-        "eval.num_images_to_plot": 2,
-    }
+def overrides(tiny_overrides) -> list[str]:
+    """The tiny config, logging every step, as command-line overrides."""
+    values = {**tiny_overrides(), "log_every_steps": 1}
     return [f"--config.{key}={value}" for key, value in values.items()]
 
 
 def config_of(args: list[str]):
-    config = config_utils.load_config_file(os.path.join(REPO, "configs", "unet.py"))
+    config = config_lib.load_config_file(os.path.join(REPO, "configs", "unet.py"))
     for arg in args:
         key, _, text = arg[len("--config.") :].partition("=")
-        config_utils.override(config, key, text)
+        config_lib.override(config, key, text)
     return config
 
 
@@ -99,9 +82,9 @@ def launch(command: list[str], processes: int = 2, devices_per_process: int = 2,
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_overrides):
     root = tmp_path_factory.mktemp("distributed")
-    args = overrides(str(root / "tfds"))
+    args = overrides(tiny_overrides)
     config = config_of(args)
     single = str(root / "single")
     scores = train.train_and_evaluate(config, single)  # this process: 4 devices; also prepares the dataset

@@ -6,11 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
-from test_data_folder import folder_config, random_label, write_pair
 
 from segjax import data as data_lib
 from segjax import steps
-from segjax.config_utils import load_config_file
+from segjax.config import load_config_file
 from segjax.evaluate import evaluate_split
 from segjax.task import Task
 
@@ -83,15 +82,12 @@ def test_inference_spec_errors(kwargs, match):
 
 
 @pytest.fixture(scope="module")
-def mixed_size_task(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mixed")
-    rng = np.random.default_rng(5)
-    for i in range(4):
-        write_pair(str(root / "data"), "train", f"t{i}", random_label(rng, 80, 96))
-    for i, (h, w) in enumerate(SIZES):
-        write_pair(str(root / "data"), "validation", f"v{i}", random_label(rng, h, w))
+def mixed_size_task(folder_dataset):
+    ds = folder_dataset()
+    ds.write_random("train", [(80, 96)] * 4, seed=5, prefix="t")
+    ds.write_random("validation", SIZES, seed=6, prefix="v")
     config = load_config_file("configs/unet.py")
-    config.data = folder_config(str(root))
+    config.data = ds.config
     config.data.crop_size = 64
     config.data.num_workers = 1
     config.model.base_width, config.model.depth = 4, 2

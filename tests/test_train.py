@@ -15,52 +15,21 @@ import pytest
 from PIL import Image
 
 from segjax import checkpoint as checkpoint_lib
-from segjax import config_utils, evaluate, predict, train
+from segjax import config as config_lib
 from segjax import data as data_lib
-from segjax.config_utils import load_sibling
-from segjax.logging_utils import read_metrics
+from segjax import evaluate, predict, train
+from segjax import run as run_lib
+from segjax.files import read_metrics
 from segjax.models import pretrained
 from segjax.task import Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(data_dir, file_name="unet.py", arg=None):
-    """A family config from configs/ shrunk to run in seconds: 32x32 crops of a few images, 4-wide nets."""
-    module = load_sibling(os.path.join(REPO, "configs", file_name), file_name[:-3])
-    config = module.get_config(arg) if arg is not None else module.get_config()
-    config.data.data_dir = str(data_dir)
-    config.data.embedded.num_train = 16
-    config.data.embedded.num_validation = 6  # not a multiple of eval_batch_size: exercises padding
-    config.data.embedded.num_test = 4
-    config.data.crop_size = 32
-    config.data.eval_size = 32
-    config.data.num_workers = 1
-    config.data.prefetch_batches = 2
-    config.model.base_width = 4
-    if config.model.name in ("unet", "segnet", "deconvnet"):
-        config.model.depth = 2
-    config.batch_size = 4
-    config.eval_batch_size = 4
-    config.num_train_steps = 4
-    config.schedule.warmup_steps = 1
-    config.log_every_steps = 2
-    config.eval_every_steps = 4
-    config.checkpoint_every_steps = 2
-    config.progress_bar = False
-    config.eval.num_images_to_plot = 2
-    return config
-
-
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("tfds")
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory):
+def uninterrupted(tiny_config, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run") / "uninterrupted")
-    config = tiny_config(data_dir)
+    config = tiny_config()
     scores = train.train_and_evaluate(config, workdir)
     return workdir, config, scores
 
@@ -115,7 +84,7 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(uninterrupted, tmp_pa
     np.testing.assert_array_equal(scores_b["confusion_matrix"], scores_a["confusion_matrix"])
 
 
-def test_runs_that_differ_only_in_their_seed_reuse_the_compiled_programs(uninterrupted, data_dir, tmp_path):
+def test_runs_that_differ_only_in_their_seed_reuse_the_compiled_programs(uninterrupted, tiny_config, tmp_path):
     """The fixture's run compiled the steps of this config; another seed compiles nothing (XLA backend compiles)."""
     _, config, _ = uninterrupted
     compiles = []
@@ -134,14 +103,14 @@ def test_runs_that_differ_only_in_their_seed_reuse_the_compiled_programs(uninter
     assert compiles == [] and 0 <= scores["mean_iou"] <= 1
 
 
-def test_a_bad_model_or_loss_setting_is_refused_before_the_workdir_is_written(data_dir, tmp_path):
+def test_a_bad_model_or_loss_setting_is_refused_before_the_workdir_is_written(tiny_config, tmp_path):
     for key, value, message in [
         ("model.upsample.method", "bogus", "Unknown upsampling method 'bogus'"),
         ("loss.class_weighting", "median", "loss.class_weighting='median' is not valid"),
         ("schedule.warmup_steps", 10, "warmup_steps=10 must be >= 0 and smaller than num_train_steps=4"),
     ]:
-        config = tiny_config(data_dir)
-        config_utils.set_value(config, key, value)
+        config = tiny_config()
+        config_lib.set_value(config, key, value)
         with pytest.raises(ValueError, match=message):
             train.train_and_evaluate(config, str(tmp_path / "run"))
         assert not (tmp_path / "run").exists()
@@ -150,17 +119,18 @@ def test_a_bad_model_or_loss_setting_is_refused_before_the_workdir_is_written(da
 PRETRAINED = os.path.join(REPO, "tests", "fixtures", "pretrained")
 
 
-def pretrained_config(data_dir, weights: str):
+def pretrained_config(tiny_config, weights: str):
     """SegNet with VGG16-BN's layout at 1/16 width (the committed fixture's), starting from `weights`."""
-    config = tiny_config(data_dir, "segnet.py")
+    config = tiny_config("segnet.py")
     config.model.update(preset="paper", depth=None, norm="batch", encoder_weights=os.path.join(PRETRAINED, weights))
     return config
 
 
-def test_a_run_starts_from_the_encoder_weights_file(data_dir, tmp_path, caplog):
-    config = pretrained_config(data_dir, "vgg16_bn_tiny.safetensors")
-    with caplog.at_level(logging.INFO, logger="segjax.task"):
-        state = Task(config, str(tmp_path)).fresh_state()
+def test_a_run_starts_from_the_encoder_weights_file(tiny_config, tmp_path, caplog):
+    config = pretrained_config(tiny_config, "vgg16_bn_tiny.safetensors")
+    task = Task(config, str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="segjax.run"):
+        state = task.fresh_state(run_lib.initial_weights(task))
     assert "encoder weights from" in caplog.text and "its tensors not used: classifier.0.weight" in caplog.text
     tensors = pretrained.read_safetensors(os.path.join(PRETRAINED, "vgg16_bn_tiny.safetensors"))
     np.testing.assert_array_equal(
@@ -177,25 +147,26 @@ def test_a_run_starts_from_the_encoder_weights_file(data_dir, tmp_path, caplog):
     )
 
 
-def test_a_weights_file_that_does_not_fit_stops_the_run_before_anything_is_written(data_dir, tmp_path):
-    config = pretrained_config(data_dir, "resnet50_tiny.safetensors")
+def test_a_weights_file_that_does_not_fit_stops_the_run_before_anything_is_written(tiny_config, tmp_path):
+    config = pretrained_config(tiny_config, "resnet50_tiny.safetensors")
     with pytest.raises(ValueError, match=r"does not fit the configured encoder \(vgg, norm 'batch', base_width 4\)"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 
-def test_a_run_starts_from_another_runs_checkpoint(uninterrupted, data_dir, tmp_path, caplog):
+def test_a_run_starts_from_another_runs_checkpoint(uninterrupted, tiny_config, tmp_path, caplog):
     """model.init_from copies what has the same name and shape (here: all but the transposed convolutions, which the
     bilinear decoder lacks; it has 1x1 projections instead); the rest, the step and the optimizer state are fresh."""
     source, source_config, _ = uninterrupted
     trained, _ = _final_state(source, source_config)
-    config = tiny_config(data_dir)
+    config = tiny_config()
     config.model.upsample.method = "bilinear"
     config.seed = 7
     fresh = Task(config, str(tmp_path)).fresh_state()
     config.model.init_from = source
-    with caplog.at_level(logging.INFO, logger="segjax.task"):
-        state = Task(config, str(tmp_path)).fresh_state()
+    task = Task(config, str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="segjax.run"):
+        state = task.fresh_state(run_lib.initial_weights(task))
     assert f"weights of the run {source} (step 4)" in caplog.text
     assert "its tensors not used: params/up1/upsample/bias, params/up1/upsample/kernel" in caplog.text
     assert "freshly initialised: up1/project/bias, up1/project/kernel, up2/project/bias" in caplog.text
@@ -215,9 +186,9 @@ def test_a_run_starts_from_another_runs_checkpoint(uninterrupted, data_dir, tmp_
     assert not np.array_equal(after.params["encoder"]["block1"]["conv0"]["kernel"], start)
 
 
-def test_an_init_from_that_does_not_fit_stops_the_run_before_anything_is_written(uninterrupted, data_dir, tmp_path):
+def test_an_init_from_that_does_not_fit_stops_the_run_before_anything_is_written(uninterrupted, tiny_config, tmp_path):
     source, _, _ = uninterrupted
-    config = tiny_config(data_dir)
+    config = tiny_config()
     config.model.base_width = 8  # every shape differs
     config.model.init_from = source
     with pytest.raises(ValueError, match=r"model.init_from .* \(step 4\) does not hold the configured encoder: 30 "):
@@ -231,8 +202,8 @@ def test_an_init_from_that_does_not_fit_stops_the_run_before_anything_is_written
     assert not (tmp_path / "run").exists()
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
-    config = tiny_config(data_dir)  # the same config as the runs above: their compiled step is reused
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config()  # the same config as the runs above: their compiled step is reused
     real_make_loader = data_lib.make_loader
 
     def corrupting_loader(*args, **kwargs):  # labels out of range from the 3rd batch on -> NaN loss (segjax.losses)
@@ -248,8 +219,8 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 
 @pytest.mark.parametrize("interrupt_at, saved", [(1, [1]), (3, [2, 3])])  # before / after the first checkpoint
-def test_ctrl_c_saves_the_last_finished_step(data_dir, tmp_path, monkeypatch, interrupt_at, saved):
-    config = tiny_config(data_dir)  # the same config as the runs above: their compiled step is reused
+def test_ctrl_c_saves_the_last_finished_step(tiny_config, tmp_path, monkeypatch, interrupt_at, saved):
+    config = tiny_config()  # the same config as the runs above: their compiled step is reused
     real_make_loader = data_lib.make_loader
 
     def interrupted_loader(*args, **kwargs):  # Ctrl-C while a training batch is being read
@@ -273,10 +244,10 @@ def test_ctrl_c_saves_the_last_finished_step(data_dir, tmp_path, monkeypatch, in
         ("unet.py", "small", "bfloat16", "pmap"),
     ],
 )
-def test_one_training_step_per_model_family(data_dir, file_name, arg, compute_dtype, parallelism):
+def test_one_training_step_per_model_family(tiny_config, file_name, arg, compute_dtype, parallelism):
     """U-Net is covered by the runs above (float32, sharded); one step of the other families from their own
     configs, and U-Net with bfloat16 activations under the pmap wrapper (parameters stay float32)."""
-    config = tiny_config(data_dir, file_name, arg)
+    config = tiny_config(file_name, arg)
     config.compute_dtype = compute_dtype
     config.parallelism, config.num_devices = parallelism, 2
     task = Task(config)
@@ -328,7 +299,7 @@ def test_eval_command_prints_no_library_warnings(uninterrupted, capsys, caplog):
 
 def _eval_error(workdir, step="latest", config=None, match=""):
     before = _listing(workdir)
-    with pytest.raises(evaluate.EvalError, match=match):
+    with pytest.raises(run_lib.RunError, match=match):
         evaluate.evaluate_checkpoint(workdir, step, config=config, verbose=False)
     assert _listing(workdir) == before, "a failed segjax-eval must not write anything"
 
