@@ -185,15 +185,22 @@ def hypotheses_figure(verdicts: list[dict], report_dir: pathlib.Path) -> list[st
         for r in verdicts
         if r["verdict"] is not None
     ]
-    if not rows:
-        return []
-    figures.contrasts(
+    return figure(
+        figures.contrasts,
         rows,
         report_dir / "hypotheses.png",
+        "hypotheses",
         title="Hypotheses: per-seed differences (dots), mean and 95% t interval; shaded: equivalence margin",
         xlabel="difference in final validation mIoU",
     )
-    return ["![hypotheses](hypotheses.png)", ""]
+
+
+def figure(draw, rows: list[dict], path: pathlib.Path, alt: str, **labels) -> list[str]:
+    """Draw `rows` into `path` with a function of experiments.figures and link it; nothing when there are no rows."""
+    if not rows:
+        return []
+    draw(rows, path, **labels)
+    return [f"![{alt}]({path.name})", ""]
 
 
 def studies_lines(results: Results, report_dir: pathlib.Path) -> list[str]:
@@ -222,22 +229,22 @@ def arms_section(results: Results, report_dir: pathlib.Path) -> list[str]:
     diffs, diff_rows = differences_to_reference(results, reference)
     md += diffs
     fig_rows = final_miou_rows(arms)
-    if fig_rows:
-        figures.dots_with_intervals(
-            fig_rows,
-            report_dir / "final_miou.png",
-            title="Final validation mIoU: seeds (dots), mean and 95% t interval",
-            xlabel="final validation mIoU",
-        )
-        md += ["![final mIoU per arm](final_miou.png)", ""]
-    if diff_rows:
-        figures.contrasts(
-            diff_rows,
-            report_dir / "differences_to_reference.png",
-            title="Final mIoU minus the reference arm's, per seed (dots), mean and 95% t interval",
-            xlabel="difference in final validation mIoU",
-        )
-        md += ["![differences to the reference](differences_to_reference.png)", ""]
+    md += figure(
+        figures.dots_with_intervals,
+        fig_rows,
+        report_dir / "final_miou.png",
+        "final mIoU per arm",
+        title="Final validation mIoU: seeds (dots), mean and 95% t interval",
+        xlabel="final validation mIoU",
+    )
+    md += figure(
+        figures.contrasts,
+        diff_rows,
+        report_dir / "differences_to_reference.png",
+        "differences to the reference",
+        title="Final mIoU minus the reference arm's, per seed (dots), mean and 95% t interval",
+        xlabel="difference in final validation mIoU",
+    )
     curves = mean_curves(arms)
     if curves:
         figures.learning_curves(curves, report_dir / "learning_curves.png", title="Validation mIoU during training")
@@ -367,7 +374,12 @@ def cost_figure(arms: list[dict], fig_rows: list[dict], report_dir: pathlib.Path
     ]
     if len(points) < 2:
         return []
-    figures.miou_against_cost(
-        points, report_dir / "miou_vs_gflops.png", cost="gflops", xlabel="GFLOPs per image (forward)"
+    path = report_dir / "miou_vs_gflops.png"
+    return figure(
+        figures.miou_against_cost,
+        points,
+        path,
+        "mIoU against GFLOPs",
+        cost="gflops",
+        xlabel="GFLOPs per image (forward)",
     )
-    return ["![mIoU against GFLOPs](miou_vs_gflops.png)", ""]

@@ -151,10 +151,15 @@ def skips_section(results) -> str | None:
     return "\n".join(lines)
 
 
-def stride_and_oracle(label: str, arm: dict) -> tuple[int, float]:
-    """FCN's output stride from an arm label ('fcn16s_staged' -> 16) and the arm's share oracle at that stride."""
-    stride = int(label[3:].split("s_")[0])
-    return stride, arm.get(f"oracle_{stride}_mean", math.nan)
+def oracle_rows(found: dict) -> list[tuple[str, dict, int, float]]:
+    """(label, arm, FCN's output stride from the label ('fcn16s_staged' -> 16), the arm's share oracle at that
+    stride) of each finished arm."""
+    rows = []
+    for label, arm in found.items():
+        if arm is not None:
+            stride = int(label[3:].split("s_")[0])
+            rows.append((label, arm, stride, arm.get(f"oracle_{stride}_mean", math.nan)))
+    return rows
 
 
 def fcn_128_section(results) -> str | None:
@@ -183,10 +188,7 @@ def fcn_128_section(results) -> str | None:
         "| variant | stride | val mIoU | share oracle | mIoU / oracle | val boundary F1 | params |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, arm in opened.found.items():
-        if arm is None:
-            continue
-        stride, oracle = stride_and_oracle(label, arm)
+    for label, arm, stride, oracle in oracle_rows(opened.found):
         ratio = arm["final_miou_mean"] / oracle if oracle and not math.isnan(oracle) else math.nan
         lines.append(
             f"| {label} | {stride} | {pm(arm, 'final_miou')} | {oracle:.3f} | {ratio:.2f} | "
@@ -223,13 +225,8 @@ def staged_section(results) -> str | None:
         "| variant | steps (in all) | val mIoU | share oracle | val boundary F1 | params |",
         "|---|---|---|---|---|---|",
     ]
-    for label, arm in opened.found.items():
-        if arm is None:
-            continue
-        _, oracle = stride_and_oracle(label, arm)
+    for label, arm, _, oracle in oracle_rows(opened.found):
         steps = arm["_members"][0]["_tags"].get("steps", "-")
-        lines.append(
-            f"| {label} | {steps} | {pm(arm, 'final_miou')} | {oracle:.3f} | {pm(arm, 'final_boundary_f1')} | "
-            f"{params(arm)} |"
-        )
+        cells = [str(steps), pm(arm, "final_miou"), f"{oracle:.3f}", pm(arm, "final_boundary_f1"), params(arm)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

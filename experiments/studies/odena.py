@@ -38,16 +38,8 @@ CB_NONE = 1e-3
 CB_MARGIN = 0.02  # equivalence margin of checkerboard-score contrasts (the scores of trained networks span 0.01-0.65)
 ODENA_2X2 = ("transposed_k4_default", "transposed_k4_bilinear", "resize_conv_nearest", "resize_conv_nearest_delta")
 ODENA_LABELS = (
-    "transposed_k2_default",
-    "transposed_k3_default",
-    "transposed_k4_default",
-    "transposed_k2_bilinear",
-    "transposed_k3_bilinear",
-    "transposed_k4_bilinear",
-    "pixel_shuffle_default",
-    "pixel_shuffle_icnr",
-    "resize_conv_nearest",
-    "resize_conv_bilinear",
+    *(f"transposed_k{k}_{init}" for init in ("default", "bilinear") for k in (2, 3, 4)),
+    *("pixel_shuffle_default", "pixel_shuffle_icnr", "resize_conv_nearest", "resize_conv_bilinear"),
     "resize_conv_nearest_delta",
 )
 EXPECT_ARTIFACTS = ("transposed_k2_default", "transposed_k3_default", "transposed_k4_default", "pixel_shuffle_default")
