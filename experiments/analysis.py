@@ -225,6 +225,10 @@ def oracle_miou(config, info, strides=ORACLE_STRIDES) -> dict[str, float]:
     return {str(s): float(metrics.compute_scores(c)["mean_iou"]) for s, c in totals.items()}
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# A run's networks: applied in inference mode, restored from its checkpoints, its sample images
+
+
 def apply_inference(model, variables, images):
     return model.apply(variables, images, train=False)
 

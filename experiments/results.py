@@ -317,7 +317,10 @@ def mean_curves(arms: list[dict]) -> dict[str, tuple[list[int], np.ndarray]]:
 @dataclasses.dataclass
 class Results:
     """What a sweep folder holds: the sweeps as declared, the finished runs (rows), the arms aggregated over seeds,
-    the unfinished runs, the benchmarked costs, and the studies' measurements (OUT/studies/<study>.json)."""
+    the unfinished runs, the benchmarked costs, and the studies' measurements (OUT/studies/<study>.json).
+
+    Every study's `sections` receives this object and reads arms (`arm`), runs and measurements (`study`) through
+    it; what else a section will quote about an arm (e.g. whether it trained adequately) belongs here too."""
 
     out: pathlib.Path
     sweeps: list[dict]
