@@ -39,7 +39,7 @@ from experiments import analysis as analysis_lib
 from experiments import layout
 from experiments.definitions import Arm, Sweep
 from experiments.layout import ANALYSIS_FILE, DONE, ERROR_FILE, RUN_FILE, read_json
-from segjax import config_utils
+from segjax.config_utils import load_config_file, set_value
 from segjax.logging_utils import write_json
 from segjax.train import train_and_evaluate
 
@@ -89,14 +89,14 @@ def load_family_config(family: str) -> ml_collections.ConfigDict:
     if not path.exists():
         known = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))
         raise ValueError(f"Unknown config family {family!r}: {path} does not exist. Known families: {known}.")
-    return config_utils.load_config_file(f"{path}{sep}{arg}")
+    return load_config_file(f"{path}{sep}{arg}")
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """Set dotted keys ('model.upsample.method') on a copy of config; unknown keys and wrong types are errors."""
     config = copy.deepcopy(config)
     for key, value in overrides.items():
-        config_utils.set_value(config, key, value)
+        set_value(config, key, value)
     return config
 
 
