@@ -38,8 +38,3 @@ def presets(*studies: str) -> dict:
 
 def _combined(*makers):
     return lambda: [make() for make in makers]
-
-
-def study_of(preset: str) -> str:
-    """The study that declares a preset."""
-    return next(name for name, module in STUDIES.items() if preset in module.PRESETS)
