@@ -1,4 +1,4 @@
-"""Measurements of one finished run (what the report tabulates), and the operator-level checkerboard study.
+"""Measurements of one finished run (what the report tabulates), shared by every study.
 
 `analyze_run(config, workdir)` is called by the sweep runner after `train_and_evaluate` returns. It adds what
 training does not measure: parameter count, FLOPs (XLA cost analysis), checkerboard scores of the network at
@@ -12,6 +12,9 @@ the interior for every operator). Two inputs: a constant image (every normalised
 standard deviation above the dataset mean: no content, so any phase difference is an artifact; not zero, because
 with zero biases at initialisation an all-zero input gives all-zero features and a trivially flat output) and a
 fixed batch of validation images.
+
+Measurements over the whole validation split are in experiments.split; a study's own measurements (not one run's)
+are in experiments/measure/.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
-from flax import traverse_util
 
-from experiments.definitions import UPSAMPLE_ARMS
-from segjax import losses, metrics, ops, run
+from experiments.split import (
+    class_centred,
+    detrended_score,
+    is_upsampler_call,
+    split_measurements,
+    upsampler_outputs,
+    validation_batches,
+)
+from segjax import metrics, ops, run
 from segjax.data import make_loader
-from segjax.models import create_model
-from segjax.models.layers import ConvBlock
 from segjax.summary import count_params
 from segjax.task import Task
 
@@ -38,8 +44,6 @@ CB_FACTOR = 4
 CB_BORDER = 8
 NUM_SAMPLES = 4
 CONSTANT_INPUT = 1.0
-# Compiler options for run-once programs (the initial state): skip XLA's backend optimisation passes.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Network-level checkerboard
@@ -67,18 +71,17 @@ def phase_map(y: np.ndarray, factor: int, border: int) -> np.ndarray:
 
 def network_checkerboard(apply_fn, variables, images, factor: int = CB_FACTOR, border: int = CB_BORDER):
     """(score, phase map) of the class probabilities of `apply_fn(variables, images)`."""
-    probs = _probabilities(apply_fn, variables, images)
-    return float(_score(probs, factor, border)), phase_map(np.asarray(probs), factor, border)
+    probs = probabilities(apply_fn, variables, images)
+    return float(original_score(probs, factor, border)), phase_map(np.asarray(probs), factor, border)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _probabilities(apply_fn, variables, images):
+def probabilities(apply_fn, variables, images):
     return jax.nn.softmax(apply_fn(variables, images), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _score(probs, factor, border):
-
+def original_score(probs, factor, border):
     return ops.checkerboard_score(probs, factor, border, detrend=False)  # the original measure (issue 14 replaces it)
 
 
@@ -101,10 +104,6 @@ def forward_gflops(apply_fn, variables, image_shape) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Reading what training wrote
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The run
 
 
@@ -114,12 +113,10 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
     task = Task(config, str(workdir))
     info = task.info
-    # The training's model has batch norm synchronised over the data-parallel axis; the same parameters work
-    # without it, outside any wrapped step.
-    model = create_model(config.model, info.num_classes, dtype=task.dtype)
+    model = task.model  # in inference mode its batch norm uses no data-parallel axis: it works outside a wrapped step
     images, labels = fixed_batch(config, info.eval_split, NUM_SAMPLES)
     init_vars, trained_vars, meta = initial_and_trained_variables(task)
-    apply_fn = functools.partial(_apply, model)
+    apply_fn = functools.partial(apply_inference, model)
 
     result: dict[str, Any] = {
         "params": count_params(init_vars["params"]),
@@ -142,7 +139,7 @@ def analyze_run(config, workdir: str) -> dict[str, Any]:
     result["checkerboard"] = cb
     result["phase_maps"] = maps
 
-    predictions = np.asarray(_probabilities(apply_fn, trained_vars, images)).argmax(-1)
+    predictions = np.asarray(probabilities(apply_fn, trained_vars, images)).argmax(-1)
     np.savez_compressed(
         workdir / "samples.npz",
         image=display_images(images),
@@ -178,9 +175,9 @@ def checkerboard_trajectory(task: Task, model, init_vars, config, info) -> dict[
                 ups.append([np.asarray(v) for v in u])
             out["steps"].append(int(step))
             out["upsamplers"].append(
-                float(np.mean([_cb(np.concatenate(level), 2) for level in zip(*ups, strict=True)]))
+                float(np.mean([detrended_score(np.concatenate(level), 2) for level in zip(*ups, strict=True)]))
             )
-            out["logits"].append(_cb(_class_centred(np.concatenate(logits)), 2))
+            out["logits"].append(detrended_score(class_centred(np.concatenate(logits)), 2))
     finally:
         checkpoints.close()
     return out
@@ -189,40 +186,9 @@ def checkerboard_trajectory(task: Task, model, init_vars, config, info) -> dict[
 @functools.partial(jax.jit, static_argnums=(0,))
 def _forward_with_upsamplers(model, variables, images):
     logits, state = model.apply(
-        variables, images, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
+        variables, images, train=False, capture_intermediates=is_upsampler_call, mutable=["intermediates"]
     )
-    return logits, _upsampler_outputs(state)
-
-
-def _upsampler_outputs(state) -> list:
-    """The captured outputs of every Upsample call (capture_intermediates=_is_upsampler_call), in call order."""
-    return [v[0] for path, v in traverse_util.flatten_dict(state["intermediates"]).items() if path[-1] == "__call__"]
-
-
-def _cb(y, factor: int) -> float:
-    """The detrended checkerboard score of a whole-split array, border = factor."""
-    return float(ops.checkerboard_score(jnp.asarray(y, jnp.float32), factor, border=factor))
-
-
-def _class_centred(logits: np.ndarray) -> np.ndarray:
-    return logits - logits.mean(-1, keepdims=True)
-
-
-def validation_batches(config, info):
-    """(images, labels) of the real examples of each batch of the validation split, in order, on one process."""
-    loader = make_loader(
-        config.data,
-        info.eval_split,
-        global_batch_size=config.eval_batch_size,
-        train=False,
-        seed=0,
-        process_index=0,
-        process_count=1,
-    )
-    for batch in loader:
-        keep = np.asarray(batch["valid"])
-        if keep.any():
-            yield jnp.asarray(batch["image"][keep]), np.asarray(batch["label"][keep])
+    return logits, upsampler_outputs(state)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,201 +226,10 @@ def oracle_miou(config, info, strides=ORACLE_STRIDES) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Boundaries, thin structures and artifacts over the whole validation split (issue 14)
-
-BF_TOLERANCES = (0, 1, 2)
-TRIMAP_WIDTHS = (1, 2, 4, 8)
-SHIFTS = tuple(range(1, 8))
-SHIFT_MARGIN = 8  # crops of H - 8 px compared at offsets (0, 0) and (s, s)
+# A run's networks: applied in inference mode, restored from its checkpoints, its sample images
 
 
-def split_measurements(model, variables, config, info) -> dict:
-    """What decoders differ in, measured on the whole validation split with the trained network:
-
-    - boundary F1 (SegNet's BF) at tolerances 0, 1 and 2 px; mIoU in trimap bands of 1-8 px around ground-truth
-      edges (segjax.metrics.trimap_confusion);
-    - the error rate by output phase (row and column mod the network's stride): its max / min over phases;
-    - shift consistency: the share of pixels predicted alike when the input moves by s = 1..7 px diagonally
-      (crops realigned), the sub-stride equivariance checkerboarding decoders lack;
-    - checkerboard scores (segjax.ops.checkerboard_score, detrended) at factor 2 of every upsampler's output inside
-      the network (the features it hands on), and at factors 2 and the stride of the class-centred logits and of
-      the gradient of the cross-entropy with respect to the input image; at factor 2 of the gradient with respect to
-      each encoder level's output (signed, and its magnitude: Odena et al.'s gradient artifacts from pooling and
-      strided operators); beside them the noise floor, the same measure on the class-centred one-hot ground truth.
-    """
-    num_classes, ignore = info.num_classes, info.ignore_index
-    stride = model.stride
-    boundary = None
-    trimap = np.zeros((len(TRIMAP_WIDTHS), num_classes, num_classes), np.int64)
-    phase_errors = np.zeros((stride, stride), np.int64)
-    phase_pixels = np.zeros((stride, stride), np.int64)
-    agree = np.zeros(len(SHIFTS))
-    compared = np.zeros(len(SHIFTS))
-    ups_all, logits_all, truth_all, grads_all, encoder_grads = [], [], [], [], {}
-    for images, labels in validation_batches(config, info):
-        logits, ups, grad, encoder_grad = _forward_and_input_gradient(model, variables, images, labels, ignore)
-        for name, g in encoder_grad.items():
-            encoder_grads.setdefault(name, []).append(np.asarray(g))
-        predictions = np.asarray(jnp.argmax(logits, -1))
-        boundary = _add_boundary_statistics(boundary, labels, predictions, num_classes, ignore)
-        trimap += np.asarray(metrics.trimap_confusion(labels, predictions, num_classes, TRIMAP_WIDTHS, ignore))
-        phases = metrics.phase_error_statistics(labels, predictions, stride, ignore)
-        phase_errors += np.asarray(phases["errors"])
-        phase_pixels += np.asarray(phases["pixels"])
-        for k, s in enumerate(SHIFTS):
-            same, total = _shift_agreement(model, variables, images, s)
-            agree[k] += float(same)
-            compared[k] += float(total)
-        ups_all.append([np.asarray(u) for u in ups])
-        logits_all.append(np.asarray(logits))
-        truth_all.append(labels)
-        grads_all.append(np.asarray(grad))
-    features = [np.concatenate(level) for level in zip(*ups_all, strict=True)]
-    centred = _class_centred(np.concatenate(logits_all))
-    truth = np.concatenate(truth_all)
-    one_hot = np.where(
-        (truth != ignore)[..., None], np.eye(num_classes)[np.where(truth == ignore, 0, truth)], 1 / num_classes
-    )
-    floor = one_hot - one_hot.mean(-1, keepdims=True)
-    grads = np.concatenate(grads_all)
-    rates = phase_errors / np.maximum(phase_pixels, 1)
-
-    return {
-        "boundary_f1": _boundary_f1(boundary),
-        "trimap_miou": {str(w): metrics.compute_scores(trimap[i])["mean_iou"] for i, w in enumerate(TRIMAP_WIDTHS)},
-        "phase_error": {
-            "stride": stride,
-            "rates": rates.tolist(),
-            "max_over_min": float(rates.max() / rates.min()) if rates.min() > 0 else None,
-        },
-        "shift_consistency": {str(s): agree[k] / compared[k] for k, s in enumerate(SHIFTS)},
-        "checkerboard": {
-            "upsamplers": [_cb(f, 2) for f in features],  # the deepest first, as the decoder applies them
-            "logits_2": _cb(centred, 2),
-            f"logits_{stride}": _cb(centred, stride),
-            "floor_2": _cb(floor, 2),
-            f"floor_{stride}": _cb(floor, stride),
-            "input_gradient_2": _cb(grads, 2),
-            f"input_gradient_{stride}": _cb(grads, stride),
-            # d loss / d each encoder level's output (before pooling), signed and in magnitude; the shallowest first
-            "encoder_gradient_2": {k: _cb(np.concatenate(v), 2) for k, v in encoder_grads.items()},
-            "encoder_gradient_magnitude_2": {k: _cb(np.abs(np.concatenate(v)), 2) for k, v in encoder_grads.items()},
-        },
-    }
-
-
-def ensemble_measurements(members: dict[str, tuple]) -> dict[str, dict]:
-    """Each member run and their ensemble on the same validation pixels: members maps a name to (config, workdir) of a
-    finished run (same dataset); the ensemble averages the members' softmax probabilities (DeconvNet's EDeconvNet
-    with FCN-8s). Per name and for 'ensemble': mIoU, pixel and class accuracy, per-class IoU by class name, and
-    boundary F1 at BF_TOLERANCES px."""
-    networks = {}
-    for name, (config, workdir) in members.items():
-        task = Task(config, str(workdir))
-        model = create_model(config.model, task.num_classes, dtype=task.dtype)
-        networks[name] = (functools.partial(_apply, model), initial_and_trained_variables(task)[1])
-    info = task.info
-    names = [*networks, "ensemble"]
-    confusion = {n: np.zeros((info.num_classes,) * 2, np.int64) for n in names}
-    boundary = dict.fromkeys(names)
-    for images, labels in validation_batches(config, info):
-        probabilities = {n: np.asarray(_probabilities(apply, v, images)) for n, (apply, v) in networks.items()}
-        probabilities["ensemble"] = np.mean(list(probabilities.values()), axis=0)
-        for n, p in probabilities.items():
-            predictions = p.argmax(-1)
-            confusion[n] += np.asarray(
-                metrics.confusion_matrix(labels, predictions, info.num_classes, info.ignore_index)
-            )
-            boundary[n] = _add_boundary_statistics(
-                boundary[n], labels, predictions, info.num_classes, info.ignore_index
-            )
-    out = {}
-    for n in names:
-        scores = metrics.compute_scores(confusion[n])
-        out[n] = {
-            "mean_iou": float(scores["mean_iou"]),
-            "pixel_accuracy": float(scores["pixel_accuracy"]),
-            "class_accuracy": float(scores["mean_pixel_accuracy"]),
-            "iou": {c: float(v) for c, v in zip(info.class_names, np.asarray(scores["per_class_iou"]), strict=True)},
-            "boundary_f1": _boundary_f1(boundary[n]),
-        }
-    return out
-
-
-def _add_boundary_statistics(total, labels, predictions, num_classes: int, ignore_index: int) -> dict:
-    """`total` (tolerance -> boundary statistics, or None) plus this batch's, at every tolerance of BF_TOLERANCES."""
-    batch = {
-        t: jax.device_get(metrics.boundary_statistics(labels, predictions, num_classes, t, ignore_index))
-        for t in BF_TOLERANCES
-    }
-    return batch if total is None else jax.tree.map(np.add, total, batch)
-
-
-def _boundary_f1(total) -> dict[str, float]:
-    return {str(t): metrics.boundary_scores(total[t])["boundary_f1"] for t in BF_TOLERANCES}
-
-
-def _is_upsampler_call(module, method_name: str) -> bool:
-    return isinstance(module, ops.Upsample) and method_name == "__call__"
-
-
-def _encoder_block_shapes(model, variables, images) -> dict[str, tuple]:
-    """'encoder/block{i}' -> the shape of that encoder level's output (before its pooling), without computing it."""
-    shapes = {}
-
-    def record(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if _is_encoder_block(context):
-            shapes["/".join(context.module.path)] = out.shape
-        return out
-
-    with nn.intercept_methods(record):
-        jax.eval_shape(functools.partial(model.apply, train=False), variables, images)
-    return shapes
-
-
-def _is_encoder_block(context) -> bool:
-    return (
-        isinstance(context.module, ConvBlock)
-        and context.method_name == "__call__"
-        and context.module.path[:1] == ("encoder",)
-    )
-
-
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _forward_and_input_gradient(model, variables, images, labels, ignore_index):
-    """(logits, every upsampler's output, d cross-entropy / d images, d cross-entropy / d each encoder level's output)
-    of the network in inference mode. The encoder gradients come from zero offsets added to each encoder level's
-    output (flax method interception: the model is not changed)."""
-    offsets = {k: jnp.zeros(shape) for k, shape in _encoder_block_shapes(model, variables, images).items()}
-
-    def loss(x, offsets):
-        def shifted(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            return out + offsets["/".join(context.module.path)] if _is_encoder_block(context) else out
-
-        with nn.intercept_methods(shifted):
-            logits, state = model.apply(
-                variables, x, train=False, capture_intermediates=_is_upsampler_call, mutable=["intermediates"]
-            )
-        ce = losses.cross_entropy_loss(logits, labels, ignore_index=ignore_index)
-        return ce, (logits, _upsampler_outputs(state))
-
-    (grad, encoder_grads), (logits, ups) = jax.grad(loss, argnums=(0, 1), has_aux=True)(images, offsets)
-    return logits, ups, grad, encoder_grads
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _shift_agreement(model, variables, images, shift: int):
-    """(pixels predicted alike, pixels compared) for crops at offsets (0, 0) and (shift, shift), realigned."""
-    size_h, size_w = images.shape[1] - SHIFT_MARGIN, images.shape[2] - SHIFT_MARGIN
-    base = model.apply(variables, images[:, :size_h, :size_w], train=False).argmax(-1)
-    moved = model.apply(variables, images[:, shift : shift + size_h, shift : shift + size_w], train=False).argmax(-1)
-    same = base[:, shift:, shift:] == moved[:, : size_h - shift, : size_w - shift]
-    return same.sum(), same.size
-
-
-def _apply(model, variables, images):
+def apply_inference(model, variables, images):
     return model.apply(variables, images, train=False)
 
 
@@ -479,7 +254,8 @@ def _variables(state) -> dict:
 def initial_and_trained_variables(task: Task) -> tuple[dict, dict, dict]:
     """(variables training started from, variables of the latest checkpoint, that checkpoint's meta).
 
-    The initial state is `Task.fresh_state`, so 'at initialisation' is exactly the network this run started from.
+    The initial state is `Task.fresh_state` with the run's initial weights, so 'at initialisation' is exactly the
+    network this run started from.
     """
     fresh = task.fresh_state(run.initial_weights(task))
     checkpoints = task.checkpointer(read_only=True)
@@ -496,118 +272,3 @@ def display_images(images) -> np.ndarray:
     lo = x.min(axis=(1, 2, 3), keepdims=True)
     hi = x.max(axis=(1, 2, 3), keepdims=True)
     return ((x - lo) / np.maximum(hi - lo, 1e-6) * 255).astype(np.uint8)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Operator-level study (Odena et al.): one Upsample layer, random init, constant input
-
-
-def operator_outputs(seed: int, channels: int = 8, size: int = 16) -> dict[str, np.ndarray]:
-    """Output of each operator of UPSAMPLE_ARMS (x2, freshly initialised with `seed`) on a constant input."""
-    key = jax.random.PRNGKey(seed)
-    return {label: np.asarray(fn(key)) for label, fn in _operator_fns(channels, size).items()}
-
-
-@functools.lru_cache(maxsize=4)
-def _operator_fns(channels: int, size: int) -> dict:
-    """label -> compiled key -> output of a freshly initialised operator on a constant (1, size, size, channels).
-
-    Compiled without backend optimisation (run-once programs; see FAST_COMPILE)."""
-
-    x = jnp.ones((1, size, size, channels), jnp.float32)
-    fns = {}
-    for label in UPSAMPLE_ARMS:
-        spec = ops.UpsampleSpec(**UPSAMPLE_ARMS[label])
-        module = ops.Upsample(spec, factor=2, features=channels if spec.has_params else None)
-        if spec.needs_indices:  # unpool the pooled input with its own indices (ties: the first)
-            pooled, indices = ops.max_pool_with_indices(x, 2)
-            inp, call = pooled, {"indices": indices, "output_size": (size, size)}
-        else:
-            inp, call = x, {}
-
-        def fn(key, module=module, inp=inp, call=call):
-            return module.apply(module.init(key, inp, **call), inp, **call)
-
-        fns[label] = jax.jit(fn).lower(jax.random.PRNGKey(0)).compile(compiler_options=FAST_COMPILE)
-    return fns
-
-
-def operator_checkerboard_at_init(seeds=range(5), border: int = 2) -> dict[str, list[float]]:
-    """label -> checkerboard score (factor 2) of each freshly initialised operator on a constant input, per seed."""
-    scores: dict[str, list[float]] = {label: [] for label in UPSAMPLE_ARMS}
-    for seed in seeds:
-        for label, y in operator_outputs(seed).items():
-            scores[label].append(float(_score(jnp.asarray(y), 2, border)))
-    return scores
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Odena et al.'s structural probes: uneven overlap, and checkerboards in gradients
-
-PROBE_KERNELS = (2, 3, 4, 5)
-
-
-def constant_kernel_probe(kernels=PROBE_KERNELS, stride: int = 2, size: int = 24) -> dict[int, dict]:
-    """Odena et al.'s overlap argument with nothing learned: a one-channel transposed convolution whose kernel is all
-    ones, applied to a constant input. Every output pixel sums the kernel taps that land on it, so the output is the
-    overlap count; it is flat exactly when the kernel size is a multiple of the stride. Per kernel size: the overlap
-    counts seen, and the checkerboard score at factor `stride` (the original measure and the detrended one), with a
-    border of the kernel size excluded."""
-    out = {}
-    x = jnp.ones((1, size, size, 1), jnp.float32)
-    for k in kernels:
-        y = ops.conv_transpose(x, jnp.ones((k, k, 1, 1), jnp.float32), stride, "SAME")
-        inner = np.asarray(y)[0, k:-k, k:-k, 0]
-        out[k] = {
-            "overlaps": sorted({int(round(v)) for v in np.unique(inner)}),
-            "score": float(ops.checkerboard_score(y, stride, k, detrend=False)),
-            "score_detrended": float(ops.checkerboard_score(y, stride, k)),
-        }
-    return out
-
-
-def _strided_conv(kernel: int, stride: int):
-    def op(x, w):
-        return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    return op, (kernel, kernel)
-
-
-def _max_pool(x, w):
-    return ops.max_pool_with_indices(x, 2)[0]
-
-
-def _avg_pool(x, w):
-    n, h, wd, c = x.shape
-    return x.reshape(n, h // 2, 2, wd // 2, 2, c).mean((2, 4))
-
-
-# label -> (op(x, w), kernel shape or None), the downsampling operators whose input gradients are probed.
-GRADIENT_PROBES = {
-    "conv k3 stride 2": _strided_conv(3, 2),
-    "conv k2 stride 2": _strided_conv(2, 2),
-    "conv k4 stride 2": _strided_conv(4, 2),
-    "max pool 2x2": (_max_pool, None),
-    "average pool 2x2": (_avg_pool, None),
-    "conv k3 stride 1 (control)": _strided_conv(3, 1),
-}
-
-
-def gradient_checkerboards(seeds=range(5), size: int = 32, channels: int = 8) -> dict[str, list[float]]:
-    """Odena et al.'s gradient claim, per operator and seed: the detrended checkerboard score (factor 2) of the
-    magnitude |dL/dx| of the input gradient, for a random input x, random weights (lecun normal) and a random upstream
-    gradient dL/dy. A strided convolution's gradient is a transposed convolution of the upstream gradient, so
-    uneven overlap (k3 stride 2) gives the input phases different numbers of taps; the stride-1 convolution is the
-    control (no phase is special). Border 4 px."""
-    scores: dict[str, list[float]] = {label: [] for label in GRADIENT_PROBES}
-    for seed in seeds:
-        kx, kw, kg = jax.random.split(jax.random.PRNGKey(seed), 3)
-        x = jax.random.normal(kx, (4, size, size, channels))
-        for label, (op, kernel) in GRADIENT_PROBES.items():
-            w = None
-            if kernel is not None:
-                w = jax.nn.initializers.lecun_normal()(kw, (*kernel, channels, channels))
-            y, vjp = jax.vjp(lambda x, w=w, op=op: op(x, w), x)
-            (dx,) = vjp(jax.random.normal(kg, y.shape))
-            scores[label].append(float(ops.checkerboard_score(jnp.abs(dx), 2, 4)))
-    return scores

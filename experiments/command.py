@@ -3,9 +3,11 @@
     python -m experiments.upsampling_ablation --preset=cpu --out=experiments/runs/ablation_cpu \\
         --report-dir=experiments/results/ablation_cpu
 
-It sits on top of the one-way flow (definitions -> runner -> measurements -> statistics -> report): it records
-the sweeps as declared (OUT/sweep.json, which the report reads), runs them with experiments.sweep, and calls
-experiments.report. A report under experiments/results/ is refused from a tree with uncommitted code unless
+It sits on top of the one-way flow (studies -> runner -> measurements -> results -> report): it records the sweeps
+as declared (OUT/sweep.json, which the report reads), runs them with experiments.sweep, measures what the studies need
+beyond the runs (experiments.measure: for smoke tests and paper reproductions, after training, and with --report-only
+whatever is missing, so that finished runs of older code still report; --reanalyze measures everything again), and
+calls experiments.report. A report under experiments/results/ is refused from a tree with uncommitted code unless
 --allow-dirty.
 """
 
@@ -16,8 +18,9 @@ import pathlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from experiments import report
+from experiments import layout, report
 from experiments.definitions import Sweep
+from experiments.measure import measure_studies
 from experiments.sweep import dedupe, expand, reanalyze, run_state, run_sweep
 from segjax import cli
 from segjax.files import write_json
@@ -45,6 +48,7 @@ def main(
     default_out: str = "experiments/runs",
 ) -> int:
     """CLI for a sweep file: pick a preset, run it into --out, then write the report into OUT/report."""
+    cli.use_fast_cpu_kernels()  # before the first JAX computation; spawned workers inherit it
     parser = cli.ArgumentParser(prog=prog or "experiments.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", required=True, choices=sorted(presets))
     parser.add_argument("--out", default=None, help=f"run folder (default {default_out}/<preset>)")
@@ -80,7 +84,7 @@ def main(
     out.mkdir(parents=True, exist_ok=True)
     if seeds is not None or args.only:
         sweeps = [narrowed(s, seeds or s.seeds, {r.arm.key for r in runs}) for s in sweeps]
-    write_json(out / report.SWEEP_FILE, [sweep_record(s) for s in sweeps])
+    write_json(out / layout.SWEEP_FILE, [sweep_record(s) for s in sweeps])
     report_dir = pathlib.Path(args.report_dir or out / "report")
     if not args.no_report:
         try:
@@ -93,6 +97,8 @@ def main(
     elif not args.report_only:
         results = run_sweep(runs, out, jobs=args.jobs)
         failed = [name for name, status in results.items() if status == "failed"]
+    if any(s.smoke_test or s.reproduction for s in sweeps):  # the reports that show the studies' sections
+        measure_studies(out, runs, again=args.reanalyze)
     if args.no_report:
         return 1 if failed else 0
     try:

@@ -1,9 +1,9 @@
-"""What the experiments are, as plain data: arms, hypotheses and budgets.
+"""What the experiments are made of, as plain data: arms, hypotheses, sweeps, the operator table and the budgets.
 
-`experiments/` flows one way: definitions (this module) -> runner (`sweep`) -> measurements (`analysis`) ->
-statistics (`stats`) -> report (`report`). This module imports nothing from the others: an ablation is declared
-here, hypotheses included, before anything runs. The presets (`upsampling_ablation`, `reproductions`) put these
-pieces together into sweeps.
+This module imports nothing from the rest of `experiments/`; each study (`experiments/studies/`) declares its arms,
+hypotheses and presets from these pieces before anything runs. The generic flow is: definitions (this module) and
+studies -> runner (`sweep`, `command`) -> measurements (`analysis`, `measure`) -> results (`results`, `stats`) ->
+report (`report`, the studies' sections).
 
 The upsampling operators are one table, `UPSAMPLE_ARMS` (label -> `model.upsample` settings), used by the
 ablation's arms and by the operator-level study alike.
@@ -94,7 +94,7 @@ class Sweep:
     description: str = ""
     hypotheses: tuple[Hypothesis, ...] = ()
     smoke_test: bool = False  # a short run that checks the machinery and answers no question
-    reproduction: bool = False  # its report adds the paper-reproduction sections (experiments.reproduction_report)
+    reproduction: bool = False  # its report adds the studies' sections (experiments/studies/)
     reference: str | None = None  # the arm others are compared with in the report (None: the first)
 
     def __post_init__(self):
@@ -162,109 +162,10 @@ def operator_arm(model: str, label: str, *, skips: bool = True, config: str | No
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Hypotheses of the U-Net ablation
+# Hypotheses
 
 # Equivalence margin: 0.01 mIoU, the smallest difference we would act on when choosing an operator.
 MARGIN = 0.01
-
-UNET_HYPOTHESES = (
-    Hypothesis(
-        "H1a",
-        "Overlap: does the uneven overlap of a stride-2 kernel-3 transposed convolution hurt, against kernel 2 "
-        "(no overlap), same (default) initialisation?",
-        "unet",
-        "transposed_k2_default",
-        "transposed_k3_default",
-    ),
-    Hypothesis(
-        "H1b",
-        "Overlap: ... against kernel 4 (even overlap)?",
-        "unet",
-        "transposed_k4_default",
-        "transposed_k3_default",
-    ),
-    Hypothesis(
-        "H2a",
-        "Initialisation, function class fixed: does ICNR beat the default initialisation of the same pixel shuffle?",
-        "unet",
-        "pixel_shuffle_icnr",
-        "pixel_shuffle_default",
-    ),
-    Hypothesis(
-        "H2b",
-        "Initialisation, function class fixed: does a (channel-halving) bilinear initialisation beat the default "
-        "one of the same kernel-4 transposed convolution?",
-        "unet",
-        "transposed_k4_bilinear",
-        "transposed_k4_default",
-    ),
-    Hypothesis(
-        "H3",
-        "Function class, initialisation fixed (default): does nearest resize-then-convolve beat the kernel-4 "
-        "transposed convolution (Odena et al.)?",
-        "unet",
-        "resize_conv_nearest",
-        "transposed_k4_default",
-    ),
-    Hypothesis(
-        "H4",
-        "Parameter-free vs learned: with U-Net's skips, is bilinear upsampling (and a 1x1 projection) as good as "
-        "the paper's learned 2x2 up-convolution, within the margin?",
-        "unet",
-        "bilinear",
-        "transposed_k2_default",
-        claim="equivalent",
-    ),
-    Hypothesis(
-        "H5",
-        "Do the skips mask the operator: is the advantage of the learned 2x2 up-convolution over bilinear "
-        "upsampling larger without U-Net's skips than with them?",
-        "unet",
-        "noskip_transposed_k2_default",
-        "noskip_bilinear",
-        minus=("transposed_k2_default", "bilinear"),
-    ),
-)
-
-
-# Odena et al. on the same U-Net and budget: which of initialisation and function class removes the transposed
-# convolution's checkerboards (a 2x2: random vs structured init x transposed vs resize-convolution), and nearest vs
-# bilinear resize-convolution. The checkerboard endpoints are tested in the report's Odena section.
-ODENA_HYPOTHESES = (
-    Hypothesis(
-        "O1",
-        "Odena et al. had their best results with nearest-neighbour resize-convolution: does it beat bilinear "
-        "resize-convolution?",
-        "unet",
-        "resize_conv_nearest",
-        "resize_conv_bilinear",
-    ),
-    Hypothesis(
-        "O2",
-        "Function class at random initialisation: does nearest resize-convolution beat the kernel-4 transposed "
-        "convolution?",
-        "unet",
-        "resize_conv_nearest",
-        "transposed_k4_default",
-    ),
-    Hypothesis(
-        "O3",
-        "Initialisation within the transposed convolution: does the structured (bilinear) initialisation beat the "
-        "random one?",
-        "unet",
-        "transposed_k4_bilinear",
-        "transposed_k4_default",
-    ),
-    Hypothesis(
-        "O4",
-        "Interaction: does a structured initialisation help the transposed convolution more than it helps "
-        "resize-convolution (delta init: it starts as the resize)?",
-        "unet",
-        "transposed_k4_bilinear",
-        "transposed_k4_default",
-        minus=("resize_conv_nearest_delta", "resize_conv_nearest"),
-    ),
-)
 
 
 def hypothesis_arms(hypotheses) -> tuple[Arm, ...]:
@@ -375,42 +276,12 @@ def fcn_arm(
     return Arm(model, label, f"fcn:{stride}", overrides, tags, **arm)
 
 
-FCN_HYPOTHESES = (
-    Hypothesis(
-        "F1",
-        "Long et al.: does fusing pool4 (FCN-16s) beat FCN-32s, both with fixed bilinear upsampling as released?",
-        "fcn",
-        "fcn16s_fixed",
-        "fcn32s_fixed",
-    ),
-    Hypothesis("F2", "... and does fusing pool3 too (FCN-8s) beat FCN-16s?", "fcn", "fcn8s_fixed", "fcn16s_fixed"),
-    Hypothesis(
-        "F3",
-        "Is learning FCN-8s's upsampling (bilinear-initialised) as good as keeping it fixed, within the margin (the "
-        "paper saw little gain from learning it)?",
-        "fcn",
-        "fcn8s_learned",
-        "fcn8s_fixed",
-        claim="equivalent",
-    ),
-)
 # Long et al. trained FCN-16s from the finished FCN-32s and FCN-8s from FCN-16s (staged); the journal version (Shelhamer
 # et al. 2017) also trained FCN-8s all at once from VGG16 (released as voc-fcn8s-atonce, its pool3 / pool4 scaled by
 # 1e-4 / 1e-2) and reports it about as good. Here each stage is one FCN_128_TRAINING run (fixed upsampling) started
 # from the previous stage's last checkpoint (model.init_from), against FCN-8s trained at once for all the stages' steps.
 FCN_STAGE_STEPS = FCN_128_TRAINING["num_train_steps"]
 FCN_STAGED_SEEDS = 5
-FCN_STAGED_HYPOTHESES = (
-    Hypothesis(
-        "S1",
-        "Shelhamer et al.: is FCN-8s trained at once as good as trained in stages 32s -> 16s -> 8s, for the same "
-        "number of steps in all, within the margin?",
-        "fcn",
-        "fcn8s_at_once",
-        "fcn8s_staged",
-        claim="equivalent",
-    ),
-)
 SEGNET_TABLE1 = ("bilinear", "max_unpool", "transposed_k4_bilinear")  # operators swapped in the small SegNet
 
 # SegNet's Table 1 as published (Badrinarayanan et al. 2017): SegNet-Basic's encoder (preset 'small': 16 channels
@@ -419,7 +290,6 @@ SEGNET_TABLE1 = ("bilinear", "max_unpool", "transposed_k4_bilinear")  # operator
 # images, CPU_STEPS steps. One deviation: the rate decays (poly) instead of staying fixed. A first run at the fixed
 # rate still climbed at step 2000 and its validation mIoU swung by 0.1 from one validation to the next (0.19-0.40 over
 # the last 1000 steps), too noisy an endpoint; the paper trained to convergence and kept the best checkpoint.
-# Arm label -> (configs/segnet_basic.py decoder, overrides).
 SEGNET_BASIC_TRAINING = {
     **_QUIET,
     "data.name": "segjax_shapes/64",
@@ -434,46 +304,10 @@ SEGNET_BASIC_TRAINING = {
     "schedule.name": "poly",
 }
 SEGNET_BASIC_SEEDS = 5
-SEGNET_BASIC_ARMS = {
-    "segnet_basic": ("segnet", {}),
-    "fcn_basic": ("fcn", {}),
-    "fcn_basic_noaddition": ("fcn_noaddition", {}),
-    "bilinear_basic": ("bilinear", {}),
-    "segnet_basic_natural": ("segnet", {"loss.class_weighting": "none"}),  # natural-frequency rows of Table 1
-}
-SEGNET_BASIC_HYPOTHESES = (
-    Hypothesis(
-        "T1",
-        "Badrinarayanan et al.: does a learned decoder (SegNet-Basic, max-unpooling) beat no learned decoder "
-        "(Bilinear-Interpolation)?",
-        "table1",
-        "segnet_basic",
-        "bilinear_basic",
-    ),
-    Hypothesis("T2", "... and does FCN-Basic's learned decoder beat it too?", "table1", "fcn_basic", "bilinear_basic"),
-    Hypothesis(
-        "T3",
-        "Are SegNet-Basic and FCN-Basic as good as each other, within the margin (Table 1: comparable mIoU)?",
-        "table1",
-        "segnet_basic",
-        "fcn_basic",
-        claim="equivalent",
-    ),
-    Hypothesis(
-        "T4",
-        "Does adding the encoder's feature maps (FCN-Basic) beat decoding the scores alone (FCN-Basic-NoAddition)?",
-        "table1",
-        "fcn_basic",
-        "fcn_basic_noaddition",
-    ),
-)
 
 
 # Noh et al. (DeconvNet) against FCN-8s at 128 px on FCN_128_TRAINING: FCN-8s with fixed upsampling as released, and
 # DeconvNet (configs/deconvnet.py, the 'small' preset's fc layers) with FCN's depth 5 and width, so both encoders pool
 # to stride 32. Their ensemble (EDeconvNet: the average of the two networks' class probabilities) is measured by the
-# report from the same seed's two runs (experiments.analysis.ensemble_measurements).
+# runner from the same seed's two runs (experiments.measure.deconvnet).
 DECONVNET_SEEDS = 5
-DECONVNET_HYPOTHESES = (
-    Hypothesis("D1", "Noh et al.: does DeconvNet beat FCN-8s?", "edeconvnet", "deconvnet", "fcn8s_fixed"),
-)

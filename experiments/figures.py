@@ -169,3 +169,22 @@ def sample_predictions(arms, model: str, path: pathlib.Path, max_samples: int = 
             ax.set_title(title.replace("_", "\n", 1), fontsize=6)
     save_figure(fig, path)
     return True
+
+
+def operator_crops(crops: dict[str, list], path: pathlib.Path) -> None:
+    """Channel 0 of each x2 operator on a constant input at initialisation: one 8x8 crop per operator, each on its own
+    grey scale (a constant crop mid-grey, not an autoscaled black square)."""
+    fig = Figure(figsize=(1.25 * len(crops), 1.6))
+    axes = fig.subplots(1, len(crops))
+    for ax, (label, crop) in zip(axes, crops.items(), strict=True):
+        crop = np.asarray(crop)
+        lo, hi = float(crop.min()), float(crop.max())
+        if hi - lo < 1e-6 * max(abs(hi), 1.0):
+            lo, hi = lo - 1.0, hi + 1.0
+        ax.imshow(crop, cmap="gray", interpolation="nearest", vmin=lo, vmax=hi)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label.replace("_", "\n", 1), fontsize=6)
+    fig.suptitle("channel 0 of each x2 operator on a constant input at initialisation (8x8 crop)", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)

@@ -1,10 +1,11 @@
 """Sweep runner: expand (models x operators x options x seeds) into configs and train each one.
 
 A sweep is plain data (``experiments.definitions``: ``Arm``s, each a config family from ``configs/`` plus
-overrides, and seeds), put together by a preset (``upsampling_ablation.py``, ``reproductions.py``).
+overrides, and seeds), put together by a study's preset (``experiments/studies/``).
 ``run_sweep`` turns every (arm, seed) into a ``Run`` with its own workdir ``OUT/<model>/<label>/seed<k>`` and
 executes it with ``segjax.train.train_and_evaluate`` followed by the measurements in
-``experiments.analysis`` (parameters, FLOPs, checkerboard scores, sample predictions).
+``experiments.analysis`` (parameters, FLOPs, checkerboard scores, sample predictions); the studies' own
+measurements follow the whole sweep (``experiments.measure``, run by ``experiments.command``).
 
 Bookkeeping, so a sweep can be stopped and started again at any time:
 - ``run.json`` (written before training) records the run's resolved-config hash;
@@ -35,17 +36,14 @@ import jax
 import ml_collections
 
 from experiments import analysis as analysis_lib
+from experiments import layout
 from experiments.definitions import Arm, Sweep
-from segjax import config as config_lib
+from experiments.layout import ANALYSIS_FILE, DONE, ERROR_FILE, RUN_FILE, read_json
+from segjax.config import load_config_file, set_value
 from segjax.files import write_json
 from segjax.train import train_and_evaluate
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIGS_DIR = REPO_ROOT / "configs"
-DONE = "DONE"
-RUN_FILE = "run.json"
-ANALYSIS_FILE = "analysis.json"
-ERROR_FILE = "error.txt"
+CONFIGS_DIR = layout.REPO_ROOT / "configs"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -65,7 +63,7 @@ class Run:
         return f"{self.arm.model}/{self.arm.label}/seed{self.seed}"
 
     def workdir(self, out: str | os.PathLike) -> pathlib.Path:
-        return pathlib.Path(out) / self.arm.model / self.arm.label / f"seed{self.seed}"
+        return layout.run_dir(out, self.arm.model, self.arm.label, self.seed)
 
     @property
     def source(self) -> str | None:
@@ -91,14 +89,14 @@ def load_family_config(family: str) -> ml_collections.ConfigDict:
     if not path.exists():
         known = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))
         raise ValueError(f"Unknown config family {family!r}: {path} does not exist. Known families: {known}.")
-    return config_lib.load_config_file(f"{path}{sep}{arg}")
+    return load_config_file(f"{path}{sep}{arg}")
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """Set dotted keys ('model.upsample.method') on a copy of config; unknown keys and wrong types are errors."""
     config = copy.deepcopy(config)
     for key, value in overrides.items():
-        config_lib.set_value(config, key, value)
+        set_value(config, key, value)
     return config
 
 
@@ -160,10 +158,6 @@ def dedupe(runs: Sequence[Run]) -> list[Run]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Executing runs
-
-
-def read_json(path: pathlib.Path) -> Any:
-    return json.loads(pathlib.Path(path).read_text())
 
 
 def run_state(workdir: pathlib.Path, expected_hash: str) -> str:

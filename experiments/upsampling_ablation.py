@@ -1,94 +1,16 @@
-"""Upsampling ablation presets: the U-Net hypotheses H1-H5 (experiments.definitions), their pilot, a GPU
-version and the 10-minute smoke test.
+"""The upsampling ablation's command line: python -m experiments.upsampling_ablation --preset=NAME.
 
-  python -m experiments.upsampling_ablation --preset=pilot_cpu --out=experiments/runs/pilot_cpu
-  python -m experiments.upsampling_ablation --preset=cpu --out=experiments/runs/ablation_cpu \\
-      --report-dir=experiments/results/ablation_cpu
-  python -m experiments.upsampling_ablation --preset=smoke_cpu --out=/tmp/smoke
-
-Presets:
-  pilot_cpu  learning curves of 4 arms (one seed, 3000 steps, validation every 100): where the arms plateau
-             decides the step count of 'cpu'.
-  cpu        every arm the hypotheses need (10) x 5 paired seeds at the pilot's step count (2000), U-Net width 8 on
-             32 px crops of the 64 px embedded dataset, evaluated on whole images; about 1 hour on 2 CPU cores.
-  gpu        the same hypotheses at 128 px, width 32, depth 4, 8 seeds (sized for one H200; not measured).
-  smoke_cpu  SMOKE TEST: every operator in a U-Net and SegNet's Table 1 decoders, 200 steps, 3 seeds (about
-             10 minutes); checks the machinery, answers no question.
+The presets (pilot_cpu, cpu, gpu, smoke_cpu), the U-Net hypotheses H1-H5 and their description are the ablation
+study's, experiments/studies/ablation.py; the options are experiments.command's.
 """
 
 from __future__ import annotations
 
 import sys
 
-from experiments import command
-from experiments.definitions import (
-    CPU_SEEDS,
-    CPU_STEPS,
-    CPU_TRAINING,
-    GPU_SEEDS,
-    GPU_STEPS,
-    GPU_TRAINING,
-    PILOT_STEPS,
-    SEGNET_TABLE1,
-    SMOKE,
-    SMOKE_SEEDS,
-    UNET_HYPOTHESES,
-    UPSAMPLE_ARMS,
-    Sweep,
-    hypothesis_arms,
-    operator_arm,
-)
+from experiments import command, studies
 
-
-def ablation(name: str, training: dict, steps: int, seeds: int) -> Sweep:
-    """Every arm the U-Net hypotheses need, `seeds` paired seeds, `steps` steps."""
-    arms = hypothesis_arms(UNET_HYPOTHESES)
-    return Sweep(
-        name,
-        arms,
-        tuple(range(seeds)),
-        {**training, "num_train_steps": steps, "checkpoint_every_steps": steps},
-        f"U-Net upsampling hypotheses H1-H5: {len(arms)} arms x {seeds} paired seeds, {steps} steps.",
-        UNET_HYPOTHESES,
-        reference="transposed_k2_default",  # U-Net's own decoder
-    )
-
-
-def pilot_cpu() -> Sweep:
-    arms = tuple(
-        operator_arm("unet", label) for label in ("transposed_k2_default", "transposed_k3_default", "bilinear")
-    )
-    arms += (operator_arm("unet", "transposed_k2_default", skips=False),)
-    return Sweep(
-        "pilot_cpu",
-        arms,
-        (0,),
-        {**CPU_TRAINING, "num_train_steps": PILOT_STEPS, "checkpoint_every_steps": PILOT_STEPS},
-        f"Pilot learning curves: {len(arms)} arms, one seed, {PILOT_STEPS} steps, validation every 100 steps; "
-        "chooses the step count of the 'cpu' preset.",
-    )
-
-
-def smoke_cpu() -> Sweep:
-    arms = tuple(operator_arm("unet", label) for label in UPSAMPLE_ARMS)
-    arms += tuple(operator_arm("segnet", label) for label in SEGNET_TABLE1)
-    return Sweep(
-        "smoke_cpu",
-        arms,
-        tuple(range(SMOKE_SEEDS)),
-        SMOKE,
-        "SMOKE TEST (200 steps: does not converge, answers no question): every operator in the same U-Net and "
-        f"SegNet's Table 1 decoders ({len(arms)} arms x {SMOKE_SEEDS} seeds).",
-        smoke_test=True,
-    )
-
-
-PRESETS = {
-    "cpu": lambda: ablation("ablation_cpu", CPU_TRAINING, CPU_STEPS, CPU_SEEDS),
-    "gpu": lambda: ablation("ablation_gpu", GPU_TRAINING, GPU_STEPS, GPU_SEEDS),
-    "pilot_cpu": pilot_cpu,
-    "smoke_cpu": smoke_cpu,
-}
+PRESETS = studies.presets("ablation")
 
 if __name__ == "__main__":
     sys.exit(command.main(PRESETS, prog="experiments.upsampling_ablation"))

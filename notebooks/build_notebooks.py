@@ -49,6 +49,7 @@ from PIL import Image
 
 from experiments import analysis
 from experiments.definitions import UPSAMPLE_ARMS
+from experiments.measure import odena
 from segjax import ops
 
 SIZE = 32 if SMOKE else 128
@@ -181,13 +182,13 @@ plt.tight_layout(); plt.show()""",
         "code",
         """\
 seeds = range(1) if SMOKE else range(5)
-scores = analysis.operator_checkerboard_at_init(seeds=seeds)
+scores = odena.operator_checkerboard_at_init(seeds=seeds)
 print(f"{'operator':26s} checkerboard score at init (constant input), per seed")
 for label, values in scores.items():
     print(f"{label:26s} " + " ".join(f"{v:.3f}" for v in values))
 
 # Phase maps: the mean of each of the 2x2 output phases on the constant input, normalised.
-outputs = analysis.operator_outputs(seed=0)
+outputs = odena.operator_outputs(seed=0)
 fig, axes = plt.subplots(1, len(outputs), figsize=(1.2 * len(outputs), 1.6))
 for ax, (label, y) in zip(axes, outputs.items()):
     ax.imshow(analysis.phase_map(y, 2, 2), cmap="RdBu_r", vmin=-1, vmax=1)

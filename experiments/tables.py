@@ -1,0 +1,317 @@
+"""Shared table and formatting helpers of the report and the studies' sections (no JAX): number formats, CSV,
+seed-paired verdict lines, and the skeleton every study section starts from (`open_section`).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import math
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from experiments import stats
+from experiments.definitions import MARGIN
+from experiments.results import PLATEAU_EVALS, PLATEAU_TOLERANCE, SPLIT_METRICS, find_arm, paired, plateau_step
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numbers
+
+
+def fmt(value, digits=3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    return f"{value:.{digits}f}"
+
+
+def pm(arm: dict | None, key: str, digits: int | None = None) -> str:
+    """'mean ± sd' of an aggregated arm's metric ('-' when not measured); checkerboard scores get 4 digits."""
+    if arm is None or math.isnan(arm[f"{key}_mean"]):
+        return "-"
+    d = digits if digits is not None else (4 if key.startswith("cb_") else 3)
+    std = arm[f"{key}_std"]
+    return f"{arm[f'{key}_mean']:.{d}f}" + ("" if math.isnan(std) else f" ± {std:.{d}f}")
+
+
+def seed_spread(values, digits: int = 3) -> str:
+    """'mean ± sample SD' of per-seed values (the mean alone for one value)."""
+    if len(values) > 1:
+        return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+    return f"{np.mean(values):.{digits}f}"
+
+
+def params(arm: dict | None) -> str:
+    return "-" if arm is None or arm["params"] is None else f"{arm['params']:,}"
+
+
+def interval(low, high, digits=3) -> str:
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def cell(text: str) -> str:
+    """Text for a markdown table cell: its '|' (the absolute value of an equivalence claim) escaped."""
+    return text.replace("|", "\\|")
+
+
+def write_csv(path: pathlib.Path, rows: list[dict], columns) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Verdicts
+
+
+def ordering(lo: dict, hi: dict, key: str = "final_miou") -> str:
+    """Verdict for the claim lo < hi: a paired contrast over the seeds both arms ran (experiments.stats rules,
+    equivalence margin 0.01, one test, so no Holm adjustment), with its 95% interval."""
+    seeds, (hi_values, lo_values) = paired([hi, lo], key)
+    if len(seeds) < 2:
+        return "not measured (fewer than 2 paired seeds)"
+    result = stats.family_verdicts([(hi_values, lo_values)], [MARGIN], ["greater"])[0]
+    c = result.contrast
+    ci = interval(c.ci_low, c.ci_high, 4)
+    return f"{result.verdict} (difference {c.mean:+.4f}, 95% CI {ci}, p = {c.p:.3f}, n = {c.n})"
+
+
+def paired_family(arms: list[dict], model: str, claims) -> list[str]:
+    """Verdicts of 'better > worse on key' for each (better, worse, key) of `claims`, seed-paired, Holm over them."""
+    found, values = [], []
+    for better, worse, key in claims:
+        a, b = find_arm(arms, model, better), find_arm(arms, model, worse)
+        if a is None or b is None:
+            continue
+        seeds, (x, y) = paired([a, b], key)
+        if len(seeds) >= 2:
+            found.append((better, worse, key))
+            values.append((x, y))
+    if not found:
+        return []
+    results = stats.family_verdicts(values, [MARGIN] * len(found), ["greater"] * len(found))
+    return [
+        f"- {better} > {worse} on {key}: **{r.verdict}** (difference {r.contrast.mean:+.4f}, 95% CI "
+        f"{interval(r.contrast.ci_low, r.contrast.ci_high, 4)}, p_Holm = {r.p_holm:.3f}, n = {r.contrast.n})"
+        for (better, worse, key), r in zip(found, results, strict=True)
+    ]
+
+
+def verdict_line(text: str, result, digits: int = 4) -> str:
+    """'- text: difference, 95% CI, Holm p: **verdict**' of one contrast of a family (stats.Verdict)."""
+    c = result.contrast
+    return (
+        f"- {text}: difference {c.mean:+.{digits}f}, 95% CI {interval(c.ci_low, c.ci_high, digits)}, Holm p = "
+        f"{result.p_holm:.2g}: **{result.verdict}**"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The skeleton of a study's section
+
+
+@dataclasses.dataclass
+class Section:
+    """An opened section: its arms by label (None where no run finished) and its first lines (header, claim)."""
+
+    found: dict[str, dict | None]
+    lines: list[str]
+
+
+def open_section(
+    results,
+    model: str,
+    labels: Sequence[str],
+    *,
+    title: str,
+    claim: str | None = None,
+    required: Sequence[str] | None = None,
+    at_least: int = 1,
+    level: str = "##",
+) -> Section | None:
+    """The arms `labels` of `model` in `results`, and the header and claim of their section; None (no section) when
+    an arm of `required` (default: every label) has no finished run, or fewer than `at_least` arms have one."""
+    found = {label: results.arm(model, label) for label in labels}
+    needed = labels if required is None else required
+    if any(found[label] is None for label in needed) or sum(a is not None for a in found.values()) < at_least:
+        return None
+    lines = [f"{level} {title}", ""]
+    if claim:
+        lines += [f"**Claim.** {claim}", ""]
+    return Section(found, lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The report's generic tables: hypotheses, power, arms
+
+
+def hypotheses_table(results: list[dict], seeds: int) -> tuple[list[str], list[dict]]:
+    """Markdown of the hypothesis tests and the rows of hypotheses.csv."""
+    md = [
+        "| | claim | difference (final mIoU) | 95% CI (t) | 95% CI (bootstrap) | p | p (Holm) | TOST p (Holm) | "
+        "verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    csv_rows = []
+    for r in results:
+        h, v = r["hypothesis"], r["verdict"]
+        if v is None:
+            md.append(f"| {h['name']} | {cell(h['statement'])} | not enough paired seeds | | | | | | |")
+            continue
+        c = v.contrast
+        md.append(
+            f"| {h['name']} | {cell(h['statement'])} | {c.mean:+.4f} | {interval(c.ci_low, c.ci_high, 4)} | "
+            f"{interval(c.boot_low, c.boot_high, 4)} | {c.p:.3g} | {v.p_holm:.3g} | {v.tost_p_holm:.3g} | "
+            f"**{v.verdict}** |"
+        )
+        csv_rows.append(hypothesis_row(h, v))
+    md += [
+        "",
+        "Test: two-sided paired t-test of the per-seed differences (every arm ran the same seeds, which fix the "
+        "data order and the encoder's initialisation), with its t interval and a percentile bootstrap interval "
+        "(10,000 resamples); for H5 the per-seed difference is itself a difference of differences (an "
+        "interaction). Family: the hypotheses of this network in this preset, Holm-adjusted together; the TOST "
+        f"(equivalence within the margin, ±{csv_rows[0]['margin'] if csv_rows else '?'} mIoU) p-values are "
+        f"Holm-adjusted over the same family. {seeds} seeds.",
+        "",
+    ]
+    return md, csv_rows
+
+
+def hypothesis_row(h: dict, v) -> dict:
+    """The hypotheses.csv row of a tested hypothesis (v: its stats.Verdict)."""
+    c = v.contrast
+    return {
+        "hypothesis": h["name"],
+        "claim": h["statement"],
+        "kind": h["claim"],
+        "margin": h["margin"],
+        "n": c.n,
+        "mean_difference": c.mean,
+        "sd_difference": c.sd,
+        "ci_low": c.ci_low,
+        "ci_high": c.ci_high,
+        "boot_low": c.boot_low,
+        "boot_high": c.boot_high,
+        "p": c.p,
+        "p_holm": v.p_holm,
+        "tost_p": v.tost_p,
+        "tost_p_holm": v.tost_p_holm,
+        "verdict": v.verdict,
+    }
+
+
+def power_table(results: list[dict]) -> list[str]:
+    tested = [r for r in results if r["verdict"] is not None]
+    if not tested:
+        return []
+    m = len(tested)
+    n = min(r["verdict"].contrast.n for r in tested)
+    sds = np.array([r["verdict"].contrast.sd for r in tested])
+    pooled = float(np.sqrt(np.mean(sds**2)))
+    mde = stats.minimum_detectable_difference
+    md = [
+        "## Power: the smallest difference this design could detect",
+        "",
+        f"Achieved spread of the per-seed differences (SD): median {np.median(sds):.4f}, range "
+        f"{sds.min():.4f}-{sds.max():.4f}, pooled {pooled:.4f} (root mean square over the {m} contrasts). With "
+        f"n = {n} paired seeds and 80% power, the minimum detectable difference at the pooled SD is "
+        f"**{mde(pooled, n):.4f} mIoU** for one test at alpha = 0.05 and "
+        f"**{mde(pooled, n, alpha=stats.ALPHA / m):.4f}** for the first step of "
+        f"Holm over the {m} contrasts (alpha / {m}). Per contrast, at its own SD (Holm's first step):",
+        "",
+        "| | SD of differences | MDE (alpha = 0.05) | MDE (alpha / m) |",
+        "|---|---|---|---|",
+    ]
+    for r in tested:
+        c = r["verdict"].contrast
+        md.append(
+            f"| {r['hypothesis']['name']} | {c.sd:.4f} | {mde(c.sd, c.n):.4f} | "
+            f"{mde(c.sd, c.n, alpha=stats.ALPHA / m):.4f} |"
+        )
+    return md + [""]
+
+
+def survivors_box(results: list[dict]) -> list[str]:
+    held = [r for r in results if r["verdict"] is not None and r["verdict"].verdict == "held"]
+    lines = ["> **Claims that survive** (held by the rules below, Holm-adjusted over the family):", ">"]
+    if not held:
+        lines.append("> - none")
+    for r in held:
+        c = r["verdict"].contrast
+        h = r["hypothesis"]
+        lines.append(
+            f"> - **{h['name']}**: {h['statement']} (difference {c.mean:+.4f} mIoU, 95% CI "
+            f"{interval(c.ci_low, c.ci_high, 4)}, Holm p {r['verdict'].p_holm:.3g}, n = {c.n})"
+        )
+    others = collections.Counter(r["verdict"].verdict if r["verdict"] else "not tested" for r in results)
+    others.pop("held", None)
+    if others:
+        lines += [">", "> Otherwise: " + ", ".join(f"{k}: {v}" for k, v in sorted(others.items()))]
+    return lines + [""]
+
+
+def omnibus_text(test: dict, model: str, arms: int) -> list[str]:
+    anova, friedman = test["anova"], test["friedman"]
+    text = (
+        f"Seed-blocked two-way ANOVA of the final mIoU: F({anova['df'][0]}, {anova['df'][1]}) = {anova['F']:.2f}, "
+        f"p = {anova['p']:.3g}"
+    )
+    if friedman:
+        text += f"; Friedman rank test: chi2({friedman['df']}) = {friedman['chi2']:.2f}, p = {friedman['p']:.3g}"
+    text += (
+        f". Shares of the variance: arm {anova['share_arm']:.0%}, seed {anova['share_seed']:.0%}, "
+        f"residual {anova['share_residual']:.0%}."
+    )
+    return [f"## Does the arm matter at all? ({model}, {arms} arms, {test['seeds']} seeds)", "", text, ""]
+
+
+def convergence_table(curves) -> list[str]:
+    md = [
+        f"Convergence (the mean curve over seeds): plateau = mean of its last {PLATEAU_EVALS} validations; "
+        f"'within {PLATEAU_TOLERANCE}' = the first step from which the curve stays no more than "
+        f"{PLATEAU_TOLERANCE} below the plateau.",
+        "",
+        "| arm | plateau mIoU | within 0.01 from step | mIoU at 25% / 50% / 75% of the steps |",
+        "|---|---|---|---|",
+    ]
+    for label, (steps, values) in curves.items():
+        mean = values.mean(0)
+        plateau, step = plateau_step(steps, mean)
+        marks = " / ".join(f"{mean[int(q * (len(mean) - 1))]:.3f}" for q in (0.25, 0.5, 0.75))
+        md.append(f"| {label} | {plateau:.3f} | {step} | {marks} |")
+    return md + [""]
+
+
+def boundaries_and_artifacts_table(arms) -> list[str]:
+    """Per arm, the split-level measurements (experiments.split.split_measurements), if the runs have them."""
+    shown = [a for a in arms if not math.isnan(a["bf_0_mean"])]
+    if not shown:
+        return []
+    columns = list(SPLIT_METRICS)
+    md = [
+        "### Boundaries, thin structures and artifacts (whole validation split, trained networks)",
+        "",
+        "BF at 0/1/2 px: SegNet's boundary F1 at those tolerances; trimap mIoU: mIoU of the pixels within 1 or 4 px "
+        "of a ground-truth edge; phase error max/min: the highest over the lowest error rate among the output "
+        "phases (row and column mod the network's stride; 1 = no phase errs more); shift consistency: the share of "
+        "pixels predicted alike when the input moves by 1-7 px (mean over the shifts); CB: the detrended "
+        "checkerboard score at factor 2 (segjax.ops.checkerboard_score) of the upsamplers' outputs (mean over the "
+        "decoder's levels), of the class-centred logits, of the gradient of the loss with respect to the input, of "
+        "the magnitude of its gradient with respect to each encoder level's output (mean over the levels; runs "
+        "measured before it was added have none), and the noise floor (the same measure on the class-centred one-hot "
+        "ground truth). Mean ± SD over seeds.",
+        "",
+        "| arm | " + " | ".join(SPLIT_METRICS[c][1] for c in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for a in shown:
+        cells = [pm(a, c, 2 if c == "phase_error_ratio" else None) for c in columns]
+        md.append(f"| {a['model']}/{a['label']} | " + " | ".join(cells) + " |")
+    return md + [""]

@@ -1,0 +1,179 @@
+"""experiments.report, experiments.results and experiments.tables, and one tiny real sweep end to end.
+
+The tiny sweep (two U-Net arms, two seeds, three steps, a 4-channel network on 32 px crops) goes through the command
+line: training, the per-run measurements (experiments.analysis), the studies' measurements (experiments.measure),
+the statistics and the report.
+"""
+
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import analysis, command, definitions, layout, report, results, stats, tables
+from experiments import sweep as sweep_lib
+from experiments.measure import deconvnet as deconvnet_measure
+from segjax.files import read_metrics
+from segjax.task import Task
+
+
+def tiny_overrides(data_dir):
+    return {
+        "data.name": "embedded",
+        "data.data_dir": str(data_dir),
+        "data.embedded.num_train": 16,
+        "data.embedded.num_validation": 8,
+        "data.embedded.num_test": 4,
+        "data.crop_size": 32,
+        "num_devices": 1,
+        "batch_size": 4,
+        "eval_batch_size": 4,
+        "num_train_steps": 3,
+        "log_every_steps": 1,
+        "eval_every_steps": 1,
+        "checkpoint_every_steps": 3,
+        "progress_bar": False,
+        "schedule.warmup_steps": 1,
+        "model.base_width": 4,
+        "model.depth": 1,
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep_out(tmp_path_factory):
+    """Two arms, two seeds, three steps, one hypothesis, through the command line to a report."""
+    out = tmp_path_factory.mktemp("sweep")
+    arms = tuple(definitions.operator_arm("unet", label) for label in ("transposed_k3_default", "resize_conv_nearest"))
+    hypothesis = definitions.Hypothesis("H3", "tiny", "unet", "resize_conv_nearest", "transposed_k3_default")
+    overrides = {**tiny_overrides(out / "tfds"), "checkpoint_every_steps": 1, "keep_checkpoints": 3}  # a trajectory
+    sweep = definitions.Sweep("tiny", arms, (0, 1), overrides, "two arms", (hypothesis,), reproduction=True)
+    code = command.main({"tiny": lambda: sweep}, ["--preset=tiny", f"--out={out}", f"--report-dir={out / 'report'}"])
+    return out, sweep, code
+
+
+def test_tiny_sweep_measurements_and_report(tiny_sweep_out):
+    # One test, not several sharing a fixture: pytest-xdist would train the fixture once per worker.
+    out, sweep, code = tiny_sweep_out
+    assert code == 0
+    runs = sweep_lib.expand(sweep)
+    for run in runs:
+        _check_analysis(json.loads((run.workdir(out) / sweep_lib.ANALYSIS_FILE).read_text()))
+        samples = np.load(run.workdir(out) / "samples.npz")
+        assert samples["prediction"].shape == samples["label"].shape == (4, 32, 32)
+    declared = json.loads((out / "sweep.json").read_text())
+    assert declared[0]["hypotheses"][0]["statement"] == "resize_conv_nearest > transposed_k3_default"
+    odena = json.loads(layout.study_file(out, "odena").read_text())  # measured by the runner, read by the section
+    assert [k for k, _ in odena["overlap"]] == [2, 3, 4, 5] and len(odena["operators"]["seeds"]) == 3
+
+    report_dir = out / "report"
+    text = (report_dir / "REPORT.md").read_text()
+    for needle in (
+        "Claims that survive",
+        "H3",
+        "Verdict rules",
+        "Holm",
+        "minimum detectable difference",
+        "machine:",
+        "Boundaries, thin structures and artifacts",
+        "Operators alone at initialisation",  # the study's measurements, read from OUT/studies/odena.json
+        "Checkerboard during training",  # reproduction sweeps report the trajectory
+        "| step 0 | step 1 | step 2 | step 3 |",
+    ):
+        assert needle in text, needle
+    _check_tables(report_dir, runs, out)
+    _check_ensemble(runs[0], runs[2], out)
+
+    # A report for experiments/results/ is refused from uncommitted code unless asked for.
+    dirty = report.RESULTS_DIR / "test_dirty_check"
+    if report.git_revision()[1]:
+        with pytest.raises(ValueError, match="uncommitted changes"):
+            report.write_report(out, dirty)
+    assert not dirty.exists()
+
+
+def _check_analysis(a):
+    assert a["params"] > 0 and a["gflops"] > 0 and a["steps"] == 3
+    for stage in ("init", "trained"):
+        assert 0 <= a["checkerboard"][stage]["constant"] < 1 and 0 <= a["checkerboard"][stage]["real"] < 1
+    split = a["split"]  # boundaries, thin structures and artifacts over the validation split
+    assert set(split["boundary_f1"]) == {"0", "1", "2"} and set(split["trimap_miou"]) == {"1", "2", "4", "8"}
+    assert split["boundary_f1"]["0"] <= split["boundary_f1"]["1"] <= split["boundary_f1"]["2"] <= 1
+    assert all(0 <= v <= 1 for v in split["shift_consistency"].values()) and len(split["shift_consistency"]) == 7
+    assert np.asarray(split["phase_error"]["rates"]).shape == (2, 2)  # depth 1: stride 2
+    cb = split["checkerboard"]
+    assert len(cb["upsamplers"]) == 1 and all(0 <= v <= 1 for v in (*cb["upsamplers"], cb["logits_2"]))
+    assert cb["floor_2"] < 0.1
+    # depth 1: the encoder's two levels (block2 is the bottom), each level's gradient measured
+    assert set(cb["encoder_gradient_magnitude_2"]) == {"encoder/block1", "encoder/block2"}
+    assert all(0 <= v <= 1 for v in cb["encoder_gradient_2"].values())
+    trajectory = a["checkerboard_trajectory"]  # initialisation and the three kept checkpoints
+    assert trajectory["steps"] == [0, 1, 2, 3] and len(trajectory["upsamplers"]) == len(trajectory["logits"]) == 4
+
+
+def _check_tables(report_dir, runs, out):
+    """runs.csv holds what metrics.jsonl says; hypotheses.csv the paired difference; the figures are drawn."""
+    with open(report_dir / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(0 <= float(r["final_miou"]) <= 1 for r in rows)
+    # The endpoints are what metrics.jsonl says: the final mIoU is the mean of the last 3 validations.
+    records = [r for r in read_metrics(runs[0].workdir(out)) if r["split"] == "validation"]
+    assert float(rows[0]["final_miou"]) == pytest.approx(np.mean([r["mean_iou"] for r in records[-3:]]))
+    assert float(rows[0]["auc_miou"]) == pytest.approx(np.mean([r["mean_iou"] for r in records]))
+    with open(report_dir / "hypotheses.csv") as f:
+        (h3,) = list(csv.DictReader(f))
+    by_seed = {(r["label"], int(r["seed"])): float(r["final_miou"]) for r in rows}
+    differences = [by_seed["resize_conv_nearest", s] - by_seed["transposed_k3_default", s] for s in (0, 1)]
+    assert float(h3["mean_difference"]) == pytest.approx(np.mean(differences))
+    assert h3["verdict"] in stats.VERDICTS
+    for png in ("final_miou.png", "hypotheses.png", "learning_curves.png", "sample_predictions_unet.png"):
+        assert (report_dir / png).stat().st_size > 1000, png
+
+
+def _check_ensemble(first, second, out):
+    """The ensemble of two finished runs scores the average of their softmax probabilities, each member its own."""
+    members = {"a": (first.config, first.workdir(out)), "b": (second.config, second.workdir(out))}
+    measured = deconvnet_measure.ensemble_measurements(members)
+    config = first.config
+    info = Task(config).info
+    images, labels = map(np.concatenate, zip(*analysis.validation_batches(config, info), strict=True))
+    probabilities = []
+    for run in (first, second):
+        task = Task(run.config, str(run.workdir(out)))
+        _, variables, _ = analysis.initial_and_trained_variables(task)
+        probabilities.append(np.asarray(jax.nn.softmax(task.model.apply(variables, images, train=False), -1)))
+    for name, p in (("a", probabilities[0]), ("b", probabilities[1]), ("ensemble", np.mean(probabilities, 0))):
+        predictions, keep = p.argmax(-1), labels != info.ignore_index
+        confusion = np.zeros((info.num_classes,) * 2, np.int64)
+        np.add.at(confusion, (labels[keep], predictions[keep]), 1)
+        union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
+        iou = np.diag(confusion)[union > 0] / union[union > 0]
+        assert measured[name]["mean_iou"] == pytest.approx(iou.mean(), abs=1e-6), name
+        assert measured[name]["pixel_accuracy"] == pytest.approx(np.diag(confusion).sum() / keep.sum(), abs=1e-6)
+        assert set(measured[name]["iou"]) == set(info.class_names)
+        assert set(measured[name]["boundary_f1"]) == {"0", "1", "2"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading and formatting, without runs
+
+
+def test_endpoints_and_plateau_from_a_constructed_curve():
+    records = [{"step": s, "split": "train", "loss": 1.0} for s in (100, 200)]
+    records += [
+        {"step": s, "split": "validation", "mean_iou": v, "iou/wire": v / 2}
+        for s, v in zip(range(100, 800, 100), (0.2, 0.5, 0.7, 0.8, 0.82, 0.84, 0.86), strict=True)
+    ]
+    records.append({"step": 700, "split": "validation", "mean_iou": 0.90, "iou/wire": None})  # resumed: logged again
+    e = results.endpoints(records)
+    assert e["curve_steps"] == [100, 200, 300, 400, 500, 600, 700] and e["endpoint_miou"] == 0.90
+    assert e["final_miou"] == pytest.approx((0.82 + 0.84 + 0.90) / 3)
+    assert e["auc_miou"] == pytest.approx(np.mean([0.2, 0.5, 0.7, 0.8, 0.82, 0.84, 0.90]))
+    assert e["final_iou_wire"] == pytest.approx((0.41 + 0.42) / 2)  # a null is skipped, not a zero
+    plateau, step = results.plateau_step(e["curve_steps"], e["curve_miou"])
+    assert plateau == pytest.approx(np.mean([0.7, 0.8, 0.82, 0.84, 0.90])) and step == 500  # 0.80 < 0.812 - 0.01
+
+
+def test_equivalence_claims_do_not_break_the_markdown_table():
+    assert tables.cell("|bilinear - transposed_k2_default| < 0.01") == "\\|bilinear - transposed_k2_default\\| < 0.01"

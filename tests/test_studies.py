@@ -1,0 +1,291 @@
+"""experiments.studies: the registry, every study's presets (config hashes pinned), and the sections, which only read
+(synthetic results here; the tiny end-to-end sweep is in test_experiments_report.py)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import definitions, layout, measure, reproductions, studies
+from experiments import sweep as sweep_lib
+from experiments import upsampling_ablation as ua
+from experiments.results import Results
+from experiments.studies import deconvnet, fcn, odena, segnet
+from experiments.tables import open_section, ordering
+from segjax import ops
+from segjax.models import ModelSpec
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# Preset -> (first run, its config hash, last run, its config hash), computed with the code before the studies were
+# split into modules: finished runs are recognised by these hashes, so a change here orphans them.
+PINNED = {
+    "cpu": ("unet/transposed_k2_default/seed0", "c81700b0b009", "unet/noskip_bilinear/seed4", "993ef9bb6d0c"),
+    "gpu": ("unet/transposed_k2_default/seed0", "b16ee7a8f61e", "unet/noskip_bilinear/seed7", "bcdf2ca6d29b"),
+    "pilot_cpu": (
+        "unet/transposed_k2_default/seed0",
+        "e971c45badf3",
+        "unet/noskip_transposed_k2_default/seed0",
+        "5a0c0859ac4e",
+    ),
+    "smoke_cpu": ("unet/nearest/seed0", "a9f49a3234cc", "segnet/transposed_k4_bilinear/seed2", "6b7e936ff048"),
+    "odena_cpu": (
+        "unet/transposed_k2_default/seed0",
+        "e42afa10da71",
+        "segnet/transposed_k4_bilinear/seed2",
+        "6b7e936ff048",
+    ),
+    "odena_2x2_cpu": (
+        "unet/resize_conv_nearest/seed0",
+        "f6875f52b78e",
+        "unet/resize_conv_nearest_delta/seed4",
+        "cf8a53fa0a2d",
+    ),
+    "fcn_128_cpu": ("fcn/fcn32s_fixed/seed0", "7fb3ee8d2570", "fcn/fcn8s_learned/seed2", "6aa8c686b14e"),
+    "fcn_staged_128_cpu": ("fcn/fcn32s_fixed/seed0", "7fb3ee8d2570", "fcn/fcn8s_at_once/seed4", "bf02f3a991a0"),
+    "odena_trajectory_cpu": (
+        "unet/transposed_k4_default/seed0",
+        "6e4b8c068ee1",
+        "unet/resize_conv_nearest/seed1",
+        "6caa8958da3c",
+    ),
+    "fcn_cpu": ("fcn/fcn32s/seed0", "0f72f1d50163", "fcn/fcn8s/seed2", "5669fdb2877e"),
+    "segnet_table1_cpu": (
+        "table1/segnet_basic/seed0",
+        "5b27146f2d65",
+        "table1/segnet_basic_natural/seed4",
+        "92d02972734d",
+    ),
+    "deconvnet_128_cpu": ("edeconvnet/fcn8s_fixed/seed0", "e07b265f95e0", "edeconvnet/deconvnet/seed4", "f4b62a61987c"),
+    "segnet_cpu": ("segnet/bilinear/seed0", "2547d2c530cb", "segnet/transposed_k4_bilinear/seed2", "6b7e936ff048"),
+    "all_cpu": ("fcn/fcn32s/seed0", "0f72f1d50163", "segnet/transposed_k4_bilinear/seed2", "6b7e936ff048"),
+}
+
+
+def expand_preset(make) -> list:
+    made = make()
+    return [r for s in (made if isinstance(made, list) else [made]) for r in sweep_lib.expand(s)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The registry and the presets
+
+
+def test_registry_finds_every_preset_and_pins_its_config_hashes():
+    every = studies.presets()
+    assert {**ua.PRESETS, **reproductions.PRESETS}.keys() == every.keys() == PINNED.keys()
+    assert set(ua.PRESETS) == {"cpu", "gpu", "pilot_cpu", "smoke_cpu"}
+    for name, pinned in PINNED.items():
+        runs = expand_preset(every[name])
+        assert (runs[0].name, runs[0].config_hash, runs[-1].name, runs[-1].config_hash) == pinned, name
+    assert set(odena.PRESETS) <= set(reproductions.PRESETS) and "all_cpu" in reproductions.PRESETS
+    for name, module in studies.STUDIES.items():
+        assert callable(module.sections) and module.PRESETS, name
+    assert set(measure.MEASURES) <= set(studies.STUDIES)
+
+
+def test_importing_the_section_side_imports_neither_jax_nor_the_models():
+    modules = ["experiments.report", "experiments.results", "experiments.tables", "experiments.studies"]
+    modules += [f"experiments.studies.{name}" for name in studies.STUDIES]
+    code = (
+        f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+        "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'segjax.models', 'flax')) "
+        "or m in ('experiments.upsampling_ablation', 'experiments.reproductions', 'experiments.command')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_ablation_presets_expand_into_valid_configs():
+    sweep = ua.PRESETS["cpu"]()
+    runs = sweep_lib.expand(sweep)
+    labels = [a.label for a in sweep.arms]
+    assert len(labels) == len(set(labels)) == 10
+    assert {arm for h in sweep.hypotheses for arm in h.arms} == set(labels)  # every arm answers a hypothesis
+    assert len(runs) == 10 * len(sweep.seeds) and len(sweep.seeds) >= 5
+    assert len({r.workdir("OUT") for r in runs}) == len(runs)
+    assert len({r.config_hash for r in runs}) == len(runs)  # the seed is part of the config
+    for run in runs:
+        c = run.config
+        settings = definitions.UPSAMPLE_ARMS[run.arm.label.removeprefix("noskip_")]
+        assert c.seed == run.seed and c.model.name == "unet"
+        assert c.model.skips == (not run.arm.label.startswith("noskip_"))
+        assert c.model.upsample.method == settings["method"]
+        assert c.model.upsample.kernel_size == settings.get("kernel_size")
+        assert c.model.upsample.init == settings.get("init")
+        assert c.num_train_steps == definitions.CPU_STEPS and c.data.crop_size == 32 and c.data.eval_size == 64
+        spec = ModelSpec.from_config(c.model)  # every arm is a valid model config
+        assert spec.upsample == ops.UpsampleSpec(**settings)
+    smoke = ua.PRESETS["smoke_cpu"]()
+    assert smoke.smoke_test and not smoke.hypotheses
+    assert {a.label for a in smoke.arms if a.model == "unet"} == set(definitions.UPSAMPLE_ARMS)
+    assert {r.arm.key for r in sweep_lib.expand(ua.PRESETS["gpu"](), seeds=[0])} == {a.key for a in sweep.arms}
+    with pytest.raises(ValueError, match="needs arms"):
+        definitions.Sweep("bad", sweep.arms[:1], (0,), hypotheses=sweep.hypotheses)
+
+
+def test_reproduction_presets_expand_into_valid_configs():
+    fcn_runs = sweep_lib.expand(fcn.fcn())
+    assert [r.config.model.name for r in fcn_runs if r.seed == 0] == ["fcn32s", "fcn16s", "fcn8s"]
+    for run in fcn_runs:
+        ModelSpec.from_config(run.config.model)
+    assert {r.arm.label for r in sweep_lib.expand(segnet.segnet())} == set(definitions.SEGNET_TABLE1)
+    odena_keys = {r.arm.key for r in sweep_lib.expand(odena.odena())}
+    assert "unet/transposed_k3_default" in odena_keys and "unet/nearest" not in odena_keys
+    # Odena and SegNet share segnet/transposed_k4_bilinear, and the smoke ablation holds them all: run once.
+    both = [r for s in [*reproductions.PRESETS["all_cpu"](), ua.PRESETS["smoke_cpu"]()] for r in sweep_lib.expand(s)]
+    unique = sweep_lib.dedupe(both)
+    assert len(unique) == len({r.name for r in both}) < len(both)
+
+
+def test_fcn_presets_fix_the_upsampling_and_chain_the_stages():
+    for run in sweep_lib.expand(reproductions.PRESETS["fcn_128_cpu"]()):
+        frozen = run.config.optimizer.frozen
+        assert frozen == ("upscore" if run.arm.label.endswith("_fixed") else None)
+        assert run.config.data.crop_size == 128 and run.config.model.name == run.arm.label.split("_")[0]
+        ModelSpec.from_config(run.config.model)
+    runs = {r.name: r for r in sweep_lib.expand(reproductions.PRESETS["fcn_staged_128_cpu"]())}
+    assert runs["fcn/fcn8s_staged/seed3"].config.model.init_from == "fcn/fcn16s_staged/seed3"
+    assert runs["fcn/fcn16s_staged/seed3"].config.model.init_from == "fcn/fcn32s_fixed/seed3"
+    assert (
+        runs["fcn/fcn8s_at_once/seed3"].config.num_train_steps
+        == 3 * runs["fcn/fcn8s_staged/seed3"].config.num_train_steps
+    )
+    assert all(r.config.optimizer.frozen == "upscore" for r in runs.values())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sections, from synthetic results
+
+
+def synthetic_results(arms, out=pathlib.Path("/nonexistent")) -> Results:
+    return Results(out=out, sweeps=[], rows=[], missing=[], arms=arms, costs={})
+
+
+def synthetic_arm(model, label, members, keys=(), value=float("nan"), params=1000):
+    summary = {f"{k}_{s}": value for k in keys for s in ("mean", "std")}
+    return {"model": model, "label": label, "params": params, "_members": members, **summary}
+
+
+def test_the_section_skeleton_gives_no_section_when_an_arm_is_missing():
+    results = synthetic_results([synthetic_arm("m", "a", []), synthetic_arm("m", "b", [])])
+    opened = open_section(results, "m", ("a", "b"), title="T", claim="C.")
+    assert opened.lines == ["## T", "", "**Claim.** C.", ""] and set(opened.found) == {"a", "b"}
+    assert open_section(results, "m", ("a", "c"), title="T") is None  # every label required by default
+    assert open_section(results, "m", ("a", "c"), title="T", required=("a",)).found["c"] is None
+    assert open_section(results, "m", ("a", "c"), title="T", required=(), at_least=2) is None
+    assert open_section(results, "other", ("a",), title="T", required=()) is None  # at least one arm
+    # Every study writes no section from results without its arms or measurements.
+    for name, module in studies.STUDIES.items():
+        if name != "odena":  # Odena's operator-level section needs no arms
+            assert module.sections(synthetic_results([]), None) == [], name
+
+
+def test_ordering_verdicts_are_paired_tests():
+    def arm(values):
+        return {"_members": [{"seed": s, "final_miou": v} for s, v in enumerate(values)]}
+
+    low = [0.50, 0.55, 0.45, 0.52, 0.48]
+    assert ordering(arm(low), arm([v + 0.1 for v in low])).startswith("held")
+    assert ordering(arm([v + 0.1 for v in low]), arm(low)).startswith("did not hold")
+    noisy = [0.5 + d for d in (0.2, -0.2, 0.1, -0.15, 0.05)]
+    assert ordering(arm(low), arm(noisy)).startswith("inconclusive")
+    assert ordering(arm([0.5]), arm([0.6])).startswith("not measured")
+
+
+def test_odena_2x2_section_tests_the_checkerboard_endpoints():
+    keys = (
+        "final_miou",
+        "cb_upsamplers",
+        "cb_logits",
+        "cb_gradient",
+        "cb_floor",
+        "cb_init_constant",
+        "cb_trained_constant",
+    )
+
+    def arm(label, cb):
+        members = [{"seed": s, "cb_upsamplers": v, "final_miou": 0.8} for s, v in enumerate(cb)]
+        return synthetic_arm("unet", label, members, keys)
+
+    noise = np.array([0.01, -0.01, 0.02, 0.0, -0.02])
+    arms = [
+        arm("transposed_k4_default", 0.55 + noise),
+        arm("transposed_k4_bilinear", 0.45 + noise[::-1]),
+        arm("resize_conv_nearest", 0.05 + noise / 10),
+        arm("resize_conv_nearest_delta", 0.05 - noise / 10),
+    ]
+    section = odena.odena_2x2_section(synthetic_results(arms))
+    assert "function class (Odena's claim)" in section and section.count("**held**") >= 2
+    assert odena.odena_2x2_section(synthetic_results(arms[:3])) is None
+    (whole,) = odena.sections(synthetic_results(arms), None)  # no probes measured: said, not computed
+    assert "not measured" in whole and "Initialisation x function class" in whole
+
+
+def test_segnet_table1_section_tests_boundary_f1_and_balancing_and_reads_the_memory(tmp_path):
+    keys = ("final_miou", "final_boundary_f1", "final_pixel_accuracy", "final_class_accuracy", "bf_2")
+    noise = np.array([0.01, -0.01, 0.02, 0.0, -0.02])
+
+    def arm(label, bf, accuracy):
+        members = [
+            {"seed": s, "final_boundary_f1": b, "final_pixel_accuracy": g, "final_class_accuracy": c}
+            for s, (b, g, c) in enumerate(zip(bf + noise, accuracy[0] + noise / 2, accuracy[1] - noise, strict=True))
+        ]
+        return synthetic_arm("table1", label, members, keys, 0.5)
+
+    arms = [
+        arm("segnet_basic", 0.40, (0.80, 0.70)),
+        arm("fcn_basic", 0.38, (0.80, 0.70)),
+        arm("fcn_basic_noaddition", 0.20, (0.80, 0.70)),
+        arm("bilinear_basic", 0.20, (0.80, 0.70)),
+        arm("segnet_basic_natural", 0.40, (0.90, 0.60)),
+    ]
+    section = segnet.table1_section(synthetic_results(arms, tmp_path))
+    assert "| SegNet-Basic, natural frequency | 1,000 |" in section
+    assert "segnet_basic > bilinear_basic on final_boundary_f1: **held**" in section
+    assert "segnet_basic > segnet_basic_natural on final_class_accuracy: **held**" in section
+    assert "segnet_basic_natural > segnet_basic on final_pixel_accuracy: **held**" in section
+    assert "**Inference memory**: not measured" in section
+    row = {"params": 10, "paper": 2**20, "as_implemented": 2**21, "temp_mib": 3.0}
+    memory = [{"model": "segnet_basic", **row}, {"model": "fcn_basic", **row, "paper": 11 * 2**20}]
+    write_study(tmp_path, segnet.NAME, {"memory": memory})
+    section = segnet.table1_section(synthetic_results(arms, tmp_path))
+    assert "| FCN-Basic | 10 | 11.00 MiB | 11.0 | 2.00 MiB | 3.0 MiB |" in section
+    assert segnet.table1_section(synthetic_results(arms[1:], tmp_path)) is None
+
+
+def test_deconvnet_section_reads_the_measured_ensemble(tmp_path):
+    seeds = (0, 1, 2)
+    arms = [
+        synthetic_arm("edeconvnet", label, [{"seed": s, "_workdir": "w"} for s in seeds])
+        for label in ("fcn8s_fixed", "deconvnet")
+    ]
+    assert "was not measured" in deconvnet.deconvnet_section(synthetic_results(arms, tmp_path))
+
+    def network(miou, speck):
+        return {"mean_iou": miou, "boundary_f1": {"0": miou / 2, "2": miou}, "iou": {"speck": speck, "wire": 0.1}}
+
+    measured = {
+        str(s): {
+            "measured": {
+                "fcn8s_fixed": network(0.5 + d, 0.1),
+                "deconvnet": network(0.6 + d, 0.3 + d),
+                "ensemble": network(0.7 + d, 0.2),
+            }
+        }
+        for s, d in zip(seeds, (0.0, 0.01, -0.01), strict=True)
+    }
+    write_study(tmp_path, deconvnet.NAME, {"seeds": measured})
+    section = deconvnet.deconvnet_section(synthetic_results(arms, tmp_path))
+    assert "| EDeconvNet | both | 0.700 ± 0.010 |" in section and "Holm over 4" in section
+    assert "ensemble > deconvnet on mIoU: **held**" in section and section.count("n = 3)") == 4
+    assert "EDeconvNet beats both networks (an intersection-union test: both contrasts must hold): **held**" in section
+
+
+def write_study(out: pathlib.Path, name: str, measured: dict) -> None:
+    path = layout.study_file(out, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(measured))
