@@ -11,32 +11,9 @@ import pathlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from segjax.plots import save_figure
+from segjax.plots import colourise, palette, save_figure
 
-# Class colours for label maps (index 255 = ignore is drawn black).
-PALETTE = np.array(
-    [
-        [40, 40, 40],
-        [230, 80, 60],
-        [60, 160, 230],
-        [250, 200, 50],
-        [120, 220, 110],
-        [200, 90, 220],
-        [240, 140, 40],
-        [90, 90, 200],
-        [160, 240, 240],
-        [250, 250, 250],
-    ],
-    np.uint8,
-)
-
-
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """(H, W) int labels -> (H, W, 3) uint8; classes beyond the palette wrap around, ignore (255) is black."""
-    labels = np.asarray(labels).astype(np.int64)
-    rgb = PALETTE[labels % len(PALETTE)]
-    rgb[labels == 255] = 0
-    return rgb
+COLOURS = palette(256)  # class colours of every label map in the reports (segjax's one palette)
 
 
 def _interval_rows(rows: list[dict], *, color: str):
@@ -160,8 +137,8 @@ def sample_predictions(arms, model: str, path: pathlib.Path, max_samples: int = 
     fig = Figure(figsize=(1.3 * cols, 1.4 * n + 0.4))
     axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
-        panels = [("image", first["image"][i]), ("ground truth", colorize(first["label"][i]))]
-        panels += [(label, colorize(data["prediction"][i])) for label, data in samples]
+        panels = [("image", first["image"][i]), ("ground truth", colourise(first["label"][i], COLOURS))]
+        panels += [(label, colourise(data["prediction"][i], COLOURS)) for label, data in samples]
         for ax, (title, img) in zip(axes[i], panels, strict=True):
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([])

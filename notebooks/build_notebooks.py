@@ -215,7 +215,7 @@ split (per-class table) and shows predictions next to the ground truth. Set `SEG
 import tempfile
 
 from experiments import analysis, sweep
-from segjax import data, evaluate, run
+from segjax import data, evaluate, plots, run
 from segjax.files import read_metrics
 
 WORKDIR = os.environ.get("SEGJAX_NOTEBOOK_WORKDIR", str(ROOT / "runs" / "quickstart"))
@@ -256,7 +256,7 @@ plt.tight_layout(); plt.show()""",
 report = evaluate.evaluate_checkpoint(WORKDIR, "latest", write=False, verbose=False)
 info = data.get_dataset_info(config.data)
 print(f"{report['dataset']} / {report['split']}, checkpoint step {report['checkpoint_step']}")
-print(evaluate.per_class_table(report["scores"], info.class_names))""",
+print(plots.per_class_table(report["scores"], info.class_names))""",
     ),
     ("markdown", "## Predictions"),
     (
@@ -267,13 +267,12 @@ batch = next(data.make_loader(task.data, info.eval_split, global_batch_size=4, t
 images, labels = batch["image"], batch["label"]
 predictions = task.predict(task.layout.replicate(state), images)  # the predict step segjax-eval and -predict use
 
-from experiments.figures import colorize
-
+colours = plots.palette(task.num_classes, task.info.name)  # the colours of segjax-eval's and -predict's figures
 shown = analysis.display_images(images)
 fig, axes = plt.subplots(len(shown), 3, figsize=(6, 2 * len(shown)))
 for i in range(len(shown)):
-    for ax, (title, img) in zip(axes[i], [("image", shown[i]), ("ground truth", colorize(labels[i])),
-                                         ("prediction", colorize(predictions[i]))]):
+    for ax, (title, img) in zip(axes[i], [("image", shown[i]), ("ground truth", plots.colourise(labels[i], colours)),
+                                         ("prediction", plots.colourise(predictions[i], colours))]):
         ax.imshow(img, interpolation="nearest"); ax.axis("off")
         if i == 0:
             ax.set_title(title)
