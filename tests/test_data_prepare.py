@@ -100,10 +100,11 @@ def voc_archive(root, with_sbd=False):
     return expected
 
 
-def test_voc(tmp_path):
+def test_voc(tmp_path, capsys):
     expected = voc_archive(tmp_path / "src")
     dest = str(tmp_path / "voc")
     prepare.main(["voc", str(tmp_path / "src"), dest])
+    assert "wrote train 2, validation 1" in capsys.readouterr().out
     assert stems(dest, "train") == ["a", "b"] and stems(dest, "validation") == ["c"]
     for split, stem in [("train", "a"), ("train", "b"), ("validation", "c")]:
         np.testing.assert_array_equal(read_mask(dest, split, stem), expected[stem])
@@ -305,8 +306,10 @@ def test_a_wrong_or_incomplete_source_is_named_and_nothing_is_written(tmp_path, 
     refused(capsys, ["ade20k", str(src), dest], str(src / "ADEChallengeData2016"))
     camvid_archive(str(tmp_path / "camvid"))
     refused(capsys, ["camvid", str(tmp_path / "camvid"), dest], "--splits DIR", "train.txt and val.txt")
-    os.remove(tmp_path / "camvid" / "splits" / "val.txt")
     splits = str(tmp_path / "camvid" / "splits")
+    write_lines(os.path.join(splits, "test.txt"), ["0016E5_07959", "0006R0_f00930"])  # also in train.txt
+    refused(capsys, ["camvid", str(tmp_path / "camvid"), dest, "--splits", splits], "0006R0_f00930 is in two splits")
+    os.remove(tmp_path / "camvid" / "splits" / "val.txt")
     refused(capsys, ["camvid", str(tmp_path / "camvid"), dest, "--splits", splits], os.path.join(splits, "val.txt"))
     refused(capsys, ["voc", str(src), dest, "--splits", splits], "--splits is for camvid only")
     refused(capsys, ["cityscapes", str(src), dest], str(src / "leftImg8bit" / "train"))

@@ -20,7 +20,6 @@ import concurrent.futures
 import dataclasses
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
@@ -100,7 +99,15 @@ def _read_list(path: str, what: str) -> list[str]:
 
 
 def _check_files(pairs: Sequence[Pair], lists: str) -> tuple[Pair, ...]:
-    """All pairs, or a PrepareError naming the first missing file and how many are missing."""
+    """All pairs, or a PrepareError naming the first missing file and how many are missing, or the first image that
+    two splits share (it would be trained on and evaluated on)."""
+    split_of = {}
+    for pair in pairs:
+        if split_of.setdefault(pair.stem, pair.split) != pair.split:
+            raise PrepareError(
+                f"{pair.stem} is in two splits ({split_of[pair.stem]} and {pair.split}) of {lists}: the split lists "
+                "must not overlap"
+            )
     missing = [p for pair in pairs for p in (pair.image, pair.annotation) if not os.path.exists(p)]
     if missing:
         raise PrepareError(
@@ -458,9 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except PrepareError as e:
         cli.fail(PROG, str(e))
     sizes = ", ".join(f"{split} {n}" for split, n in record["splits"].items())
-    print(
-        f"{args.dest}: {record['description']}; wrote {sizes}; classes and palette in {DATASET_FILE}", file=sys.stderr
-    )
+    print(f"{args.dest}: {record['description']}; wrote {sizes}; classes and palette in {DATASET_FILE}")
 
 
 if __name__ == "__main__":
