@@ -3,7 +3,7 @@
 - `tiny_config(file_name="unet.py", arg=None, **overrides)`: a family config from configs/ shrunk to run in
   seconds (`TINY`: 32x32 crops of a few embedded images, 4-wide nets, 4 steps), on this session's `data_dir`;
   `tiny_overrides(model)`: the same as {dotted key: value};
-- `tiny_task`: the `Task` of `tiny_config()`;
+- `tiny_task`: the `Task` of `tiny_config()`; `trained_run`: that config trained to the end in a workdir;
 - `folder_dataset()`: a new `FolderDataset`, which writes image/mask folders with random block labels.
 """
 
@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from segjax import config as config_lib  # noqa: E402
+from segjax import train  # noqa: E402
 from segjax.data import default_data_config  # noqa: E402
 from segjax.task import Task  # noqa: E402
 
@@ -94,6 +95,14 @@ def tiny_config(data_dir):
 @pytest.fixture(scope="session")
 def tiny_task(tiny_config):
     return Task(tiny_config())
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_config, tmp_path_factory):
+    """(workdir, config, final scores) of `tiny_config()` trained to the end (4 steps, checkpoints at 2 and 4)."""
+    workdir = str(tmp_path_factory.mktemp("run") / "trained")
+    config = tiny_config()
+    return workdir, config, train.train_and_evaluate(config, workdir)
 
 
 # --- folder datasets ------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from segjax import data as data_lib
 from segjax.data import default_data_config, folder, get_dataset_info, make_loader, shapes, transforms
 
 NUM_TRAIN, NUM_VAL = 40, 10
@@ -244,3 +245,23 @@ def test_concurrent_preparation_by_another_process_is_tolerated():
     folder.prepare_once(Builder(prepared=True))  # the twin finished: fine
     with pytest.raises(FileExistsError):
         folder.prepare_once(Builder(prepared=False))  # anything else is a real error
+
+
+def test_size_buckets_bound_the_canvases_and_pad_each_image_least():
+    rng = np.random.default_rng(0)
+    sizes = np.concatenate([rng.integers(20, 300, size=(40, 2)), [[64, 64], [64, 64], [63, 65], [1, 299]]])
+    for max_buckets in (1, 2, 5, 8, 200):
+        buckets = data_lib.size_buckets(sizes, 32, max_buckets, minimum=(48, 48))
+        assert len(buckets) <= max_buckets
+        assert sorted(np.concatenate([i for _, i in buckets]).tolist()) == list(range(len(sizes)))  # each once
+        for (h, w), indices in buckets:
+            assert h % 32 == 0 and w % 32 == 0
+            assert (sizes[indices] <= (h, w)).all() and h >= 48 and w >= 48
+        if max_buckets == 1:  # one canvas: the largest size rounded up to the stride
+            assert buckets[0][0] == (320, 320)
+        if max_buckets == 200:  # no coarsening needed: each image only rounded up to the stride
+            for (h, w), indices in buckets:
+                rounded = -(-np.maximum(sizes[indices], 48) // 32) * 32
+                assert (rounded == (h, w)).all()
+    with pytest.raises(ValueError, match="max_buckets must be >= 1"):
+        data_lib.size_buckets(sizes, 32, 0)

@@ -98,3 +98,31 @@ def test_batching_a_bucket_gives_the_masks_of_one_image_at_a_time(workdir, tmp_p
         predict.predict_files(run, [os.path.join(images, name)], str(alone))
         (mask,) = _masks(alone).values()
         np.testing.assert_array_equal(mask, together[name], err_msg=name)
+
+
+def test_predict_writes_masks_and_overlays_at_each_images_size(trained_run, tmp_path, capsys):
+    workdir, _, _ = trained_run
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a": (45, 70), "b": (64, 33)}.items():
+        Image.fromarray(rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)).save(images / f"{name}.png")
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    predict.main([f"--workdir={workdir}", str(images), f"--out={out}", "--config.eval.flip=True"])
+    assert "wrote 2 masks" in capsys.readouterr().out
+    for name, (h, w) in {"a": (45, 70), "b": (64, 33)}.items():
+        with Image.open(out / f"{name}.png") as mask:
+            assert mask.mode == "P" and mask.size == (w, h) and np.asarray(mask).max() < 6
+        with Image.open(out / f"{name}_overlay.png") as overlay:
+            assert overlay.size == (w, h) and overlay.mode == "RGB"
+    for args, message in [
+        ([f"--workdir={workdir}", str(tmp_path / "nothing"), f"--out={out}"], "neither an image file nor a folder"),
+        (
+            [f"--workdir={workdir}", str(out), f"--out={tmp_path / 'o2'}", "--config.model.base_width=8"],
+            "changes the model",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main(args)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -1,37 +1,26 @@
-"""End-to-end training and evaluation on tiny configs: one step per model family, interrupted-then-resumed ==
-uninterrupted, non-finite loss handling, segjax-eval reports and its user errors (nothing written, exit code 2)."""
+"""segjax.train end to end on tiny configs: what a run writes, one step per model family, interrupted-then-resumed ==
+uninterrupted, shared compilations, starting from weights or another run, non-finite loss and Ctrl-C handling."""
 
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import flax
 import jax
 import ml_collections
 import numpy as np
 import pytest
-from PIL import Image
 
 from segjax import checkpoint as checkpoint_lib
 from segjax import config as config_lib
 from segjax import data as data_lib
-from segjax import evaluate, predict, train
 from segjax import run as run_lib
+from segjax import train
 from segjax.files import read_metrics
 from segjax.models import pretrained
 from segjax.task import Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tiny_config, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("run") / "uninterrupted")
-    config = tiny_config()
-    scores = train.train_and_evaluate(config, workdir)
-    return workdir, config, scores
 
 
 def _final_state(workdir, config):
@@ -42,8 +31,8 @@ def _final_state(workdir, config):
     return state, meta
 
 
-def test_run_writes_config_metrics_tensorboard_and_checkpoints(uninterrupted):
-    workdir, config, scores = uninterrupted
+def test_run_writes_config_metrics_tensorboard_and_checkpoints(trained_run):
+    workdir, config, scores = trained_run
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f) == json.loads(json.dumps(config.to_dict(), default=str))
     records = read_metrics(workdir)
@@ -60,8 +49,8 @@ def test_run_writes_config_metrics_tensorboard_and_checkpoints(uninterrupted):
     assert checkpoint_lib.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
 
 
-def test_interrupted_then_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
-    workdir_a, config, scores_a = uninterrupted
+def test_interrupted_then_resumed_run_equals_uninterrupted(trained_run, tmp_path):
+    workdir_a, config, scores_a = trained_run
     workdir_b = str(tmp_path / "resumed")
     # Crash after step 3: the checkpoint of step 2 exists, step 3 is lost and must be redone identically
     # (dropout keys from the saved RNG, the data loader restarting at batch 2).
@@ -84,9 +73,9 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(uninterrupted, tmp_pa
     np.testing.assert_array_equal(scores_b["confusion_matrix"], scores_a["confusion_matrix"])
 
 
-def test_runs_that_differ_only_in_their_seed_reuse_the_compiled_programs(uninterrupted, tiny_config, tmp_path):
+def test_runs_that_differ_only_in_their_seed_reuse_the_compiled_programs(trained_run, tiny_config, tmp_path):
     """The fixture's run compiled the steps of this config; another seed compiles nothing (XLA backend compiles)."""
-    _, config, _ = uninterrupted
+    _, config, _ = trained_run
     compiles = []
 
     def count(event, duration, **kwargs):
@@ -154,10 +143,10 @@ def test_a_weights_file_that_does_not_fit_stops_the_run_before_anything_is_writt
     assert not (tmp_path / "run").exists()
 
 
-def test_a_run_starts_from_another_runs_checkpoint(uninterrupted, tiny_config, tmp_path, caplog):
+def test_a_run_starts_from_another_runs_checkpoint(trained_run, tiny_config, tmp_path, caplog):
     """model.init_from copies what has the same name and shape (here: all but the transposed convolutions, which the
     bilinear decoder lacks; it has 1x1 projections instead); the rest, the step and the optimizer state are fresh."""
-    source, source_config, _ = uninterrupted
+    source, source_config, _ = trained_run
     trained, _ = _final_state(source, source_config)
     config = tiny_config()
     config.model.upsample.method = "bilinear"
@@ -186,8 +175,8 @@ def test_a_run_starts_from_another_runs_checkpoint(uninterrupted, tiny_config, t
     assert not np.array_equal(after.params["encoder"]["block1"]["conv0"]["kernel"], start)
 
 
-def test_an_init_from_that_does_not_fit_stops_the_run_before_anything_is_written(uninterrupted, tiny_config, tmp_path):
-    source, _, _ = uninterrupted
+def test_an_init_from_that_does_not_fit_stops_the_run_before_anything_is_written(trained_run, tiny_config, tmp_path):
+    source, _, _ = trained_run
     config = tiny_config()
     config.model.base_width = 8  # every shape differs
     config.model.init_from = source
@@ -266,112 +255,3 @@ def test_one_training_step_per_model_family(tiny_config, file_name, arg, compute
     changed = jax.tree.map(lambda a, b: not np.allclose(a, b), state.params, new_state.params)
     assert any(jax.tree.leaves(changed))
     assert {leaf.dtype for leaf in jax.tree.leaves(new_state.params)} == {np.dtype("float32")}
-
-
-# ------------------------------------------------------------------------------------------------------------
-# segjax-eval
-# ------------------------------------------------------------------------------------------------------------
-
-
-def test_evaluate_checkpoint_writes_reports(uninterrupted):
-    workdir, config, scores = uninterrupted
-    report = evaluate.evaluate_checkpoint(workdir, "best", verbose=False)
-    assert report["checkpoint_step"] == 4 and report["split"] == "validation"
-    assert report["path"] == os.path.join(workdir, "eval", "validation-step4.json")
-    with open(report["path"]) as f:
-        written = json.load(f)
-    assert written["scores"]["mean_iou"] == pytest.approx(scores["mean_iou"])  # same numbers as in training
-    assert len(written["scores"]["per_class_iou"]) == 6 and written["config_summary"]["model"]["name"] == "unet"
-    names = sorted(os.listdir(os.path.join(workdir, "eval")))
-    assert names == ["validation-step4-confusion.png", "validation-step4-examples.png", "validation-step4.json"]
-    table = evaluate.per_class_table(written["scores"], written["class_names"])
-    assert table.splitlines()[1].startswith("background") and "mean_iou" in table
-
-
-def test_eval_command_prints_no_library_warnings(uninterrupted, capsys, caplog):
-    workdir, _, scores = uninterrupted
-    with caplog.at_level(logging.WARNING):
-        evaluate.main([f"--workdir={workdir}", "--step=latest", "--config.eval.num_images_to_plot=0"])
-    out = capsys.readouterr()
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
-    assert "WARNING" not in out.err and f"{100 * scores['mean_iou']:.2f}" in out.out
-
-
-def _eval_error(workdir, step="latest", config=None, match=""):
-    before = _listing(workdir)
-    with pytest.raises(run_lib.RunError, match=match):
-        evaluate.evaluate_checkpoint(workdir, step, config=config, verbose=False)
-    assert _listing(workdir) == before, "a failed segjax-eval must not write anything"
-
-
-def _listing(workdir):
-    if not os.path.exists(workdir):
-        return None
-    return sorted(os.path.relpath(os.path.join(d, f), workdir) for d, _, files in os.walk(workdir) for f in files)
-
-
-def test_evaluate_user_errors_write_nothing(uninterrupted, tmp_path):
-    workdir, config, _ = uninterrupted
-    _eval_error(str(tmp_path / "missing"), match="does not exist")
-    (tmp_path / "empty").mkdir()
-    _eval_error(str(tmp_path / "empty"), match="not a segjax-train workdir")
-    (tmp_path / "untrained").mkdir()
-    (tmp_path / "untrained" / "config.json").write_text(json.dumps(config.to_dict()))
-    _eval_error(str(tmp_path / "untrained"), match="No checkpoint found")
-    _eval_error(workdir, step="3", match=r"No checkpoint for step 3 .*available steps: \[2, 4\]")
-    _eval_error(workdir, step="last", match="not 'latest', 'best' or an integer")
-    wider = config.copy_and_resolve_references()
-    wider.model.base_width = 8
-    _eval_error(workdir, config=wider, match=r"changes the model .*model.base_width: 4 -> 8")
-    smoother = config.copy_and_resolve_references()  # same parameter shapes, another function: refused too
-    smoother.model.upsample.method, smoother.model.upsample.resize = "resize_conv", "bilinear"
-    _eval_error(workdir, config=smoother, match=r"model.upsample.method: None -> 'resize_conv'")
-
-
-def test_evaluate_num_classes_mismatch_is_reported(uninterrupted, tmp_path, monkeypatch):
-    workdir, config, _ = uninterrupted
-    real = data_lib.get_dataset_info
-
-    def seven_classes(data_config):  # the config's dataset has another number of classes than the checkpoint
-        info = real(data_config)
-        return info.__class__(**{**info.__dict__, "num_classes": 7, "class_names": info.class_names + ("x",)})
-
-    monkeypatch.setattr(evaluate.data_lib, "get_dataset_info", seven_classes)
-    _eval_error(workdir, match="trained with num_classes=6 but the config's dataset .* has 7 classes")
-
-
-def test_eval_cli_exit_code_2_and_config_override_errors(tmp_path):
-    missing = str(tmp_path / "nope")
-    result = subprocess.run(
-        [sys.executable, "-m", "segjax.evaluate", f"--workdir={missing}"], capture_output=True, text=True, cwd=REPO
-    )
-    assert result.returncode == 2, result.stderr
-    assert "does not exist" in result.stderr and not os.path.exists(missing)
-
-
-def test_predict_writes_masks_and_overlays_at_each_images_size(uninterrupted, tmp_path, capsys):
-    workdir, _, _ = uninterrupted
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for name, (h, w) in {"a": (45, 70), "b": (64, 33)}.items():
-        Image.fromarray(rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)).save(images / f"{name}.png")
-    (images / "notes.txt").write_text("not an image")
-    out = tmp_path / "out"
-    predict.main([f"--workdir={workdir}", str(images), f"--out={out}", "--config.eval.flip=True"])
-    assert "wrote 2 masks" in capsys.readouterr().out
-    for name, (h, w) in {"a": (45, 70), "b": (64, 33)}.items():
-        with Image.open(out / f"{name}.png") as mask:
-            assert mask.mode == "P" and mask.size == (w, h) and np.asarray(mask).max() < 6
-        with Image.open(out / f"{name}_overlay.png") as overlay:
-            assert overlay.size == (w, h) and overlay.mode == "RGB"
-    for args, message in [
-        ([f"--workdir={workdir}", str(tmp_path / "nothing"), f"--out={out}"], "neither an image file nor a folder"),
-        (
-            [f"--workdir={workdir}", str(out), f"--out={tmp_path / 'o2'}", "--config.model.base_width=8"],
-            "changes the model",
-        ),
-    ]:
-        with pytest.raises(SystemExit) as exit_info:
-            predict.main(args)
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err
