@@ -136,6 +136,13 @@ class Upsample(nn.Module):
                 f"Upsample(method={method!r}) keeps the channel count ({channels}); features={self.features} "
                 f"needs a learned method: {', '.join(PARAMETRIC_METHODS)}."
             )
+        grouped = {("transposed", "bilinear"): "upsamples", ("resize_conv", "delta"): "averages"}
+        action = grouped.get((method, self.spec.weight_init))
+        if action and channels % self.features:
+            raise ValueError(
+                f"Upsample(method={method!r}, init={self.spec.weight_init!r}) {action} each group of input channels on "
+                f"its own: the input channels ({channels}) must be a multiple of features ({self.features})."
+            )
 
     def _conv(self, features: int, kernel_size: int, kernel_init) -> nn.Conv:
         """The learned convolution of resize_conv (after the resize) and pixel_shuffle (before the shuffle)."""
@@ -170,12 +177,6 @@ class Upsample(nn.Module):
             y = _FIXED[method](x, f)
         elif method == "transposed":
             if init == "bilinear":
-                if c % self.features:
-                    raise ValueError(
-                        f"Upsample(method='transposed', init='bilinear') upsamples each group of "
-                        f"input channels on its own: the input channels ({c}) must be a multiple of features "
-                        f"({self.features})."
-                    )
 
                 def kernel_init(key, shape, dtype=jnp.float32):
                     return bilinear_kernel(shape[0], c, self.features, dtype)
@@ -189,11 +190,6 @@ class Upsample(nn.Module):
                 y = y + jnp.asarray(bias, y.dtype)
         elif method == "resize_conv":
             if init == "delta":
-                if c % self.features:
-                    raise ValueError(
-                        f"Upsample(method='resize_conv', init='delta') averages groups of input channels: the input "
-                        f"channels ({c}) must be a multiple of features ({self.features})."
-                    )
 
                 def kernel_init(key, shape, dtype=jnp.float32):
                     return delta_kernel(shape[0], shape[2], shape[3], dtype)
