@@ -1,6 +1,7 @@
 """What the experiments are made of, as plain data: arms, hypotheses, sweeps, the operator table and the budgets.
 
-This module imports nothing from the rest of `experiments/`; each study (`experiments/studies/`) declares its arms,
+This module imports nothing from the rest of `experiments/` but the gate rules (`experiments.gates`, plain data as
+well); each study (`experiments/studies/`) declares its arms,
 hypotheses and presets from these pieces before anything runs. The generic flow is: definitions (this module) and
 studies -> runner (`sweep`, `command`) -> measurements (`analysis`, `measure`) -> results (`results`, `stats`) ->
 report (`report`, the studies' sections).
@@ -14,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
+
+from experiments.gates import Collapse, Gate
 
 # ----------------------------------------------------------------------------------------------------------------
 # Types
@@ -49,6 +52,7 @@ class Hypothesis:
     claim 'greater': arm `better` beats arm `worse` on the primary endpoint (final validation mIoU);
     claim 'equivalent': the two differ by less than `margin`. With `minus` = (c, d), the contrast is the
     interaction (better - worse) - (c - d): does the difference between two operators change with the network?
+    With `also`, the better side is the mean of `better` and `also` (kernel 3 against the mean of kernels 2 and 4).
     `margin` is the equivalence margin of the TOST (see experiments.stats for the verdict rules).
     """
 
@@ -60,17 +64,25 @@ class Hypothesis:
     claim: str = "greater"
     margin: float = 0.01
     minus: tuple[str, str] | None = None
+    also: str | None = None
 
     def __post_init__(self):
         if self.claim not in ("greater", "equivalent"):
             raise ValueError(f"{self.name}: claim must be 'greater' or 'equivalent', got {self.claim!r}")
+        if self.also is not None and self.minus is not None:
+            raise ValueError(f"{self.name}: a contrast takes `also` (a mean of two arms) or `minus`, not both")
 
     @property
     def arms(self) -> tuple[str, ...]:
-        return (self.better, self.worse, *(self.minus or ()))
+        return (self.better, self.worse, *(self.minus or ()), *((self.also,) if self.also else ()))
 
     @property
     def statement(self) -> str:
+        if self.also:
+            better = f"mean({self.better}, {self.also})"
+            if self.claim == "greater":
+                return f"{better} > {self.worse}"
+            return f"|{better} - {self.worse}| < {self.margin}"
         if self.minus:
             return (
                 f"({self.better} - {self.worse}) > ({self.minus[0]} - {self.minus[1]})"
@@ -96,6 +108,8 @@ class Sweep:
     smoke_test: bool = False  # a short run that checks the machinery and answers no question
     reproduction: bool = False  # its report adds the studies' sections (experiments/studies/)
     reference: str | None = None  # the arm others are compared with in the report (None: the first)
+    gate: Gate | None = None  # what a trained arm must reach; its verdicts are "not tested" otherwise
+    collapse: Collapse | None = None  # when a run counts as collapsed (rates per arm, sensitivity analysis)
 
     def __post_init__(self):
         keys = [arm.key for arm in self.arms]

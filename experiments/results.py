@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from experiments import layout, stats
+from experiments import gates, layout, stats
 from segjax.files import read_metrics
 
 LAST_EVALS = 3
@@ -109,6 +109,10 @@ def endpoints(records: list[dict]) -> dict:
     }
     for name in CLASSES_OF_INTEREST:
         out[f"final_iou_{name}"] = mean_of(last, f"iou/{name}")
+    train = [r for r in records if r.get("split") == "train" and r.get("loss") is not None]
+    if train:  # what the training-adequacy gate reads
+        out["first_loss"], out["final_loss"] = float(train[0]["loss"]), float(train[-1]["loss"])
+    out["final_per_class_iou"] = [v for k, v in sorted(evals[-1].items()) if k.startswith("iou/")]
     return out
 
 
@@ -240,20 +244,43 @@ def paired(arms: list[dict], key: str) -> tuple[list[int], list[list]]:
 
 
 def _paired_values(rows: list[dict], h: dict):
-    """(a, b, seeds) of a hypothesis: better (minus minus[0]) and worse (minus minus[1]) on the shared seeds; a and b
-    are None with fewer than 2 seeds."""
-    arms = [h["better"], h["worse"], *(h.get("minus") or ())]
-    values = [per_seed(rows, h["model"], arm) for arm in arms]
-    seeds = sorted(set.intersection(*(set(v) for v in values)))
+    """(a, b, seeds) of a hypothesis: better (averaged with `also`, or minus minus[0]) and worse (minus minus[1]) on
+    the shared seeds; a and b are None with fewer than 2 seeds."""
+    values = {arm: per_seed(rows, h["model"], arm) for arm in h_arms(h)}
+    seeds = sorted(set.intersection(*(set(v) for v in values.values())))
     if len(seeds) < 2:
         return None, None, seeds
-    a = np.array([values[0][s] - (values[2][s] if h.get("minus") else 0.0) for s in seeds])
-    b = np.array([values[1][s] - (values[3][s] if h.get("minus") else 0.0) for s in seeds])
-    return a, b, seeds
+    better, worse = (np.array([values[arm][s] for s in seeds]) for arm in (h["better"], h["worse"]))
+    if h.get("also"):
+        better = (better + np.array([values[h["also"]][s] for s in seeds])) / 2
+    if h.get("minus"):
+        better = better - np.array([values[h["minus"][0]][s] for s in seeds])
+        worse = worse - np.array([values[h["minus"][1]][s] for s in seeds])
+    return better, worse, seeds
 
 
-def hypothesis_results(rows: list[dict], hypotheses: list[dict]) -> list[dict]:
-    """Each hypothesis's seed-paired contrast and verdict; Holm over the hypotheses of the same network."""
+def h_arms(h: dict) -> list[str]:
+    """Every arm a hypothesis (as recorded in sweep.json) reads."""
+    return [h["better"], h["worse"], *(h.get("minus") or ()), *([h["also"]] if h.get("also") else [])]
+
+
+def gate_status(rows: list[dict], gate: gates.Gate) -> dict[tuple[str, str], str | None]:
+    """(model, label) -> None when the arm trained by `gate`, else the checks a majority of its seeds failed."""
+    groups: dict[tuple[str, str], list[gates.RunOutcome]] = collections.defaultdict(list)
+    for r in rows:
+        outcome = gates.RunOutcome(
+            r.get("first_loss", math.nan),
+            r.get("final_loss", math.nan),
+            r.get("final_miou") or math.nan,
+            tuple(r.get("final_per_class_iou") or ()),
+        )
+        groups[(r["model"], r["label"])].append(outcome)
+    return {key: gate.arm_status(runs) for key, runs in groups.items()}
+
+
+def hypothesis_results(rows: list[dict], hypotheses: list[dict], status: dict | None = None) -> list[dict]:
+    """Each hypothesis's seed-paired contrast and verdict; Holm over the hypotheses of the same network. With the
+    arms' gate `status` (`gate_status`), a verdict about an arm that did not train is "not tested: ..."."""
     prepared = [(h, *_paired_values(rows, h)) for h in hypotheses]
     results = []
     for model in dict.fromkeys(h["model"] for h in hypotheses):
@@ -262,6 +289,8 @@ def hypothesis_results(rows: list[dict], hypotheses: list[dict]) -> list[dict]:
             [(a, b) for _, a, b, _ in family], [h["margin"] for h, *_ in family], [h["claim"] for h, *_ in family]
         )
         for (h, a, b, seeds), v in zip(family, verdicts, strict=True):
+            arm_status = {arm: (status or {}).get((model, arm)) for arm in h_arms(h)}
+            v = dataclasses.replace(v, verdict=gates.gated_verdict(v.verdict, h_arms(h), arm_status))
             results.append({"hypothesis": h, "verdict": v, "differences": (a - b).tolist(), "seeds": seeds})
     for h, a, _, seeds in prepared:
         if a is None:
@@ -353,6 +382,21 @@ class Results:
     @property
     def hypotheses(self) -> list[dict]:
         return [h for s in self.sweeps for h in s.get("hypotheses", [])]
+
+    @property
+    def gate(self) -> gates.Gate | None:
+        """The training-adequacy gate the sweeps declared (the first one's), or None."""
+        declared = next((s["gate"] for s in self.sweeps if s.get("gate")), None)
+        return gates.Gate(**declared) if declared else None
+
+    @property
+    def collapse(self) -> gates.Collapse | None:
+        declared = next((s["collapse"] for s in self.sweeps if s.get("collapse")), None)
+        return gates.Collapse(**declared) if declared else None
+
+    def gate_status(self) -> dict[tuple[str, str], str | None]:
+        """(model, label) -> None when the arm passed the declared gate (or none was declared), else why not."""
+        return gate_status(self.rows, self.gate) if self.gate else {}
 
     @property
     def smoke_test(self) -> bool:

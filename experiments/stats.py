@@ -36,6 +36,7 @@ ALPHA = 0.05
 POWER = 0.8
 VERDICTS = ("held", "did not hold", "equivalent", "inconclusive")
 RULES = __doc__[__doc__.index("Verdict rules") :].strip()
+SIGN_FLIP_MAX_N = 12  # up to here the exact sign-flip interval replaces the bootstrap (2^12 sign patterns)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +49,9 @@ class Contrast:
     ci_low: float  # (1 - alpha) t interval of the mean
     ci_high: float
     p: float  # two-sided paired t-test of mean(d) = 0
-    boot_low: float  # (1 - alpha) percentile bootstrap interval of the mean
-    boot_high: float
+    robust_low: float  # (1 - alpha) nonparametric interval of the mean: `robust_method`'s
+    robust_high: float
+    robust_method: str  # 'sign-flip' (exact, n <= SIGN_FLIP_MAX_N) or 'bootstrap' (percentile, larger n)
 
 
 def _as_differences(a, b) -> np.ndarray:
@@ -64,9 +66,10 @@ def _as_differences(a, b) -> np.ndarray:
 
 
 def paired_contrast(a, b, *, alpha: float = ALPHA, n_boot: int = 10000, seed: int = 0) -> Contrast:
-    """Mean of a - b per seed with its t interval, two-sided paired t-test and bootstrap interval.
+    """Mean of a - b per seed with its t interval and two-sided paired t-test, and a nonparametric interval: the
+    exact sign-flip interval up to SIGN_FLIP_MAX_N seeds, a percentile bootstrap beyond.
 
-    With zero spread (all differences equal) the interval is that value and p is 1 for a zero mean, 0 otherwise.
+    With zero spread (all differences equal) the t interval is that value and p is 1 for a zero mean, 0 otherwise.
     """
     d = _as_differences(a, b)
     n = len(d)
@@ -81,10 +84,13 @@ def paired_contrast(a, b, *, alpha: float = ALPHA, n_boot: int = 10000, seed: in
         half = sps.t.ppf(1 - alpha / 2, n - 1) * se
         low, high = mean - half, mean + half
         p = float(2 * sps.t.sf(abs(mean / se), n - 1))
+    if n <= SIGN_FLIP_MAX_N:
+        exact = sign_flip(d, np.zeros(n), alpha=alpha)
+        return Contrast(mean, sd, n, float(low), float(high), p, exact.ci_low, exact.ci_high, "sign-flip")
     rng = np.random.default_rng(seed)
     boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
     boot_low, boot_high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return Contrast(mean, sd, n, float(low), float(high), p, float(boot_low), float(boot_high))
+    return Contrast(mean, sd, n, float(low), float(high), p, float(boot_low), float(boot_high), "bootstrap")
 
 
 def holm(p_values) -> np.ndarray:
@@ -123,9 +129,6 @@ def nonequivalence(a, b, margin: float) -> float:
     if se == 0:
         return 0.0 if mean > margin else 1.0
     return float(sps.t.sf((mean - margin) / se, n - 1))
-
-
-SIGN_FLIP_MAX_N = 12  # up to here the exact sign-flip interval replaces the bootstrap (2^12 sign patterns)
 
 
 @dataclasses.dataclass(frozen=True)

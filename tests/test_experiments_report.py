@@ -7,15 +7,16 @@ the statistics and the report.
 
 import csv
 import json
+import pathlib
 
 import jax
 import numpy as np
 import pytest
 
-from experiments import analysis, command, definitions, layout, report, results, stats, tables
+from experiments import analysis, command, definitions, gates, layout, report, results, stats, tables
 from experiments import sweep as sweep_lib
 from experiments.measure import deconvnet as deconvnet_measure
-from segjax.files import read_metrics
+from segjax.files import read_metrics, write_json
 from segjax.task import Task
 
 
@@ -177,3 +178,64 @@ def test_endpoints_and_plateau_from_a_constructed_curve():
 
 def test_equivalence_claims_do_not_break_the_markdown_table():
     assert tables.cell("|bilinear - transposed_k2_default| < 0.01") == "\\|bilinear - transposed_k2_default\\| < 0.01"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training adequacy and collapse, on runs whose training is faked (metrics written by hand)
+
+# Final mIoU per (arm, seed): 'flat' never trains; 'shaky' collapses at seed 3.
+FAKE_MIOU = {
+    "good": [0.86, 0.87, 0.865, 0.868, 0.871, 0.862],
+    "shaky": [0.85, 0.86, 0.855, 0.70, 0.861, 0.852],
+    "flat": [0.12, 0.11, 0.13, 0.12, 0.86, 0.12],
+}
+
+
+def _train_from_table(config, workdir):
+    label = config.model.upsample.method  # the fake arms carry their label there
+    miou = FAKE_MIOU[label][config.seed]
+    trained = miou > 0.5
+    records = [
+        {"step": 1, "split": "train", "loss": 2.0},
+        {"step": 4, "split": "train", "loss": 0.3 if trained else 1.9},
+    ]
+    per_class = {"iou/a": miou, "iou/b": miou if trained else 0.0}
+    records += [{"step": s, "split": "validation", "mean_iou": miou, **per_class} for s in (2, 3, 4)]
+    (pathlib.Path(workdir) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_an_arm_that_never_trains_is_not_tested_and_collapses_are_reported(tmp_path):
+    arms = tuple(definitions.Arm("unet", label, "default", {"model.upsample.method": label}) for label in FAKE_MIOU)
+    hypotheses = (
+        definitions.Hypothesis("G1", "", "unet", "good", "flat"),
+        definitions.Hypothesis("G2", "", "unet", "good", "shaky"),
+        definitions.Hypothesis("G3", "", "unet", "good", "flat", also="shaky"),
+    )
+    sweep = definitions.Sweep(
+        "gated", arms, tuple(range(6)), {}, "", hypotheses, gate=gates.Gate(min_miou=0.3), collapse=gates.Collapse()
+    )
+    runs = sweep_lib.expand(sweep)
+    sweep_lib.run_sweep(runs, tmp_path, train_fn=_train_from_table, analyze_fn=lambda c, w: {}, log=lambda s: None)
+    write_json(tmp_path / layout.SWEEP_FILE, [command.sweep_record(sweep)])
+    loaded = results.Results.load(tmp_path)
+    assert loaded.gate_status() == {
+        ("unet", "good"): None,
+        ("unet", "shaky"): None,
+        ("unet", "flat"): "5 of 6 seeds fail the gate: classes, loss, mIoU",
+    }
+    verdicts = {
+        r["hypothesis"]["name"]: r["verdict"].verdict
+        for r in results.hypothesis_results(loaded.rows, loaded.hypotheses, loaded.gate_status())
+    }
+    assert (
+        verdicts["G1"]
+        == verdicts["G3"]
+        == "not tested: flat did not train (5 of 6 seeds fail the gate: classes, loss, mIoU)"
+    )
+    assert not verdicts["G2"].startswith("not tested")
+    text = report.write_report(tmp_path, tmp_path / "report", allow_dirty=True).read_text()
+    assert "| shaky | [3] | 1/6 |" in text and "| good | none | 0/6 |" in text
+    assert "Fisher-Freeman-Halton exact test" in text
+    # G2 without the collapsed seed: the mean of the five other differences.
+    d = np.array(FAKE_MIOU["good"]) - np.array(FAKE_MIOU["shaky"])
+    assert f"| G2 | {d.mean():+.4f} | {np.delete(d, 3).mean():+.4f} (5) |" in text

@@ -30,10 +30,18 @@ def test_paired_contrast_matches_scipy(seed, n, shift, ties):
     assert c.n == n and c.mean == pytest.approx(np.mean(a - b)) and c.sd == pytest.approx(np.std(a - b, ddof=1))
     assert c.p == pytest.approx(reference.pvalue, rel=1e-9)
     assert (c.ci_low, c.ci_high) == pytest.approx((interval.low, interval.high), rel=1e-9)
+    exact = stats.sign_flip(a, b)
+    assert c.robust_method == "sign-flip" and (c.robust_low, c.robust_high) == (exact.ci_low, exact.ci_high)
+
+
+def test_paired_contrast_beyond_twelve_seeds_gives_scipys_bootstrap_interval():
+    a, b = _pair(4, 15, 0.01)
+    c = stats.paired_contrast(a, b)
     boot = sps.bootstrap((a - b,), np.mean, n_resamples=20000, method="percentile", rng=np.random.default_rng(9))
     width = c.ci_high - c.ci_low
-    assert c.boot_low == pytest.approx(boot.confidence_interval.low, abs=0.05 * width)
-    assert c.boot_high == pytest.approx(boot.confidence_interval.high, abs=0.05 * width)
+    assert c.robust_method == "bootstrap"
+    assert c.robust_low == pytest.approx(boot.confidence_interval.low, abs=0.05 * width)
+    assert c.robust_high == pytest.approx(boot.confidence_interval.high, abs=0.05 * width)
 
 
 def test_paired_contrast_edge_cases():
