@@ -25,7 +25,7 @@ def tiny(name, **overrides):
     cfg = models.default_model_config()
     cfg.name = name
     cfg.base_width = 2
-    if models.config.FAMILIES[name] != "fcn":
+    if models.config.FAMILIES[name] not in ("fcn", "deeplab"):  # their depth is their encoder's
         cfg.depth = 2
     for key, value in overrides.items():
         if key.startswith("upsample_"):

@@ -1,7 +1,7 @@
 """Encoder-decoder segmentation networks whose upsampling operator is a config choice.
 
-`create_model(spec, num_classes)` builds FCN-32s/16s/8s, SegNet, U-Net, DeconvNet or the networks of SegNet's
-decoder study (SegNet-Basic, FCN-Basic, FCN-Basic-NoAddition, Bilinear-Interpolation) from a `ModelSpec`, the
+`create_model(spec, num_classes)` builds FCN-32s/16s/8s, SegNet, U-Net, DeconvNet, DeepLabv3/v3+ or the networks of
+SegNet's decoder study (SegNet-Basic, FCN-Basic, FCN-Basic-NoAddition, Bilinear-Interpolation) from a `ModelSpec`, the
 model section of a config read once (`ModelSpec.from_config`, see `default_model_config`); `MODELS` maps the config
 names to the classes.
 """
@@ -14,6 +14,7 @@ import ml_collections
 from segjax.models.base import EncoderDecoder
 from segjax.models.basic import BilinearBasic, FCNBasic, FCNBasicNoAddition, SegNetBasic
 from segjax.models.config import PRESET_NAMES, PRESETS, ModelSpec, default_model_config
+from segjax.models.deeplab import DeepLab, DeepLabV3, DeepLabV3Plus
 from segjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from segjax.models.layers import Conv, NormFactory, conv2d
 from segjax.models.segnet import DeconvNet, SegNet
@@ -30,6 +31,8 @@ MODELS = {
     "fcn_basic": FCNBasic,
     "fcn_basic_noaddition": FCNBasicNoAddition,
     "bilinear_basic": BilinearBasic,
+    "deeplabv3": DeepLabV3,
+    "deeplabv3plus": DeepLabV3Plus,
 }
 
 
@@ -68,6 +71,9 @@ __all__ = [
     "PRESETS",
     "Conv",
     "DeconvNet",
+    "DeepLab",
+    "DeepLabV3",
+    "DeepLabV3Plus",
     "BilinearBasic",
     "EncoderDecoder",
     "FCNBasic",

@@ -20,6 +20,8 @@ FAMILIES = {
     "fcn_basic": "segnet_basic",
     "fcn_basic_noaddition": "segnet_basic",
     "bilinear_basic": "segnet_basic",
+    "deeplabv3": "deeplab",
+    "deeplabv3plus": "deeplab",
 }
 PRESET_NAMES = ("small", "paper")
 
@@ -51,6 +53,11 @@ PRESETS = {
         "paper": dict(base_width=64, depth=4, convs=(1,)),
         "small": dict(base_width=16, depth=4, convs=(1,)),
     },
+    # DeepLab: ResNet's stem width (64: ResNet-50/101, 256 channels in ASPP); depth and convs are the ResNet's.
+    "deeplab": {
+        "paper": dict(base_width=64, depth=5, convs=(1,)),
+        "small": dict(base_width=16, depth=5, convs=(1,)),
+    },
 }
 
 # What `upsample.method = None` and `dropout = None` mean: the paper's choice (by family, or by name where the networks
@@ -64,10 +71,12 @@ DEFAULT_METHOD = {
     "fcn_basic": "transposed",
     "fcn_basic_noaddition": "transposed",
     "bilinear_basic": "bilinear",
+    "deeplab": "bilinear",
 }
 # FCN: dropout 0.5 after fc6 and fc7; U-Net: 0.5 at the end of the contracting path; DeconvNet keeps
 # VGG's fc dropout; SegNet none (its Bayesian variant uses 0.5 around the deepest blocks).
-DEFAULT_DROPOUT = {"fcn": 0.5, "segnet": 0.0, "unet": 0.5, "deconvnet": 0.5, "segnet_basic": 0.0}
+# DeepLab: 0.1 after ASPP's projection (the papers' released code; torchvision's ASPP has 0.5).
+DEFAULT_DROPOUT = {"fcn": 0.5, "segnet": 0.0, "unet": 0.5, "deconvnet": 0.5, "segnet_basic": 0.0, "deeplab": 0.1}
 # Paper weight init of the transposed convolutions: FCN's (and FCN-Basic's) bilinear, the others the default.
 DEFAULT_TRANSPOSED_INIT = {
     "fcn": "bilinear",
@@ -77,7 +86,12 @@ DEFAULT_TRANSPOSED_INIT = {
     "segnet_basic": None,
     "fcn_basic": "bilinear",
     "fcn_basic_noaddition": "bilinear",
+    "deeplab": "bilinear",
 }
+# What `output_stride = None` means: 32 (no dilation) but for DeepLab, whose papers train at 16.
+DEFAULT_OUTPUT_STRIDE = {"deeplab": 16}
+# DeepLab's encoders (segjax.models.deeplab); the other networks take segjax.models.encoder.ENCODERS.
+RESNET_ENCODERS = ("resnet50", "resnet101")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -90,8 +104,11 @@ def default_model_config() -> ml_collections.ConfigDict:
             "depth": config_dict.placeholder(int),  # number of 2x poolings (None: the preset's; FCN is fixed at 5)
             "norm": "batch",  # 'none' (FCN, U-Net papers), 'batch' (SegNet paper) or 'group'
             "dropout": config_dict.placeholder(float),  # None: the paper's (FCN, U-Net 0.5; SegNet 0)
-            "encoder": "vgg",  # 'vgg' (every network) or 'resnet50' (unet, fcn*; base_width 64 is torchvision's)
-            "output_stride": config_dict.placeholder(int),  # resnet50: 32 (None), 16 or 8 (dilated, FCN only)
+            # 'vgg' (every network; deeplab*: means resnet50), 'resnet50' (unet, fcn*, deeplab*; base_width 64 is
+            # torchvision's) or 'resnet101' (deeplab*)
+            "encoder": "vgg",
+            # ResNet: 32 (None; deeplab*: 16), 16 or 8 (dilated; FCN and DeepLab only)
+            "output_stride": config_dict.placeholder(int),
             # A local torchvision .pth or timm .safetensors file loaded into the encoder before training (None: none)
             "encoder_weights": config_dict.placeholder(str),
             # A finished segjax-train workdir whose latest checkpoint starts this run: every parameter and batch
@@ -199,9 +216,20 @@ class ModelSpec:
             raise ValueError(f"model {name}: unknown preset {c['preset']!r}; valid: {', '.join(PRESET_NAMES)}.")
         preset = PRESETS[family][c["preset"]]
         depth = _positive_int(c["depth"], "depth", name) or preset["depth"]
-        if c["encoder"] == "resnet50":
+        if family == "deeplab" and c["encoder"] == "vgg":  # the section's default: DeepLabv3 has no VGG variant
+            c["encoder"] = "resnet50"
+        if family == "deeplab" and c["encoder"] not in RESNET_ENCODERS:
+            raise ValueError(
+                f"model {name}: encoder={c['encoder']!r} cannot work; DeepLab is built on a dilated ResNet: set "
+                f"model.encoder to one of {', '.join(RESNET_ENCODERS)}."
+            )
+        if c["encoder"] == "resnet101" and family != "deeplab":
+            raise ValueError(
+                f"model {name}: encoder 'resnet101' is DeepLab's (deeplabv3, deeplabv3plus); use 'resnet50' or 'vgg'."
+            )
+        if c["encoder"] in RESNET_ENCODERS:
             if c["depth"] not in (None, 5):
-                raise ValueError(f"model {name}: the ResNet-50 encoder has depth 5 (stride 32); set depth to None.")
+                raise ValueError(f"model {name}: the ResNet encoders have depth 5 (stride 32); set depth to None.")
             depth = 5
         method = up["method"] or DEFAULT_METHOD.get(name, DEFAULT_METHOD[family])
         init = up["init"]
@@ -222,7 +250,8 @@ class ModelSpec:
             dropout=DEFAULT_DROPOUT[family] if c["dropout"] is None else c["dropout"],
             upsample=upsample,
             encoder=c["encoder"],
-            output_stride=_positive_int(c["output_stride"], "output_stride", name) or 32,
+            output_stride=_positive_int(c["output_stride"], "output_stride", name)
+            or DEFAULT_OUTPUT_STRIDE.get(family, 32),
             skips=c["skips"],
             fc_width=preset.get("fc_width"),
             fc_kernel=preset.get("fc_kernel"),
@@ -240,7 +269,7 @@ class ModelSpec:
             encoder=self.encoder,
             output_stride=self.output_stride,
         )
-        if self.family != "fcn":  # FCN's depth is fixed by its class
+        if self.family not in ("fcn", "deeplab"):  # their depth is fixed by their class (DeepLab's by its ResNet)
             arguments["depth"] = self.depth
         if self.fc_width is not None:
             arguments.update(fc_width=self.fc_width, fc_kernel=self.fc_kernel)

@@ -1,5 +1,5 @@
-"""The encoders: the VGG-style one shared by FCN, SegNet, U-Net and DeconvNet, torchvision's ResNet-50 (for U-Net
-and FCN), and what every encoder returns.
+"""The encoders: the VGG-style one shared by FCN, SegNet, U-Net and DeconvNet, torchvision's ResNet-50 (for U-Net,
+FCN and DeepLab) and ResNet-101 (DeepLab), and what every encoder returns.
 
 Parameter names (under the model's 'encoder'): 'block{i}/conv{j}/kernel' (HWIO) and, without norm,
 'block{i}/conv{j}/bias'; with batch norm 'block{i}/norm{j}/scale', '.../bias' (params) and '.../mean', '.../var'
@@ -72,10 +72,13 @@ class VGGEncoder(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# ResNet-50
+# ResNet-50, ResNet-101
 # --------------------------------------------------------------------------------------------------
 
 RESNET50_BLOCKS = (3, 4, 6, 3)  # bottleneck blocks of layer1..layer4
+# torchvision's ResNet-50 and ResNet-101 differ only in layer3's depth. ResNet-101 is DeepLab's (the papers report
+# both); the other networks take the ENCODERS.
+RESNET_BLOCKS = {"resnet50": RESNET50_BLOCKS, "resnet101": (3, 4, 23, 3)}
 BOTTLENECK_EXPANSION = 4
 OUTPUT_STRIDES = (8, 16, 32)
 ENCODERS = ("vgg", "resnet50")
@@ -138,17 +141,19 @@ class Bottleneck(nn.Module):
         return nn.relu(y + shortcut)
 
 
-class ResNet50Encoder(nn.Module):
-    """torchvision's ResNet-50 without its classifier: stem ('conv1', 'bn1', ReLU: stride 2; 3x3 max pooling),
-    then layer1..layer4 ('layer{i}_{j}' bottlenecks: strides 4, 8, 16, 32). `width` is the stem's channels (64 in
-    ResNet-50; a smaller width gives the same layout, narrower). `output_stride` 16 or 8 dilates layer4, or layer3
-    and layer4, instead of striding (torchvision's replace_stride_with_dilation). Returns five `EncoderLevel`s: the
-    stem's features (stride 2) and each layer's output. Needs batch or group norm (`EncoderDecoder.check`)."""
+class ResNetEncoder(nn.Module):
+    """torchvision's ResNet-50 (`blocks` RESNET_BLOCKS['resnet101']: ResNet-101) without its classifier: stem ('conv1',
+    'bn1', ReLU: stride 2; 3x3 max pooling), then layer1..layer4 ('layer{i}_{j}' bottlenecks: strides 4, 8, 16, 32).
+    `width` is the stem's channels (64 in ResNet-50; a smaller width gives the same layout, narrower). `output_stride`
+    16 or 8 dilates layer4, or layer3 and layer4, instead of striding (torchvision's replace_stride_with_dilation).
+    Returns five `EncoderLevel`s: the stem's features (stride 2) and each layer's output. Needs batch or group norm
+    (`EncoderDecoder.check`)."""
 
     width: int = 64
     norm: NormFactory = NormFactory()
     output_stride: int = 32
     dtype: Any = None
+    blocks: tuple[int, ...] = RESNET50_BLOCKS  # bottlenecks of layer1..layer4
 
     @nn.compact
     def __call__(self, x, train: bool) -> tuple[EncoderLevel, ...]:
@@ -157,7 +162,7 @@ class ResNet50Encoder(nn.Module):
         levels = [EncoderLevel(x, 2)]
         x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
         stride, dilation = 4, 1
-        for i, blocks in enumerate(RESNET50_BLOCKS):
+        for i, blocks in enumerate(self.blocks):
             layer_stride = 1 if i == 0 else 2
             previous_dilation = dilation
             if layer_stride == 2 and stride >= self.output_stride:
@@ -174,3 +179,6 @@ class ResNet50Encoder(nn.Module):
             stride *= layer_stride
             levels.append(EncoderLevel(x, stride))
         return tuple(levels)
+
+
+ResNet50Encoder = ResNetEncoder  # the name U-Net, FCN and the weight loader know it by (blocks default to ResNet-50's)
