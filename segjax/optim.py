@@ -4,7 +4,8 @@
 learning-rate curve (it needs `num_train_steps`); both are validated when made and documented key by key in
 docs/config_reference.md. The specs, not the config, travel into the training step, so equal settings give equal
 (hashable) steps that share one compilation. Weight decay never applies to biases or normalisation scales/offsets
-(any parameter with fewer than two dimensions), as is standard for convolutional networks.
+(any parameter with fewer than two dimensions), as is standard for convolutional networks. `lr_multipliers` scales
+the learning rate of the parameters whose path matches a pattern (DeepLab's and FCN's 10x rate for the new head).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from ml_collections import config_dict
@@ -52,9 +54,13 @@ class OptimizerSpec:
     weight_decay: float = 1e-4  # never applied to biases and norm parameters
     grad_clip_norm: float | None = None  # clip by global norm; None or 0: off
     frozen: str | None = None  # regex on parameter paths ('upscore' ...): those get no updates (learning rate 0)
+    # ((regex, factor), ...) or {regex: factor}: the learning rate of matching parameters times factor (the first
+    # pattern that matches decides); optional in a config (see default_optimizer_config)
+    lr_multipliers: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         _check_choice("optimizer", self.name, OPTIMIZERS)
+        object.__setattr__(self, "lr_multipliers", _multiplier_pairs(self.lr_multipliers))
         if self.frozen is not None:
             try:
                 re.compile(self.frozen)
@@ -73,6 +79,36 @@ class OptimizerSpec:
     @classmethod
     def from_config(cls, optimizer_config) -> OptimizerSpec:
         return cls(**_fields_of(cls, optimizer_config, "optimizer"))
+
+    @property
+    def names_parameters(self) -> bool:
+        """Whether a pattern (frozen, lr_multipliers) must be checked against the model's parameter names."""
+        return self.frozen is not None or bool(self.lr_multipliers)
+
+
+def _multiplier_pairs(value) -> tuple[tuple[str, float], ...]:
+    """optimizer.lr_multipliers as ((pattern, factor), ...): from a mapping or pairs (a config's JSON round trip
+    makes lists); ValueError naming a bad pattern or factor."""
+    items = value.items() if hasattr(value, "items") else value
+    try:
+        pairs = tuple((pattern, factor) for pattern, factor in (items or ()))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"optimizer.lr_multipliers={value!r} must be {{pattern: factor}} or ((pattern, factor), ...)."
+        ) from None
+    checked = []
+    for pattern, factor in pairs:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as e:
+            raise ValueError(f"optimizer.lr_multipliers: {pattern!r} is not a regular expression: {e}.") from None
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+            raise ValueError(
+                f"optimizer.lr_multipliers: the factor of {pattern!r} must be a positive number, got {factor!r} "
+                "(optimizer.frozen stops parameters altogether)."
+            )
+        checked.append((pattern, float(factor)))
+    return tuple(checked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +191,39 @@ def frozen_labels(pattern: str):
     return labels
 
 
+def learning_rate_factors(pairs: tuple[tuple[str, float], ...], params: Any) -> Any:
+    """params -> the learning-rate factor of each parameter: that of the first pattern of `pairs` its path matches,
+    else 1. A pattern that matches no parameter is an error naming it (a typo would silently change nothing)."""
+    names = jax.tree_util.tree_map_with_path(lambda path, _: path_name(path), params)
+    leaves = jax.tree.leaves(names)
+    for pattern, _ in pairs:
+        if not any(re.search(pattern, name) for name in leaves):
+            examples = ", ".join(leaves[:3])
+            raise ValueError(
+                f"optimizer.lr_multipliers: {pattern!r} matches no parameter; names look like {examples}, ..."
+            )
+
+    def factor(name):
+        return next((f for pattern, f in pairs if re.search(pattern, name)), 1.0)
+
+    return jax.tree.map(factor, names)
+
+
+def scale_by_lr_multipliers(pairs: tuple[tuple[str, float], ...]) -> optax.GradientTransformation:
+    """Multiplies each update by its parameter's `learning_rate_factors` (the last step of the chain, so for SGD a
+    matched parameter moves exactly factor times as far as it would unmatched); checks the patterns in `init`."""
+
+    def init(params):
+        learning_rate_factors(pairs, params)
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        factors = learning_rate_factors(pairs, updates)
+        return jax.tree.map(lambda u, f: u if f == 1.0 else u * jnp.asarray(f, u.dtype), updates, factors), state
+
+    return optax.GradientTransformation(init, update)
+
+
 def create_optimizer(
     spec: OptimizerSpec, schedule_spec: ScheduleSpec
 ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
@@ -163,7 +232,8 @@ def create_optimizer(
     Gradient clipping by global norm comes first (grad_clip_norm, None = off). For 'sgd' and 'adam', weight_decay is
     an L2 term added to the gradient (coupled, as in the FCN/SegNet papers); for 'adamw' it is decoupled
     (Loshchilov & Hutter). Parameters whose path matches `frozen` get no updates at all (FCN's released networks
-    keep their bilinear deconvolutions so: learning rate 0).
+    keep their bilinear deconvolutions so: learning rate 0). `lr_multipliers` scales the final updates (the learning
+    rate, and with it the coupled decay, as Caffe's lr_mult does).
     """
     schedule = create_schedule(schedule_spec, spec.learning_rate)
     parts = []
@@ -182,12 +252,17 @@ def create_optimizer(
     tx = optax.chain(*parts)
     if spec.frozen is not None:
         tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, frozen_labels(spec.frozen))
+    if spec.lr_multipliers:
+        tx = optax.chain(tx, scale_by_lr_multipliers(spec.lr_multipliers))
     return tx, schedule
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
-    """The `optimizer` config section: the fields of `OptimizerSpec` with its defaults."""
+    """The `optimizer` config section: the fields of `OptimizerSpec` with its defaults, but for the optional
+    `lr_multipliers` (left out so that the configs of runs made before it existed, and their hashes, stay as they
+    were; a config file adds it, as configs/deeplab.py does)."""
     values = dataclasses.asdict(OptimizerSpec())
+    del values["lr_multipliers"]
     values["grad_clip_norm"] = config_dict.placeholder(float)
     values["frozen"] = config_dict.placeholder(str)
     return ml_collections.ConfigDict(values)

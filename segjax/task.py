@@ -56,7 +56,7 @@ class Task:
         self.dtype = _DTYPES[config.compute_dtype]
         # One plain model: the train step binds the data-parallel axis to its batch norm where it runs under one.
         self.model = models_lib.create_model(self.model_spec, self.num_classes, dtype=self.dtype)
-        if self.optimizer.frozen is not None:
+        if self.optimizer.names_parameters:
             self.abstract_state()  # a pattern that matches no parameter fails here, before anything is written
         self._logged_buckets: set[str] = set()
 

@@ -1,6 +1,8 @@
 """segjax.optim: schedules follow their formulas; weight decay, clipping and frozen parameters behave as documented;
 the specs are frozen, hashable and validated."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -96,3 +98,53 @@ def test_frozen_parameters_get_no_update_and_no_decay():
     unmatched, _ = optim.create_optimizer(optim.OptimizerSpec(frozen="decoder"), CONSTANT)
     with pytest.raises(ValueError, match=r"matches no parameter; names look like score_fr/bias"):
         unmatched.init(params)
+
+
+def test_lr_multipliers_scale_the_update_exactly():
+    """optimizer.lr_multipliers: with the same parameters and gradients, a matched parameter's update is exactly k
+    times an unmatched one's, every step (SGD with momentum and coupled decay; Adam likewise); the first matching
+    pattern decides; with frozen parameters they stay frozen. Unmatched or bad patterns and factors are refused."""
+    params = {name: {"kernel": jnp.full((3, 3), 2.0), "bias": jnp.ones(3)} for name in ("encoder", "head", "aux")}
+    grads = jax.tree.map(lambda p: jnp.linspace(-1.0, 1.0, p.size).reshape(p.shape), params)
+    for name in ("sgd", "adam"):
+        spec = optim.OptimizerSpec(
+            name=name, learning_rate=0.1, weight_decay=0.1, lr_multipliers={"^head/": 10.0, "^(head|aux)/": 3.0}
+        )
+        assert spec.lr_multipliers == (("^head/", 10.0), ("^(head|aux)/", 3.0))  # a mapping becomes hashable pairs
+        tx, _ = optim.create_optimizer(spec, CONSTANT)
+        state = tx.init(params)
+        for _ in range(3):
+            updates, state = tx.update(grads, state, params)
+            for key in ("kernel", "bias"):
+                encoder = np.asarray(updates["encoder"][key])
+                assert np.any(encoder != 0)
+                np.testing.assert_array_equal(updates["head"][key], encoder * np.float32(10.0))
+                np.testing.assert_array_equal(updates["aux"][key], encoder * np.float32(3.0))
+    both = optim.OptimizerSpec(name="sgd", frozen="^aux/", lr_multipliers=(("^head/", 10.0),))
+    tx, _ = optim.create_optimizer(both, CONSTANT)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_array_equal(updates["aux"]["kernel"], 0.0)
+    np.testing.assert_array_equal(updates["head"]["kernel"], updates["encoder"]["kernel"] * np.float32(10.0))
+    unmatched, _ = optim.create_optimizer(optim.OptimizerSpec(lr_multipliers=(("^decoder/", 10.0),)), CONSTANT)
+    with pytest.raises(
+        ValueError, match=r"lr_multipliers: '\^decoder/' matches no parameter; names look like aux/bias"
+    ):
+        unmatched.init(params)
+    with pytest.raises(ValueError, match=r"lr_multipliers: '\(' is not a regular expression"):
+        optim.OptimizerSpec(lr_multipliers={"(": 2.0})
+    with pytest.raises(ValueError, match=r"the factor of '\^head/' must be a positive number, got 0"):
+        optim.OptimizerSpec(lr_multipliers={"^head/": 0})
+    with pytest.raises(ValueError, match=r"must be \{pattern: factor\} or \(\(pattern, factor\), ...\)"):
+        optim.OptimizerSpec(lr_multipliers="^head/")
+
+
+def test_lr_multipliers_is_optional_in_a_config_and_survives_the_json_round_trip(tiny_config):
+    """Left out of the defaults (old runs' configs and hashes unchanged): absent means none. configs/deeplab.py sets
+    it; its stored JSON form (lists) reads back to the same spec."""
+    assert "lr_multipliers" not in optim.default_optimizer_config()
+    assert optim.OptimizerSpec.from_config(tiny_config("unet.py").optimizer).lr_multipliers == ()
+    config = tiny_config("deeplab.py", "preset=paper")
+    spec = optim.OptimizerSpec.from_config(config.optimizer)
+    assert spec.lr_multipliers == (("^head/", 10.0),) and spec.names_parameters
+    stored = ml_collections.ConfigDict(json.loads(json.dumps(config.optimizer.to_dict())))
+    assert optim.OptimizerSpec.from_config(stored) == spec
