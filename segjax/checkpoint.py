@@ -4,6 +4,8 @@ Each checkpoint holds two items: 'state' (the whole TrainState: step, params, ba
 RNG) and 'meta' (JSON: the step, num_classes, the model config and the validation scores when there were any).
 Kept: the last `keep` checkpoints plus the best one by validation mean IoU. Evaluation opens the same directory
 read-only, which is safe while a training run is still writing to it (orbax only publishes finished steps).
+No checkpoint holds a non-finite value: `save` refuses such a state (`all_finite`), so every kept checkpoint, the
+best one included, is one a run can resume from and rotation can never leave only broken ones.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
@@ -30,6 +34,32 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing or does not fit the config (user-fixable)."""
 
 
+class NonFiniteStateError(FloatingPointError):
+    """A state with a NaN or an infinity was about to be saved (nothing was written)."""
+
+
+@jax.jit
+def _all_finite(leaves: list) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def all_finite(tree) -> bool:
+    """Whether every floating-point value of `tree` is finite: one fused reduction, compiled once per tree
+    structure (a run checks the same structure at every save)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return not leaves or bool(_all_finite(leaves))
+
+
+def non_finite_paths(tree, limit: int = 3) -> list[str]:
+    """The first `limit` 'a/b/c' paths of `tree` that hold a non-finite value (for messages; slow, numpy)."""
+    bad = []
+    for path, value in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+            bad.append("/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path))
+    return sorted(bad)[:limit]
+
+
 class Checkpointer:
     """Saves/restores TrainStates (host copies) with their metadata; tracks the best step by validation mIoU."""
 
@@ -37,6 +67,7 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"keep_checkpoints={keep} must be at least 1.")
         self.directory = checkpoint_dir(workdir)
+        self.lock = None  # the workdir's lock (segjax.run.WorkdirLock) of a training run: released by `close`
         if read_only:
             options = ocp.CheckpointManagerOptions(
                 read_only=True,
@@ -101,7 +132,13 @@ class Checkpointer:
 
     # --- save / restore -------------------------------------------------------------------------------------------
     def save(self, step: int, state: Any, meta: dict, scores: dict | None = None) -> None:
-        """Saves a host copy of `state` (asynchronously); `scores` (with 'mean_iou') make it eligible as best."""
+        """Saves a host copy of `state` (asynchronously); `scores` (with 'mean_iou') make it eligible as best.
+        NonFiniteStateError, nothing written, if the state holds a NaN or an infinity."""
+        state_dict = flax.serialization.to_state_dict(state)
+        if not all_finite(state_dict):
+            raise NonFiniteStateError(
+                f"The state of step {step} holds non-finite values ({', '.join(non_finite_paths(state_dict))})"
+            )
         metrics = None if scores is None else {BEST_METRIC: float(scores[BEST_METRIC])}
         meta = dict(meta, step=int(step), scores=jsonable(scores))
         # A periodic checkpoint has no scores by design: orbax's notice about the missing metric says nothing.
@@ -109,7 +146,7 @@ class Checkpointer:
             self._manager.save(
                 int(step),
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                    state=ocp.args.StandardSave(state_dict),
                     meta=ocp.args.JsonSave(jsonable(meta)),
                 ),
                 metrics=metrics,
@@ -140,6 +177,9 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:

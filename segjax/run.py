@@ -1,17 +1,24 @@
 """A run in a workdir: its stored config (written when it starts, completed with the defaults of keys added
-since, diffed against a new one), the check that keeps a model from changing under its checkpoints, and the states
-a command starts from: restored for evaluation, resumed for training, or fresh (from its initialisers, an
-encoder weights file, or another run: model.init_from).
+since, diffed against a new one), the check that keeps a model from changing under its checkpoints, the lock that
+keeps one training process per workdir, and the states a command starts from: restored for evaluation, resumed for
+training, or fresh (from its initialisers, an encoder weights file, or another run: model.init_from).
 
-  <workdir>/config.json     the resolved config (`save_config`, read back by `stored_config`)
+  <workdir>/config.json     the resolved config (`save_config`, read back by `stored_config`); written once, when the
+                            run starts (no checkpoint yet); a resume never rewrites it, it warns about what differs
+  <workdir>/train.lock      held (fcntl) by process 0 of the training run while it runs; holds its PID and host
   <workdir>/checkpoints/    orbax checkpoints (segjax.checkpoint)
+
+Everything a training command can refuse (workdir, stored config, model changes, checkpoint shapes, weights) is
+checked before its first write, so a refused command leaves the workdir byte-identical.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import socket
 
 import ml_collections
 
@@ -25,6 +32,7 @@ from segjax.task import Task
 log = logging.getLogger("segjax.run")
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = "train.lock"
 
 
 class RunError(ValueError):
@@ -42,12 +50,22 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
 def stored_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config the run in `workdir` was started with, completed with the defaults of keys added since
     (`config.section_defaults`); RunError if `workdir` is not a segjax-train workdir."""
-    workdir = os.path.abspath(workdir)
+    workdir = check_workdir(workdir)
     if not os.path.isdir(workdir):
         raise RunError(f"Workdir {workdir} does not exist; pass the --workdir of a segjax-train run.")
     if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
         raise RunError(f"{workdir} has no {CONFIG_FILE}: it is not a segjax-train workdir.")
     return with_defaults(_load(workdir), config_lib.section_defaults())
+
+
+def check_workdir(workdir: str) -> str:
+    """`workdir` as an absolute path; RunError if it is empty or names something that is not a folder."""
+    if not str(workdir).strip():
+        raise RunError("--workdir is empty; pass the folder of the run (e.g. --workdir=runs/unet).")
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise RunError(f"Workdir {workdir} is a file, not a folder; pass another --workdir.")
+    return workdir
 
 
 def with_defaults(config: ml_collections.ConfigDict, sections: dict) -> ml_collections.ConfigDict:
@@ -93,8 +111,21 @@ def _to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def _load(workdir: str) -> ml_collections.ConfigDict:
-    with open(os.path.join(workdir, CONFIG_FILE)) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    """The stored config as written; RunError naming the file if it is not a config segjax wrote."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(
+            f"{path} cannot be read as JSON ({e}); restore the run's config.json (or start a new run)."
+        ) from None
+    if not isinstance(values, dict) or not isinstance(values.get("model"), dict) or "data" not in values:
+        raise RunError(
+            f"{path} is not a segjax config (a JSON object with 'model' and 'data' sections); restore the run's "
+            "config.json (or start a new run)."
+        )
+    return ml_collections.ConfigDict(values)
 
 
 def _fill(values: dict, defaults: dict) -> dict:
@@ -116,7 +147,7 @@ def restore(workdir: str, step="latest", config=None) -> tuple[Task, steps.Train
     evaluated, not the model (checked against what the checkpoint recorded: keys and, on restore, shapes).
     Every user error is a RunError naming the fix.
     """
-    workdir = os.path.abspath(workdir)
+    workdir = check_workdir(workdir)
     stored = stored_config(workdir)  # also checks that workdir is a segjax-train workdir
     config = stored if config is None else config
     if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
@@ -139,6 +170,7 @@ def restore(workdir: str, step="latest", config=None) -> tuple[Task, steps.Train
                 ": evaluation cannot change the model; drop those overrides (eval.*, data.* and the like are fine)."
             )
         state, _ = checkpoints.restore(resolved, task.abstract_state())
+        _check_finite(state, resolved, checkpoints)
     except checkpoint_lib.CheckpointError as e:
         raise RunError(str(e)) from None
     finally:
@@ -149,28 +181,129 @@ def restore(workdir: str, step="latest", config=None) -> tuple[Task, steps.Train
 def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpointer, steps.TrainState, dict | None]:
     """Opens the run in task.workdir for training: (its checkpointer, the host state to continue from, that state's
     validation scores or None). The state is the latest checkpoint's, or fresh (`initial_weights`) when there is
-    none; weights that do not fit are refused before anything is written. Process 0 (`primary`) writes the config,
-    with a warning naming what changed since the run started."""
-    workdir = task.workdir
+    none. Everything that can be refused is checked first (the workdir; on a resume the stored config, the model
+    and the checkpoint; on a start the weights); then process 0 (`primary`) takes the workdir's lock (`WorkdirLock`,
+    released by `Checkpointer.close`) and, on a start, writes config.json. A resume keeps config.json as the run's
+    record and warns about the keys that differ; it refuses a change of the model."""
+    workdir = check_workdir(task.workdir)
     latest = None
     if os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
         reader = checkpoint_lib.Checkpointer(workdir, read_only=True)
-        latest = reader.latest_step()
-        reader.close()
-    weights = initial_weights(task) if latest is None else None
-    os.makedirs(workdir, exist_ok=True)
-    if primary and os.path.exists(os.path.join(workdir, CONFIG_FILE)):
-        changed = changes_since_start(task.config, workdir)
-        if changed:
-            log.warning("The config differs from the one this workdir was started with:\n  %s", "\n  ".join(changed))
-    if primary:
-        save_config(task.config, workdir)
-    checkpoints = task.checkpointer()
+        try:
+            latest = reader.latest_step()
+            state, meta = _resume_state(task, reader, latest) if latest is not None else (None, {})
+        finally:
+            reader.close()
+    if latest is None:
+        weights = initial_weights(task)
+    else:
+        changed = (
+            changes_since_start(task.config, workdir) if os.path.exists(os.path.join(workdir, CONFIG_FILE)) else []
+        )
+        if primary and changed:
+            log.warning(
+                "The config differs from the one this run was started with; %s keeps the run's record (resume with "
+                "the same config to reproduce it):\n  %s",
+                os.path.join(workdir, CONFIG_FILE),
+                "\n  ".join(changed),
+            )
+    os.makedirs(workdir, exist_ok=True)  # the first write
+    lock = WorkdirLock(workdir).acquire() if primary else None
+    try:
+        if latest is None and primary:
+            if os.path.exists(os.path.join(workdir, CONFIG_FILE)):  # started before, but saved no checkpoint
+                changed = changes_since_start(task.config, workdir)
+                if changed:
+                    log.warning(
+                        "Restarting a run that saved no checkpoint, with a new config:\n  %s", "\n  ".join(changed)
+                    )
+            save_config(task.config, workdir)
+        checkpoints = task.checkpointer()
+        checkpoints.lock = lock
+        if latest is not None and checkpoints.latest_step() != latest:  # another run saved while this one waited
+            raise RunError(f"{workdir} changed while this run started (a checkpoint was saved); run it again.")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     if latest is None:
         return checkpoints, task.fresh_state(weights), None
-    state, meta = checkpoints.restore(latest, task.abstract_state())
     log.info("Resuming from the checkpoint of step %d in %s", latest, checkpoints.directory)
     return checkpoints, state, meta.get("scores")
+
+
+def _resume_state(task: Task, reader: checkpoint_lib.Checkpointer, step: int) -> tuple[steps.TrainState, dict]:
+    """The state and meta of checkpoint `step` to resume from; RunError if the config changes the model or the
+    checkpoint does not fit or is not finite."""
+    try:
+        meta = reader.restore_meta(step)
+        changed = model_changes(meta.get("model") or {}, task.config)
+        if changed:
+            raise RunError(
+                f"The config changes the model of the run in {task.workdir} ({'; '.join(changed)}): a resume cannot "
+                "change the model; drop those overrides, or train into a new --workdir (model.init_from starts from "
+                "this run's weights)."
+            )
+        state, meta = reader.restore(step, task.abstract_state())
+    except checkpoint_lib.CheckpointError as e:
+        raise RunError(str(e)) from None
+    _check_finite(state, step, reader)
+    return state, meta
+
+
+def _check_finite(state: steps.TrainState, step: int, checkpoints: checkpoint_lib.Checkpointer) -> None:
+    """RunError if a restored checkpoint holds a non-finite value (one written before segjax refused them)."""
+    if not checkpoint_lib.all_finite(state):
+        raise RunError(
+            f"The checkpoint of step {step} in {checkpoints.directory} holds non-finite values "
+            f"({', '.join(checkpoint_lib.non_finite_paths(state))}); pick a finite one with --step (steps: "
+            f"{checkpoints.all_steps()}), or remove it to resume from an earlier one."
+        )
+
+
+class WorkdirLock:
+    """One training process per workdir: an advisory lock (fcntl.flock) on <workdir>/train.lock, held by process 0
+    for the run's lifetime. The file holds the holder's PID and host, so a refused second run names them; the kernel
+    drops the lock when its process dies, so a lock left by a crashed run is taken over (with a log line). Evaluation
+    and prediction take no lock: they read finished checkpoints only."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self._file = None
+
+    def acquire(self) -> WorkdirLock:
+        """Takes the lock, or RunError naming the holder; the file's content is left as it was when refused."""
+        f = open(self.path, "a+")  # noqa: SIM115 -- held open for the run's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunError(
+                f"The workdir {os.path.dirname(self.path)} is in use by another segjax-train ({holder}); wait for it "
+                f"to end, stop it, or train into another --workdir."
+            ) from None
+        f.seek(0)
+        previous = f.read().strip()
+        if previous:
+            log.warning("Taking over %s: its holder (%s) ended without releasing it.", self.path, previous)
+        f.seek(0)
+        f.truncate()
+        f.write(f"PID {os.getpid()} on host {socket.gethostname()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        """Empties the file (a clean end) and drops the lock."""
+        if self._file is None:
+            return
+        self._file.seek(0)
+        self._file.truncate()
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
 
 
 def initial_weights(task: Task) -> pretrained.LoadedWeights | None:
@@ -186,6 +319,11 @@ def initial_weights(task: Task) -> pretrained.LoadedWeights | None:
         weights = _weights_of_run(os.path.abspath(os.path.expanduser(spec.init_from)), variables)
     else:
         return None
+    if not checkpoint_lib.all_finite(weights.arrays):
+        raise pretrained.PretrainedWeightsError(
+            f"{weights.path} holds non-finite values ({', '.join(checkpoint_lib.non_finite_paths(weights.arrays))}); "
+            "a run cannot start from them: use another weights file or run."
+        )
     log.info("%s", weights.summary())
     return weights
 

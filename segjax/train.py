@@ -8,17 +8,22 @@ In a multi-process run (segjax.distributed) every process runs this loop on its 
 takes part in every checkpoint; process 0 alone writes the config copy, metrics, TensorBoard and progress.
 Running again with the same workdir resumes and ends with the same numbers as an uninterrupted run: the state
 holds the RNG, per-step keys are derived from (rng, step), and the data loader restarts at the restored step.
+SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) finish the current step, save a checkpoint, flush the metrics
+and exit with status 143 / 130 and a message; no checkpoint holding a non-finite value is ever written.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 
 import jax
 import ml_collections
 import numpy as np
 
+from segjax import checkpoint as checkpoint_lib
 from segjax import cli, distributed
 from segjax import config as config_lib
 from segjax import data as data_lib
@@ -33,7 +38,52 @@ log = logging.getLogger("segjax.train")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""
+    """The training loss or state became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after a checkpoint was saved; `exit_status` is 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.exit_status = 128 + signum
+
+
+class _StopSignals:
+    """Within the block, SIGTERM and SIGINT set `signum` instead of ending the process, so the loop can finish its
+    step and save; a second signal acts as usual (the handlers before the block are back after the first one).
+    Installs nothing outside the main thread (Python delivers signals there only)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum = 0
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        self._restore()
+
+    def _restore(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def __exit__(self, *exc):
+        self._restore()
+
+    def received(self) -> int:
+        """The signal number any process received (0: none); every process of a run must stop at the same step,
+        since saving a checkpoint is collective."""
+        if jax.process_count() == 1:
+            return self.signum
+        counts = distributed.sum_over_processes(np.array([self.signum == s for s in self.SIGNALS], np.int32))
+        return next((int(s) for s, n in zip(self.SIGNALS, counts, strict=True) if n), 0)
 
 
 def _train_batch(batch: dict) -> dict:
@@ -48,11 +98,13 @@ def train_and_evaluate(
     max_steps_this_run: stop after this many steps of this invocation without a final save, as a crash would
     (tests and preemption drills); the next call resumes from the latest checkpoint.
     """
+    workdir = run_lib.check_workdir(workdir)  # not empty (the current folder), not a file
     task = Task(config, workdir)  # checks everything a bad config breaks before anything is written
     info, dp, num_classes, ignore_index = task.info, task.layout, task.num_classes, task.ignore_index
     dp.check_batch_size(config.batch_size, "batch_size")
     schedule = task.learning_rate()
     primary = is_primary()  # process 0 writes the config, logs, metrics and progress; every process checkpoints
+    loss_spec = task.loss_with_class_weights()  # a bad class weighting is refused before anything is written
     checkpoints, host_state, scores = run_lib.start_training(task, primary=primary)
     last_saved = checkpoints.latest_step()
     if not primary:
@@ -79,7 +131,7 @@ def train_and_evaluate(
         start_step,
         num_steps,
     )
-    train_step = task.train_step(task.loss_with_class_weights())  # equal steps of earlier runs: compiled once
+    train_step = task.train_step(loss_spec)  # equal steps of earlier runs: compiled once
     state = dp.replicate(host_state)
     loader = data_lib.make_loader(
         task.data,
@@ -96,69 +148,90 @@ def train_and_evaluate(
     pending = []  # (step, device metrics) not yet fetched and checked
     train_confusion = np.zeros((num_classes, num_classes), np.int64)
     steps_this_run = 0
+
+    def save(step: int, host_state, scores: dict | None) -> None:
+        """A checkpoint of `step`, unless the state is non-finite: then the run stops with the last finite one."""
+        try:
+            checkpoints.save(step, host_state, meta, scores)
+        except checkpoint_lib.NonFiniteStateError as e:
+            raise NonFiniteLossError(
+                f"{e}. Training stopped; the last finite checkpoint is step {last_saved} in {checkpoints.directory} "
+                "(nothing non-finite was saved). Lower optimizer.learning_rate or set optimizer.grad_clip_norm."
+            ) from None
+
+    stops = _StopSignals()
     try:
-        for step in range(start_step + 1, num_steps + 1):  # `step` = number of updates once this one is applied
-            state, metrics = train_step(state, dp.shard_batch(_train_batch(next(loader))))
-            pending.append((step, metrics))
-            steps_this_run += 1
-            last = step == num_steps
-            validate_now = step % config.eval_every_steps == 0 or last
-            save_now = validate_now or step % config.checkpoint_every_steps == 0
-            stop_now = max_steps_this_run is not None and steps_this_run >= max_steps_this_run
-            if not (step % config.log_every_steps == 0 or save_now or stop_now):
-                continue
+        with stops:
+            for step in range(start_step + 1, num_steps + 1):  # `step` = number of updates once this one is applied
+                state, metrics = train_step(state, dp.shard_batch(_train_batch(next(loader))))
+                pending.append((step, metrics))
+                steps_this_run += 1
+                last = step == num_steps
+                signum = stops.received()
+                validate_now = step % config.eval_every_steps == 0 or last
+                save_now = validate_now or step % config.checkpoint_every_steps == 0 or bool(signum)
+                stop_now = max_steps_this_run is not None and steps_this_run >= max_steps_this_run
+                if not (step % config.log_every_steps == 0 or save_now or stop_now):
+                    continue
 
-            # Fetch the metrics of the steps since the last check; stop before saving a non-finite state.
-            fetched = [(s, dp.unreplicate(m)) for s, m in pending]
-            pending = []
-            for s, m in fetched:
-                if not np.isfinite(m["loss"]):
-                    raise NonFiniteLossError(
-                        f"The training loss became {float(m['loss'])} at step {s}. Training stopped; the last good "
-                        f"checkpoint is step {last_saved} in {checkpoints.directory} (nothing after it was saved). "
-                        "Lower optimizer.learning_rate, set optimizer.grad_clip_norm, or check the labels "
-                        f"(values must be < {num_classes} or the ignore index {ignore_index})."
-                    )
-                train_confusion += m["confusion"]
-            loss = float(np.mean([m["loss"] for _, m in fetched]))
-            images_per_s = progress.update(step, loss=loss)
-            train_scores = metrics_lib.compute_scores(train_confusion)
-            writer.write(
-                step,
-                "train",
-                {
-                    "loss": loss,
-                    "grad_norm": float(fetched[-1][1]["grad_norm"]),
-                    "learning_rate": float(schedule(step - 1)),
-                    "images_per_second": images_per_s,
-                    "mean_iou": train_scores["mean_iou"],
-                    "pixel_accuracy": train_scores["pixel_accuracy"],
-                },
-            )
-            train_confusion[:] = 0
+                # Fetch the metrics of the steps since the last check; stop before saving a non-finite state.
+                fetched = [(s, dp.unreplicate(m)) for s, m in pending]
+                pending = []
+                for s, m in fetched:
+                    if not np.isfinite(m["loss"]):
+                        raise NonFiniteLossError(
+                            f"The training loss became {float(m['loss'])} at step {s}. Training stopped; the last good "
+                            f"checkpoint is step {last_saved} in {checkpoints.directory} (nothing after it was saved). "
+                            "Lower optimizer.learning_rate, set optimizer.grad_clip_norm, or check the labels "
+                            f"(values must be < {num_classes} or the ignore index {ignore_index})."
+                        )
+                    train_confusion += m["confusion"]
+                loss = float(np.mean([m["loss"] for _, m in fetched]))
+                images_per_s = progress.update(step, loss=loss)
+                train_scores = metrics_lib.compute_scores(train_confusion)
+                writer.write(
+                    step,
+                    "train",
+                    {
+                        "loss": loss,
+                        "grad_norm": float(fetched[-1][1]["grad_norm"]),
+                        "learning_rate": float(schedule(step - 1)),
+                        "images_per_second": images_per_s,
+                        "mean_iou": train_scores["mean_iou"],
+                        "pixel_accuracy": train_scores["pixel_accuracy"],
+                    },
+                )
+                train_confusion[:] = 0
 
-            if validate_now:
-                scores = evaluate_split(task, state, info.eval_split)
-                writer.write(step, info.eval_split, {**scores, **per_class_scalars(scores, info.class_names)})
-                if primary:
-                    progress.write(
-                        f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
-                        f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}"
+                if validate_now:
+                    scores = evaluate_split(task, state, info.eval_split)
+                    writer.write(step, info.eval_split, {**scores, **per_class_scalars(scores, info.class_names)})
+                    if primary:
+                        progress.write(
+                            f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
+                            f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}"
+                        )
+                if save_now:
+                    save(step, dp.unreplicate(state), scores if validate_now else None)
+                    last_saved = step
+                writer.flush()
+                progress.reset_clock()
+                if signum and not last:
+                    raise Interrupted(
+                        signum,
+                        f"Stopped by {signal.Signals(signum).name} after step {step}, saved as a checkpoint in "
+                        f"{checkpoints.directory}; run the same command to resume.",
                     )
-            if save_now:
-                checkpoints.save(step, dp.unreplicate(state), meta, scores if validate_now else None)
-                last_saved = step
-            writer.flush()
-            progress.reset_clock()
-            if stop_now and not last:
-                log.info("Stopping after %d steps of this run (max_steps_this_run).", steps_this_run)
-                break
+                if stop_now and not last:
+                    log.info("Stopping after %d steps of this run (max_steps_this_run).", steps_this_run)
+                    break
     except KeyboardInterrupt:
-        # Ctrl-C: keep the work done so far, unless a loss not yet checked is non-finite; a restart resumes here.
+        # Ctrl-C outside the signal handling (another thread's loop, a test): keep the work done so far unless a
+        # loss not yet checked is non-finite (a non-finite state is refused by `save`); a restart resumes here.
         done = int(dp.unreplicate(state.step))
         finite = all(np.isfinite(dp.unreplicate(m["loss"])) for _, m in pending)
         if done > (last_saved or 0) and finite:
-            checkpoints.save(done, dp.unreplicate(state), meta, None)
+            save(done, dp.unreplicate(state), None)
             last_saved = done
         log.warning(
             "Interrupted. Latest checkpoint: %s in %s; run the same command to resume.",
@@ -197,6 +270,14 @@ def main(argv=None):
     except NonFiniteLossError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except Interrupted as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
+        sys.exit(e.exit_status)
+    except KeyboardInterrupt:
+        print(
+            f"{parser.prog}: interrupted; run the same command to resume from the latest checkpoint.", file=sys.stderr
+        )
+        sys.exit(130)
     if scores and is_primary():
         print(f"final validation mIoU {scores['mean_iou']:.4f}")
 
