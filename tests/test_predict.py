@@ -119,7 +119,7 @@ def test_predict_writes_masks_and_overlays_at_each_images_size(trained_run, tmp_
     for args, message in [
         ([f"--workdir={workdir}", str(tmp_path / "nothing"), f"--out={out}"], "neither an image file nor a folder"),
         (
-            [f"--workdir={workdir}", str(out), f"--out={tmp_path / 'o2'}", "--config.model.base_width=8"],
+            [f"--workdir={workdir}", str(out / "a.png"), f"--out={tmp_path / 'o2'}", "--config.model.base_width=8"],
             "changes the model",
         ),
     ]:
