@@ -111,10 +111,9 @@ def evaluate_checkpoint(
     task, state, resolved = run_lib.restore(workdir, step, config)
     config, info = task.config, task.info
     split = split or info.eval_split
-    if split not in info.num_examples:
-        raise run_lib.RunError(
-            f"Split {split!r} does not exist in {info.name}; available: {sorted(info.num_examples)}."
-        )
+    splits = list(getattr(task.data.builder.info, "splits", None) or info.num_examples)  # all, not only train/eval
+    if split not in splits:
+        raise run_lib.RunError(f"Split {split!r} does not exist in {info.name}; available: {sorted(splits)}.")
     num_plot = task.eval.num_images_to_plot
     result = evaluate_split(task, task.layout.replicate(state), split, collect_examples=num_plot)
     scores, examples = result if num_plot else (result, None)

@@ -13,11 +13,13 @@ import numpy as np
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     """Writes `data` to `path` via a temporary file and a rename, so readers never see half a file (and an
-    interrupted write leaves the old file)."""
+    interrupted write leaves the old file). The file gets the mode open() would give it (0666 less the umask), not
+    mkstemp's private 0600."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -25,6 +27,12 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
 
 
 def jsonable(value):

@@ -91,6 +91,8 @@ def run(argv=None) -> list[dict]:
         h, w = (int(v) for v in args.size.lower().split("x")) if "x" in args.size.lower() else (int(args.size),) * 2
     except ValueError:
         parser.error(f"--size must be N or HxW, got {args.size!r}")
+    if h < 1 or w < 1:
+        parser.error(f"--size must be positive, got {args.size!r} (e.g. --size 128 or --size 96x128)")
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown:

@@ -91,10 +91,21 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds (pickle, zip, weights_only refusals)
         raise PretrainedWeightsError(f"torch.load could not read {path}: {str(e).splitlines()[0]}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # training checkpoints wrap it
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise PretrainedWeightsError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
+    for wrapper in ("state_dict", "model"):  # training checkpoints wrap it: {"model": state dict, "epoch": 3}
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not state:
+        held = "an empty dict" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise PretrainedWeightsError(
+            f"{path} holds {held}, not a state dict of tensors; save the model's state_dict() "
+            "(torch.save(model.state_dict(), path))."
+        )
+    others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise PretrainedWeightsError(
+            f"{path} is not a state dict of tensors: {', '.join(map(str, others[:3]))} hold(s) other values; save the "
+            "model's state_dict() (torch.save(model.state_dict(), path)), or wrap it as {'state_dict': ...}."
+        )
     return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 
