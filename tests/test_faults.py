@@ -1,0 +1,233 @@
+"""The bad-input and fault battery (issue 23): each refusal exits with status 2 (or the signal's status) and loses no
+data: inputs, the stored config and a refused run's workdir stay byte-identical."""
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from segjax import checkpoint as checkpoint_lib
+from segjax import evaluate, predict, summary, train
+from segjax import run as run_lib
+from segjax.files import read_metrics, write_atomic
+from segjax.task import Task
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNET = os.path.join(REPO, "configs", "unet.py")
+
+
+def snapshot(root) -> dict:
+    """Every file (bytes) and folder under `root`: what 'byte-identical' compares."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(folder, d), root) + "/"] = None
+        for f in files:
+            with open(os.path.join(folder, f), "rb") as handle:
+                out[os.path.relpath(os.path.join(folder, f), root)] = handle.read()
+    return out
+
+
+def exit_status(main, args, capsys) -> tuple[int, str]:
+    """(exit status, stderr) of a command's main(args); 0 when it returns."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def train_args(overrides: dict, workdir, **more) -> list[str]:
+    values = {**overrides, **more}
+    return [f"--config={UNET}", f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in values.items())]
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A copy of the trained tiny run (tests change it)."""
+    workdir, config, _ = trained_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    return copy, config
+
+
+# --- 1. outputs never replace inputs ------------------------------------------------------------------------------
+def test_predict_never_replaces_inputs_nor_its_own_outputs(trained_run, tmp_path, capsys):
+    workdir = trained_run[0]
+    images = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for name in ("a/photo.png", "b/photo.png", "c.png", "c.jpg"):
+        (images / os.path.dirname(name)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)).save(images / name)
+    before = snapshot(images)
+    base = [f"--workdir={workdir}"]
+    for args, message in [
+        ([str(images), f"--out={images}"], "is inside the input folder"),
+        ([str(images), f"--out={images / 'a' / 'masks'}"], "is inside the input folder"),
+        ([str(images / "c.png"), f"--out={images}"], "would replace the input"),
+        ([str(images), f"--out={tmp_path / 'o'}", "--max-pixels=100"], "above the limit of 100 (--max-pixels)"),
+    ]:
+        code, err = exit_status(predict.main, base + args, capsys)
+        assert code == 2 and message in err and "Traceback" not in err
+    assert snapshot(images) == before and not (tmp_path / "o").exists()
+
+    out = tmp_path / "out"
+    assert exit_status(predict.main, base + [str(images), f"--out={out}"], capsys)[0] == 0
+    masks = sorted(p for p in snapshot(out) if p.endswith(".png") and not p.endswith("_overlay.png"))
+    assert masks == ["a/photo.png", "b/photo.png", "c.jpg.png", "c.png.png"]  # 4 inputs, 4 masks
+    written = snapshot(out)
+    code, err = exit_status(predict.main, base + [str(images / "a"), str(images / "b"), f"--out={out}"], capsys)
+    assert code == 2 and "exist already" in err and "--overwrite" in err and snapshot(out) == written
+    assert exit_status(predict.main, base + [str(images), f"--out={out}", "--overwrite"], capsys)[0] == 0
+    assert snapshot(images) == before
+
+
+# --- 2. validate first, write after -------------------------------------------------------------------------------
+def test_a_refused_resume_leaves_the_workdir_byte_identical(run_copy, tiny_overrides, capsys, caplog):
+    workdir, config = run_copy
+    before = snapshot(workdir)
+    for more, message in [
+        ({"model.base_width": 8}, "a resume cannot change the model"),
+        ({"loss.class_weighting": "median"}, "loss.class_weighting='median' is not valid"),
+    ]:
+        code, err = exit_status(train.main, train_args(tiny_overrides(), workdir, **more), capsys)
+        assert code == 2 and message in err and "Traceback" not in err
+        assert snapshot(workdir) == before
+    # An allowed change warns and keeps the run's record.
+    with caplog.at_level(logging.WARNING, logger="segjax.run"):
+        assert exit_status(train.main, train_args(tiny_overrides(), workdir, seed=5), capsys)[0] == 0
+    assert "seed: 0 -> 5" in caplog.text
+    assert snapshot(workdir)["config.json"] == before["config.json"]
+
+
+# --- 3. one writer per workdir ------------------------------------------------------------------------------------
+def test_a_second_training_process_is_refused_and_a_stale_lock_taken_over(run_copy, tiny_overrides, capsys, caplog):
+    workdir, _ = run_copy
+    holder = run_lib.WorkdirLock(workdir).acquire()
+    before = snapshot(workdir)
+    try:
+        code, err = exit_status(train.main, train_args(tiny_overrides(), workdir), capsys)
+        assert snapshot(workdir) == before
+    finally:
+        holder.release()
+    assert code == 2 and f"PID {os.getpid()} on host {socket.gethostname()}" in err
+    with open(os.path.join(workdir, run_lib.LOCK_FILE), "w") as f:  # left by a process that died
+        f.write("PID 999999 on host gone\n")
+    with caplog.at_level(logging.WARNING, logger="segjax.run"):
+        run_lib.WorkdirLock(workdir).acquire().release()
+    assert "its holder (PID 999999 on host gone) ended without releasing it" in caplog.text
+
+
+# --- 4. finite or not saved ---------------------------------------------------------------------------------------
+def test_a_non_finite_state_is_never_saved_evaluated_or_loaded(tiny_config, tmp_path, monkeypatch):
+    real_train_step = Task.train_step
+
+    def poisoned_train_step(self, loss=None):  # infinite batch-norm variances from step 3 on; the loss stays finite
+        step_fn = real_train_step(self, loss)
+
+        def run(state, batch):
+            state, metrics = step_fn(state, batch)
+            if int(np.ravel(jax.device_get(state.step))[0]) >= 3:
+                state = state.replace(batch_stats=jax.tree.map(lambda x: x * np.inf, state.batch_stats))
+            return state, metrics
+
+        return run
+
+    monkeypatch.setattr(Task, "train_step", poisoned_train_step)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(train.NonFiniteLossError, match=r"step 4 holds non-finite values .*last finite checkpoint is"):
+        train.train_and_evaluate(tiny_config(), workdir)
+    assert checkpoint_lib.Checkpointer(workdir, read_only=True).all_steps() == [2]
+    monkeypatch.undo()
+
+    # A non-finite checkpoint written by an older segjax: refused by evaluation and as another run's weights.
+    task = Task(tiny_config(), workdir)
+    state, _ = run_lib.restore(workdir)[1:]
+    bad = state.replace(step=5, params=jax.tree.map(lambda x: x * np.nan, state.params))
+    checkpoints = task.checkpointer()
+    monkeypatch.setattr(checkpoint_lib, "all_finite", lambda tree: True)
+    checkpoints.save(5, bad, task.checkpoint_meta())
+    checkpoints.wait()
+    checkpoints.close()
+    monkeypatch.undo()
+    with pytest.raises(run_lib.RunError, match=r"step 5 .* holds non-finite values .*--step \(steps: \[2, 5\]\)"):
+        run_lib.restore(workdir)
+    config = tiny_config(model__init_from=workdir)
+    with pytest.raises(ValueError, match="holds non-finite values"):
+        train.train_and_evaluate(config, str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
+
+
+# --- 5. preemption ------------------------------------------------------------------------------------------------
+def test_sigterm_saves_and_the_resumed_run_equals_an_uninterrupted_one(tiny_config, tiny_overrides, tmp_path):
+    more = {"num_train_steps": 60, "log_every_steps": 1, "eval_every_steps": 60, "checkpoint_every_steps": 60}
+    workdir = tmp_path / "preempted"
+    env = dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segjax.train", *train_args(tiny_overrides(), workdir, **more)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not read_metrics(str(workdir)) and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143 and "Stopped by SIGTERM after step" in err and "Traceback" not in err
+    (stopped,) = checkpoint_lib.Checkpointer(str(workdir), read_only=True).all_steps()
+    assert 0 < stopped < 60
+    assert max(r["step"] for r in read_metrics(str(workdir))) == stopped  # the metrics were flushed
+
+    config = tiny_config(**{k.replace(".", "__"): v for k, v in more.items()})
+    resumed = train.train_and_evaluate(config, str(workdir))
+    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
+    assert resumed["mean_iou"] == pytest.approx(uninterrupted["mean_iou"], abs=1e-6)
+    np.testing.assert_allclose(resumed["confusion_matrix"], uninterrupted["confusion_matrix"])
+
+
+# --- 9/10. one clear line instead of a traceback ------------------------------------------------------------------
+def test_broken_workdirs_and_arguments_give_one_line(run_copy, tiny_overrides, tmp_path, capsys, monkeypatch):
+    workdir, _ = run_copy
+    monkeypatch.chdir(tmp_path)  # where an empty --workdir would train
+    config_path = os.path.join(workdir, run_lib.CONFIG_FILE)
+    for content, message in [("[1, 2]", "is not a segjax config"), ("{}", "is not a segjax config"), ("{", "JSON")]:
+        with open(config_path, "w") as f:
+            f.write(content)
+        before = snapshot(workdir)
+        code, err = exit_status(evaluate.main, [f"--workdir={workdir}"], capsys)
+        assert code == 2 and config_path in err and message in err and "Traceback" not in err
+        assert snapshot(workdir) == before
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    for main, args, message in [
+        (evaluate.main, [f"--workdir={a_file}"], "is a file, not a folder"),
+        (train.main, train_args(tiny_overrides(), a_file), "is a file, not a folder"),
+        (train.main, train_args(tiny_overrides(), ""), "--workdir is empty"),
+        (summary.main, ["--size", "0"], "--size must be positive"),
+    ]:
+        code, err = exit_status(main, args, capsys)
+        assert code == 2 and message in err and "Traceback" not in err
+    assert a_file.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["a_file", "run"]
+
+
+def test_eval_of_the_test_split_and_the_mode_of_written_files(trained_run, tmp_path):
+    report = evaluate.evaluate_checkpoint(trained_run[0], split="test", write=False, verbose=False)
+    assert report["split"] == "test" and report["scores"]["confusion_matrix"]
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "f.json", "{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "f.json").st_mode & 0o777 == 0o644
