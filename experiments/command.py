@@ -18,7 +18,7 @@ import pathlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from experiments import layout, report
+from experiments import layout, preregistration, report
 from experiments.definitions import Sweep
 from experiments.measure import measure_studies
 from experiments.sweep import dedupe, expand, reanalyze, run_state, run_sweep
@@ -31,13 +31,6 @@ def narrowed(sweep: Sweep, seeds, keys: set[str]) -> Sweep:
     arms = tuple(a for a in sweep.arms if a.key in keys)
     hypotheses = tuple(h for h in sweep.hypotheses if all(f"{h.model}/{arm}" in keys for arm in h.arms))
     return dataclasses.replace(sweep, arms=arms, seeds=tuple(seeds), hypotheses=hypotheses)
-
-
-def sweep_record(sweep: Sweep) -> dict:
-    """A sweep as declared, for OUT/sweep.json (what the report tests comes from here, not from code)."""
-    record = dataclasses.asdict(sweep)
-    record["hypotheses"] = [dict(dataclasses.asdict(h), statement=h.statement) for h in sweep.hypotheses]
-    return record
 
 
 def main(
@@ -56,6 +49,9 @@ def main(
     parser.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the preset's")
     parser.add_argument("--only", action="append", default=[], help="run only arms whose model/label contains this")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    parser.add_argument(
+        "--preregister", action="store_true", help="write the preset's frozen plan (commit it before the runs)"
+    )
     parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
     parser.add_argument(
         "--reanalyze", action="store_true", help="measure the finished runs again (no training), then report"
@@ -81,10 +77,26 @@ def main(
             print(f"{run.name:50s} {run.config_hash}  {run_state(run.workdir(out), run.config_hash)}")
         print(f"{len(runs)} runs")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
+    if args.preregister:
+        try:
+            written = [
+                preregistration.write(s.preregistered, preregistration.plan(s)) for s in sweeps if s.preregistered
+            ]
+        except preregistration.PreregistrationChanged as e:
+            cli.fail(parser.prog, str(e))
+        if not written:
+            parser.error(f"preset {args.preset!r} names no preregistered plan")
+        print("\n".join(f"wrote {p}; commit it before the runs" for p in written))
+        return 0
     if seeds is not None or args.only:
         sweeps = [narrowed(s, seeds or s.seeds, {r.arm.key for r in runs}) for s in sweeps]
-    write_json(out / layout.SWEEP_FILE, [sweep_record(s) for s in sweeps])
+    try:
+        for s in sweeps:  # a confirmatory sweep runs only as its committed plan says (before anything is written)
+            preregistration.check_sweep(s)
+    except preregistration.PreregistrationChanged as e:
+        cli.fail(parser.prog, str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / layout.SWEEP_FILE, [s.record() for s in sweeps])
     report_dir = pathlib.Path(args.report_dir or out / "report")
     if not args.no_report:
         try:
@@ -103,7 +115,7 @@ def main(
         return 1 if failed else 0
     try:
         report.write_report(out, report_dir, command=command, note=args.note, allow_dirty=args.allow_dirty)
-    except report.UncommittedChanges as e:
+    except (report.UncommittedChanges, preregistration.PreregistrationChanged) as e:
         cli.fail(parser.prog, str(e))
     print(f"[sweep] report: {report_dir / 'REPORT.md'}")
     if failed:

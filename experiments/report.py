@@ -19,7 +19,7 @@ import subprocess
 
 import numpy as np
 
-from experiments import figures, gates, layout, stats
+from experiments import figures, gates, layout, preregistration, stats
 from experiments.results import (
     ARM_COLUMNS,
     RUN_COLUMNS,
@@ -107,6 +107,7 @@ def write_report(
     report_dir = pathlib.Path(report_dir)
     revision = check_clean(report_dir, allow_dirty)
     results = Results.load(out)
+    frozen = {s["name"]: preregistration.check_sweep(s) for s in results.sweeps if s.get("preregistered")}
     report_dir.mkdir(parents=True, exist_ok=True)
     write_csv(report_dir / "runs.csv", results.rows, RUN_COLUMNS)
     write_csv(report_dir / "arms.csv", results.arms, ARM_COLUMNS)
@@ -115,6 +116,14 @@ def write_report(
     if results.hypotheses:
         md += survivors_box(verdicts)
     md += provenance_lines(results, command, note, revision)
+    md += [
+        f"**{name}** is confirmatory: its plan was frozen in experiments/preregistered/"
+        f"{preregistration.path_of(s['preregistered']).name} at commit {commit} before it ran, and this report "
+        "checked that neither the plan nor the study's declaration changed since.\n"
+        for s in results.sweeps
+        for name, commit in frozen.items()
+        if s["name"] == name
+    ]
     if results.hypotheses:
         md += hypotheses_lines(results, verdicts, report_dir)
     if results.gate or results.collapse:

@@ -216,7 +216,7 @@ def test_an_arm_that_never_trains_is_not_tested_and_collapses_are_reported(tmp_p
     )
     runs = sweep_lib.expand(sweep)
     sweep_lib.run_sweep(runs, tmp_path, train_fn=_train_from_table, analyze_fn=lambda c, w: {}, log=lambda s: None)
-    write_json(tmp_path / layout.SWEEP_FILE, [command.sweep_record(sweep)])
+    write_json(tmp_path / layout.SWEEP_FILE, [sweep.record()])
     loaded = results.Results.load(tmp_path)
     assert loaded.gate_status() == {
         ("unet", "good"): None,

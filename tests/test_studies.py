@@ -13,7 +13,7 @@ from experiments import definitions, layout, measure, reproductions, studies
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
 from experiments.results import Results
-from experiments.studies import deconvnet, fcn, odena, segnet
+from experiments.studies import confirmatory, deconvnet, fcn, odena, segnet
 from experiments.tables import open_section, ordering
 from segjax import ops
 from segjax.models import ModelSpec
@@ -62,6 +62,25 @@ PINNED = {
     "deconvnet_128_cpu": ("edeconvnet/fcn8s_fixed/seed0", "e07b265f95e0", "edeconvnet/deconvnet/seed4", "f4b62a61987c"),
     "segnet_cpu": ("segnet/bilinear/seed0", "2547d2c530cb", "segnet/transposed_k4_bilinear/seed2", "6b7e936ff048"),
     "all_cpu": ("fcn/fcn32s/seed0", "0f72f1d50163", "segnet/transposed_k4_bilinear/seed2", "6b7e936ff048"),
+    # The confirmatory study's pilot runs (issue 22) were trained with these.
+    "pilot_before": (
+        "unet/transposed_k2_default/seed2",
+        "3ef6c2974186",
+        "unet/transposed_k4_bilinear/seed103",
+        "e4b3744a18c6",
+    ),
+    "pilot_after": (
+        "unet/transposed_k2_default/seed2",
+        "4492e49010c2",
+        "unet/transposed_k4_bilinear/seed103",
+        "50bf60070623",
+    ),
+    "confirmatory_cpu": (
+        "unet/transposed_k2_default/seed1000",
+        "483d65c9766f",
+        "unet/bilinear_matched/seed1007",
+        "b261fdb1bb94",
+    ),
 }
 
 
@@ -77,7 +96,15 @@ def expand_preset(make) -> list:
 def test_registry_finds_every_preset_and_pins_its_config_hashes():
     every = studies.presets()
     assert {**ua.PRESETS, **reproductions.PRESETS}.keys() == every.keys() == PINNED.keys()
-    assert set(ua.PRESETS) == {"cpu", "gpu", "pilot_cpu", "smoke_cpu"}
+    assert set(ua.PRESETS) == {
+        "cpu",
+        "gpu",
+        "pilot_cpu",
+        "smoke_cpu",
+        "pilot_before",
+        "pilot_after",
+        "confirmatory_cpu",
+    }
     for name, pinned in PINNED.items():
         runs = expand_preset(every[name])
         assert (runs[0].name, runs[0].config_hash, runs[-1].name, runs[-1].config_hash) == pinned, name
@@ -289,3 +316,16 @@ def write_study(out: pathlib.Path, name: str, measured: dict) -> None:
     path = layout.study_file(out, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(measured))
+
+
+def test_the_confirmatory_study_tests_fresh_seeds_with_compute_matched_arms():
+    pilot, sweep = confirmatory.pilot("p", {}), confirmatory.confirmatory()
+    used = set(pilot.seeds) | set(range(5))  # the pilot's and every earlier study's seeds
+    assert not used & set(sweep.seeds) and len(sweep.seeds) >= 8
+    assert {h.name for h in sweep.hypotheses} == {"C1", "C2", "C3", "C4", "C5"} and sweep.preregistered
+    matched = {a.label: a for a in sweep.arms}["bilinear_matched"]
+    assert (
+        matched.overrides["model.upsample.kernel_size"] == 2
+        and matched.overrides["model.upsample.method"] == "bilinear"
+    )
+    assert sweep.gate == confirmatory.GATE and sweep.collapse == confirmatory.COLLAPSE

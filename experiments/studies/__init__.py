@@ -10,11 +10,12 @@ experiments.measure.MEASURES).
 
 from __future__ import annotations
 
-from experiments.studies import ablation, deconvnet, fcn, odena, segnet
+from experiments.studies import ablation, confirmatory, deconvnet, fcn, odena, segnet
 
 # Study name -> module, in the order of the report's sections.
 STUDIES = {
     "ablation": ablation,
+    "confirmatory": confirmatory,
     "odena": odena,
     "fcn": fcn,
     "segnet": segnet,

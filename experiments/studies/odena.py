@@ -2,7 +2,7 @@
 
   odena_cpu   transposed k2/k3/k4 (default and bilinear init), pixel shuffle and resize-convolution arms (smoke budget)
   odena_2x2_cpu  hypotheses O1-O4 (random vs structured init x transposed vs resize-convolution, nearest vs bilinear
-              resize-convolution) on the ablation's converged CPU budget: 5 arms x 5 paired seeds
+              resize-convolution) on the ablation's 2000-step CPU budget (not converged): 5 arms x 5 paired seeds
   odena_trajectory_cpu  the checkerboard of 3 U-Net arms at every validation (every 100 steps; 2 seeds; descriptive)
 
 The section reads the runs' analysis.json and the study's measurements (experiments.measure.odena: the operators at
@@ -288,7 +288,7 @@ def odena_2x2_section(results) -> str | None:
         "unet",
         ODENA_2X2,
         level="###",
-        title="Initialisation x function class, after training (U-Net, converged CPU budget)",
+        title="Initialisation x function class, after training (U-Net, the 2000-step CPU budget)",
     )
     if opened is None:
         return None
