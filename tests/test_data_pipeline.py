@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from segjax import data as data_lib
-from segjax.data import default_data_config, folder, get_dataset_info, make_loader, shapes, transforms
+from segjax.data import default_data_config, folder, get_dataset_info, make_loader, pipeline, shapes, transforms
 
 NUM_TRAIN, NUM_VAL = 40, 10
 
@@ -265,3 +265,23 @@ def test_size_buckets_bound_the_canvases_and_pad_each_image_least():
                 assert (rounded == (h, w)).all()
     with pytest.raises(ValueError, match="max_buckets must be >= 1"):
         data_lib.size_buckets(sizes, 32, 0)
+
+
+def test_photometric_augmentation_is_optional_per_element_and_resumes_exactly(config):
+    """data.photometric: absent (the defaults) or not enabled is off; on, it recolours images but moves no label, and
+    resuming at a step gives the same images as the uninterrupted stream (each element's draws are its own)."""
+    assert "photometric" not in default_data_config()
+    assert data_lib.DataSpec.from_config(config).photometric is None
+    coloured = config.copy_and_resolve_references()
+    coloured.photometric = pipeline.photometric_config(enabled=False)
+    assert data_lib.DataSpec.from_config(coloured) == data_lib.DataSpec.from_config(config)
+    coloured.photometric.enabled = True
+    assert data_lib.DataSpec.from_config(coloured).photometric == transforms.PhotometricDistortion()
+    plain, full = take(train_loader(config), 3), take(train_loader(coloured), 3)
+    for a, b in zip(plain, full, strict=True):
+        np.testing.assert_array_equal(a["label"], b["label"])
+    assert not np.array_equal(plain[0]["image"], full[0]["image"])
+    assert_batches_equal(full[1:], take(train_loader(coloured, start_step=1), 2))
+    coloured.photometric.hue = 3
+    with pytest.raises(ValueError, match=r"Unknown data.photometric keys \['hue'\]"):
+        data_lib.DataSpec.from_config(coloured)

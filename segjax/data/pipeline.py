@@ -58,7 +58,34 @@ def default_data_config() -> ml_collections.ConfigDict:
     for split in ("train", "validation", "test"):  # examples of each split; None: the generator's default
         c.embedded[f"num_{split}"] = config_dict.placeholder(int)
     c.folder = ml_collections.ConfigDict(dict(root="", num_classes=0, class_names=()))
+    # Optional: `photometric` (see photometric_config) is left out of the defaults, so that the configs of runs made
+    # before it existed, and their hashes, stay as they were; absent means off.
     return c
+
+
+def photometric_config(enabled: bool = False) -> ml_collections.ConfigDict:
+    """The optional `data.photometric` section: mmsegmentation's PhotoMetricDistortion settings (its defaults) and
+    whether training applies it. A config file adds it (configs/deeplab.py does); then the command line can switch it
+    (--config.data.photometric.enabled=True) or change a setting."""
+    values = dataclasses.asdict(transforms.PhotometricDistortion())
+    return ml_collections.ConfigDict({"enabled": enabled, **values})
+
+
+def _photometric(section) -> transforms.PhotometricDistortion | None:
+    """The distortion of a `data.photometric` section, or None where it is absent or not enabled."""
+    if section is None:
+        return None
+    values = section.to_dict() if isinstance(section, ml_collections.ConfigDict) else dict(section)
+    valid = photometric_config().to_dict()
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"Unknown data.photometric keys {unknown}; valid: {sorted(valid)}.")
+    values = {**valid, **values}
+    enabled = values.pop("enabled")
+    if not isinstance(enabled, bool):
+        raise ValueError(f"data.photometric.enabled must be True or False, got {enabled!r}.")
+    distortion = transforms.PhotometricDistortion(**values)  # validated even while off: a typo fails now
+    return distortion if enabled else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +125,7 @@ class DataSpec:
     worker_processes: int
     dataset: catalog.DatasetSpec = dataclasses.field(compare=False)
     builder: Any = dataclasses.field(compare=False, repr=False)
+    photometric: transforms.PhotometricDistortion | None = None  # colour augmentation in training (None: off)
 
     def __post_init__(self):
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
@@ -178,6 +206,7 @@ class DataSpec:
             worker_processes=int(c.worker_processes),
             dataset=dataset,
             builder=builder,
+            photometric=_photometric(c.get("photometric")),
         )
 
     def eval_transform(self, canvas: tuple[int, int] | None) -> transforms.EvalTransform:
@@ -414,7 +443,9 @@ def make_loader(
     decode = _Decode(r.dataset.image_key, r.dataset.label_key, r.dataset.label_channel, np.asarray(r.lut, np.uint8))
     ds = grain.MapDataset.source(source)
     if train:
-        augment = transforms.TrainTransform(r.crop_size, r.scale_range, r.hflip, r.mean, r.std, r.ignore_index)
+        augment = transforms.TrainTransform(
+            r.crop_size, r.scale_range, r.hflip, r.mean, r.std, r.ignore_index, r.photometric
+        )
         ds = ds.shuffle(seed=seed).repeat(None).map(decode).random_map(augment, seed=seed)
         ds = _process_share(ds, process_index, process_count, batch).batch(batch, drop_remainder=True)
         ds = ds[start_step:]
