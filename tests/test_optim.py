@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from segjax import optim
+from segjax.task import Task
 
 
 def _schedule(name, warmup=10, steps=100, lr=1.0, end=0.0, power=0.9):
@@ -148,3 +149,13 @@ def test_lr_multipliers_is_optional_in_a_config_and_survives_the_json_round_trip
     assert spec.lr_multipliers == (("^head/", 10.0),) and spec.names_parameters
     stored = ml_collections.ConfigDict(json.loads(json.dumps(config.optimizer.to_dict())))
     assert optim.OptimizerSpec.from_config(stored) == spec
+
+
+def test_a_multiplier_that_matches_nothing_fails_when_the_task_is_made(tiny_config):
+    """Task checks the patterns against the model's parameter names (shapes only) before anything is written."""
+    config = tiny_config("deeplab.py", "v3", optimizer__lr_multipliers=(("^decoder/", 10.0),))
+    with pytest.raises(ValueError, match=r"'\^decoder/' matches no parameter; names look like encoder/"):
+        Task(config)
+    assert Task(
+        tiny_config("deeplab.py", "v3", optimizer__lr_multipliers=(("^head/", 10.0),))
+    ).optimizer.names_parameters
