@@ -10,6 +10,7 @@ best one included, is one a run can resume from and rotation can never leave onl
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -32,6 +33,14 @@ def checkpoint_dir(workdir: str) -> str:
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing or does not fit the config (user-fixable)."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint whose files cannot be read (cut short, missing metadata): the message names step and folder."""
+
+
+class CheckpointGoneError(CheckpointError):
+    """A checkpoint removed while it was read (rotation by a running training): reading again picks another."""
 
 
 class NonFiniteStateError(FloatingPointError):
@@ -154,23 +163,55 @@ class Checkpointer:
             )
 
     def restore_meta(self, step: int) -> dict:
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        with self._reading(step, "meta"):
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if not isinstance(meta, dict):
+            raise self._damaged(step, "meta", "its metadata is not a JSON object")
+        return meta
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict]:
-        """Restores (state shaped like `target`, meta); CheckpointError if the shapes do not match the config."""
+        """Restores (state shaped like `target`, meta); CheckpointError if the shapes do not match the config,
+        DamagedCheckpointError / CheckpointGoneError if its files are damaged / were removed meanwhile."""
         meta = self.restore_meta(step)
         target_dict = flax.serialization.to_state_dict(jax.device_get(target))
-        saved = self._manager.item_metadata(step)["state"]
+        with self._reading(step, "state"):
+            saved = self._manager.item_metadata(step)["state"]
+        if not saved:
+            raise self._damaged(step, "state", "state/_METADATA is missing or empty")
         _check_compatible(saved, target_dict, self.directory, step)
-        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target_dict)))[
-            "state"
-        ]
+        with self._reading(step, "state"):
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(target_dict))
+            restored = self._manager.restore(step, args=args)["state"]
         return flax.serialization.from_state_dict(target, restored), meta
 
     def restore_variables(self, step: int) -> dict:
         """The 'params' and 'batch_stats' of a checkpoint as numpy trees, read without a target (any model's)."""
-        state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        with self._reading(step, "state"):
+            state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
         return {collection: state.get(collection) or {} for collection in ("params", "batch_stats")}
+
+    @contextlib.contextmanager
+    def _reading(self, step: int, item: str):
+        """Turns what orbax / tensorstore raise while reading `item` of `step` into one of our errors: the step was
+        removed meanwhile (rotation by a running training) or its files are damaged."""
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except Exception as e:  # orbax and tensorstore raise many kinds (ValueError, FileNotFoundError, ...)
+            if not os.path.isdir(os.path.join(self.directory, str(step))):
+                raise CheckpointGoneError(
+                    f"The checkpoint of step {step} in {self.directory} was removed while it was read (a running "
+                    "training rotates its checkpoints); run the command again."
+                ) from None
+            raise self._damaged(step, item, " ".join(str(e).split())[:300]) from None
+
+    def _damaged(self, step: int, item: str, cause: str) -> DamagedCheckpointError:
+        folder = os.path.join(self.directory, str(step), item)
+        return DamagedCheckpointError(
+            f"The checkpoint of step {step} is damaged ({folder}: {cause}); pick another --step (steps: "
+            f"{self.all_steps()}), or remove {os.path.dirname(folder)} (a resume then starts from the step before)."
+        )
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

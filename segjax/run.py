@@ -155,27 +155,59 @@ def restore(workdir: str, step="latest", config=None) -> tuple[Task, steps.Train
     task = Task(config, workdir)
     checkpoints = task.checkpointer(read_only=True)
     try:
-        resolved = checkpoints.resolve_step(step)
-        meta = checkpoints.restore_meta(resolved)
-        if meta.get("num_classes") != task.num_classes:
-            raise RunError(
-                f"The checkpoint of step {resolved} was trained with num_classes={meta.get('num_classes')}"
-                f" but the config's dataset {config.data.name!r} has {task.num_classes} classes; use "
-                "the config the run was trained with (its workdir's config.json)."
-            )
-        changed = model_changes(meta.get("model") or {}, config)
-        if changed:
-            raise RunError(
-                f"The config changes the model the checkpoint of step {resolved} was trained as ({'; '.join(changed)})"
-                ": evaluation cannot change the model; drop those overrides (eval.*, data.* and the like are fine)."
-            )
-        state, _ = checkpoints.restore(resolved, task.abstract_state())
-        _check_finite(state, resolved, checkpoints)
+        state, resolved = _restore_intact(task, checkpoints, step)
     except checkpoint_lib.CheckpointError as e:
         raise RunError(str(e)) from None
     finally:
         checkpoints.close()
     return task, state, resolved
+
+
+def _restore_intact(task: Task, checkpoints: checkpoint_lib.Checkpointer, step) -> tuple[steps.TrainState, int]:
+    """(state, step) of `step` ('latest' | 'best' | N), read while a training may still write the workdir: a step
+    that rotation removed meanwhile is resolved once more, and with 'latest' a damaged step falls back (with a
+    warning) to the newest intact one before it."""
+    retried, below = False, None
+    while True:
+        if below is None:
+            resolved = checkpoints.resolve_step(step)
+        else:
+            older = [s for s in checkpoints.all_steps() if s < below]
+            if not older:
+                raise RunError(f"No intact checkpoint in {checkpoints.directory}; train again (segjax-train).")
+            resolved = older[-1]
+        try:
+            return _restore_checked(task, checkpoints, resolved), resolved
+        except checkpoint_lib.CheckpointGoneError:
+            if retried or step not in ("latest", "best"):
+                raise
+            retried = True
+        except checkpoint_lib.DamagedCheckpointError as e:
+            if step != "latest":
+                raise
+            log.warning("%s Using the newest intact checkpoint before it.", e)
+            below = resolved
+
+
+def _restore_checked(task: Task, checkpoints: checkpoint_lib.Checkpointer, resolved: int) -> steps.TrainState:
+    """The state of checkpoint `resolved`, checked against the task's config (classes, model) and for finiteness."""
+    config = task.config
+    meta = checkpoints.restore_meta(resolved)
+    if meta.get("num_classes") != task.num_classes:
+        raise RunError(
+            f"The checkpoint of step {resolved} was trained with num_classes={meta.get('num_classes')}"
+            f" but the config's dataset {config.data.name!r} has {task.num_classes} classes; use "
+            "the config the run was trained with (its workdir's config.json)."
+        )
+    changed = model_changes(meta.get("model") or {}, config)
+    if changed:
+        raise RunError(
+            f"The config changes the model the checkpoint of step {resolved} was trained as ({'; '.join(changed)})"
+            ": evaluation cannot change the model; drop those overrides (eval.*, data.* and the like are fine)."
+        )
+    state, _ = checkpoints.restore(resolved, task.abstract_state())
+    _check_finite(state, resolved, checkpoints)
+    return state
 
 
 def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpointer, steps.TrainState, dict | None]:

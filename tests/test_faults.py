@@ -231,3 +231,43 @@ def test_eval_of_the_test_split_and_the_mode_of_written_files(trained_run, tmp_p
     finally:
         os.umask(old)
     assert os.stat(tmp_path / "f.json").st_mode & 0o777 == 0o644
+
+
+# --- 6. readers that never race writers ---------------------------------------------------------------------------
+def test_a_step_removed_while_it_is_read_is_resolved_once_more(run_copy, monkeypatch):
+    workdir, _ = run_copy
+    real_resolve = checkpoint_lib.Checkpointer.resolve_step
+    calls = []
+
+    def resolve_a_removed_step_first(self, step):  # as if rotation removed step 3 between listing and reading
+        calls.append(step)
+        return 3 if len(calls) == 1 else real_resolve(self, step)
+
+    monkeypatch.setattr(checkpoint_lib.Checkpointer, "resolve_step", resolve_a_removed_step_first)
+    assert run_lib.restore(workdir)[2] == 4 and calls == ["latest", "latest"]
+
+
+# --- 7. damaged checkpoints ---------------------------------------------------------------------------------------
+def _largest_file(folder) -> str:
+    files = [os.path.join(d, f) for d, _, names in os.walk(folder) for f in names]
+    return max(files, key=os.path.getsize)
+
+
+@pytest.mark.parametrize("damage", ["cut_data_file", "no_meta_metadata", "no_state_metadata"])
+def test_a_damaged_checkpoint_gives_one_line_and_latest_falls_back(run_copy, damage, capsys, caplog):
+    workdir, _ = run_copy
+    step_dir = os.path.join(workdir, "checkpoints", "4")
+    if damage == "cut_data_file":
+        path = _largest_file(os.path.join(step_dir, "state"))
+        os.truncate(path, os.path.getsize(path) // 2)
+    elif damage == "no_meta_metadata":
+        os.remove(os.path.join(step_dir, "meta", "metadata"))
+    else:
+        os.remove(os.path.join(step_dir, "state", "_METADATA"))
+    before = snapshot(workdir)
+    code, err = exit_status(evaluate.main, [f"--workdir={workdir}", "--step=4"], capsys)
+    assert code == 2 and "The checkpoint of step 4 is damaged" in err and "Traceback" not in err
+    assert "does not match" not in err and snapshot(workdir) == before
+    with caplog.at_level(logging.WARNING, logger="segjax.run"):
+        assert run_lib.restore(workdir)[2] == 2
+    assert "step 4 is damaged" in caplog.text and "newest intact checkpoint before it" in caplog.text
