@@ -238,11 +238,12 @@ def collapse_lines(results: Results, verdicts: list[dict]) -> list[str]:
         md.append(f"| {label} | {seeds or 'none'} | {k}/{n} |")
     p = stats.exact_rate_test([k for _, k, _ in counts], [n for *_, n in counts])
     md += ["", f"Equal collapse rates across arms (Fisher-Freeman-Halton exact test): p = {p:.3g}.", ""]
+    tested = [r for r in verdicts if r["verdict"] is not None]
+    if not tested:
+        return md
     md += ["| hypothesis | mean, all seeds | mean, without collapsed seeds (n) | Hodges-Lehmann, all seeds |"]
     md += ["|---|---|---|---|"]
-    for r in verdicts:
-        if r["verdict"] is None:
-            continue
+    for r in tested:
         h, d = r["hypothesis"], np.asarray(r["differences"])
         keep = [not any(collapsed.get((arm, s)) for arm in h_arms(h)) for s in r["seeds"]]
         kept = d[keep]
