@@ -42,24 +42,7 @@ def main(
 ) -> int:
     """CLI for a sweep file: pick a preset, run it into --out, then write the report into OUT/report."""
     cli.use_fast_cpu_kernels()  # before the first JAX computation; spawned workers inherit it
-    parser = cli.ArgumentParser(prog=prog or "experiments.sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", required=True, choices=sorted(presets))
-    parser.add_argument("--out", default=None, help=f"run folder (default {default_out}/<preset>)")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1: in this process)")
-    parser.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the preset's")
-    parser.add_argument("--only", action="append", default=[], help="run only arms whose model/label contains this")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
-    parser.add_argument(
-        "--preregister", action="store_true", help="write the preset's frozen plan (commit it before the runs)"
-    )
-    parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
-    parser.add_argument(
-        "--reanalyze", action="store_true", help="measure the finished runs again (no training), then report"
-    )
-    parser.add_argument("--report-dir", default=None, help="where the report goes (default OUT/report)")
-    parser.add_argument("--no-report", action="store_true", help="train only; write the report later")
-    parser.add_argument("--note", default="", help="text for the report's 'How this was produced' section")
-    parser.add_argument("--allow-dirty", action="store_true", help="allow a report from uncommitted code")
+    parser = _parser(presets, prog, default_out)
     args = parser.parse_args(argv)
 
     made = presets[args.preset]()
@@ -78,16 +61,7 @@ def main(
         print(f"{len(runs)} runs")
         return 0
     if args.preregister:
-        try:
-            written = [
-                preregistration.write(s.preregistered, preregistration.plan(s)) for s in sweeps if s.preregistered
-            ]
-        except preregistration.PreregistrationChanged as e:
-            cli.fail(parser.prog, str(e))
-        if not written:
-            parser.error(f"preset {args.preset!r} names no preregistered plan")
-        print("\n".join(f"wrote {p}; commit it before the runs" for p in written))
-        return 0
+        return _preregister(sweeps, parser, args.preset)
     if seeds is not None or args.only:
         sweeps = [narrowed(s, seeds or s.seeds, {r.arm.key for r in runs}) for s in sweeps]
     try:
@@ -121,4 +95,38 @@ def main(
     if failed:
         print(f"[sweep] {len(failed)} runs failed (see their error.txt): {failed}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _parser(presets, prog: str | None, default_out: str) -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog=prog or "experiments.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", required=True, choices=sorted(presets))
+    parser.add_argument("--out", default=None, help=f"run folder (default {default_out}/<preset>)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1: in this process)")
+    parser.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the preset's")
+    parser.add_argument("--only", action="append", default=[], help="run only arms whose model/label contains this")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    parser.add_argument(
+        "--preregister", action="store_true", help="write the preset's frozen plan (commit it before the runs)"
+    )
+    parser.add_argument("--report-only", action="store_true", help="skip training; report on what is done")
+    parser.add_argument(
+        "--reanalyze", action="store_true", help="measure the finished runs again (no training), then report"
+    )
+    parser.add_argument("--report-dir", default=None, help="where the report goes (default OUT/report)")
+    parser.add_argument("--no-report", action="store_true", help="train only; write the report later")
+    parser.add_argument("--note", default="", help="text for the report's 'How this was produced' section")
+    parser.add_argument("--allow-dirty", action="store_true", help="allow a report from uncommitted code")
+    return parser
+
+
+def _preregister(sweeps: Sequence[Sweep], parser: cli.ArgumentParser, preset: str) -> int:
+    """--preregister: writes the frozen plan of each sweep that names one (commit it before the runs)."""
+    try:
+        written = [preregistration.write(s.preregistered, preregistration.plan(s)) for s in sweeps if s.preregistered]
+    except preregistration.PreregistrationChanged as e:
+        cli.fail(parser.prog, str(e))
+    if not written:
+        parser.error(f"preset {preset!r} names no preregistered plan")
+    print("\n".join(f"wrote {p}; commit it before the runs" for p in written))
     return 0

@@ -17,14 +17,11 @@ import pathlib
 import platform
 import subprocess
 
-import numpy as np
-
-from experiments import figures, gates, layout, preregistration, stats
+from experiments import figures, layout, preregistration, stats
 from experiments.results import (
     ARM_COLUMNS,
     RUN_COLUMNS,
     Results,
-    h_arms,
     hypothesis_results,
     mean_curves,
     omnibus,
@@ -32,6 +29,7 @@ from experiments.results import (
 )
 from experiments.studies import STUDIES
 from experiments.tables import (
+    adequacy_lines,
     boundaries_and_artifacts_table,
     convergence_table,
     fmt,
@@ -196,60 +194,6 @@ def hypotheses_lines(results: Results, verdicts: list[dict], report_dir: pathlib
             if test:
                 md += omnibus_text(test, model if skips else f"{model} without skips", len(labels))
     return md
-
-
-def adequacy_lines(results: Results, verdicts: list[dict]) -> list[str]:
-    """The declared gate and each arm's status, the collapse rate per arm with an exact test between arms, and each
-    hypothesis with and without the collapsed seeds beside a robust estimate (experiments.gates)."""
-    md = [
-        "## Training adequacy and collapse (rules declared with the sweep)",
-        "",
-        "```",
-        gates.__doc__.strip(),
-        "```",
-        "",
-    ]
-    status = results.gate_status()
-    if results.gate:
-        md += [f"Gate: `{results.gate}`.", "", "| arm | seeds | trained? |", "|---|---|---|"]
-        md += [
-            f"| {m}/{lab} | {len(per_seed(results.rows, m, lab))} | {why or 'yes'} |"
-            for (m, lab), why in status.items()
-        ]
-        md += [""]
-    if results.collapse:
-        md += collapse_lines(results, verdicts)
-    return md
-
-
-def collapse_lines(results: Results, verdicts: list[dict]) -> list[str]:
-    """Collapsed runs per arm (Fisher-Freeman-Halton exact test of equal rates) and the sensitivity of each
-    hypothesis to them."""
-    collapsed: dict[tuple[str, int], bool] = {}
-    counts = []
-    for arm in results.arms:
-        values = per_seed(results.rows, arm["model"], arm["label"])
-        mask = results.collapse.mask(list(values.values()))
-        collapsed.update({(arm["label"], seed): bool(c) for seed, c in zip(values, mask, strict=True)})
-        counts.append((arm["label"], int(mask.sum()), len(values)))
-    md = [f"Collapse rule: `{results.collapse}`.", "", "| arm | collapsed seeds | rate |", "|---|---|---|"]
-    for label, k, n in counts:
-        seeds = [s for (lab, s), c in collapsed.items() if lab == label and c]
-        md.append(f"| {label} | {seeds or 'none'} | {k}/{n} |")
-    p = stats.exact_rate_test([k for _, k, _ in counts], [n for *_, n in counts])
-    md += ["", f"Equal collapse rates across arms (Fisher-Freeman-Halton exact test): p = {p:.3g}.", ""]
-    tested = [r for r in verdicts if r["verdict"] is not None]
-    if not tested:
-        return md
-    md += ["| hypothesis | mean, all seeds | mean, without collapsed seeds (n) | Hodges-Lehmann, all seeds |"]
-    md += ["|---|---|---|---|"]
-    for r in tested:
-        h, d = r["hypothesis"], np.asarray(r["differences"])
-        keep = [not any(collapsed.get((arm, s)) for arm in h_arms(h)) for s in r["seeds"]]
-        kept = d[keep]
-        mean_kept = f"{kept.mean():+.4f} ({len(kept)})" if len(kept) else "- (0)"
-        md.append(f"| {h['name']} | {d.mean():+.4f} | {mean_kept} | {stats.hodges_lehmann(d, np.zeros_like(d)):+.4f} |")
-    return md + [""]
 
 
 def hypotheses_figure(verdicts: list[dict], report_dir: pathlib.Path) -> list[str]:

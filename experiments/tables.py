@@ -13,9 +13,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from experiments import stats
+from experiments import gates, stats
 from experiments.definitions import MARGIN
-from experiments.results import PLATEAU_EVALS, PLATEAU_TOLERANCE, SPLIT_METRICS, find_arm, paired, plateau_step
+from experiments.results import (
+    PLATEAU_EVALS,
+    PLATEAU_TOLERANCE,
+    SPLIT_METRICS,
+    Results,
+    find_arm,
+    h_arms,
+    paired,
+    per_seed,
+    plateau_step,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Numbers
@@ -316,4 +326,62 @@ def boundaries_and_artifacts_table(arms) -> list[str]:
     for a in shown:
         cells = [pm(a, c, 2 if c == "phase_error_ratio" else None) for c in columns]
         md.append(f"| {a['model']}/{a['label']} | " + " | ".join(cells) + " |")
+    return md + [""]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training adequacy and collapse
+
+
+def adequacy_lines(results: Results, verdicts: list[dict]) -> list[str]:
+    """The declared gate and each arm's status, the collapse rate per arm with an exact test between arms, and each
+    hypothesis with and without the collapsed seeds beside a robust estimate (experiments.gates)."""
+    md = [
+        "## Training adequacy and collapse (rules declared with the sweep)",
+        "",
+        "```",
+        gates.__doc__.strip(),
+        "```",
+        "",
+    ]
+    status = results.gate_status()
+    if results.gate:
+        md += [f"Gate: `{results.gate}`.", "", "| arm | seeds | trained? |", "|---|---|---|"]
+        md += [
+            f"| {m}/{lab} | {len(per_seed(results.rows, m, lab))} | {why or 'yes'} |"
+            for (m, lab), why in status.items()
+        ]
+        md += [""]
+    if results.collapse:
+        md += collapse_lines(results, verdicts)
+    return md
+
+
+def collapse_lines(results: Results, verdicts: list[dict]) -> list[str]:
+    """Collapsed runs per arm (Fisher-Freeman-Halton exact test of equal rates) and the sensitivity of each
+    hypothesis to them."""
+    collapsed: dict[tuple[str, int], bool] = {}
+    counts = []
+    for arm in results.arms:
+        values = per_seed(results.rows, arm["model"], arm["label"])
+        mask = results.collapse.mask(list(values.values()))
+        collapsed.update({(arm["label"], seed): bool(c) for seed, c in zip(values, mask, strict=True)})
+        counts.append((arm["label"], int(mask.sum()), len(values)))
+    md = [f"Collapse rule: `{results.collapse}`.", "", "| arm | collapsed seeds | rate |", "|---|---|---|"]
+    for label, k, n in counts:
+        seeds = [s for (lab, s), c in collapsed.items() if lab == label and c]
+        md.append(f"| {label} | {seeds or 'none'} | {k}/{n} |")
+    p = stats.exact_rate_test([k for _, k, _ in counts], [n for *_, n in counts])
+    md += ["", f"Equal collapse rates across arms (Fisher-Freeman-Halton exact test): p = {p:.3g}.", ""]
+    tested = [r for r in verdicts if r["verdict"] is not None]
+    if not tested:
+        return md
+    md += ["| hypothesis | mean, all seeds | mean, without collapsed seeds (n) | Hodges-Lehmann, all seeds |"]
+    md += ["|---|---|---|---|"]
+    for r in tested:
+        h, d = r["hypothesis"], np.asarray(r["differences"])
+        keep = [not any(collapsed.get((arm, s)) for arm in h_arms(h)) for s in r["seeds"]]
+        kept = d[keep]
+        mean_kept = f"{kept.mean():+.4f} ({len(kept)})" if len(kept) else "- (0)"
+        md.append(f"| {h['name']} | {d.mean():+.4f} | {mean_kept} | {stats.hodges_lehmann(d, np.zeros_like(d)):+.4f} |")
     return md + [""]
