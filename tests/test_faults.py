@@ -18,6 +18,7 @@ from PIL import Image
 from segjax import checkpoint as checkpoint_lib
 from segjax import evaluate, predict, summary, train
 from segjax import run as run_lib
+from segjax.data import folder as folder_lib
 from segjax.files import read_metrics, write_atomic
 from segjax.task import Task
 
@@ -271,3 +272,22 @@ def test_a_damaged_checkpoint_gives_one_line_and_latest_falls_back(run_copy, dam
     with caplog.at_level(logging.WARNING, logger="segjax.run"):
         assert run_lib.restore(workdir)[2] == 2
     assert "step 4 is damaged" in caplog.text and "newest intact checkpoint before it" in caplog.text
+
+
+# --- 8. truncated images ------------------------------------------------------------------------------------------
+def test_a_folder_dataset_reports_truncated_images_and_masks_by_name(folder_dataset, tmp_path):
+    dataset = folder_dataset(tmp_path)
+    dataset.write_random("train", [(64, 64)] * 3)
+    train_dir = tmp_path / "data" / "train"
+    rng = np.random.default_rng(1)  # noise: a PNG whose pixel data is most of the file
+    Image.fromarray(rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)).save(train_dir / "images" / "x0.png")
+    dataset.write_pair("train", "x1", rng.integers(0, 3, size=(64, 64)).astype(np.uint8))
+    for path in (train_dir / "images" / "x0.png", train_dir / "masks" / "x1.png"):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # the header intact, the pixels cut short
+    before = snapshot(train_dir)
+    pairs, problems = folder_lib.check_split(str(tmp_path / "data"), "train", 3, 255)
+    assert [name for name, _, _ in pairs] == ["x2"]
+    assert len(problems) == 2
+    assert "x0.png: unreadable image" in problems[0] and "x1.png: unreadable mask" in problems[1]
+    assert snapshot(train_dir) == before

@@ -115,14 +115,15 @@ def check_split(root: str, split: str, num_classes: int, ignore_index: int) -> t
             continue
         mask_path = os.path.join(mask_dir, masks[name])
         try:
-            mask = _load_mask(mask_path)
-        except (OSError, ValueError) as e:
+            mask = _load_mask(mask_path)  # decoded whole: a file cut short fails here, by name, not in training
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             problems.append(f"{mask_path}: unreadable mask: {e}")
             continue
         try:
             with Image.open(image_path) as image:
+                image.load()  # decoded whole, not only the header
                 size = image.size[::-1]
-        except OSError as e:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             problems.append(f"{image_path}: unreadable image: {e}")
             continue
         if mask.shape != size:
