@@ -79,7 +79,8 @@ class _StopSignals:
 
     def received(self) -> int:
         """The signal number any process received (0: none); every process of a run must stop at the same step,
-        since saving a checkpoint is collective."""
+        since saving a checkpoint is collective (so in a multi-process run this is a collective: call it at the
+        same steps on every process)."""
         if jax.process_count() == 1:
             return self.signum
         counts = distributed.sum_over_processes(np.array([self.signum == s for s in self.SIGNALS], np.int32))
@@ -167,11 +168,14 @@ def train_and_evaluate(
                 pending.append((step, metrics))
                 steps_this_run += 1
                 last = step == num_steps
-                signum = stops.received()
                 validate_now = step % config.eval_every_steps == 0 or last
-                save_now = validate_now or step % config.checkpoint_every_steps == 0 or bool(signum)
+                save_now = validate_now or step % config.checkpoint_every_steps == 0
                 stop_now = max_steps_this_run is not None and steps_this_run >= max_steps_this_run
-                if not (step % config.log_every_steps == 0 or save_now or stop_now):
+                check_now = step % config.log_every_steps == 0 or save_now or stop_now
+                # One process looks at its flag every step; processes agree (a collective) at check steps only.
+                signum = stops.received() if check_now or jax.process_count() == 1 else 0
+                save_now = save_now or bool(signum)
+                if not (check_now or signum):
                     continue
 
                 # Fetch the metrics of the steps since the last check; stop before saving a non-finite state.
