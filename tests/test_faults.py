@@ -63,7 +63,7 @@ def run_copy(trained_run, tmp_path):
 
 
 # --- 1. outputs never replace inputs ------------------------------------------------------------------------------
-def test_predict_never_replaces_inputs_nor_its_own_outputs(trained_run, tmp_path, capsys):
+def test_predict_never_replaces_inputs_nor_its_own_outputs(trained_run, tmp_path, capsys, monkeypatch):
     workdir = trained_run[0]
     images = tmp_path / "imgs"
     rng = np.random.default_rng(0)
@@ -80,6 +80,10 @@ def test_predict_never_replaces_inputs_nor_its_own_outputs(trained_run, tmp_path
     ]:
         code, err = exit_status(predict.main, base + args, capsys)
         assert code == 2 and message in err and "Traceback" not in err
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL's decompression-bomb guard: 32x32 > 2 x 100
+    code, err = exit_status(predict.main, base + [str(images / "c.png"), f"--out={tmp_path / 'o'}"], capsys)
+    assert code == 2 and "decompression bomb" in err and "Traceback" not in err
+    monkeypatch.undo()
     assert snapshot(images) == before and not (tmp_path / "o").exists()
 
     out = tmp_path / "out"
