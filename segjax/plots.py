@@ -39,6 +39,21 @@ CITYSCAPES_COLOURS = (
     (0, 0, 230),
     (119, 11, 32),
 )
+# CamVid's 11 classes (segjax.data.catalog.CAMVID_GROUPS), each in the official colour of its namesake 32-class
+# label (label_colors.txt).
+CAMVID_COLOURS = (
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (0, 0, 192),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+)
 # Distinct colours for the first classes of any other dataset (the embedded dataset's figures).
 FIRST_COLOURS = (
     (40, 40, 40),
@@ -70,11 +85,12 @@ def voc_colours(n: int = 256) -> np.ndarray:
 
 
 def palette(num_classes: int, dataset: str | None = None) -> np.ndarray:
-    """(num_classes, 3) uint8 class colours: VOC's or Cityscapes' standard colours when `dataset` names one, else
-    10 hand-picked distinct colours followed by VOC's map (no colour repeats below 256 classes)."""
+    """(num_classes, 3) uint8 class colours: VOC's, Cityscapes' or CamVid's standard colours when `dataset` names one,
+    else 10 hand-picked distinct colours followed by VOC's map (no colour repeats below 256 classes)."""
     name = (dataset or "").lower()
-    if "cityscapes" in name and num_classes <= len(CITYSCAPES_COLOURS):
-        return np.array(CITYSCAPES_COLOURS[:num_classes], np.uint8)
+    for key, colours in (("cityscapes", CITYSCAPES_COLOURS), ("camvid", CAMVID_COLOURS)):
+        if key in name and num_classes <= len(colours):
+            return np.array(colours[:num_classes], np.uint8)
     if "voc" in name:
         return voc_colours(max(num_classes, 1))[:num_classes]
     first = np.array(FIRST_COLOURS, np.uint8)

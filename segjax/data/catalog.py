@@ -142,21 +142,6 @@ CAMVID_GROUPS = {
 }
 CAMVID_CLASSES = tuple(CAMVID_GROUPS)
 CAMVID_VOID = ("Void",)
-# Each class drawn in the official colour of its namesake 32-class label (label_colors.txt).
-CAMVID_COLOURS = (
-    (128, 128, 128),
-    (128, 0, 0),
-    (192, 192, 128),
-    (128, 64, 128),
-    (0, 0, 192),
-    (128, 128, 0),
-    (192, 128, 128),
-    (64, 64, 128),
-    (64, 0, 128),
-    (64, 64, 0),
-    (0, 128, 192),
-)
-
 CATALOG: dict[str, DatasetSpec] = {
     # Trimaps: 1 = pet, 2 = background, 3 = border ("not classified"), which is ignored as in the paper's
     # evaluation. TFDS has only train and test splits.

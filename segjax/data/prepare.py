@@ -333,7 +333,7 @@ def plan_camvid(source: str, splits: str | None) -> Plan:
         "camvid",
         "CamVid, 11 classes (Sturgess et al. 2009 / SegNet), at the official 960x720",
         catalog.CAMVID_CLASSES,
-        np.array(catalog.CAMVID_COLOURS, np.uint8),
+        palette(len(catalog.CAMVID_CLASSES), "camvid"),
         "LabeledApproved_full colours (label_colors.txt) -> 11 classes by catalog.CAMVID_GROUPS; Void = ignore",
         _check_files(pairs, splits),
     )
