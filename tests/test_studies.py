@@ -75,11 +75,23 @@ PINNED = {
         "unet/transposed_k4_bilinear/seed103",
         "50bf60070623",
     ),
+    "pilot_lr1e2": (
+        "unet/transposed_k4_default/seed2",
+        "bc38f5874bb1",
+        "unet/resize_conv_nearest/seed100",
+        "f7d5ecad0a8c",
+    ),
+    "pilot_lr1e2_clip": (
+        "unet/transposed_k4_default/seed2",
+        "e21f1341f9df",
+        "unet/resize_conv_nearest/seed100",
+        "4dd8eecd5bd9",
+    ),
     "confirmatory_cpu": (
         "unet/transposed_k2_default/seed1000",
-        "483d65c9766f",
+        "fe5b98e4906f",
         "unet/bilinear_matched/seed1007",
-        "b261fdb1bb94",
+        "b7df4c36a09f",
     ),
 }
 
@@ -103,6 +115,8 @@ def test_registry_finds_every_preset_and_pins_its_config_hashes():
         "smoke_cpu",
         "pilot_before",
         "pilot_after",
+        "pilot_lr1e2",
+        "pilot_lr1e2_clip",
         "confirmatory_cpu",
     }
     for name, pinned in PINNED.items():
