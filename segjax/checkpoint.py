@@ -36,7 +36,12 @@ class CheckpointError(ValueError):
 
 
 class DamagedCheckpointError(CheckpointError):
-    """A checkpoint whose files cannot be read (cut short, missing metadata): the message names step and folder."""
+    """A checkpoint whose files cannot be read (cut short, missing metadata): the message names step and folder;
+    `step` and `cause` ('<folder>: what is wrong') are kept for callers that fall back to an earlier step."""
+
+    def __init__(self, message: str, step: int, cause: str):
+        super().__init__(message)
+        self.step, self.cause = step, cause
 
 
 class CheckpointGoneError(CheckpointError):
@@ -210,7 +215,10 @@ class Checkpointer:
         folder = os.path.join(self.directory, str(step), item)
         return DamagedCheckpointError(
             f"The checkpoint of step {step} is damaged ({folder}: {cause}); pick another --step (steps: "
-            f"{self.all_steps()}), or remove {os.path.dirname(folder)} (a resume then starts from the step before)."
+            f"{self.all_steps()}), or remove {os.path.dirname(folder)} (--step=latest and a resume fall back to the "
+            "step before by themselves).",
+            step,
+            f"{folder}: {cause}",
         )
 
     def wait(self) -> None:

@@ -7,6 +7,7 @@ training, or fresh (from its initialisers, an encoder weights file, or another r
                             run starts (no checkpoint yet); a resume never rewrites it, it warns about what differs
   <workdir>/train.lock      held (fcntl) by process 0 of the training run while it runs; holds its PID and host
   <workdir>/checkpoints/    orbax checkpoints (segjax.checkpoint)
+  <workdir>/damaged_checkpoints/  the damaged latest steps a resume fell back from, moved out of the way (kept)
 
 Everything a training command can refuse (workdir, stored config, model changes, checkpoint shapes, weights) is
 checked before its first write, so a refused command leaves the workdir byte-identical.
@@ -20,7 +21,9 @@ import logging
 import os
 import socket
 
+import jax
 import ml_collections
+from jax.experimental import multihost_utils
 
 from segjax import checkpoint as checkpoint_lib
 from segjax import config as config_lib
@@ -33,6 +36,7 @@ log = logging.getLogger("segjax.run")
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "train.lock"
+DAMAGED_DIR = "damaged_checkpoints"
 
 
 class RunError(ValueError):
@@ -155,29 +159,35 @@ def restore(workdir: str, step="latest", config=None) -> tuple[Task, steps.Train
     task = Task(config, workdir)
     checkpoints = task.checkpointer(read_only=True)
     try:
-        state, resolved = _restore_intact(task, checkpoints, step)
+        state, resolved, damaged = _restore_intact(checkpoints, step, lambda s: _restore_checked(task, checkpoints, s))
     except checkpoint_lib.CheckpointError as e:
         raise RunError(str(e)) from None
     finally:
         checkpoints.close()
+    if damaged:
+        log.warning("%s; using step %d, the newest intact checkpoint before it.", _damaged_note(damaged), resolved)
     return task, state, resolved
 
 
-def _restore_intact(task: Task, checkpoints: checkpoint_lib.Checkpointer, step) -> tuple[steps.TrainState, int]:
-    """(state, step) of `step` ('latest' | 'best' | N), read while a training may still write the workdir: a step
-    that rotation removed meanwhile is resolved once more, and with 'latest' a damaged step falls back (with a
-    warning) to the newest intact one before it."""
-    retried, below = False, None
+def _restore_intact(checkpoints: checkpoint_lib.Checkpointer, step, read) -> tuple:
+    """(read(s), s, the damaged steps passed over: DamagedCheckpointErrors, newest first) for the checkpoint s of
+    `step` ('latest' | 'best' | N), read while a training may still write the workdir: a step that rotation removed
+    meanwhile is resolved once more, and with 'latest' a damaged step falls back to the newest intact one before it
+    (what evaluation and a training's resume share). RunError when every step is damaged."""
+    retried, damaged = False, []
     while True:
-        if below is None:
+        if not damaged:
             resolved = checkpoints.resolve_step(step)
         else:
-            older = [s for s in checkpoints.all_steps() if s < below]
+            older = [s for s in checkpoints.all_steps() if s < damaged[-1].step]
             if not older:
-                raise RunError(f"No intact checkpoint in {checkpoints.directory}; train again (segjax-train).")
+                raise RunError(
+                    f"No intact checkpoint in {checkpoints.directory}: {_damaged_note(damaged)}; restore the folder "
+                    "from a copy, or move it aside to train from the start (segjax-train)."
+                )
             resolved = older[-1]
         try:
-            return _restore_checked(task, checkpoints, resolved), resolved
+            return read(resolved), resolved, damaged
         except checkpoint_lib.CheckpointGoneError:
             if retried or step not in ("latest", "best"):
                 raise
@@ -185,8 +195,29 @@ def _restore_intact(task: Task, checkpoints: checkpoint_lib.Checkpointer, step) 
         except checkpoint_lib.DamagedCheckpointError as e:
             if step != "latest":
                 raise
-            log.warning("%s Using the newest intact checkpoint before it.", e)
-            below = resolved
+            damaged.append(e)
+
+
+def _damaged_note(damaged: list) -> str:
+    """'The checkpoint of step 4 is damaged (<folder>: <cause>)', or of several steps (the newest one's cause)."""
+    if len(damaged) == 1:
+        return f"The checkpoint of step {damaged[0].step} is damaged ({damaged[0].cause})"
+    listed = ", ".join(str(e.step) for e in damaged)
+    return f"The checkpoints of steps {listed} are damaged (step {damaged[0].step}: {damaged[0].cause})"
+
+
+def _move_aside(workdir: str, damaged: list) -> str:
+    """Moves the damaged steps' folders to <workdir>/damaged_checkpoints (kept for inspection; a resumed run saves
+    those steps again, which orbax refuses while they exist); returns that folder."""
+    target = os.path.join(workdir, DAMAGED_DIR)
+    os.makedirs(target, exist_ok=True)
+    for e in damaged:
+        name, n = str(e.step), 0
+        while os.path.lexists(os.path.join(target, name)):
+            n += 1
+            name = f"{e.step}-{n}"
+        os.rename(os.path.join(checkpoint_lib.checkpoint_dir(workdir), str(e.step)), os.path.join(target, name))
+    return target
 
 
 def _restore_checked(task: Task, checkpoints: checkpoint_lib.Checkpointer, resolved: int) -> steps.TrainState:
@@ -213,17 +244,24 @@ def _restore_checked(task: Task, checkpoints: checkpoint_lib.Checkpointer, resol
 def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpointer, steps.TrainState, dict | None]:
     """Opens the run in task.workdir for training: (its checkpointer, the host state to continue from, that state's
     validation scores or None). The state is the latest checkpoint's, or fresh (`initial_weights`) when there is
-    none. Everything that can be refused is checked first (the workdir; on a resume the stored config, the model
-    and the checkpoint; on a start the weights); then process 0 (`primary`) takes the workdir's lock (`WorkdirLock`,
-    released by `Checkpointer.close`) and, on a start, writes config.json. A resume keeps config.json as the run's
-    record and warns about the keys that differ; it refuses a change of the model."""
+    none; a damaged latest checkpoint falls back to the newest intact one (`_restore_intact`, as evaluation does),
+    and the damaged ones are moved aside once the lock is held. Everything that can be refused is checked first (the
+    workdir; on a resume the stored config, the model and the checkpoint; on a start the weights); then process 0
+    (`primary`) takes the workdir's lock (`WorkdirLock`, released by `Checkpointer.close`) and, on a start, writes
+    config.json. A resume keeps config.json as the run's record and warns about the keys that differ; it refuses a
+    change of the model."""
     workdir = check_workdir(task.workdir)
-    latest = None
+    latest, damaged = None, []
     if os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
         reader = checkpoint_lib.Checkpointer(workdir, read_only=True)
         try:
             latest = reader.latest_step()
-            state, meta = _resume_state(task, reader, latest) if latest is not None else (None, {})
+            if latest is not None:
+                (state, meta), resumed, damaged = _restore_intact(
+                    reader, "latest", lambda s: _resume_state(task, reader, s)
+                )
+        except checkpoint_lib.CheckpointError as e:
+            raise RunError(str(e)) from None
         finally:
             reader.close()
     if latest is None:
@@ -254,31 +292,40 @@ def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpo
         checkpoints.lock = lock
         if latest is not None and checkpoints.latest_step() != latest:  # another run saved while this one waited
             raise RunError(f"{workdir} changed while this run started (a checkpoint was saved); run it again.")
+        if damaged:
+            if primary:
+                log.warning(
+                    "%s; resuming from step %d, the newest intact checkpoint before it (the damaged steps are moved "
+                    "to %s).",
+                    _damaged_note(damaged),
+                    resumed,
+                    _move_aside(workdir, damaged),
+                )
+            if jax.process_count() > 1:  # every process lists the steps after process 0 moved them
+                multihost_utils.sync_global_devices("segjax: damaged checkpoints moved aside")
+            checkpoints.all_steps()  # reloads the list of steps orbax checks a save against
     except BaseException:
         if lock is not None:
             lock.release()
         raise
     if latest is None:
         return checkpoints, task.fresh_state(weights), None
-    log.info("Resuming from the checkpoint of step %d in %s", latest, checkpoints.directory)
+    log.info("Resuming from the checkpoint of step %d in %s", resumed, checkpoints.directory)
     return checkpoints, state, meta.get("scores")
 
 
 def _resume_state(task: Task, reader: checkpoint_lib.Checkpointer, step: int) -> tuple[steps.TrainState, dict]:
     """The state and meta of checkpoint `step` to resume from; RunError if the config changes the model or the
-    checkpoint does not fit or is not finite."""
-    try:
-        meta = reader.restore_meta(step)
-        changed = model_changes(meta.get("model") or {}, task.config)
-        if changed:
-            raise RunError(
-                f"The config changes the model of the run in {task.workdir} ({'; '.join(changed)}): a resume cannot "
-                "change the model; drop those overrides, or train into a new --workdir (model.init_from starts from "
-                "this run's weights)."
-            )
-        state, meta = reader.restore(step, task.abstract_state())
-    except checkpoint_lib.CheckpointError as e:
-        raise RunError(str(e)) from None
+    checkpoint is not finite, CheckpointError if it does not fit or is damaged."""
+    meta = reader.restore_meta(step)
+    changed = model_changes(meta.get("model") or {}, task.config)
+    if changed:
+        raise RunError(
+            f"The config changes the model of the run in {task.workdir} ({'; '.join(changed)}): a resume cannot "
+            "change the model; drop those overrides, or train into a new --workdir (model.init_from starts from "
+            "this run's weights)."
+        )
+    state, meta = reader.restore(step, task.abstract_state())
     _check_finite(state, step, reader)
     return state, meta
 

@@ -278,6 +278,34 @@ def test_a_damaged_checkpoint_gives_one_line_and_latest_falls_back(run_copy, dam
     assert "step 4 is damaged" in caplog.text and "newest intact checkpoint before it" in caplog.text
 
 
+def _cut_data_file(step_dir) -> None:
+    path = _largest_file(os.path.join(step_dir, "state"))
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def test_a_resume_falls_back_from_a_damaged_latest_checkpoint(run_copy, trained_run, caplog):
+    workdir, config = run_copy
+    _cut_data_file(os.path.join(workdir, "checkpoints", "4"))
+    with caplog.at_level(logging.WARNING, logger="segjax.run"):
+        scores = train.train_and_evaluate(config, workdir)
+    (line,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert "The checkpoint of step 4 is damaged" in line and "resuming from step 2" in line
+    assert checkpoint_lib.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]  # step 4 saved again
+    assert os.listdir(os.path.join(workdir, run_lib.DAMAGED_DIR)) == ["4"]  # the damaged one kept aside
+    assert scores["mean_iou"] == pytest.approx(trained_run[2]["mean_iou"], abs=1e-6)  # as if never damaged
+
+
+def test_a_resume_with_every_checkpoint_damaged_gives_one_line(run_copy, tiny_overrides, capsys):
+    workdir, _ = run_copy
+    for step in (2, 4):
+        _cut_data_file(os.path.join(workdir, "checkpoints", str(step)))
+    before = snapshot(workdir)
+    code, err = exit_status(train.main, train_args(tiny_overrides(), workdir), capsys)
+    assert code == 2 and "No intact checkpoint in" in err and "steps 4, 2 are damaged" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert snapshot(workdir) == before
+
+
 # --- 8. truncated images ------------------------------------------------------------------------------------------
 def test_a_folder_dataset_reports_truncated_images_and_masks_by_name(folder_dataset, tmp_path):
     dataset = folder_dataset(tmp_path)
