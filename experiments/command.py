@@ -62,13 +62,17 @@ def main(
         return 0
     if args.preregister:
         return _preregister(sweeps, parser, args.preset)
-    if seeds is not None or args.only:
-        sweeps = [narrowed(s, seeds or s.seeds, {r.arm.key for r in runs}) for s in sweeps]
-    try:
-        for s in sweeps:  # a confirmatory sweep runs only as its committed plan says (before anything is written)
+    try:  # a confirmatory sweep runs only as its committed plan says (before anything is written); --only runs a
+        for s in sweeps:  # part of the planned sweep, so the whole sweep is checked
             preregistration.check_sweep(s)
     except preregistration.PreregistrationChanged as e:
         cli.fail(parser.prog, str(e))
+    if seeds is not None:
+        planned = [s.name for s in sweeps if s.preregistered]
+        if planned:
+            parser.error(f"--seeds replaces the preregistered seeds of {planned}; run it without --seeds")
+    if seeds is not None or args.only:
+        sweeps = [narrowed(s, seeds or s.seeds, {r.arm.key for r in runs}) for s in sweeps]
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / layout.SWEEP_FILE, [s.record() for s in sweeps])
     report_dir = pathlib.Path(args.report_dir or out / "report")
