@@ -9,7 +9,8 @@ image. Outputs never replace inputs or each other (`plan_outputs`): <name> keeps
 folder, becomes the path under the inputs' common folder when two inputs share one, and keeps the extension
 (`photo.jpg.png`) when two images share a stem; an --out that is or lies inside an input folder is refused, and so
 are existing outputs unless --overwrite is given. Images above --max-pixels (default 50 MP) are refused from their
-header, before anything is decoded. The run's
+header, before anything is decoded; then every image is decoded whole once, so a damaged one (a body cut short) is
+refused by name before the first output is written. The run's
 config decides the network and the inference mode (config.eval: whole / slide, scales, flip), overridable with
 --config.KEY=VALUE except for the model. Images are prepared and grouped by size as segjax-eval does (normalised,
 padded with zeros to their size rounded up to the network's stride, at most eval.max_buckets sizes: one compilation
@@ -141,7 +142,7 @@ def predict_files(
     """
     plan = plan_outputs(inputs, out, overwrite=overwrite)
     paths = [path for path, _ in plan]
-    sizes = np.array([_size(path, max_pixels) for path in paths], np.int64).reshape(-1, 2)  # headers: no decoding
+    sizes = np.array([_size(path, max_pixels) for path in paths], np.int64).reshape(-1, 2)  # every image checked
     task, state, _ = run_lib.restore(workdir, step, config)
     state = task.layout.replicate(state)
     colours = palette(task.num_classes, task.info.name)
@@ -165,12 +166,18 @@ def predict_files(
 
 
 def _size(path: str, max_pixels: int) -> tuple[int, int]:
-    """(height, width) of an image file, from its header; RunError above `max_pixels`."""
+    """(height, width) of an image file, which is decoded whole to check it (a damaged file is refused before any
+    output is written); RunError above `max_pixels`, from the header, before decoding.
+
+    The pixels are dropped and decoded again when the image is predicted: twice the decoding, but memory stays at
+    one image, however many there are."""
     try:
         with Image.open(path) as image:
             h, w = image.height, image.width
+            if h * w <= max_pixels:
+                image.load()  # decoded whole, not only the header
     except (OSError, Image.DecompressionBombError) as e:
-        raise run_lib.RunError(f"{path}: unreadable image ({e}).") from None
+        raise run_lib.RunError(f"{path}: unreadable image ({e}); fix or remove it.") from None
     if h * w > max_pixels:
         raise run_lib.RunError(
             f"{path} is {w}x{h} = {h * w} pixels, above the limit of {max_pixels} (--max-pixels): predicting it needs "
@@ -184,7 +191,7 @@ def _read(path: str) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (OSError, Image.DecompressionBombError) as e:
-        raise run_lib.RunError(f"{path}: unreadable image ({e}).") from None
+        raise run_lib.RunError(f"{path}: unreadable image ({e}); fix or remove it.") from None
 
 
 def _write(stem: str, rgb: np.ndarray, mask: np.ndarray, colours: np.ndarray) -> str:

@@ -97,6 +97,21 @@ def test_predict_never_replaces_inputs_nor_its_own_outputs(trained_run, tmp_path
     assert snapshot(images) == before
 
 
+def test_predict_decodes_every_image_before_writing_any_output(trained_run, tmp_path, capsys):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)  # noise: a PNG whose pixel data is most of the file
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)).save(images / name)
+    data = (images / "b.png").read_bytes()
+    (images / "b.png").write_bytes(data[: len(data) // 2])  # the header intact, the pixels cut short
+    before = snapshot(images)
+    out = tmp_path / "out"
+    code, err = exit_status(predict.main, [f"--workdir={trained_run[0]}", str(images), f"--out={out}"], capsys)
+    assert code == 2 and f"{images / 'b.png'}: unreadable image" in err and "Traceback" not in err
+    assert not out.exists() and snapshot(images) == before
+
+
 # --- 2. validate first, write after -------------------------------------------------------------------------------
 def test_a_refused_resume_leaves_the_workdir_byte_identical(run_copy, tiny_overrides, capsys, caplog):
     workdir, config = run_copy
