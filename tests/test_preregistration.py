@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from experiments import definitions, preregistration
+from experiments import command, definitions, layout, preregistration, studies
 from experiments.gates import Collapse, Gate
 
 
@@ -65,3 +65,16 @@ def test_a_committed_plan_checks_and_any_change_is_refused(repo):
 def test_a_missing_plan_is_refused(repo):
     with pytest.raises(preregistration.PreregistrationChanged, match="does not exist"):
         preregistration.check("nothing", {}, repo)
+
+
+def test_the_runner_runs_part_of_a_preregistered_sweep_but_not_other_seeds(tmp_path):
+    """--only runs some arms of the committed plan (checked whole, so the committed confirmatory plan must still be
+    what its study declares); --seeds would replace the planned seeds and is refused before anything is written."""
+    presets = studies.presets("confirmatory")
+    argv = ["--preset=confirmatory_cpu", "--only=k2_default", f"--out={tmp_path / 'out'}", "--report-only"]
+    assert command.main(presets, [*argv, "--no-report"]) == 0
+    (recorded,) = json.loads((tmp_path / "out" / layout.SWEEP_FILE).read_text())
+    assert [arm["label"] for arm in recorded["arms"]] == ["transposed_k2_default"]
+    with pytest.raises(SystemExit) as refused:
+        command.main(presets, [*argv, "--seeds=2", f"--out={tmp_path / 'other'}"])
+    assert refused.value.code == 2 and not (tmp_path / "other").exists()
