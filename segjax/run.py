@@ -173,13 +173,17 @@ def _restore_intact(checkpoints: checkpoint_lib.Checkpointer, step, read) -> tup
     """(read(s), s, the damaged steps passed over: DamagedCheckpointErrors, newest first) for the checkpoint s of
     `step` ('latest' | 'best' | N), read while a training may still write the workdir: a step that rotation removed
     meanwhile is resolved once more, and with 'latest' a damaged step falls back to the newest intact one before it
-    (what evaluation and a training's resume share). RunError when every step is damaged."""
+    (what evaluation and a training's resume share). RunError when every step is damaged.
+
+    A step that looks damaged while a newer one has been saved since it was listed is resolved once more too: orbax
+    deletes a rotated step file by file, so its folder can lack files for a moment before it is gone."""
     retried, damaged = False, []
     while True:
+        listed = checkpoints.all_steps()
         if not damaged:
             resolved = checkpoints.resolve_step(step)
         else:
-            older = [s for s in checkpoints.all_steps() if s < damaged[-1].step]
+            older = [s for s in listed if s < damaged[-1].step]
             if not older:
                 raise RunError(
                     f"No intact checkpoint in {checkpoints.directory}: {_damaged_note(damaged)}; restore the folder "
@@ -193,6 +197,13 @@ def _restore_intact(checkpoints: checkpoint_lib.Checkpointer, step, read) -> tup
                 raise
             retried = True
         except checkpoint_lib.DamagedCheckpointError as e:
+            if (
+                not retried
+                and step in ("latest", "best")
+                and max(checkpoints.all_steps(), default=-1) > max(listed, default=-1)
+            ):
+                retried, damaged = True, []  # a training saved meanwhile: rotation may be removing this step
+                continue
             if step != "latest":
                 raise
             damaged.append(e)
