@@ -4,7 +4,8 @@
   seconds (`TINY`: 32x32 crops of a few embedded images, 4-wide nets, 4 steps), on this session's `data_dir`;
   `tiny_overrides(model)`: the same as {dotted key: value};
 - `tiny_task`: the `Task` of `tiny_config()`; `trained_run`: that config trained to the end in a workdir;
-- `folder_dataset()`: a new `FolderDataset`, which writes image/mask folders with random block labels.
+- `folder_dataset()`: a new `FolderDataset`, which writes image/mask folders with random block labels;
+- `voc_archive(root, with_sbd=False)`: a tiny fake VOC 2012 (+ SBD) archive, as segjax-prepare reads it.
 """
 
 import dataclasses
@@ -20,11 +21,13 @@ cli.use_fast_cpu_kernels()  # as the commands do, before the first JAX computati
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import scipy.io  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from segjax import config as config_lib  # noqa: E402
 from segjax import train  # noqa: E402
 from segjax.data import default_data_config  # noqa: E402
+from segjax.plots import voc_colours  # noqa: E402
 from segjax.task import Task  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -155,3 +158,63 @@ class FolderDataset:
 def folder_dataset(tmp_path_factory):
     """folder_dataset(root=None) -> a FolderDataset in `root` (default: a new temporary folder)."""
     return lambda root=None: FolderDataset(str(root or tmp_path_factory.mktemp("folder")))
+
+
+# --- fake dataset archives (segjax-prepare's input) ----------------------------------------------------------
+
+H, W = 6, 8
+
+
+def write_image(path, seed):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def write_png(path, array, mode=None):
+    """A PNG of `array`; mode 'P' as VOC stores masks: palette indices (the classes) with VOC's colour map."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    array = np.asarray(array, np.uint8)
+    if mode == "P":
+        image = Image.frombytes("P", array.shape[::-1], array.tobytes())
+        image.putpalette(voc_colours().ravel().tolist())
+    else:
+        image = Image.fromarray(array)
+    image.save(path)
+
+
+def write_lines(path, lines):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+
+
+def labels(seed, values):
+    """(H, W) labels drawn from `values`."""
+    return np.random.default_rng(seed).choice(np.asarray(values), size=(H, W)).astype(np.uint8)
+
+
+def voc_archive(root, with_sbd=False):
+    """VOCdevkit/VOC2012 with train {a, b}, val {c}, an image outside the lists (d) and, for SBD, e and f; SBD's
+    benchmark_RELEASE/dataset with train {e, a}, val {f, c}. Returns name -> expected mask."""
+    voc = os.path.join(root, "VOCdevkit", "VOC2012")
+    expected = {}
+    for i, stem in enumerate(["a", "b", "c", "d", "e", "f"]):
+        write_image(os.path.join(voc, "JPEGImages", stem + ".jpg"), i)
+    for i, stem in enumerate(["a", "b", "c", "d"]):
+        mask = labels(i, [0, 1, 15, 20, 255])  # background, aeroplane, person, tvmonitor, boundary
+        write_png(os.path.join(voc, "SegmentationClass", stem + ".png"), mask, "P")
+        expected[stem] = mask
+    write_lines(os.path.join(voc, "ImageSets", "Segmentation", "train.txt"), ["a", "b"])
+    write_lines(os.path.join(voc, "ImageSets", "Segmentation", "val.txt"), ["c"])
+    if with_sbd:
+        sbd = os.path.join(root, "benchmark_RELEASE", "dataset")
+        for i, stem in enumerate(["a", "c", "e", "f"]):
+            segmentation = labels(10 + i, [0, 3, 7, 12])  # background, bird, car, dog: no boundary label in SBD
+            gt = {"Segmentation": segmentation, "Boundaries": np.zeros((20, 1), object), "CategoriesPresent": [3]}
+            os.makedirs(os.path.join(sbd, "cls"), exist_ok=True)
+            scipy.io.savemat(os.path.join(sbd, "cls", stem + ".mat"), {"GTcls": gt})
+            expected.setdefault(stem, segmentation)  # VOC's own annotation wins where there is one
+        write_lines(os.path.join(sbd, "train.txt"), ["e", "a"])
+        write_lines(os.path.join(sbd, "val.txt"), ["f", "c"])
+    return expected

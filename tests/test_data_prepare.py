@@ -8,42 +8,10 @@ import os
 
 import numpy as np
 import pytest
-import scipy.io
+from conftest import H, W, labels, voc_archive, write_image, write_lines, write_png
 from PIL import Image
 
 from segjax.data import catalog, default_data_config, get_dataset_info, prepare
-from segjax.plots import voc_colours
-
-H, W = 6, 8
-
-
-def write_image(path, seed):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-def write_png(path, array, mode=None):
-    """A PNG of `array`; mode 'P' as VOC stores masks: palette indices (the classes) with VOC's colour map."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    array = np.asarray(array, np.uint8)
-    if mode == "P":
-        image = Image.frombytes("P", array.shape[::-1], array.tobytes())
-        image.putpalette(voc_colours().ravel().tolist())
-    else:
-        image = Image.fromarray(array)
-    image.save(path)
-
-
-def write_lines(path, lines):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write("".join(f"{line}\n" for line in lines))
-
-
-def labels(seed, values):
-    """(H, W) labels drawn from `values`."""
-    return np.random.default_rng(seed).choice(np.asarray(values), size=(H, W)).astype(np.uint8)
 
 
 def read_mask(dest, split, stem):
@@ -71,33 +39,7 @@ def loads_as_folder_dataset(dest, tmp_path, sizes):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Fake archives
-
-
-def voc_archive(root, with_sbd=False):
-    """VOCdevkit/VOC2012 with train {a, b}, val {c}, an image outside the lists (d) and, for SBD, e and f; SBD's
-    benchmark_RELEASE/dataset with train {e, a}, val {f, c}. Returns name -> expected mask."""
-    voc = os.path.join(root, "VOCdevkit", "VOC2012")
-    expected = {}
-    for i, stem in enumerate(["a", "b", "c", "d", "e", "f"]):
-        write_image(os.path.join(voc, "JPEGImages", stem + ".jpg"), i)
-    for i, stem in enumerate(["a", "b", "c", "d"]):
-        mask = labels(i, [0, 1, 15, 20, 255])  # background, aeroplane, person, tvmonitor, boundary
-        write_png(os.path.join(voc, "SegmentationClass", stem + ".png"), mask, "P")
-        expected[stem] = mask
-    write_lines(os.path.join(voc, "ImageSets", "Segmentation", "train.txt"), ["a", "b"])
-    write_lines(os.path.join(voc, "ImageSets", "Segmentation", "val.txt"), ["c"])
-    if with_sbd:
-        sbd = os.path.join(root, "benchmark_RELEASE", "dataset")
-        for i, stem in enumerate(["a", "c", "e", "f"]):
-            segmentation = labels(10 + i, [0, 3, 7, 12])  # background, bird, car, dog: no boundary label in SBD
-            gt = {"Segmentation": segmentation, "Boundaries": np.zeros((20, 1), object), "CategoriesPresent": [3]}
-            os.makedirs(os.path.join(sbd, "cls"), exist_ok=True)
-            scipy.io.savemat(os.path.join(sbd, "cls", stem + ".mat"), {"GTcls": gt})
-            expected.setdefault(stem, segmentation)  # VOC's own annotation wins where there is one
-        write_lines(os.path.join(sbd, "train.txt"), ["e", "a"])
-        write_lines(os.path.join(sbd, "val.txt"), ["f", "c"])
-    return expected
+# Fake archives (VOC's and the writers: tests/conftest.py)
 
 
 def test_voc(tmp_path, capsys):
