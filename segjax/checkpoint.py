@@ -1,7 +1,8 @@
 """Checkpoints of a training run: an orbax CheckpointManager under `<workdir>/checkpoints`.
 
 Each checkpoint holds two items: 'state' (the whole TrainState: step, params, batch statistics, optimizer state,
-RNG) and 'meta' (JSON: the step, num_classes, the model config and the validation scores when there were any).
+RNG, and with optimizer.ema_decay the moving average of the weights) and 'meta' (JSON: the step, num_classes, the
+model config and the validation scores when there were any).
 Kept: the last `keep` checkpoints plus the best one by validation mean IoU. Evaluation opens the same directory
 read-only, which is safe while a training run is still writing to it (orbax only publishes finished steps).
 No checkpoint holds a non-finite value: `save` refuses such a state (`all_finite`), so every kept checkpoint, the
@@ -273,6 +274,8 @@ def _check_compatible(saved_metadata, target: dict, directory: str, step: int) -
         lines.append(f"  missing in checkpoint: {', '.join(missing[:5])}")
     if extra:
         lines.append(f"  not in the config's model: {', '.join(extra[:5])}")
+    if any(k.startswith("ema/") for k in missing + extra):
+        lines.append("  (ema/: the moving average of the weights, kept with optimizer.ema_decay set, and only then)")
     lines.append("Use the config the run was trained with (the workdir's config.json).")
     raise CheckpointError("\n".join(lines))
 

@@ -23,6 +23,10 @@ from segjax import models as models_lib
 from segjax.parallel import PARALLELISMS
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# Optional keys, {dotted key: type}: left out of the defaults so that the configs of earlier runs, and their hashes
+# (experiments.sweep.config_hash), stay as they were; absent means off. `set_value` and the command line
+# (--config.optimizer.ema_decay=0.999) add one to its section.
+OPTIONAL_KEYS = {"optimizer.ema_decay": float, "optimizer.lr_multipliers": tuple}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -208,7 +212,8 @@ def flat_keys(config, prefix: str = "") -> list[str]:
 
 
 def _leaf(config, key: str):
-    """(section holding `key`, its last part); ConfigError with the closest valid keys if it does not exist."""
+    """(section holding `key`, its last part); ConfigError with the closest valid keys if it does not exist (an
+    absent OPTIONAL_KEYS key exists wherever its section does)."""
     node, parts = config, key.split(".")
     for part in parts[:-1]:
         node = node.get(part) if isinstance(node, ml_collections.ConfigDict | dict) else None
@@ -216,6 +221,8 @@ def _leaf(config, key: str):
             break
     else:
         if parts[-1] in node and not isinstance(node[parts[-1]], ml_collections.ConfigDict | dict):
+            return node, parts[-1]
+        if parts[-1] not in node and key in OPTIONAL_KEYS:
             return node, parts[-1]
     keys = flat_keys(config)
     inside = [k for k in keys if k.startswith(key + ".")]
@@ -243,7 +250,12 @@ def set_value(config, key: str, value) -> None:
 def override(config, key: str, text: str) -> None:
     """Sets the dotted `key` from command-line text, read as the key's type (str keys take the text as it is)."""
     node, leaf = _leaf(config, key)
-    wanted = node.get_type(leaf) if isinstance(node, ml_collections.ConfigDict) else type(node[leaf])
+    if leaf not in node:  # an optional key the config does not have yet
+        wanted = OPTIONAL_KEYS[key]
+    elif isinstance(node, ml_collections.ConfigDict):
+        wanted = node.get_type(leaf)
+    else:
+        wanted = type(node[leaf])
     placeholder = isinstance(node, ml_collections.ConfigDict) and isinstance(
         node._fields.get(leaf), config_dict.FieldReference
     )

@@ -3,6 +3,7 @@
   segjax-eval --workdir=runs/quickstart [--step=latest|best|N] [--split=test]
 
 Restores a checkpoint of the run read-only (safe while training still writes to the workdir), evaluates one split
+with the moving average of the weights where the run kept one (optimizer.ema_decay; the output says which weights)
 (over every process of a multi-process run, with the scores of one process; process 0 prints and writes),
 prints a per-class table and writes, atomically, into <workdir>/eval/:
   <split>-step<N>.json            all scores, per-class lists, the checkpoint step and a config summary
@@ -121,6 +122,7 @@ def evaluate_checkpoint(
         "workdir": workdir,
         "split": split,
         "checkpoint_step": resolved,
+        "weights": "ema" if task.optimizer.ema_decay else "trained",  # steps.inference_variables
         "dataset": info.name,
         "class_names": list(info.class_names or []),
         "num_classes": info.num_classes,
@@ -139,7 +141,7 @@ def evaluate_checkpoint(
             file=sys.stderr,
         )
     if verbose and primary:
-        print(f"{info.name} / {split}, checkpoint step {resolved}")
+        print(f"{info.name} / {split}, checkpoint step {resolved}, {task.inference_weights}")
         print(per_class_table(scores, info.class_names))
     if write and primary:
         out_dir = os.path.join(workdir, "eval")

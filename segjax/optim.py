@@ -6,6 +6,7 @@ docs/config_reference.md. The specs, not the config, travel into the training st
 (hashable) steps that share one compilation. Weight decay never applies to biases or normalisation scales/offsets
 (any parameter with fewer than two dimensions), as is standard for convolutional networks. `lr_multipliers` scales
 the learning rate of the parameters whose path matches a pattern (DeepLab's and FCN's 10x rate for the new head).
+`ema_decay` keeps an exponential moving average of the weights for validation and inference (`segjax.steps`).
 """
 
 from __future__ import annotations
@@ -57,10 +58,14 @@ class OptimizerSpec:
     # ((regex, factor), ...) or {regex: factor}: the learning rate of matching parameters times factor (the first
     # pattern that matches decides); optional in a config (see default_optimizer_config)
     lr_multipliers: tuple[tuple[str, float], ...] = ()
+    # decay of the exponential moving average of the weights that validation and inference use (segjax.steps
+    # `ema_update`); 0: none. Optional in a config, absent means 0 (see default_optimizer_config)
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         _check_choice("optimizer", self.name, OPTIMIZERS)
         object.__setattr__(self, "lr_multipliers", _multiplier_pairs(self.lr_multipliers))
+        object.__setattr__(self, "ema_decay", _ema_decay(self.ema_decay))
         if self.frozen is not None:
             try:
                 re.compile(self.frozen)
@@ -84,6 +89,18 @@ class OptimizerSpec:
     def names_parameters(self) -> bool:
         """Whether a pattern (frozen, lr_multipliers) must be checked against the model's parameter names."""
         return self.frozen is not None or bool(self.lr_multipliers)
+
+
+def _ema_decay(value) -> float:
+    """optimizer.ema_decay as a float in [0, 1) (None: 0, off); ValueError naming the value and the range."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(
+            f"optimizer.ema_decay={value!r} must be a number with 0 <= decay < 1 (0: no moving average; 0.999 "
+            "averages over about the last 1000 steps)."
+        )
+    return float(value)
 
 
 def _multiplier_pairs(value) -> tuple[tuple[str, float], ...]:
@@ -259,10 +276,10 @@ def create_optimizer(
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
     """The `optimizer` config section: the fields of `OptimizerSpec` with its defaults, but for the optional
-    `lr_multipliers` (left out so that the configs of runs made before it existed, and their hashes, stay as they
-    were; a config file adds it, as configs/deeplab.py does)."""
+    `lr_multipliers` and `ema_decay` (left out so that the configs of runs made before they existed, and their
+    hashes, stay as they were; a config file adds them, as configs/deeplab.py does, or the command line)."""
     values = dataclasses.asdict(OptimizerSpec())
-    del values["lr_multipliers"]
+    del values["lr_multipliers"], values["ema_decay"]
     values["grad_clip_norm"] = config_dict.placeholder(float)
     values["frozen"] = config_dict.placeholder(str)
     return ml_collections.ConfigDict(values)

@@ -3,7 +3,8 @@
 Each sees one device's slice of the global batch and talks to the other devices only through collectives over
 `axis_name` (`psum` of gradients, losses and metric statistics; the train step binds the same axis to the model's
 batch norm, `segjax.models.with_axis_name`, so its statistics are those of the global batch; inference uses the
-running averages and needs no axis). They are frozen, hashable dataclasses built from specs and a plain model, not
+running averages and needs no axis; it uses the moving average of the weights where the state keeps one,
+`inference_variables`). They are frozen, hashable dataclasses built from specs and a plain model, not
 configs: equal settings give equal steps, which `segjax.parallel.DataParallel.wrap` compiles once. With
 `axis_name=None` the same steps run on one device under plain `jit`; wrapped or not they give the same numbers (up
 to float summation order) because `segjax.losses.compute_loss` returns per-device shares of the global loss.
@@ -36,17 +37,70 @@ class TrainState:
     batch_stats: Any  # {} for models without batch norm
     opt_state: Any
     rng: jax.Array  # uint32[2] base key; per-step keys are derived from (rng, step), so resuming is exact
+    # optimizer.ema_decay: the moving average of the variables, {'params': ..., 'batch_stats': ...} (batch_stats
+    # only with batch norm; see `ema_update`); {} without one, and then absent from the checkpoint
+    ema: Any = flax.struct.field(default_factory=dict)
 
 
-def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array, sample_images) -> TrainState:
-    """Initialises parameters from `sample_images` (any batch, only its shape matters) and the optimizer state."""
+def _state_dict(state: TrainState) -> dict:
+    """A TrainState as a checkpoint holds it: its fields, but 'ema' only where there is a moving average, so that a
+    run without one saves what segjax saved before EMA existed (and restores those checkpoints)."""
+    out = {
+        field.name: flax.serialization.to_state_dict(getattr(state, field.name)) for field in dataclasses.fields(state)
+    }
+    if not state.ema:
+        del out["ema"]
+    return out
+
+
+def _from_state_dict(target: TrainState, values: dict) -> TrainState:
+    """The inverse of `_state_dict`, shaped like `target` ('ema' stays {} where `values` has none)."""
+    restored = {
+        field.name: flax.serialization.from_state_dict(getattr(target, field.name), values[field.name], name=field.name)
+        for field in dataclasses.fields(target)
+        if field.name in values
+    }
+    return target.replace(**restored)
+
+
+flax.serialization.register_serialization_state(TrainState, _state_dict, _from_state_dict, override=True)
+
+
+def create_train_state(
+    model, tx: optax.GradientTransformation, rng: jax.Array, sample_images, *, ema: bool = False
+) -> TrainState:
+    """Initialises parameters from `sample_images` (any batch, only its shape matters) and the optimizer state; with
+    `ema`, the moving average starts as a copy of the initial variables."""
     init_rng, state_rng = jax.random.split(rng)
     variables = _jitted_init(model)(init_rng, jnp.asarray(sample_images))
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    return TrainState(
+    state = TrainState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params), rng=state_rng
     )
+    return restart_ema(state) if ema else state
+
+
+def restart_ema(state: TrainState) -> TrainState:
+    """`state` with its moving average set to a copy of its variables (a fresh state, after weights were loaded)."""
+    return state.replace(ema=jax.tree.map(lambda x: x.copy(), _variables(state)))  # numpy stays numpy
+
+
+def ema_update(ema: dict, variables: dict, decay: float) -> dict:
+    """One step of the moving average: decay * ema + (1 - decay) * variables, leaf by leaf (optax's
+    incremental_update), after each optimizer update, starting from the initial variables (no bias correction).
+
+    Batch-norm statistics are averaged too, with the same decay, not copied from the live model (timm's ModelEmaV2
+    averages its buffers so): the averaged weights are evaluated with statistics averaged over the same steps,
+    which describe the averaged network's activations better than the last model's statistics do."""
+    return optax.incremental_update(variables, ema, 1.0 - decay)
+
+
+def inference_variables(state: TrainState) -> dict:
+    """The variables evaluation and prediction apply: the moving average where the state keeps one (optimizer.
+    ema_decay), else the trained ones. Every inference path (validation, segjax-eval, segjax-predict,
+    segjax-export) goes through here."""
+    return state.ema if state.ema else _variables(state)
 
 
 @functools.lru_cache(maxsize=8)
@@ -118,6 +172,8 @@ class TrainStep:
             opt_state=opt_state,
             batch_stats=new_variables.get("batch_stats", state.batch_stats),
         )
+        if self.optimizer.ema_decay:
+            new_state = new_state.replace(ema=ema_update(state.ema, _variables(new_state), self.optimizer.ema_decay))
         confusion = metrics_lib.confusion_matrix(
             labels, jnp.argmax(logits, axis=-1), self.num_classes, ignore_index=self.ignore_index
         )
@@ -281,7 +337,8 @@ class EvalStep:
     inference: InferenceSpec = InferenceSpec()
 
     def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> dict:
-        predictions = jnp.argmax(predict_scores(self.model, _variables(state), batch["image"], self.inference), -1)
+        variables = inference_variables(state)
+        predictions = jnp.argmax(predict_scores(self.model, variables, batch["image"], self.inference), -1)
         labels = _ignore_invalid(batch["label"], batch.get("valid"), self.ignore_index)
         stats = {
             "confusion": metrics_lib.confusion_matrix(
@@ -303,5 +360,5 @@ class PredictStep:
     inference: InferenceSpec = InferenceSpec()
 
     def __call__(self, state: TrainState, batch: dict, *, axis_name: str | None = None) -> jax.Array:
-        scores = predict_scores(self.model, _variables(state), batch["image"], self.inference)
+        scores = predict_scores(self.model, inference_variables(state), batch["image"], self.inference)
         return jnp.argmax(scores, axis=-1).astype(jnp.int32)

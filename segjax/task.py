@@ -68,6 +68,12 @@ class Task:
     def ignore_index(self) -> int:
         return self.info.ignore_index
 
+    @property
+    def inference_weights(self) -> str:
+        """Which weights validation and inference apply (`steps.inference_variables`), for logs and reports."""
+        decay = self.optimizer.ema_decay
+        return f"EMA weights (optimizer.ema_decay={decay:g})" if decay else "trained weights"
+
     def learning_rate(self):
         """The learning-rate schedule, step -> rate (for logging)."""
         return optim.create_schedule(self.schedule, self.optimizer.learning_rate)
@@ -85,7 +91,8 @@ class Task:
         if weights is None:
             return state
         variables = weights.apply({"params": state.params, "batch_stats": state.batch_stats})
-        return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+        state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+        return steps.restart_ema(state) if state.ema else state  # the average starts from the loaded weights
 
     def abstract_state(self) -> steps.TrainState:
         """Zeros shaped like a fresh TrainState, without running or compiling the initialisers: a restore target."""
@@ -191,7 +198,7 @@ class Task:
 def _create_state(model, optimizer, schedule, crop_size, rng):
     tx, _ = optim.create_optimizer(optimizer, schedule)
     sample = jnp.zeros((1, *crop_size, 3), jnp.float32)  # the parameters do not depend on the image size
-    return steps.create_train_state(model, tx, rng, sample)
+    return steps.create_train_state(model, tx, rng, sample, ema=optimizer.ema_decay > 0)
 
 
 _fresh_state = jax.jit(_create_state, static_argnums=(0, 1, 2, 3), compiler_options=_FAST_COMPILE)

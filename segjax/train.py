@@ -132,6 +132,8 @@ def train_and_evaluate(
         start_step,
         num_steps,
     )
+    if task.optimizer.ema_decay:
+        log.info("Validation uses the %s, as segjax-eval will.", task.inference_weights)
     train_step = task.train_step(loss_spec)  # equal steps of earlier runs: compiled once
     state = dp.replicate(host_state)
     loader = data_lib.make_loader(
@@ -214,6 +216,7 @@ def train_and_evaluate(
                         progress.write(
                             f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
                             f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}"
+                            + (f" ({task.inference_weights})" if task.optimizer.ema_decay else "")
                         )
                 if save_now:
                     save(step, dp.unreplicate(state), scores if validate_now else None)

@@ -4,6 +4,7 @@
   seconds (`TINY`: 32x32 crops of a few embedded images, 4-wide nets, 4 steps), on this session's `data_dir`;
   `tiny_overrides(model)`: the same as {dotted key: value};
 - `tiny_task`: the `Task` of `tiny_config()`; `trained_run`: that config trained to the end in a workdir;
+  `trained_ema_run`: the same with a moving average of the weights (optimizer.ema_decay);
 - `folder_dataset()`: a new `FolderDataset`, which writes image/mask folders with random block labels;
 - `voc_archive(root, with_sbd=False)`: a tiny fake VOC 2012 (+ SBD) archive, as segjax-prepare reads it.
 """
@@ -105,6 +106,18 @@ def trained_run(tiny_config, tmp_path_factory):
     """(workdir, config, final scores) of `tiny_config()` trained to the end (4 steps, checkpoints at 2 and 4)."""
     workdir = str(tmp_path_factory.mktemp("run") / "trained")
     config = tiny_config()
+    return workdir, config, train.train_and_evaluate(config, workdir)
+
+
+EMA_DECAY = 0.5  # the moving average of `trained_ema_run`: far from the trained weights after its 4 steps
+
+
+@pytest.fixture(scope="session")
+def trained_ema_run(tiny_config, tmp_path_factory):
+    """(workdir, config, final scores) of `trained_run`'s config with optimizer.ema_decay=EMA_DECAY, trained to the
+    end."""
+    workdir = str(tmp_path_factory.mktemp("run") / "trained_ema")
+    config = tiny_config(optimizer__ema_decay=EMA_DECAY)
     return workdir, config, train.train_and_evaluate(config, workdir)
 
 

@@ -49,8 +49,10 @@ def test_run_writes_config_metrics_tensorboard_and_checkpoints(trained_run):
     assert checkpoint_lib.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
 
 
-def test_interrupted_then_resumed_run_equals_uninterrupted(trained_run, tmp_path):
-    workdir_a, config, scores_a = trained_run
+@pytest.mark.parametrize("run", ["trained_run", "trained_ema_run"])
+def test_interrupted_then_resumed_run_equals_uninterrupted(run, request, tmp_path):
+    """Also with a moving average of the weights (optimizer.ema_decay), which the checkpoints keep."""
+    workdir_a, config, scores_a = request.getfixturevalue(run)
     workdir_b = str(tmp_path / "resumed")
     # Crash after step 3: the checkpoint of step 2 exists, step 3 is lost and must be redone identically
     # (dropout keys from the saved RNG, the data loader restarting at batch 2).
@@ -60,10 +62,11 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(trained_run, tmp_path
     state_a, _ = _final_state(workdir_a, config)
     state_b, _ = _final_state(workdir_b, config)
     assert int(state_a.step) == int(state_b.step) == 4
+    assert bool(state_a.ema) == bool(state_b.ema) == bool(config.optimizer.get("ema_decay"))
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-        (state_a.params, state_a.batch_stats, state_a.opt_state, state_a.rng),
-        (state_b.params, state_b.batch_stats, state_b.opt_state, state_b.rng),
+        (state_a.params, state_a.batch_stats, state_a.opt_state, state_a.rng, state_a.ema),
+        (state_b.params, state_b.batch_stats, state_b.opt_state, state_b.rng, state_b.ema),
     )
 
     def loss(w):
