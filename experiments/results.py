@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import math
 import pathlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -278,9 +279,26 @@ def gate_status(rows: list[dict], gate: gates.Gate) -> dict[tuple[str, str], str
     return {key: gate.arm_status(runs) for key, runs in groups.items()}
 
 
+def gated(verdict: str, model: str, labels: Sequence[str], status: Mapping | None) -> str:
+    """`verdict` of a contrast of the arms `labels` of `model`, or "not tested: <arm> did not train (<why>)" when
+    the arms' gate `status` (`gate_status`) says one of them did not train (the rule: gates.gated_verdict)."""
+    return gates.gated_verdict(verdict, labels, {label: (status or {}).get((model, label)) for label in labels})
+
+
+def arms_gate(model: str, labels: Sequence[str], status: Mapping | None) -> str | None:
+    """The gate status of the arms `labels` of `model` in words: None when no gate covers them, 'passed' when each
+    passed, else '<arm> did not train (<why>)' for the first that failed."""
+    covered = [label for label in labels if (model, label) in (status or {})]
+    if not covered:
+        return None
+    failed = next((label for label in covered if status[(model, label)]), None)
+    return "passed" if failed is None else f"{failed} did not train ({status[(model, failed)]})"
+
+
 def hypothesis_results(rows: list[dict], hypotheses: list[dict], status: dict | None = None) -> list[dict]:
     """Each hypothesis's seed-paired contrast and verdict; Holm over the hypotheses of the same network. With the
-    arms' gate `status` (`gate_status`), a verdict about an arm that did not train is "not tested: ..."."""
+    arms' gate `status` (`gate_status`), a verdict about an arm that did not train is "not tested: ..."; "gate" is
+    the arms' gate status in words (`arms_gate`)."""
     prepared = [(h, *_paired_values(rows, h)) for h in hypotheses]
     results = []
     for model in dict.fromkeys(h["model"] for h in hypotheses):
@@ -289,12 +307,15 @@ def hypothesis_results(rows: list[dict], hypotheses: list[dict], status: dict | 
             [(a, b) for _, a, b, _ in family], [h["margin"] for h, *_ in family], [h["claim"] for h, *_ in family]
         )
         for (h, a, b, seeds), v in zip(family, verdicts, strict=True):
-            arm_status = {arm: (status or {}).get((model, arm)) for arm in h_arms(h)}
-            v = dataclasses.replace(v, verdict=gates.gated_verdict(v.verdict, h_arms(h), arm_status))
-            results.append({"hypothesis": h, "verdict": v, "differences": (a - b).tolist(), "seeds": seeds})
+            v = dataclasses.replace(v, verdict=gated(v.verdict, model, h_arms(h), status))
+            gate = arms_gate(model, h_arms(h), status)
+            results.append(
+                {"hypothesis": h, "verdict": v, "differences": (a - b).tolist(), "seeds": seeds, "gate": gate}
+            )
     for h, a, _, seeds in prepared:
         if a is None:
-            results.append({"hypothesis": h, "verdict": None, "differences": [], "seeds": seeds})
+            gate = arms_gate(h["model"], h_arms(h), status)
+            results.append({"hypothesis": h, "verdict": None, "differences": [], "seeds": seeds, "gate": gate})
     order = {h["name"]: i for i, h in enumerate(hypotheses)}
     return sorted(results, key=lambda r: order[r["hypothesis"]["name"]])
 
@@ -390,13 +411,23 @@ class Results:
         return gates.Gate(**declared) if declared else None
 
     @property
+    def declared_gates(self) -> list[tuple[dict, gates.Gate]]:
+        """(sweep, its gate) of every sweep that declares one."""
+        return [(s, gates.Gate(**s["gate"])) for s in self.sweeps if s.get("gate")]
+
+    @property
     def collapse(self) -> gates.Collapse | None:
         declared = next((s["collapse"] for s in self.sweeps if s.get("collapse")), None)
         return gates.Collapse(**declared) if declared else None
 
     def gate_status(self) -> dict[tuple[str, str], str | None]:
-        """(model, label) -> None when the arm passed the declared gate (or none was declared), else why not."""
-        return gate_status(self.rows, self.gate) if self.gate else {}
+        """(model, label) -> None when the arm passed its sweep's gate, else why not; arms of sweeps that declare no
+        gate are absent."""
+        status = {}
+        for sweep, gate in self.declared_gates:
+            arms = {(a["model"], a["label"]) for a in sweep["arms"]}
+            status.update(gate_status([r for r in self.rows if (r["model"], r["label"]) in arms], gate))
+        return status
 
     @property
     def smoke_test(self) -> bool:

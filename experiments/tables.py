@@ -20,7 +20,9 @@ from experiments.results import (
     PLATEAU_TOLERANCE,
     SPLIT_METRICS,
     Results,
+    arms_gate,
     find_arm,
+    gated,
     h_arms,
     paired,
     per_seed,
@@ -92,8 +94,10 @@ def ordering(lo: dict, hi: dict, key: str = "final_miou") -> str:
     return f"{result.verdict} (difference {c.mean:+.4f}, 95% CI {ci}, p = {c.p:.3f}, n = {c.n})"
 
 
-def paired_family(arms: list[dict], model: str, claims) -> list[str]:
-    """Verdicts of 'better > worse on key' for each (better, worse, key) of `claims`, seed-paired, Holm over them."""
+def paired_family(arms: list[dict], model: str, claims, status=None, parts=None) -> list[str]:
+    """Verdicts of 'better > worse on key' for each (better, worse, key) of `claims`, seed-paired, Holm over them.
+    With the arms' gate `status` (`Results.gate_status`), a claim about an arm that did not train is "not tested"
+    and the others say their arms' gate status; `parts`: label -> the arms it is made of (an ensemble's members)."""
     found, values = [], []
     for better, worse, key in claims:
         a, b = find_arm(arms, model, better), find_arm(arms, model, worse)
@@ -106,20 +110,35 @@ def paired_family(arms: list[dict], model: str, claims) -> list[str]:
     if not found:
         return []
     results = stats.family_verdicts(values, [MARGIN] * len(found), ["greater"] * len(found))
-    return [
-        f"- {better} > {worse} on {key}: **{r.verdict}** (difference {r.contrast.mean:+.4f}, 95% CI "
-        f"{interval(r.contrast.ci_low, r.contrast.ci_high, 4)}, p_Holm = {r.p_holm:.3f}, n = {r.contrast.n})"
-        for (better, worse, key), r in zip(found, results, strict=True)
-    ]
+    lines = []
+    for (better, worse, key), r in zip(found, results, strict=True):
+        labels = [*(parts or {}).get(better, (better,)), *(parts or {}).get(worse, (worse,))]
+        verdict, gate = gated_and_gate(r.verdict, model, labels, status)
+        lines.append(
+            f"- {better} > {worse} on {key}: **{verdict}** (difference {r.contrast.mean:+.4f}, 95% CI "
+            f"{interval(r.contrast.ci_low, r.contrast.ci_high, 4)}, p_Holm = {r.p_holm:.3f}, n = {r.contrast.n}"
+            f"{gate})"
+        )
+    return lines
 
 
-def verdict_line(text: str, result, digits: int = 4) -> str:
-    """'- text: difference, 95% CI, Holm p: **verdict**' of one contrast of a family (stats.Verdict)."""
+def verdict_line(text: str, result, digits: int = 4, *, model: str = "", labels=(), status=None) -> str:
+    """'- text: difference, 95% CI, Holm p: **verdict**' of one contrast of a family (stats.Verdict) of the arms
+    `labels` of `model`: "not tested" when one of them did not train by its gate `status` (`paired_family`)."""
     c = result.contrast
+    verdict, gate = gated_and_gate(result.verdict, model, labels, status)
     return (
         f"- {text}: difference {c.mean:+.{digits}f}, 95% CI {interval(c.ci_low, c.ci_high, digits)}, Holm p = "
-        f"{result.p_holm:.2g}: **{result.verdict}**"
+        f"{result.p_holm:.2g}: **{verdict}**{gate}"
     )
+
+
+def gated_and_gate(verdict: str, model: str, labels, status) -> tuple[str, str]:
+    """(the verdict, "not tested: ..." when an arm did not train; '; arms' gate: passed' when a gate covers the
+    arms and they trained, else '')."""
+    verdict = gated(verdict, model, labels, status)
+    gate = arms_gate(model, labels, status)
+    return verdict, (f"; arms' gate: {gate}" if gate == "passed" else "")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,22 +184,22 @@ def hypotheses_table(results: list[dict], seeds: int) -> tuple[list[str], list[d
     """Markdown of the hypothesis tests and the rows of hypotheses.csv."""
     md = [
         "| | claim | difference (final mIoU) | 95% CI (t) | 95% CI (sign-flip / bootstrap) | p | p (Holm) | "
-        "TOST p (Holm) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "TOST p (Holm) | verdict | arms' training-adequacy gate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     csv_rows = []
     for r in results:
-        h, v = r["hypothesis"], r["verdict"]
+        h, v, gate = r["hypothesis"], r["verdict"], r.get("gate") or "none declared"
         if v is None:
-            md.append(f"| {h['name']} | {cell(h['statement'])} | not enough paired seeds | | | | | | |")
+            md.append(f"| {h['name']} | {cell(h['statement'])} | not enough paired seeds | | | | | | | {gate} |")
             continue
         c = v.contrast
         md.append(
             f"| {h['name']} | {cell(h['statement'])} | {c.mean:+.4f} | {interval(c.ci_low, c.ci_high, 4)} | "
             f"{interval(c.robust_low, c.robust_high, 4)} | {c.p:.3g} | {v.p_holm:.3g} | {v.tost_p_holm:.3g} | "
-            f"**{v.verdict}** |"
+            f"**{v.verdict}** | {'see verdict' if v.verdict.startswith('not tested') else gate} |"
         )
-        csv_rows.append(hypothesis_row(h, v))
+        csv_rows.append({**hypothesis_row(h, v), "gate": gate})
     md += [
         "",
         "Test: two-sided paired t-test of the per-seed differences (every arm ran the same seeds, which fix the "
@@ -262,10 +281,14 @@ def survivors_box(results: list[dict]) -> list[str]:
             f"> - **{h['name']}**: {h['statement']} (difference {c.mean:+.4f} mIoU, 95% CI "
             f"{interval(c.ci_low, c.ci_high, 4)}, Holm p {r['verdict'].p_holm:.3g}, n = {c.n})"
         )
-    others = collections.Counter(r["verdict"].verdict.split(":")[0] if r["verdict"] else "not tested" for r in results)
+    others = collections.defaultdict(list)
+    for r in results:
+        kind = r["verdict"].verdict.split(":")[0] if r["verdict"] else "not tested"
+        gate = f" (arms' gate: {r['gate']})" if r.get("gate") == "passed" and kind == "did not hold" else ""
+        others[kind].append(r["hypothesis"]["name"] + gate)
     others.pop("held", None)
     if others:
-        lines += [">", "> Otherwise: " + ", ".join(f"{k}: {v}" for k, v in sorted(others.items()))]
+        lines += [">", "> Otherwise: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(others.items()))]
     return lines + [""]
 
 
@@ -345,8 +368,16 @@ def adequacy_lines(results: Results, verdicts: list[dict]) -> list[str]:
         "",
     ]
     status = results.gate_status()
-    if results.gate:
-        md += [f"Gate: `{results.gate}`.", "", "| arm | seeds | trained? |", "|---|---|---|"]
+    for sweep, gate in results.declared_gates:
+        when = ""
+        if sweep.get("reproduction") and not sweep.get("preregistered"):
+            when = (
+                " Declared after this reproduction's exploratory runs (issue 22), from what its arms reached: it "
+                "labels training failures, it is not a preregistered rule."
+            )
+        md += [f"Gate of {sweep['name']}: `{gate}`.{when}", ""]
+    if status:
+        md += ["| arm | seeds | trained? |", "|---|---|---|"]
         md += [
             f"| {m}/{lab} | {len(per_seed(results.rows, m, lab))} | {why or 'yes'} |"
             for (m, lab), why in status.items()

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import definitions, layout, measure, reproductions, studies
+from experiments import definitions, gates, layout, measure, reproductions, studies, tables
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
-from experiments.results import Results
+from experiments.results import Results, aggregate, hypothesis_results
 from experiments.studies import confirmatory, deconvnet, fcn, odena, segnet
 from experiments.tables import open_section, ordering
 from segjax import ops
@@ -343,3 +343,158 @@ def test_the_confirmatory_study_tests_fresh_seeds_with_compute_matched_arms():
         and matched.overrides["model.upsample.method"] == "bilinear"
     )
     assert sweep.gate == confirmatory.GATE and sweep.collapse == confirmatory.COLLAPSE
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training adequacy in the sections: constructed runs, the reproductions' declared gates
+
+NOISE = np.array([0.01, -0.01, 0.02, 0.0, -0.02])
+
+
+def gated_rows(model: str, arms: dict, seeds=range(5)) -> list[dict]:
+    """Runs of `arms` (label -> (final mIoU, trained?)): a run that trains halves its loss and predicts every class;
+    one that does not keeps its loss and never predicts two of the classes. Other endpoints follow the mIoU."""
+    rows = []
+    for k, (label, (miou, trained)) in enumerate(arms.items()):
+        for seed in seeds:
+            value = miou + NOISE[seed] * (1 + k / 2)
+            rows.append(
+                {
+                    "model": model,
+                    "label": label,
+                    "seed": seed,
+                    "params": 1000,
+                    "gflops": None,
+                    "first_loss": 2.0,
+                    "final_loss": 0.5 if trained else 1.9,
+                    "final_miou": value,
+                    "final_per_class_iou": [0.9, 0.6, 0.5, 0.4] + ([0.3, 0.2] if trained else [0.0, 0.0]),
+                    **{k: value for k in ("final_boundary_f1", "final_pixel_accuracy", "final_class_accuracy")},
+                    "_tags": {"steps": 1000},
+                    "_workdir": "w",
+                }
+            )
+    return rows
+
+
+def gated_results(sweep, rows, out) -> Results:
+    return Results(out=out, sweeps=[sweep.record()], rows=rows, missing=[], arms=aggregate(rows), costs={})
+
+
+def test_the_reproductions_declare_training_adequacy_gates():
+    assert deconvnet.deconvnet_128().gate == deconvnet.GATE and segnet.segnet_table1().gate == segnet.GATE
+    assert fcn.fcn_128().gate == fcn.GATE and fcn.fcn_staged().gate == fcn.STAGED_GATE
+    assert odena.odena_2x2().gate == odena.GATE
+    # The committed runs' endpoints (runs.csv): DeconvNet at width 8 fails by its mIoU and its classes at every seed.
+    flat = [gates.RunOutcome(2.0, 0.5, miou, (0.9, 0.6, 0.5, 0.4, 0.0, 0.0)) for miou in (0.23, 0.204, 0.228, 0.206)]
+    assert deconvnet.GATE.arm_status(flat) == "4 of 4 seeds fail the gate: classes, mIoU"
+    # FCN-32s cannot hold wires and specks at stride 32: its four other classes pass its study's gate.
+    assert fcn.GATE.failures(gates.RunOutcome(2.0, 0.5, 0.28, (0.9, 0.2, 0.1, 0.1, 0.0, 0.0))) == []
+
+
+def test_a_deconvnet_that_never_trains_is_not_tested_in_its_section(tmp_path):
+    seeds = (0, 1, 2)
+    measured = {
+        str(s): {
+            "measured": {
+                name: {"mean_iou": m + d, "boundary_f1": {"0": m / 2, "2": m + d}, "iou": {"speck": m, "wire": m}}
+                for name, m in (("fcn8s_fixed", 0.5), ("deconvnet", 0.2), ("ensemble", 0.6))
+            }
+        }
+        for s, d in zip(seeds, (0.0, 0.01, -0.01), strict=True)
+    }
+    write_study(tmp_path, deconvnet.NAME, {"seeds": measured})
+    sweep = deconvnet.deconvnet_128()
+    rows = gated_rows(deconvnet.MODEL, {"fcn8s_fixed": (0.59, True), "deconvnet": (0.22, False)}, seeds)
+    loaded = gated_results(sweep, rows, tmp_path)
+    why = "3 of 3 seeds fail the gate: classes, loss, mIoU"
+    assert loaded.gate_status() == {(deconvnet.MODEL, "fcn8s_fixed"): None, (deconvnet.MODEL, "deconvnet"): why}
+    section = deconvnet.deconvnet_section(loaded)
+    assert f"- deconvnet > fcn8s_fixed on BF 2 px: **not tested: deconvnet did not train ({why})**" in section
+    assert f"- ensemble > fcn8s_fixed on mIoU: **not tested: deconvnet did not train ({why})**" in section
+    assert "both contrasts must hold): **not tested**" in section and "**did not hold" not in section
+    assert "**DeconvNet did not train at width 8**" in section and "widths 16-32" in section
+    (d1,) = hypothesis_results(loaded.rows, loaded.hypotheses, loaded.gate_status())
+    assert d1["verdict"].verdict == f"not tested: deconvnet did not train ({why})"
+    # Trained, the same contrasts keep their verdicts and say that their arms passed.
+    rows = gated_rows(deconvnet.MODEL, {"fcn8s_fixed": (0.59, True), "deconvnet": (0.45, True)}, seeds)
+    section = deconvnet.deconvnet_section(gated_results(sweep, rows, tmp_path))
+    assert "not tested" not in section and "did not train" not in section
+    assert "- ensemble > deconvnet on mIoU: **held**" in section and section.count("arms' gate: passed)") == 4
+
+
+def test_segnet_table1_section_labels_untrained_arms_and_keeps_the_trained_ones_verdicts(tmp_path):
+    sweep = segnet.segnet_table1()
+    arms = {
+        "segnet_basic": (0.40, True),
+        "fcn_basic": (0.60, True),
+        "fcn_basic_noaddition": (0.15, False),
+        "bilinear_basic": (0.25, True),
+        "segnet_basic_natural": (0.45, True),
+    }
+    section = segnet.table1_section(gated_results(sweep, gated_rows("table1", arms), tmp_path))
+    assert "- segnet_basic > bilinear_basic on final_boundary_f1: **held** (" in section
+    assert "arms' gate: passed)" in section
+    assert "- fcn_basic > fcn_basic_noaddition on final_boundary_f1: **not tested: fcn_basic_noaddition did not " in (
+        section
+    )
+    assert "**T3** (SegNet-Basic as good as FCN-Basic): both arms passed the training-adequacy gate" in section
+    arms["segnet_basic"] = (0.15, False)
+    section = segnet.table1_section(gated_results(sweep, gated_rows("table1", arms), tmp_path))
+    assert "**T3 is not tested**: SegNet-Basic did not train at 16 channels" in section and "64 channels" in section
+    assert "- segnet_basic > bilinear_basic on final_boundary_f1: **not tested: segnet_basic did not train" in section
+
+
+def test_odena_2x2_checkerboard_verdicts_follow_the_arms_gate(tmp_path):
+    arms = {label: (0.8, label != "transposed_k4_bilinear") for label in odena.ODENA_2X2}
+    rows = gated_rows("unet", arms)
+    scores = (0.55 + NOISE, 0.45 + NOISE[::-1], 0.05 + NOISE / 10, 0.05 - NOISE / 10)
+    cb = dict(zip(odena.ODENA_2X2, scores, strict=True))
+    for r in rows:
+        r["cb_upsamplers"] = cb[r["label"]][r["seed"]]
+    section = odena.odena_2x2_section(gated_results(odena.odena_2x2(), rows, tmp_path))
+    assert "- transposed k4: random init leaves more checkerboard than bilinear init: difference" in section
+    assert "**not tested: transposed_k4_bilinear did not train (5 of 5 seeds fail the gate: classes, loss)**" in section
+    resize = next(line for line in section.splitlines() if line.startswith("- resize-convolution"))
+    assert resize.endswith("**held**; arms' gate: passed")
+
+
+def test_the_staged_fcn_verdict_states_the_schedule_handicap_beside_it(tmp_path):
+    arms = {label: (0.6 if "8s" in label else 0.4, True) for label in fcn.FCN_STAGED}
+    section = fcn.staged_section(gated_results(fcn.fcn_staged(), gated_rows("fcn", arms), tmp_path))
+    (verdict,) = [line for line in section.splitlines() if line.startswith("**S1**")]
+    assert verdict.startswith("**S1** (|fcn8s_at_once - fcn8s_staged| < 0.01): **held** (difference +0.0000, 95% CI")
+    assert "arms' gate: passed). Handicap of the staged arms, unlike the paper: each stage here is one 1000-step" in (
+        verdict
+    )
+    assert "restarts its learning rate from zero twice" in verdict
+
+
+def test_the_report_tables_put_each_verdict_next_to_its_arms_gate(tmp_path):
+    arms = {
+        "segnet_basic": (0.40, True),
+        "fcn_basic": (0.60, True),
+        "fcn_basic_noaddition": (0.15, False),
+        "bilinear_basic": (0.25, True),
+        "segnet_basic_natural": (0.45, True),
+    }
+    loaded = gated_results(segnet.segnet_table1(), gated_rows("table1", arms), tmp_path)
+    verdicts = hypothesis_results(loaded.rows, loaded.hypotheses, loaded.gate_status())
+    md, csv_rows = tables.hypotheses_table(verdicts, 5)
+    why = "5 of 5 seeds fail the gate: classes, loss, mIoU"
+    (t3,) = [line for line in md if line.startswith("| T3 |")]
+    assert t3.endswith("| **did not hold** | passed |")
+    (t4,) = [line for line in md if line.startswith("| T4 |")]
+    assert t4.endswith(f"| **not tested: fcn_basic_noaddition did not train ({why})** | see verdict |")
+    assert [r["gate"] for r in csv_rows] == [
+        "passed",
+        "passed",
+        "passed",
+        f"fcn_basic_noaddition did not train ({why})",
+    ]
+    assert "> Otherwise: did not hold: T3 (arms' gate: passed); not tested: T4" in tables.survivors_box(verdicts)
+    adequacy = "\n".join(tables.adequacy_lines(loaded, verdicts))
+    assert (
+        f"Gate of segnet_table1_cpu: `{segnet.GATE}`. Declared after this reproduction's exploratory runs" in adequacy
+    )
+    assert f"| table1/fcn_basic_noaddition | 5 | {why} |" in adequacy and "| table1/fcn_basic | 5 | yes |" in adequacy

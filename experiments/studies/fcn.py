@@ -25,7 +25,9 @@ from experiments.definitions import (
     Sweep,
     fcn_arm,
 )
-from experiments.tables import open_section, ordering, params, pm
+from experiments.gates import Gate
+from experiments.results import hypothesis_results
+from experiments.tables import interval, open_section, ordering, params, pm
 
 FCN_HYPOTHESES = (
     Hypothesis(
@@ -62,6 +64,16 @@ FCN_128 = ("fcn32s_fixed", "fcn16s_fixed", "fcn8s_fixed", "fcn8s_learned")
 FCN_STAGED = ("fcn32s_fixed", "fcn16s_staged", "fcn8s_staged", "fcn8s_at_once")
 CLAIM = "Fusing finer encoder stages improves mIoU: 59.4 / 62.4 / 62.7 on VOC2011 val for FCN-32s / 16s / 8s."
 
+# Training adequacy, declared AFTER the exploratory runs of fcn_128_cpu and fcn_staged_128_cpu (committed reports,
+# issue 22): it labels training failures and is not a preregistered rule. A trained FCN ends with its loss at most 2/3
+# of the mean of its first 100 steps, an mIoU above predicting background everywhere (about 0.13) by 0.07, and at
+# least 4 of the 6 classes predicted: at 128 px FCN-32s's 4x4 score map cannot hold 1-3 px wires or 3-7 px specks
+# (its share oracle is 0.28), so asking for every class would gate the architecture F1 tests, not its training. Every
+# arm reached 0.28-0.66 mIoU (runs.csv). Staged arms start from the previous stage's trained network, so their first
+# logged loss is low already: there the loss only has to end no higher than it started.
+GATE = Gate(loss_drop=1.5, min_miou=0.2, classes_predicted=0.6)
+STAGED_GATE = Gate(loss_drop=1.0, min_miou=0.2, classes_predicted=0.6)
+
 # ----------------------------------------------------------------------------------------------------------------
 # Presets
 
@@ -78,6 +90,7 @@ def fcn_128() -> Sweep:
         FCN_HYPOTHESES,
         reference="fcn8s_fixed",
         reproduction=True,
+        gate=GATE,
     )
 
 
@@ -99,6 +112,7 @@ def fcn_staged() -> Sweep:
         FCN_STAGED_HYPOTHESES,
         reference="fcn8s_at_once",
         reproduction=True,
+        gate=STAGED_GATE,
     )
 
 
@@ -215,9 +229,9 @@ def staged_section(results) -> str | None:
         "128-px budget with fixed bilinear upsampling, started from the previous stage's last checkpoint "
         "(`model.init_from`: every parameter with the same name and shape copied; pool4's and pool3's scores "
         "zero-initialised and the new upsamplers bilinear, as in the paper), against FCN-8s trained at once for "
-        "the stages' steps in all. Verdict: hypothesis S1 above. Deviations: from scratch, not from VGG16; the "
-        "at-once network's skips are not scaled (the released one multiplies pool3 / pool4 by 1e-4 / 1e-2); every "
-        "stage repeats the schedule's warm-up and decay.",
+        "the stages' steps in all. Deviations: from scratch, not from VGG16; the at-once network's skips are not "
+        "scaled (the released one multiplies pool3 / pool4 by 1e-4 / 1e-2); the staged arms' schedule (below, with "
+        "the verdict).",
     )
     if opened is None:
         return None
@@ -229,4 +243,26 @@ def staged_section(results) -> str | None:
         steps = arm["_members"][0]["_tags"].get("steps", "-")
         cells = [str(steps), pm(arm, "final_miou"), f"{oracle:.3f}", pm(arm, "final_boundary_f1"), params(arm)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *staged_verdict(results)])
+
+
+def staged_verdict(results) -> list[str]:
+    """S1's verdict (as in the hypotheses table) with the staged arms' schedule handicap beside it."""
+    tested = hypothesis_results(results.rows, results.hypotheses, results.gate_status()) if results.hypotheses else []
+    s1 = next((r for r in tested if r["hypothesis"]["name"] == "S1" and r["verdict"]), None)
+    handicap = (
+        f"Handicap of the staged arms, unlike the paper: each stage here is one {FCN_STAGE_STEPS}-step run of the "
+        f"128 px budget with its own warm-up ({FCN_128_TRAINING['schedule.warmup_steps']} steps) and a poly decay to "
+        f"zero, so the staged FCN-8s restarts its learning rate from zero twice and each stage gets a third of the "
+        f"at-once network's {3 * FCN_STAGE_STEPS} steps, where Long et al. ran every stage as a full solver run of its "
+        "own. A staged network that ends lower here may be paying for that schedule, not for staging."
+    )
+    if s1 is None:
+        return [f"**S1** (at once as good as staged): not tested here. {handicap}"]
+    v, gate = s1["verdict"], s1.get("gate")
+    c = v.contrast
+    gate_text = f"; arms' gate: {gate}" if gate and not v.verdict.startswith("not tested") else ""
+    return [
+        f"**S1** ({s1['hypothesis']['statement']}): **{v.verdict}** (difference {c.mean:+.4f}, 95% CI "
+        f"{interval(c.ci_low, c.ci_high, 4)}, Holm p = {v.p_holm:.3g}, n = {c.n}{gate_text}). {handicap}"
+    ]

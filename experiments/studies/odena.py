@@ -29,6 +29,7 @@ from experiments.definitions import (
     hypothesis_arms,
     operator_arm,
 )
+from experiments.gates import Gate
 from experiments.results import paired
 from experiments.tables import open_section, ordering, pm, verdict_line
 
@@ -36,6 +37,10 @@ NAME = "odena"
 CB_ARTIFACT = 0.05
 CB_NONE = 1e-3
 CB_MARGIN = 0.02  # equivalence margin of checkerboard-score contrasts (the scores of trained networks span 0.01-0.65)
+# Training adequacy of odena_2x2_cpu, declared AFTER its exploratory runs (issue 22): it labels training failures and
+# is not a preregistered rule. The confirmatory study's numbers on the same 64 px data and budget: loss down 2x,
+# mIoU above 0.5 (background everywhere scores about 0.13), every class predicted. Its arms reached 0.72-0.87 mIoU.
+GATE = Gate(loss_drop=2.0, min_miou=0.5, classes_predicted=1.0)
 ODENA_2X2 = ("transposed_k4_default", "transposed_k4_bilinear", "resize_conv_nearest", "resize_conv_nearest_delta")
 ODENA_LABELS = (
     *(f"transposed_k{k}_{init}" for init in ("default", "bilinear") for k in (2, 3, 4)),
@@ -120,6 +125,7 @@ def odena_2x2() -> Sweep:
         ODENA_HYPOTHESES,
         reference="transposed_k4_default",
         reproduction=True,
+        gate=GATE,
     )
 
 
@@ -313,16 +319,22 @@ def odena_2x2_section(results) -> str | None:
         return "\n".join([*lines, "", "Checkerboard contrasts: not measured (fewer than 2 paired seeds).", ""])
     claims = _checkerboard_claims({label: np.array(x) for label, x in zip(ODENA_2X2, values, strict=True)})
     verdicts = stats.family_verdicts(
-        [(a, b) for _, a, b, _ in claims], [CB_MARGIN] * len(claims), [c for *_, c in claims]
+        [(a, b) for _, a, b, _, _ in claims], [CB_MARGIN] * len(claims), [c for *_, c, _ in claims]
     )
+    status = results.gate_status()
     lines += ["", f"Checkerboard at the upsamplers, paired over seeds {seeds}:", ""]
-    lines += [verdict_line(text, r) for (text, *_), r in zip(claims, verdicts, strict=True)]
+    lines += [
+        verdict_line(text, r, model="unet", labels=labels, status=status)
+        for (text, *_, labels), r in zip(claims, verdicts, strict=True)
+    ]
     lines.append("")
     return "\n".join(lines)
 
 
 def _checkerboard_claims(v: dict) -> list[tuple]:
-    """(text, a, b, claim) of the 2x2's four checkerboard contrasts, from per-seed scores by label."""
+    """(text, a, b, claim, the arms it reads) of the 2x2's four checkerboard contrasts, from per-seed scores by
+    label."""
+    transposed, resize = ODENA_2X2[:2], ODENA_2X2[2:]
     transposed_gain = v["transposed_k4_default"] - v["transposed_k4_bilinear"]
     resize_gain = v["resize_conv_nearest"] - v["resize_conv_nearest_delta"]
     return [
@@ -332,18 +344,21 @@ def _checkerboard_claims(v: dict) -> list[tuple]:
             (v["transposed_k4_default"] + v["transposed_k4_bilinear"]) / 2,
             (v["resize_conv_nearest"] + v["resize_conv_nearest_delta"]) / 2,
             "greater",
+            ODENA_2X2,
         ),
         (
             "transposed k4: random init leaves more checkerboard than bilinear init",
             v["transposed_k4_default"],
             v["transposed_k4_bilinear"],
             "greater",
+            transposed,
         ),
         (
             "resize-convolution: random and delta init leave the same checkerboard (within the margin)",
             v["resize_conv_nearest"],
             v["resize_conv_nearest_delta"],
             "equivalent",
+            resize,
         ),
         (
             "interaction: the structured init removes more checkerboard from the transposed convolution than from "
@@ -351,6 +366,7 @@ def _checkerboard_claims(v: dict) -> list[tuple]:
             transposed_gain,
             resize_gain,
             "greater",
+            ODENA_2X2,
         ),
     ]
 

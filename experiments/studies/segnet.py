@@ -22,6 +22,7 @@ from experiments.definitions import (
     Sweep,
     operator_arm,
 )
+from experiments.gates import Gate
 from experiments.tables import open_section, ordering, paired_family, params, pm
 
 NAME = "segnet"
@@ -66,6 +67,15 @@ TABLE1_NAMES = {
     "bilinear_basic": "Bilinear-Interpolation",
     "segnet_basic_natural": "SegNet-Basic, natural frequency",
 }
+# Training adequacy, declared AFTER the exploratory runs of segnet_table1_cpu (committed report, issue 22): it labels
+# training failures and is not a preregistered rule. A trained network's loss ends at most 2/3 of the mean of its
+# first 100 steps (median-frequency balancing keeps the weighted loss high, so the factor is modest), its mIoU ends
+# above predicting background everywhere (about 0.13 on the 64 px validation split) by a margin of 0.07, and it
+# predicts every class somewhere. Every arm reached 0.21-0.65 mIoU with wire and speck IoU above 0 (runs.csv); the
+# issue's doubt about SegNet-Basic is its configuration (16 channels, 32 px crops through four poolings), which no
+# gate measures.
+GATE = Gate(loss_drop=1.5, min_miou=0.2, classes_predicted=1.0)
+WIDTH, PAPER_WIDTH = 16, 64  # SegNet-Basic's channels here ('small' preset) and in the paper (issue 22 asks for 64)
 MEMORY_NETWORKS = ("segnet_basic", "fcn_basic", "fcn_basic_noaddition", "bilinear_basic")
 CAMVID_SIZE, CAMVID_CLASSES = (360, 480), 11
 SEGNET_BILINEAR = "bilinear"
@@ -90,6 +100,7 @@ def segnet_table1() -> Sweep:
         SEGNET_BASIC_HYPOTHESES,
         reference="segnet_basic",
         reproduction=True,
+        gate=GATE,
     )
 
 
@@ -145,9 +156,11 @@ def table1_section(results) -> str | None:
     for label, arm in opened.found.items():
         if arm is not None:
             lines.append(f"| {TABLE1_NAMES[label]} | {params(arm)} | " + " | ".join(pm(arm, k) for k in keys) + " |")
+    status = results.gate_status()
+    lines += ["", *t3_lines(status)]
     directed = [(h.better, h.worse, "final_boundary_f1") for h in SEGNET_BASIC_HYPOTHESES if h.claim == "greater"]
     lines += ["", "**Boundary F1** (the paper's leading measure), the directed pairs of T1, T2 and T4, Holm over 3:"]
-    lines += paired_family(results.arms, "table1", directed)
+    lines += paired_family(results.arms, "table1", directed, status)
     lines += [
         "",
         "**Median-frequency vs natural-frequency balancing** (SegNet-Basic), Holm over 2: in Table 1 the natural "
@@ -157,9 +170,29 @@ def table1_section(results) -> str | None:
         ("segnet_basic", "segnet_basic_natural", "final_class_accuracy"),
         ("segnet_basic_natural", "segnet_basic", "final_pixel_accuracy"),
     ]
-    lines += paired_family(results.arms, "table1", balancing)
+    lines += paired_family(results.arms, "table1", balancing, status)
     lines += memory_table((results.study(NAME) or {}).get("memory"))
     return "\n".join(lines)
+
+
+def t3_lines(status: dict) -> list[str]:
+    """What T3 (SegNet-Basic as good as FCN-Basic) tests at this width, by the arms' training-adequacy gate."""
+    t3 = next(h for h in SEGNET_BASIC_HYPOTHESES if h.name == "T3")
+    failed = next(((a, status[("table1", a)]) for a in (t3.better, t3.worse) if status.get(("table1", a))), None)
+    asked = f"Issue 22 asks for SegNet-Basic at the paper's {PAPER_WIDTH} channels (or the widest the CPU budget fits)"
+    if failed:
+        return [
+            f"**T3 is not tested**: {TABLE1_NAMES[failed[0]]} did not train at {WIDTH} channels by the "
+            f"training-adequacy gate ({failed[1]}). {asked}; that re-run has not been done."
+        ]
+    if ("table1", t3.better) not in status:
+        return [f"**T3** compares the networks at {WIDTH} channels; no training-adequacy gate was declared."]
+    return [
+        f"**T3** (SegNet-Basic as good as FCN-Basic): both arms passed the training-adequacy gate, so its verdict "
+        f"stands for this configuration only: SegNet-Basic at {WIDTH} channels on 32 px crops, where four poolings "
+        "leave a 2x2 map under 7x7 kernels, not the paper's 64 channels on 360x480 images. "
+        f"{asked}; that re-run has not been done."
+    ]
 
 
 def memory_table(memory: list[dict] | None) -> list[str]:
