@@ -124,7 +124,7 @@ def write_report(
     ]
     if results.hypotheses:
         md += hypotheses_lines(results, verdicts, report_dir)
-    if results.gate or results.collapse:
+    if results.declared_gates or results.collapse:
         md += adequacy_lines(results, verdicts)
     md += arms_section(results, report_dir)
     if results.with_studies:

@@ -405,12 +405,6 @@ class Results:
         return [h for s in self.sweeps for h in s.get("hypotheses", [])]
 
     @property
-    def gate(self) -> gates.Gate | None:
-        """The training-adequacy gate the sweeps declared (the first one's), or None."""
-        declared = next((s["gate"] for s in self.sweeps if s.get("gate")), None)
-        return gates.Gate(**declared) if declared else None
-
-    @property
     def declared_gates(self) -> list[tuple[dict, gates.Gate]]:
         """(sweep, its gate) of every sweep that declares one."""
         return [(s, gates.Gate(**s["gate"])) for s in self.sweeps if s.get("gate")]

@@ -423,15 +423,19 @@ def test_a_deconvnet_that_never_trains_is_not_tested_in_its_section(tmp_path):
     assert "- ensemble > deconvnet on mIoU: **held**" in section and section.count("arms' gate: passed)") == 4
 
 
+# SegNet's Table 1 arms: (final mIoU, trained?), one of them untrained.
+TABLE1_ARMS = {
+    "segnet_basic": (0.40, True),
+    "fcn_basic": (0.60, True),
+    "fcn_basic_noaddition": (0.15, False),
+    "bilinear_basic": (0.25, True),
+    "segnet_basic_natural": (0.45, True),
+}
+
+
 def test_segnet_table1_section_labels_untrained_arms_and_keeps_the_trained_ones_verdicts(tmp_path):
     sweep = segnet.segnet_table1()
-    arms = {
-        "segnet_basic": (0.40, True),
-        "fcn_basic": (0.60, True),
-        "fcn_basic_noaddition": (0.15, False),
-        "bilinear_basic": (0.25, True),
-        "segnet_basic_natural": (0.45, True),
-    }
+    arms = dict(TABLE1_ARMS)
     section = segnet.table1_section(gated_results(sweep, gated_rows("table1", arms), tmp_path))
     assert "- segnet_basic > bilinear_basic on final_boundary_f1: **held** (" in section
     assert "arms' gate: passed)" in section
@@ -471,14 +475,7 @@ def test_the_staged_fcn_verdict_states_the_schedule_handicap_beside_it(tmp_path)
 
 
 def test_the_report_tables_put_each_verdict_next_to_its_arms_gate(tmp_path):
-    arms = {
-        "segnet_basic": (0.40, True),
-        "fcn_basic": (0.60, True),
-        "fcn_basic_noaddition": (0.15, False),
-        "bilinear_basic": (0.25, True),
-        "segnet_basic_natural": (0.45, True),
-    }
-    loaded = gated_results(segnet.segnet_table1(), gated_rows("table1", arms), tmp_path)
+    loaded = gated_results(segnet.segnet_table1(), gated_rows("table1", TABLE1_ARMS), tmp_path)
     verdicts = hypothesis_results(loaded.rows, loaded.hypotheses, loaded.gate_status())
     md, csv_rows = tables.hypotheses_table(verdicts, 5)
     why = "5 of 5 seeds fail the gate: classes, loss, mIoU"
