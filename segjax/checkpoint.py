@@ -103,20 +103,41 @@ class Checkpointer:
                 preservation_policy=policy, best_fn=_best_metric, best_mode="max", create=True
             )
         with without_log_messages("Given directory is read only"):
-            self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=_handler_registry())
+            self._manager = self._listing(
+                lambda: ocp.CheckpointManager(self.directory, options=options, handler_registry=_handler_registry())
+            )
 
     # --- queries --------------------------------------------------------------------------------------------------
+    def _listing(self, list_steps, attempts: int = 5):
+        """list_steps() (an orbax call that lists the steps on disk), tried again when a training's rotation removed
+        a step between orbax's listing and its reading of that step's timestamp (FileNotFoundError)."""
+        for _ in range(attempts - 1):
+            try:
+                return list_steps()
+            except FileNotFoundError:
+                pass
+        try:
+            return list_steps()
+        except FileNotFoundError:
+            raise CheckpointError(
+                f"The checkpoints in {self.directory} changed {attempts} times while they were listed; try again, "
+                "or wait for the training to finish."
+            ) from None
+
+    def _reload(self) -> None:
+        self._listing(self._manager.reload)
+
     def all_steps(self) -> list[int]:
-        self._manager.reload()
+        self._reload()
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
-        self._manager.reload()
+        self._reload()
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
         """Step with the highest validation mIoU among kept checkpoints (None if none was saved with scores)."""
-        self._manager.reload()
+        self._reload()
         steps_with_scores = [s for s in self._manager.all_steps() if self._manager.metrics(s) is not None]
         if not steps_with_scores:
             return None

@@ -157,7 +157,10 @@ def restore(workdir: str, step="latest", config=None) -> tuple[Task, steps.Train
     if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
         raise RunError(f"No checkpoint found in {workdir} (no checkpoints/ folder); train first (segjax-train).")
     task = Task(config, workdir)
-    checkpoints = task.checkpointer(read_only=True)
+    try:
+        checkpoints = task.checkpointer(read_only=True)
+    except checkpoint_lib.CheckpointError as e:
+        raise RunError(str(e)) from None
     try:
         state, resolved, damaged = _restore_intact(checkpoints, step, lambda s: _restore_checked(task, checkpoints, s))
     except checkpoint_lib.CheckpointError as e:
@@ -264,7 +267,10 @@ def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpo
     workdir = check_workdir(task.workdir)
     latest, damaged = None, []
     if os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
-        reader = checkpoint_lib.Checkpointer(workdir, read_only=True)
+        try:
+            reader = checkpoint_lib.Checkpointer(workdir, read_only=True)
+        except checkpoint_lib.CheckpointError as e:
+            raise RunError(str(e)) from None
         try:
             latest = reader.latest_step()
             if latest is not None:

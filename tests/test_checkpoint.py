@@ -89,3 +89,20 @@ def test_read_only_reader_writes_nothing(saved):
     reader.restore(6, _state(0))
     reader.close()
     assert sorted(os.listdir(os.path.join(saved, "checkpoints"))) == before
+
+
+def test_listing_tries_again_when_rotation_removes_a_step_meanwhile(saved, monkeypatch):
+    reader = checkpoint_lib.Checkpointer(saved, read_only=True)
+    reload, failures = reader._manager.reload, [FileNotFoundError("checkpoints/3")] * 2
+
+    def racing_reload():
+        if failures:
+            raise failures.pop()
+        reload()
+
+    monkeypatch.setattr(reader._manager, "reload", racing_reload)
+    assert reader.all_steps() == [2, 5, 6] and not failures
+    failures.extend([FileNotFoundError("checkpoints/3")] * 5)
+    with pytest.raises(checkpoint_lib.CheckpointError, match="changed 5 times while they were listed"):
+        reader.latest_step()
+    reader.close()
