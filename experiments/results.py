@@ -36,6 +36,7 @@ SPLIT_METRICS = {
     "trimap_1": (("trimap_miou", "1"), "trimap mIoU 1 px"),
     "trimap_4": (("trimap_miou", "4"), "trimap mIoU 4 px"),
     "phase_error_ratio": (("phase_error", "max_over_min"), "phase error max/min"),
+    "phase_error_null_95": (("phase_error", "null_95"), "its null 95%"),
     "shift_consistency": (("shift_consistency",), "shift consistency"),
     "cb_upsamplers": (("checkerboard", "upsamplers"), "CB upsamplers"),
     "cb_logits": (("checkerboard", "logits_2"), "CB logits"),

@@ -13,6 +13,7 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
+from experiments import stats
 from segjax import losses, metrics, ops
 from segjax.data import make_loader
 from segjax.models.layers import ConvBlock
@@ -24,6 +25,7 @@ BF_TOLERANCES = (0, 1, 2)
 TRIMAP_WIDTHS = (1, 2, 4, 8)
 SHIFTS = tuple(range(1, 8))
 SHIFT_MARGIN = 8  # crops of H - 8 px compared at offsets (0, 0) and (s, s)
+PHASE_NULL_DRAWS = 10000  # random per-image phase shifts of the phase-error ratio's null reference
 
 
 def split_measurements(model, variables, config, info) -> dict:
@@ -31,7 +33,8 @@ def split_measurements(model, variables, config, info) -> dict:
 
     - boundary F1 (SegNet's BF) at tolerances 0, 1 and 2 px; mIoU in trimap bands of 1-8 px around ground-truth
       edges (segjax.metrics.trimap_confusion);
-    - the error rate by output phase (row and column mod the network's stride): its max / min over phases;
+    - the error rate by output phase (row and column mod the network's stride): its max / min over phases, against
+      its null reference (experiments.stats.phase_alignment_test: each image's phase grid shifted at random);
     - shift consistency: the share of pixels predicted alike when the input moves by s = 1..7 px diagonally
       (crops realigned), the sub-stride equivariance checkerboarding decoders lack;
     - checkerboard scores (segjax.ops.checkerboard_score, detrended) at factor 2 of every upsampler's output inside
@@ -44,8 +47,7 @@ def split_measurements(model, variables, config, info) -> dict:
     stride = model.stride
     boundary = None
     trimap = np.zeros((len(TRIMAP_WIDTHS), num_classes, num_classes), np.int64)
-    phase_errors = np.zeros((stride, stride), np.int64)
-    phase_pixels = np.zeros((stride, stride), np.int64)
+    phase_errors, phase_pixels = [], []  # per image: (stride, stride) counts
     agree = np.zeros(len(SHIFTS))
     compared = np.zeros(len(SHIFTS))
     ups_all, logits_all, truth_all, grads_all, encoder_grads = [], [], [], [], {}
@@ -56,9 +58,11 @@ def split_measurements(model, variables, config, info) -> dict:
         predictions = np.asarray(jnp.argmax(logits, -1))
         boundary = add_boundary_statistics(boundary, labels, predictions, num_classes, ignore)
         trimap += np.asarray(metrics.trimap_confusion(labels, predictions, num_classes, TRIMAP_WIDTHS, ignore))
-        phases = metrics.phase_error_statistics(labels, predictions, stride, ignore)
-        phase_errors += np.asarray(phases["errors"])
-        phase_pixels += np.asarray(phases["pixels"])
+        phases = jax.vmap(lambda y, p: metrics.phase_error_statistics(y[None], p[None], stride, ignore))(
+            labels, predictions
+        )
+        phase_errors.append(np.asarray(phases["errors"]))
+        phase_pixels.append(np.asarray(phases["pixels"]))
         for k, s in enumerate(SHIFTS):
             same, total = _shift_agreement(model, variables, images, s)
             agree[k] += float(same)
@@ -67,7 +71,9 @@ def split_measurements(model, variables, config, info) -> dict:
         logits_all.append(np.asarray(logits))
         truth_all.append(labels)
         grads_all.append(np.asarray(grad))
-    rates = phase_errors / np.maximum(phase_pixels, 1)
+    phase_errors, phase_pixels = np.concatenate(phase_errors), np.concatenate(phase_pixels)
+    rates = phase_errors.sum(0) / np.maximum(phase_pixels.sum(0), 1)
+    alignment = stats.phase_alignment_test(phase_errors, phase_pixels, draws=PHASE_NULL_DRAWS)
     return {
         "boundary_f1": boundary_f1(boundary),
         "trimap_miou": {str(w): metrics.compute_scores(trimap[i])["mean_iou"] for i, w in enumerate(TRIMAP_WIDTHS)},
@@ -75,6 +81,8 @@ def split_measurements(model, variables, config, info) -> dict:
             "stride": stride,
             "rates": rates.tolist(),
             "max_over_min": float(rates.max() / rates.min()) if rates.min() > 0 else None,
+            "null_95": alignment.null_95,  # the ratio's 95th percentile under random per-image phase shifts
+            "p_aligned": alignment.p,
         },
         "shift_consistency": {str(s): agree[k] / compared[k] for k, s in enumerate(SHIFTS)},
         "checkerboard": _checkerboards(stride, ups_all, logits_all, truth_all, grads_all, encoder_grads, info),

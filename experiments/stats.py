@@ -204,6 +204,50 @@ def exact_rate_test(events, totals) -> float:
     return float(min(1.0, probabilities[probabilities <= observed * (1 + 1e-7)].sum()))
 
 
+@dataclasses.dataclass(frozen=True)
+class PhaseAlignment:
+    """The phase-error ratio of a split against its null reference (`phase_alignment_test`)."""
+
+    ratio: float  # max / min over phases of errors / pixels, the images' tables summed as observed
+    null_95: float  # the 95th percentile of that ratio when each image's phase grid is shifted at random
+    p: float  # the share of those shifts (the observed one counted) giving a ratio at least as large
+
+
+def phase_alignment_test(errors, pixels, *, draws: int = 10000, seed: int = 0) -> PhaseAlignment:
+    """Do errors fall on the same output phases (row and column mod the stride) across images, as a decoder's
+    checkerboard would make them? `errors` and `pixels` are per-image (images, stride, stride) counts. Under the null,
+    an image's errors have no fixed relation to the network's grid, so each image's tables may be cyclically shifted
+    by any (dy, dx): a randomization test that keeps every image's spatial clustering of errors, which a multinomial
+    null over pixels would ignore (too narrow). Every shift combination is enumerated when there are at most `draws`
+    of them, otherwise `draws` are drawn with `seed`."""
+    errors, pixels = np.asarray(errors, np.int64), np.asarray(pixels, np.int64)
+    if errors.shape != pixels.shape or errors.ndim != 3 or errors.shape[1] != errors.shape[2]:
+        raise ValueError(f"errors {errors.shape} and pixels {pixels.shape} must both be (images, stride, stride)")
+    n, stride = errors.shape[0], errors.shape[1]
+    phases = stride * stride
+    if n * math.log(phases) <= math.log(draws):
+        shifts = np.array(np.meshgrid(*[np.arange(phases)] * n, indexing="ij")).reshape(n, -1).T
+    else:
+        shifts = np.random.default_rng(seed).integers(0, phases, size=(draws, n))
+        shifts[0] = 0  # the observed alignment is one of the draws
+    # source[k, q]: the phase whose counts land on phase q when an image is shifted by (dy, dx) = divmod(k, stride)
+    dy, dx = np.divmod(np.arange(phases), stride)
+    rows, cols = np.divmod(np.arange(phases), stride)
+    source = ((rows[None] - dy[:, None]) % stride) * stride + (cols[None] - dx[:, None]) % stride
+    flat_errors, flat_pixels = errors.reshape(n, phases), pixels.reshape(n, phases)
+
+    def ratios(chosen):  # (m, images) shift ids -> (m,) max / min of the summed rates
+        summed_errors = sum(flat_errors[i][source[chosen[:, i]]] for i in range(n))
+        summed_pixels = sum(flat_pixels[i][source[chosen[:, i]]] for i in range(n))
+        rates = summed_errors / np.maximum(summed_pixels, 1)
+        low, high = rates.min(1), rates.max(1)
+        return np.divide(high, low, out=np.full(len(rates), np.inf), where=low > 0)
+
+    observed = float(ratios(np.zeros((1, n), np.int64))[0])
+    null = ratios(shifts)
+    return PhaseAlignment(observed, float(np.quantile(null, 0.95)), float(np.mean(null >= observed * (1 - 1e-12))))
+
+
 def _tables(totals: list[int], events: int) -> list[list[int]]:
     """Every way of spreading `events` over groups of sizes `totals`."""
     if len(totals) == 1:

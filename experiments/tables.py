@@ -335,7 +335,10 @@ def boundaries_and_artifacts_table(arms) -> list[str]:
         "",
         "BF at 0/1/2 px: SegNet's boundary F1 at those tolerances; trimap mIoU: mIoU of the pixels within 1 or 4 px "
         "of a ground-truth edge; phase error max/min: the highest over the lowest error rate among the output "
-        "phases (row and column mod the network's stride; 1 = no phase errs more); shift consistency: the share of "
+        "phases (row and column mod the network's stride; 1 = no phase errs more), and its null reference: the 95th "
+        "percentile of that ratio when each image's phase grid is shifted at random (experiments.stats."
+        "phase_alignment_test; a ratio below it is no evidence that errors follow the grid; runs measured before it "
+        "was added have none); shift consistency: the share of "
         "pixels predicted alike when the input moves by 1-7 px (mean over the shifts); CB: the detrended "
         "checkerboard score at factor 2 (segjax.ops.checkerboard_score) of the upsamplers' outputs (mean over the "
         "decoder's levels), of the class-centred logits, of the gradient of the loss with respect to the input, of "
@@ -347,7 +350,7 @@ def boundaries_and_artifacts_table(arms) -> list[str]:
         "|---" * (len(columns) + 1) + "|",
     ]
     for a in shown:
-        cells = [pm(a, c, 2 if c == "phase_error_ratio" else None) for c in columns]
+        cells = [pm(a, c, 2 if c.startswith("phase_error") else None) for c in columns]
         md.append(f"| {a['model']}/{a['label']} | " + " | ".join(cells) + " |")
     return md + [""]
 

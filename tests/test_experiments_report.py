@@ -102,7 +102,9 @@ def _check_analysis(a):
     assert set(split["boundary_f1"]) == {"0", "1", "2"} and set(split["trimap_miou"]) == {"1", "2", "4", "8"}
     assert split["boundary_f1"]["0"] <= split["boundary_f1"]["1"] <= split["boundary_f1"]["2"] <= 1
     assert all(0 <= v <= 1 for v in split["shift_consistency"].values()) and len(split["shift_consistency"]) == 7
-    assert np.asarray(split["phase_error"]["rates"]).shape == (2, 2)  # depth 1: stride 2
+    phase = split["phase_error"]
+    assert np.asarray(phase["rates"]).shape == (2, 2)  # depth 1: stride 2
+    assert 0 < phase["p_aligned"] <= 1 and (phase["null_95"] is None or phase["null_95"] >= 1)  # None: infinite
     cb = split["checkerboard"]
     assert len(cb["upsamplers"]) == 1 and all(0 <= v <= 1 for v in (*cb["upsamplers"], cb["logits_2"]))
     assert cb["floor_2"] < 0.1

@@ -233,3 +233,48 @@ def test_exact_rate_test_is_fishers_for_two_groups_and_sums_to_one():
     assert stats.exact_rate_test([4, 0, 0], [4, 4, 4]) < stats.exact_rate_test([2, 1, 1], [4, 4, 4])
     with pytest.raises(ValueError, match="counts of at most totals"):
         stats.exact_rate_test([3], [2])
+
+
+def _rolled_ratio(errors, pixels, shifts, stride):
+    """The phase-error ratio with image i's tables rolled by divmod(shifts[i], stride): the plain reference."""
+    rolled = [
+        (np.roll(e, divmod(k, stride), (0, 1)), np.roll(p, divmod(k, stride), (0, 1)))
+        for e, p, k in zip(errors, pixels, shifts, strict=True)
+    ]
+    rates = sum(e for e, _ in rolled) / sum(p for _, p in rolled)
+    return rates.max() / rates.min()
+
+
+def test_phase_alignment_enumerates_every_shift_of_small_splits():
+    rng = np.random.default_rng(3)
+    stride, n = 2, 3
+    pixels = rng.integers(5, 9, size=(n, stride, stride))
+    errors = rng.integers(0, 5, size=(n, stride, stride))
+    result = stats.phase_alignment_test(errors, pixels, draws=10**6)
+    null = [_rolled_ratio(errors, pixels, s, stride) for s in itertools.product(range(stride * stride), repeat=n)]
+    assert result.ratio == pytest.approx(_rolled_ratio(errors, pixels, (0,) * n, stride))
+    assert result.null_95 == pytest.approx(np.quantile(null, 0.95))
+    assert result.p == pytest.approx(np.mean(np.array(null) >= result.ratio - 1e-12))
+
+
+def test_phase_alignment_finds_errors_on_one_phase_and_not_random_ones():
+    rng = np.random.default_rng(4)
+    stride, n = 3, 40
+    pixels = np.full((n, stride, stride), 50)
+    clustered = rng.integers(0, 6, size=(n, stride, stride))
+    aligned = clustered.copy()
+    aligned[:, 1, 2] += 4  # every image errs more on the same phase
+    found = stats.phase_alignment_test(aligned, pixels, draws=2000, seed=1)
+    assert found.ratio > found.null_95 and found.p < 0.01
+    unaligned = clustered.copy()
+    unaligned[np.arange(n), rng.integers(0, stride, n), rng.integers(0, stride, n)] += 4  # a random phase per image
+    assert stats.phase_alignment_test(unaligned, pixels, draws=2000, seed=1).p > 0.05
+    p_values = [
+        stats.phase_alignment_test(rng.integers(0, 6, size=(n, stride, stride)), pixels, draws=500).p for _ in range(40)
+    ]
+    assert 0.02 < np.mean(np.array(p_values) < 0.2) < 0.45  # under the null, p < 0.2 about a fifth of the time
+
+
+def test_phase_alignment_refuses_tables_of_other_shapes():
+    with pytest.raises(ValueError, match="must both be"):
+        stats.phase_alignment_test(np.zeros((2, 2, 3)), np.ones((2, 2, 3)))
