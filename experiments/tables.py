@@ -207,7 +207,7 @@ def hypotheses_table(results: list[dict], seeds: int) -> tuple[list[str], list[d
         "sign-flip interval (all 2^n sign patterns, by test inversion) up to 12 seeds, a percentile bootstrap "
         "(10,000 resamples) beyond; for H5 the per-seed difference is itself a difference of differences (an "
         "interaction). Family: the hypotheses of this network in this preset, Holm-adjusted together; the TOST "
-        f"(equivalence within the margin, ±{csv_rows[0]['margin'] if csv_rows else '?'} mIoU) p-values are "
+        f"(equivalence within the margin, ±{results[0]['hypothesis']['margin'] if results else '-'} mIoU) p-values are "
         f"Holm-adjusted over the same family. {seeds} seeds.",
         "",
     ]

@@ -60,6 +60,21 @@ PINNED = {
         "92d02972734d",
     ),
     "deconvnet_128_cpu": ("edeconvnet/fcn8s_fixed/seed0", "e07b265f95e0", "edeconvnet/deconvnet/seed4", "f4b62a61987c"),
+    # D1 and T3 again (issue 22 item 5): pilots on seed 100, then the tests.
+    "deconvnet_128_w16_pilot": (
+        "edeconvnet/fcn8s_fixed/seed100",
+        "a86bc34ad352",
+        "edeconvnet/deconvnet/seed100",
+        "756423242a96",
+    ),
+    "deconvnet_128_w16_cpu": (
+        "edeconvnet/fcn8s_fixed/seed0",
+        "1394998e082e",
+        "edeconvnet/deconvnet/seed2",
+        "32e0aab7456e",
+    ),
+    "segnet_t3_w32_pilot": ("table1/segnet_basic/seed100", "4d2fc501740a", "table1/fcn_basic/seed100", "9513c5a395ea"),
+    "segnet_t3_w32_cpu": ("table1/segnet_basic/seed0", "e74de17524a6", "table1/fcn_basic/seed2", "00a02a15c0aa"),
     "segnet_cpu": ("segnet/bilinear/seed0", "2547d2c530cb", "segnet/transposed_k4_bilinear/seed2", "6b7e936ff048"),
     "all_cpu": ("fcn/fcn32s/seed0", "0f72f1d50163", "segnet/transposed_k4_bilinear/seed2", "6b7e936ff048"),
     # The confirmatory study's pilot runs (issue 22) were trained with these.
@@ -202,8 +217,8 @@ def test_fcn_presets_fix_the_upsampling_and_chain_the_stages():
 # Sections, from synthetic results
 
 
-def synthetic_results(arms, out=pathlib.Path("/nonexistent")) -> Results:
-    return Results(out=out, sweeps=[], rows=[], missing=[], arms=arms, costs={})
+def synthetic_results(arms, out=pathlib.Path("/nonexistent"), sweeps=()) -> Results:
+    return Results(out=out, sweeps=[s.record() for s in sweeps], rows=[], missing=[], arms=arms, costs={})
 
 
 def synthetic_arm(model, label, members, keys=(), value=float("nan"), params=1000):
@@ -304,7 +319,8 @@ def test_deconvnet_section_reads_the_measured_ensemble(tmp_path):
         synthetic_arm("edeconvnet", label, [{"seed": s, "_workdir": "w"} for s in seeds])
         for label in ("fcn8s_fixed", "deconvnet")
     ]
-    assert "was not measured" in deconvnet.deconvnet_section(synthetic_results(arms, tmp_path))
+    sweeps = (deconvnet.deconvnet_128(),)
+    assert "was not measured" in deconvnet.deconvnet_section(synthetic_results(arms, tmp_path, sweeps))
 
     def network(miou, speck):
         return {"mean_iou": miou, "boundary_f1": {"0": miou / 2, "2": miou}, "iou": {"speck": speck, "wire": 0.1}}
@@ -320,7 +336,7 @@ def test_deconvnet_section_reads_the_measured_ensemble(tmp_path):
         for s, d in zip(seeds, (0.0, 0.01, -0.01), strict=True)
     }
     write_study(tmp_path, deconvnet.NAME, {"seeds": measured})
-    section = deconvnet.deconvnet_section(synthetic_results(arms, tmp_path))
+    section = deconvnet.deconvnet_section(synthetic_results(arms, tmp_path, sweeps))
     assert "| EDeconvNet | both | 0.700 ± 0.010 |" in section and "Holm over 4" in section
     assert "ensemble > deconvnet on mIoU: **held**" in section and section.count("n = 3)") == 4
     assert "EDeconvNet beats both networks (an intersection-union test: both contrasts must hold): **held**" in section
@@ -413,7 +429,12 @@ def test_a_deconvnet_that_never_trains_is_not_tested_in_its_section(tmp_path):
     assert f"- deconvnet > fcn8s_fixed on BF 2 px: **not tested: deconvnet did not train ({why})**" in section
     assert f"- ensemble > fcn8s_fixed on mIoU: **not tested: deconvnet did not train ({why})**" in section
     assert "both contrasts must hold): **not tested**" in section and "**did not hold" not in section
-    assert "**DeconvNet did not train at width 8**" in section and "widths 16-32" in section
+    assert (
+        "**DeconvNet did not train at width 8**" in section and "deconvnet_128_w16_cpu trains it at width 16" in section
+    )
+    wider = gated_results(deconvnet.PRESETS["deconvnet_128_w16_cpu"](), rows, tmp_path)
+    section = deconvnet.deconvnet_section(wider)
+    assert "**DeconvNet did not train at width 16**" in section and "width 32 costs about 4 times" in section
     (d1,) = hypothesis_results(loaded.rows, loaded.hypotheses, loaded.gate_status())
     assert d1["verdict"].verdict == f"not tested: deconvnet did not train ({why})"
     # Trained, the same contrasts keep their verdicts and say that their arms passed.
@@ -447,6 +468,23 @@ def test_segnet_table1_section_labels_untrained_arms_and_keeps_the_trained_ones_
     section = segnet.table1_section(gated_results(sweep, gated_rows("table1", arms), tmp_path))
     assert "**T3 is not tested**: SegNet-Basic did not train at 16 channels" in section and "64 channels" in section
     assert "- segnet_basic > bilinear_basic on final_boundary_f1: **not tested: segnet_basic did not train" in section
+
+
+def test_t3_tested_again_has_its_own_section_with_its_width_and_crops(tmp_path):
+    sweep = segnet.PRESETS["segnet_t3_w32_cpu"]()
+    assert {a.label for a in sweep.arms} == set(segnet.T3.arms) and [h.name for h in sweep.hypotheses] == ["T3"]
+    arms = {label: TABLE1_ARMS[label] for label in segnet.T3.arms}
+    loaded = gated_results(sweep, gated_rows("table1", arms), tmp_path)
+    assert segnet.table1_section(loaded) is None
+    section = segnet.t3_section(loaded)
+    assert "at 32 channels, trained on whole 64 px images" in section
+    assert "both arms passed the training-adequacy gate" in section and "leave a 4x4 map" in section
+    assert "The paper's 64 channels would cost about 4 times as much per run" in section
+    arms["fcn_basic"] = (0.15, False)
+    section = segnet.t3_section(gated_results(sweep, gated_rows("table1", arms), tmp_path))
+    assert "**T3 is not tested**: FCN-Basic did not train at 32 channels" in section
+    whole = gated_results(segnet.segnet_table1(), gated_rows("table1", dict(TABLE1_ARMS)), tmp_path)
+    assert segnet.t3_section(whole) is None and "segnet_t3_w32_cpu tests T3 again" in segnet.table1_section(whole)
 
 
 def test_odena_2x2_checkerboard_verdicts_follow_the_arms_gate(tmp_path):

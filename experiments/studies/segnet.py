@@ -157,7 +157,7 @@ PRESETS = {
 
 
 def sections(results, report_dir) -> list[str]:
-    return [s for s in (table1_section(results), swapped_operators_section(results)) if s]
+    return [s for s in (table1_section(results), t3_section(results), swapped_operators_section(results)) if s]
 
 
 def table1_section(results) -> str | None:
@@ -192,7 +192,7 @@ def table1_section(results) -> str | None:
         if arm is not None:
             lines.append(f"| {TABLE1_NAMES[label]} | {params(arm)} | " + " | ".join(pm(arm, k) for k in keys) + " |")
     status = results.gate_status()
-    lines += ["", *t3_lines(status)]
+    lines += ["", *t3_lines(status, WIDTH, SEGNET_BASIC_TRAINING["data.crop_size"])]
     directed = [(h.better, h.worse, "final_boundary_f1") for h in SEGNET_BASIC_HYPOTHESES if h.claim == "greater"]
     lines += ["", "**Boundary F1** (the paper's leading measure), the directed pairs of T1, T2 and T4, Holm over 3:"]
     lines += paired_family(results.arms, "table1", directed, status)
@@ -210,24 +210,64 @@ def table1_section(results) -> str | None:
     return "\n".join(lines)
 
 
-def t3_lines(status: dict) -> list[str]:
-    """What T3 (SegNet-Basic as good as FCN-Basic) tests at this width, by the arms' training-adequacy gate."""
-    t3 = next(h for h in SEGNET_BASIC_HYPOTHESES if h.name == "T3")
-    failed = next(((a, status[("table1", a)]) for a in (t3.better, t3.worse) if status.get(("table1", a))), None)
-    asked = f"Issue 22 asks for SegNet-Basic at the paper's {PAPER_WIDTH} channels (or the widest the CPU budget fits)"
+def t3_lines(status: dict, width: int, crop: int) -> list[str]:
+    """What T3 (SegNet-Basic as good as FCN-Basic) tests at this width and crop size, by the arms' training-adequacy
+    gate."""
+    failed = next(((a, status[("table1", a)]) for a in T3.arms if status.get(("table1", a))), None)
+    asked = (
+        f"segnet_t3_w32_cpu tests T3 again at 32 channels on whole 64 px images; the paper's {PAPER_WIDTH} channels "
+        "would cost about 4 times as much per run, beyond this CPU budget"
+        if width < 32
+        else f"The paper's {PAPER_WIDTH} channels would cost about 4 times as much per run, beyond this CPU budget"
+    )
     if failed:
         return [
-            f"**T3 is not tested**: {TABLE1_NAMES[failed[0]]} did not train at {WIDTH} channels by the "
-            f"training-adequacy gate ({failed[1]}). {asked}; that re-run has not been done."
+            f"**T3 is not tested**: {TABLE1_NAMES[failed[0]]} did not train at {width} channels by the "
+            f"training-adequacy gate ({failed[1]}). {asked}."
         ]
-    if ("table1", t3.better) not in status:
-        return [f"**T3** compares the networks at {WIDTH} channels; no training-adequacy gate was declared."]
+    if ("table1", T3.better) not in status:
+        return [f"**T3** compares the networks at {width} channels; no training-adequacy gate was declared."]
+    bottleneck = crop // 2**4
     return [
         f"**T3** (SegNet-Basic as good as FCN-Basic): both arms passed the training-adequacy gate, so its verdict "
-        f"stands for this configuration only: SegNet-Basic at {WIDTH} channels on 32 px crops, where four poolings "
-        "leave a 2x2 map under 7x7 kernels, not the paper's 64 channels on 360x480 images. "
-        f"{asked}; that re-run has not been done."
+        f"stands for this configuration only: {width} channels on {crop} px crops, where four poolings leave a "
+        f"{bottleneck}x{bottleneck} map under 7x7 kernels, not the paper's {PAPER_WIDTH} channels on 360x480 images "
+        f"(a 23x30 map). {asked}."
     ]
+
+
+def t3_section(results) -> str | None:
+    """T3 tested again without the other rows of Table 1 (segnet_t3_w32_cpu)."""
+    if results.arm("table1", "bilinear_basic") is not None:
+        return None  # the whole Table 1 ran: table1_section has T3
+    opened = open_section(
+        results,
+        "table1",
+        T3.arms,
+        title="Reproduction: Badrinarayanan et al. (SegNet), Table 1's T3 again: SegNet-Basic vs FCN-Basic",
+        claim="SegNet-Basic matches FCN-Basic (CamVid mIoU 47.7 vs 47.3) while keeping only the pooling indices.",
+    )
+    if opened is None:
+        return None
+    width, crop = (sweep_override(results, key) for key in ("model.base_width", "data.crop_size"))
+    lines = opened.lines + [
+        f"Here: the networks of segnet_table1_cpu at {width} channels, trained on whole {crop} px images (batch 4: "
+        "the pixels per step of segnet_table1_cpu's 16 crops of 32 px) by the same recipe. Verdict: T3 above.",
+        "",
+        "| network | params | G (pixel acc.) | C (class acc.) | mIoU | BF (val) |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = ("final_pixel_accuracy", "final_class_accuracy", "final_miou", "final_boundary_f1")
+    for label, arm in opened.found.items():
+        if arm is not None:
+            lines.append(f"| {TABLE1_NAMES[label]} | {params(arm)} | " + " | ".join(pm(arm, k) for k in keys) + " |")
+    return "\n".join([*lines, "", *t3_lines(results.gate_status(), width, crop)])
+
+
+def sweep_override(results, key: str):
+    """`key`'s value in the overrides of the sweep that trained SegNet-Basic."""
+    sweep = next(s for s in results.sweeps if any(a["label"] == "segnet_basic" for a in s["arms"]))
+    return sweep["overrides"][key]
 
 
 def memory_table(memory: list[dict] | None) -> list[str]:
