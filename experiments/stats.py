@@ -248,6 +248,14 @@ def phase_alignment_test(errors, pixels, *, draws: int = 10000, seed: int = 0) -
     return PhaseAlignment(observed, float(np.quantile(null, 0.95)), float(np.mean(null >= observed * (1 - 1e-12))))
 
 
+def above_chance(events: int, trials: int, rate: float) -> float:
+    """One-sided exact binomial p that `events` of `trials` independent runs would pass a test of level `rate` this
+    often or more if nothing were there (e.g. runs whose phase-error ratio exceeds its null's 95th percentile)."""
+    if not 0 <= events <= trials or not 0 < rate < 1:
+        raise ValueError(f"need 0 <= events ({events}) <= trials ({trials}) and 0 < rate ({rate}) < 1")
+    return float(sps.binom.sf(events - 1, trials, rate))
+
+
 def _tables(totals: list[int], events: int) -> list[list[int]]:
     """Every way of spreading `events` over groups of sizes `totals`."""
     if len(totals) == 1:

@@ -352,7 +352,41 @@ def boundaries_and_artifacts_table(arms) -> list[str]:
     for a in shown:
         cells = [pm(a, c, 2 if c.startswith("phase_error") else None) for c in columns]
         md.append(f"| {a['model']}/{a['label']} | " + " | ".join(cells) + " |")
-    return md + [""]
+    return md + ["", *artifacts_reach_lines(shown)]
+
+
+def artifacts_reach_lines(arms) -> list[str]:
+    """Whether the checkerboards measured in features and logits reach the predictions: how many runs' errors follow
+    the output grid (phase-error ratio above its null's 95th percentile) against the 5% that chance gives."""
+    runs = [
+        (a["label"], m["phase_error_ratio"] > m["phase_error_null_95"])
+        for a in arms
+        for m in a["_members"]
+        if m.get("phase_error_ratio") is not None and m.get("phase_error_null_95") is not None
+    ]
+    if not runs:
+        return []
+    hits, totals = collections.Counter(lab for lab, hit in runs if hit), collections.Counter(lab for lab, _ in runs)
+    above = sum(hits.values())
+    p = stats.above_chance(above, len(runs), 0.05)
+    per_arm = ", ".join(f"{label} {hits[label]}/{n}" for label, n in totals.items())
+    ranges = "; ".join(
+        f"{what} {np.nanmin(means):.3f}-{np.nanmax(means):.3f}"
+        for key, what in (("cb_upsamplers", "upsampler outputs"), ("cb_logits", "logits"))
+        if not np.isnan(means := [a[f"{key}_mean"] for a in arms]).all()
+    )
+    reach = (
+        "more often than chance: in these runs the errors follow the output grid"
+        if p < stats.ALPHA
+        else "not detectably more often than chance: no evidence that the checkerboard measured in features and "
+        "logits reaches where the predictions err"
+    )
+    return [
+        f"Do the artifacts reach the predictions? The arms' mean CB scores span {ranges or 'unmeasured'}. The "
+        f"phase-error ratio exceeds its null's 95th percentile in {above} of {len(runs)} runs ({per_arm}), {reach} "
+        f"(one-sided exact binomial test against 5%: p = {p:.3g}).",
+        "",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -241,3 +241,22 @@ def test_an_arm_that_never_trains_is_not_tested_and_collapses_are_reported(tmp_p
     # G2 without the collapsed seed: the mean of the five other differences.
     d = np.array(FAKE_MIOU["good"]) - np.array(FAKE_MIOU["shaky"])
     assert f"| G2 | {d.mean():+.4f} | {np.delete(d, 3).mean():+.4f} (5) |" in text
+
+
+def _artifact_arm(label, ratios, nulls, cb):
+    members = [{"phase_error_ratio": r, "phase_error_null_95": n} for r, n in zip(ratios, nulls, strict=True)]
+    return {"label": label, "_members": members, "cb_upsamplers_mean": cb, "cb_logits_mean": cb / 10}
+
+
+def test_artifact_lines_count_runs_whose_errors_follow_the_grid_against_chance():
+    quiet = [
+        _artifact_arm("resize", [1.1] * 8, [1.3] * 8, 0.05),
+        _artifact_arm("k4", [1.2] * 7 + [1.4], [1.3] * 8, 0.6),
+    ]
+    (line, _) = tables.artifacts_reach_lines(quiet)
+    assert "upsampler outputs 0.050-0.600; logits 0.005-0.060" in line
+    assert "in 1 of 16 runs (resize 0/8, k4 1/8), not detectably more often than chance" in line
+    assert f"p = {stats.above_chance(1, 16, 0.05):.3g}" in line
+    loud = [_artifact_arm("k4", [1.5] * 6 + [1.2] * 2, [1.3] * 8, 0.6)]
+    assert "in 6 of 8 runs (k4 6/8), more often than chance" in tables.artifacts_reach_lines(loud)[0]
+    assert tables.artifacts_reach_lines([_artifact_arm("old", [1.2], [None], 0.1)]) == []  # measured before the null

@@ -2,6 +2,7 @@
 on constructed cases."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -278,3 +279,11 @@ def test_phase_alignment_finds_errors_on_one_phase_and_not_random_ones():
 def test_phase_alignment_refuses_tables_of_other_shapes():
     with pytest.raises(ValueError, match="must both be"):
         stats.phase_alignment_test(np.zeros((2, 2, 3)), np.ones((2, 2, 3)))
+
+
+def test_above_chance_is_the_binomial_upper_tail():
+    for events, trials, rate in ((0, 7, 0.05), (3, 56, 0.05), (5, 5, 0.3), (2, 9, 0.5)):
+        tail = sum(math.comb(trials, k) * rate**k * (1 - rate) ** (trials - k) for k in range(events, trials + 1))
+        assert stats.above_chance(events, trials, rate) == pytest.approx(tail, rel=1e-10)
+    with pytest.raises(ValueError, match="events"):
+        stats.above_chance(4, 3, 0.05)
