@@ -1,13 +1,14 @@
-"""Command-line plumbing shared by segjax-train, segjax-eval, segjax-models and the experiment runners.
+"""Command-line plumbing shared by the segjax-* commands and the experiment runners.
 
 A mistake a user can make on a command line (an unknown flag or config key, a value of the wrong type, a missing
 or broken config file) prints one line, `prog: error: <what and how to fix it>`, and exits with status 2: no
-usage dump, no traceback, nothing written. `segjax.config.parse_with_config` adds config arguments in
-ml_collections' convention:
+usage dump, no traceback, nothing written. With `--debug`, which every command accepts, the error is re-raised
+instead, with its type and full traceback (for bug reports); a mistake in the command line's syntax stays one line.
+`segjax.config.parse_with_config` adds config arguments in ml_collections' convention:
 
     --config=configs/unet.py[:ARG]  --config.model.depth=3  --config.data.crop_size='(48, 48)'
 
-`use_fast_cpu_kernels()` is the one process-wide setting segjax makes, called where a process starts (the
+`use_fast_cpu_kernels()` is the one environment setting segjax makes, called where a process starts (the
 commands and the benchmarks), never on import.
 
 This module imports nothing from segjax, so any layer's command line may use it.
@@ -27,18 +28,38 @@ from typing import NoReturn
 CONFIG_HELP = "config file and its argument, e.g. configs/unet.py:small; --config.KEY=VALUE overrides any key"
 
 
+# Whether the command line last parsed by an ArgumentParser asked for --debug: process-wide, like the XLA flag below,
+# because `fail` is called from wherever a command catches an error, with no parser at hand.
+_debug = False
+
+
 def fail(prog: str, message: str) -> NoReturn:
-    """Reports a user error in one line on stderr and exits with status 2."""
+    """Reports a user error in one line on stderr and exits with status 2; with --debug, called where an exception
+    is being handled, re-raises that exception (its type and full traceback) instead."""
+    handled = sys.exception()
+    if _debug and handled is not None:
+        raise handled
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (`fail`) and no abbreviated flags (`--conf` is not `--config`)."""
+    """argparse with one-line errors (`fail`), no abbreviated flags (`--conf` is not `--config`) and `--debug`."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--debug", action="store_true", help="on an error, raise it with its full traceback instead of one line"
+        )
+
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's, recording --debug for `fail` (off while parsing: a syntax error is told in one line)."""
+        global _debug
+        _debug = False
+        namespace, extras = super().parse_known_args(args, namespace)
+        _debug = namespace.debug
+        return namespace, extras
 
     def error(self, message: str) -> NoReturn:
         fail(self.prog, f"{message} (see {self.prog} --help)")
