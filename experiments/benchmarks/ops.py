@@ -1,12 +1,16 @@
 """Speed of the segjax upsampling operators (and the networks' batch norm) beside their stock JAX/Flax
 counterparts and PyTorch.
 
-For each operator and shape (batch 8; 128x128x32 and 64x64x64 by default) it times the forward pass and
+For each operator and shape (batch 8; 128x128x32 and 64x64x64 by default; the conv groups are also run at
+32x32x128) it times the forward pass and
 forward+backward (gradients of every float input) of: segjax, the stock JAX/Flax way to get the same
 numbers, and PyTorch's native CPU op (when torch is installed). Times are medians over repeats after
 warm-up, jitted and block_until_ready'd. Ratios > 1 mean segjax is faster.
 
     python experiments/benchmarks/ops.py [--batch 8] [--repeats 7] [--only conv_transpose,pool_unpool]
+    python experiments/benchmarks/ops.py --only conv_kernel_grad,conv --shapes 128x128x32,64x64x64,32x32x128
+
+XLA:CPU flags are read from XLA_FLAGS as usual (segjax adds its YNN dot flag unless XLA_FLAGS names it).
 """
 
 import argparse
@@ -98,7 +102,7 @@ def torch_args(jax_args, requires_grad):
     out = []
     for i, a in enumerate(jax_args):
         a = np.asarray(a)
-        if i == 0:  # the image: NHWC -> NCHW
+        if i == 0 or a.shape == np.shape(jax_args[0]):  # the image (or an image-shaped cotangent): NHWC -> NCHW
             t = torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
         elif a.ndim == 4:  # HWIO kernel -> torch's (in, out, kh, kw) for conv_transpose2d
             t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 3, 0, 1)))
@@ -132,6 +136,92 @@ def conv_transpose_cases(x, k):
         torch_fn,
         (x, kernel),
     )
+
+
+def conv_case(x):
+    """3x3 stride-1 SAME conv, C -> C channels, as the networks' conv blocks: segjax (layers.conv2d, i.e.
+    lax.conv_general_dilated) vs flax's nn.Conv vs torch."""
+    c = x.shape[-1]
+    kernel = jnp.asarray(np.random.default_rng(3).normal(size=(3, 3, c, c)) / (3 * np.sqrt(c)), jnp.float32)
+    flax_conv = nn.Conv(c, (3, 3), padding="SAME", use_bias=False)
+    stock = {"nn.Conv": lambda x, w: flax_conv.apply({"params": {"kernel": w}}, x)}
+
+    def torch_fn(x, w):  # torch_args gives the kernel as (in, out, kh, kw)
+        return F.conv2d(x, w.transpose(0, 1), padding=1)
+
+    return ("conv 3x3 s=1", layers.conv2d, stock, "F.conv2d", torch_fn, (x, kernel))
+
+
+def _kernel_grad(conv):
+    """(x, w, g) -> the gradient of <conv(x, w), g> with respect to w."""
+    return lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]
+
+
+def _transposed_kernel_grad(x, w, g):
+    """The kernel gradient spelled as a convolution with batch as the contracted feature dimension (what
+    lax's rule emits): lhs x as (C, H, W, N), rhs g as an H x W kernel with N in, Cout out."""
+    kh, kw = w.shape[:2]
+    pads = ((kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2))  # the forward's SAME padding at stride 1
+    return lax.conv_general_dilated(x, g, (1, 1), pads, dimension_numbers=("CHWN", "IHWO", "HWNC"))
+
+
+def _same_padded(x, kh, kw):
+    return jnp.pad(x, ((0, 0), (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), (0, 0)))
+
+
+def _slice_patches_kernel_grad(x, w, g):
+    """Patches as kh*kw shifted slices of the padded input concatenated (features in HWI order, no
+    transpose after), then one dot contracting N, H, W with g."""
+    kh, kw, ci, co = w.shape
+    n, h, wd, _ = x.shape
+    xp = _same_padded(x, kh, kw)
+    p = jnp.concatenate([xp[:, i : i + h, j : j + wd] for i in range(kh) for j in range(kw)], axis=-1)
+    return lax.dot_general(p, g, (((0, 1, 2), (0, 1, 2)), ((), ()))).reshape(kh, kw, ci, co)
+
+
+def _lax_patches_kernel_grad(x, w, g):
+    """Patches from lax.conv_general_dilated_patches (features in (C, kh, kw) order), one dot, transpose."""
+    kh, kw, ci, co = w.shape
+    p = lax.conv_general_dilated_patches(x, (kh, kw), (1, 1), "SAME", dimension_numbers=DN)
+    d = lax.dot_general(p, g, (((0, 1, 2), (0, 1, 2)), ((), ())))
+    return d.reshape(ci, kh, kw, co).transpose(1, 2, 0, 3)
+
+
+def _per_tap_kernel_grad(x, w, g):
+    """One skinny dot per kernel tap (kh*kw products of (C, NHW) x (NHW, Cout)), no patch array."""
+    kh, kw, ci, co = w.shape
+    n, h, wd, _ = x.shape
+    xp = _same_padded(x, kh, kw)
+    taps = [
+        lax.dot_general(xp[:, i : i + h, j : j + wd], g, (((0, 1, 2), (0, 1, 2)), ((), ())))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return jnp.stack(taps).reshape(kh, kw, ci, co)
+
+
+def conv_kernel_grad_case(x):
+    """Only the kernel gradient of a 3x3 stride-1 SAME conv (issue 25), for a fixed output gradient g:
+    segjax's (lax's rule, i.e. XLA's convolution with batch as the contracted feature) vs other spellings of
+    the same numbers, and torch's conv2d_weight. The 'fwd' column times this function ('fwd+bwd' is skipped).
+    Measured on 2 AVX-512 cores: none of the spellings beats lax's rule (the patch matmuls run at 15-70
+    GFLOP/s, XLA's convolution at 60-190), so segjax keeps it."""
+    c = x.shape[-1]
+    rng = np.random.default_rng(4)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, c, c)) / (3 * np.sqrt(c)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    stock = {
+        "transposed conv CHWN": _transposed_kernel_grad,
+        "slice patches + dot": _slice_patches_kernel_grad,
+        "lax patches + dot": _lax_patches_kernel_grad,
+        "per-tap dots": _per_tap_kernel_grad,
+    }
+
+    def torch_fn(x, w, g):
+        # torch_args made w (in, out, kh, kw); torch's kernel is (out, in, kh, kw).
+        return torch.nn.grad.conv2d_weight(x, w.transpose(0, 1).shape, g, padding=1)
+
+    return ("conv 3x3 kernel grad", _kernel_grad(layers.conv2d), stock, "conv2d_weight", torch_fn, (x, kernel, g))
 
 
 def _stock_pool_with_indices(x):
@@ -260,7 +350,10 @@ CASES = {
     "resize": lambda x: [resize_case(x, "nearest"), resize_case(x, "bilinear"), bed_of_nails_case(x)],
     "pixel_shuffle": lambda x: [pixel_shuffle_case(x)],
     "batch_norm": lambda x: [batch_norm_case(x)],
+    "conv": lambda x: [conv_case(x)],
+    "conv_kernel_grad": lambda x: [conv_kernel_grad_case(x)],
 }
+FORWARD_ONLY = {"conv_kernel_grad"}  # cases whose function is itself a gradient
 
 
 def main():
@@ -291,7 +384,7 @@ def main():
             if group not in CASES:
                 raise ValueError(f"--only: unknown group {group!r}; valid: {', '.join(CASES)}")
             for name, fn, stock, torch_name, torch_fn, fn_args in CASES[group](x):
-                for backward in (False, True):
+                for backward in (False,) if group in FORWARD_ONLY else (False, True):
                     ours = time_jax(fn, fn_args, args.repeats, backward)
                     tail = ""
                     if torch is not None:

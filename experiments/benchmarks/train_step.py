@@ -12,9 +12,14 @@ from other processes hits both; the medians are reported as images/s, and the ra
 median over rounds of each round's ratio.
 Also printed: segjax's compile time (lower + compile of the jitted step) and the XLA buffer sizes of the
 compiled step (arguments + outputs + temporaries, a proxy of peak memory), plus the process's max RSS.
+GFLOP/s is XLA's flop count of segjax's compiled step (the same arithmetic as torch's) over each side's median
+step time; '% peak' divides it by an estimate of the CPUs' float32 peak: cores x clock (the nominal clock
+/proc/cpuinfo reports, which a VM does not update; boost clocks are higher) x 2 FMA units x 16 lanes
+(AVX-512; 8 with AVX2) x 2 flops per FMA. (AMD Zen 4 runs AVX-512 on 256-bit units: its real peak is half.)
 """
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -134,6 +139,28 @@ def make_segjax_step(model, tx):
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
+def cpu_peak_gflops() -> tuple[float, str]:
+    """Estimated float32 peak (GFLOP/s) of the CPUs this process may run on, and how it was estimated."""
+    cores = len(os.sched_getaffinity(0))
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    mhz = max((float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")), default=0.0)
+    lanes = 16 if " avx512f " in info else 8
+    peak = cores * mhz / 1e3 * 2 * lanes * 2
+    return (
+        peak,
+        f"{cores} cores x {mhz / 1e3:.2f} GHz x 2 FMA x {lanes} lanes x 2 flops = {peak:.0f} GFLOP/s (estimate)",
+    )
+
+
+def step_flops(compiled) -> float:
+    """XLA's flop count of a compiled step (nan when the backend gives none)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", float("nan")))
+
+
 def count(tree):
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
@@ -154,6 +181,7 @@ def bench_one(name, cfg, size, batch, num_classes, steps, rounds):
     t0, c0 = time.perf_counter(), time.process_time()
     compiled = step.lower(*args).compile()
     compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    flops = step_flops(compiled)
     mem = compiled.memory_analysis()
     xla_mb = (
         (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) / 2**20
@@ -194,6 +222,8 @@ def bench_one(name, cfg, size, batch, num_classes, steps, rounds):
             times.append((time.perf_counter() - t) / steps)
     torch_ips = batch / statistics.median(t_torch)
     jax_ips = batch / statistics.median(t_jax)
+    torch_gflops = flops / statistics.median(t_torch) / 1e9
+    jax_gflops = flops / statistics.median(t_jax) / 1e9
     # The ratio is the median of the rounds' own ratios: each pairs runs seconds apart, so a slow spell of
     # the (shared, virtual) machine cancels out instead of landing on one side's median.
     ratio = statistics.median(t / j for t, j in zip(t_torch, t_jax, strict=True))
@@ -204,6 +234,8 @@ def bench_one(name, cfg, size, batch, num_classes, steps, rounds):
         torch_ips=torch_ips,
         jax_ips=jax_ips,
         ratio=ratio,
+        torch_gflops=torch_gflops,
+        jax_gflops=jax_gflops,
         compile_s=compile_s,
         compile_cpu_s=compile_cpu_s,
         xla_mb=xla_mb,
@@ -226,14 +258,17 @@ def main():
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     cfgs = model_configs(args.base, args.depth)
+    peak, peak_note = cpu_peak_gflops()
     print(
         f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads); batch {args.batch}, base width {args.base}, "
         f"depth {args.depth}, {args.classes} classes"
     )
+    print(f"peak: {peak_note}")
     header = (
-        f"{'model':8} {'size':>5} {'params':>10} {'torch img/s':>12} {'segjax img/s':>13} "
-        f"{'ratio':>6} {'compile s':>10} {'(CPU s)':>8} {'XLA MiB':>8}"
+        f"{'model':8} {'size':>5} {'params':>10} {'torch img/s':>12} {'segjax img/s':>13} {'ratio':>6} "
+        f"{'torch GF/s':>10} {'%peak':>6} {'segjax GF/s':>11} {'%peak':>6} "
+        f"{'compile s':>10} {'(CPU s)':>8} {'XLA MiB':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -242,7 +277,9 @@ def main():
             r = bench_one(name, cfgs[name], size, args.batch, args.classes, args.steps, args.rounds)
             print(
                 f"{r['model']:8} {r['size']:>5} {r['params']:>10,} {r['torch_ips']:>12.2f} "
-                f"{r['jax_ips']:>13.2f} {r['ratio']:>6.2f} {r['compile_s']:>10.2f} {r['compile_cpu_s']:>8.2f} "
+                f"{r['jax_ips']:>13.2f} {r['ratio']:>6.2f} {r['torch_gflops']:>10.1f} "
+                f"{100 * r['torch_gflops'] / peak:>6.1f} {r['jax_gflops']:>11.1f} {100 * r['jax_gflops'] / peak:>6.1f} "
+                f"{r['compile_s']:>10.2f} {r['compile_cpu_s']:>8.2f} "
                 f"{r['xla_mb']:>8.0f}",
                 flush=True,
             )
