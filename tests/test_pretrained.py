@@ -16,12 +16,13 @@ from flax import traverse_util
 
 from segjax import models, ops
 from segjax.models import pretrained
-from segjax.models.encoder import ResNet50Encoder, VGGEncoder
+from segjax.models.encoder import ResNet50Encoder, ResNetEncoder, VGGEncoder
 from segjax.models.layers import NormFactory
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "pretrained")
 VGG16_CONVS = (2, 2, 3, 3, 3)
 REFERENCE = dict(np.load(os.path.join(FIXTURES, "activations.npz")))
+TORCHVISION_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}  # torchvision's, for the fake files
 
 
 def fixture(name):
@@ -174,6 +175,167 @@ def test_resnet50_unet_and_fcn_run_at_any_size():
 
 
 # --------------------------------------------------------------------------------------------------
+# ResNet-101 from a torchvision-layout file written here (no torch, no fixture)
+# --------------------------------------------------------------------------------------------------
+
+
+def torchvision_resnet_shapes(blocks, width, classes=10) -> dict:
+    """The state dict of torchvision's ResNet(Bottleneck, blocks) with a stem of `width` channels, as name -> shape
+    in its order (torchvision's code: conv1, bn1, then per bottleneck conv1..bn3 and, first in each layer, the
+    projection `downsample`; fc last). Checked against tests/torchvision_layout.py's module where torch is installed."""
+
+    def bn(prefix, c):
+        return {f"{prefix}.{leaf}": (c,) for leaf in ("weight", "bias", "running_mean", "running_var")} | {
+            f"{prefix}.num_batches_tracked": ()
+        }
+
+    shapes = {"conv1.weight": (width, 3, 7, 7), **bn("bn1", width)}
+    inplanes = width
+    for i, n in enumerate(blocks):
+        planes = width * 2**i
+        for j in range(n):
+            block = f"layer{i + 1}.{j}"
+            shapes |= {f"{block}.conv1.weight": (planes, inplanes, 1, 1), **bn(f"{block}.bn1", planes)}
+            shapes |= {f"{block}.conv2.weight": (planes, planes, 3, 3), **bn(f"{block}.bn2", planes)}
+            shapes |= {f"{block}.conv3.weight": (planes * 4, planes, 1, 1), **bn(f"{block}.bn3", planes * 4)}
+            if j == 0:
+                shapes |= {f"{block}.downsample.0.weight": (planes * 4, inplanes, 1, 1)}
+                shapes |= bn(f"{block}.downsample.1", planes * 4)
+            inplanes = planes * 4
+    return shapes | {"fc.weight": (classes, inplanes), "fc.bias": (classes,)}
+
+
+def fake_torchvision_file(path, blocks, width=4, seed=0) -> dict:
+    """A torchvision-layout ResNet state dict of random numbers (every tensor different), written as safetensors."""
+    rng = np.random.default_rng(seed)
+    state = {
+        name: np.array(7, np.int64) if name.endswith("num_batches_tracked") else rng.normal(size=shape).astype("f4")
+        for name, shape in torchvision_resnet_shapes(blocks, width).items()
+    }
+    safetensors.numpy.save_file(state, str(path))
+    return state
+
+
+def has_segjax_place(name: str) -> bool:
+    """Whether torchvision's tensor `name` has a place in the encoder (not the classifier nor the batch counts)."""
+    return not name.startswith("fc.") and not name.endswith("num_batches_tracked")
+
+
+def segjax_place(name: str):
+    """Where torchvision's tensor `name` belongs in segjax's ResNet encoder: (collection, path), written from
+    segjax.models.encoder's module names (`layer{i}_{j}`, `downsample_conv`/`_norm`, batch norm's scale, bias, mean,
+    var) apart from the loader's own mapping."""
+    *modules, leaf = name.split(".")
+    if modules[0].startswith("layer"):
+        modules = [f"{modules[0]}_{modules[1]}", *modules[2:]]
+    if modules[-2:] == ["downsample", "0"]:
+        modules = [*modules[:-2], "downsample_conv"]
+    elif modules[-2:] == ["downsample", "1"]:
+        modules = [*modules[:-2], "downsample_norm"]
+    if modules[-1].startswith("conv") or modules[-1] == "downsample_conv":
+        return "params", ("encoder", *modules, "kernel")
+    collection, leaf = {
+        "weight": ("params", "scale"),
+        "bias": ("params", "bias"),
+        "running_mean": ("batch_stats", "mean"),
+        "running_var": ("batch_stats", "var"),
+    }[leaf]
+    return collection, ("encoder", *modules, leaf)
+
+
+def test_a_torchvision_resnet101_file_loads_every_tensor_where_it_belongs(tmp_path):
+    state = fake_torchvision_file(tmp_path / "resnet101.safetensors", TORCHVISION_BLOCKS["resnet101"])
+    model = models.DeepLabV3(num_classes=3, base_width=4, encoder="resnet101", norm=NormFactory("batch"))
+    variables = shapes(model)
+    weights = pretrained.load_encoder_weights(str(tmp_path / "resnet101.safetensors"), model, variables)
+    assert sorted(weights.unused) == ["fc.bias", "fc.weight"]
+    loaded = {(c, path): array for c, arrays in weights.arrays.items() for path, array in arrays.items()}
+    expected = {
+        segjax_place(name): array.transpose(2, 3, 1, 0) if array.ndim == 4 else array
+        for name, array in state.items()
+        if has_segjax_place(name)
+    }
+    assert loaded.keys() == expected.keys()
+    for key, array in expected.items():
+        np.testing.assert_array_equal(loaded[key], array, err_msg=str(key))
+    # Every encoder variable came from the file, nothing else did: 104 convolutions and 104 batch norms (4 tensors).
+    encoder = {
+        (c, path): leaf.shape
+        for c in ("params", "batch_stats")
+        for path, leaf in traverse_util.flatten_dict(dict(variables[c])).items()
+        if path[0] == "encoder"
+    }
+    assert {k: v.shape for k, v in loaded.items()} == encoder
+    assert len(weights.loaded) == 104 * 5
+    assert sum(a.size for a in loaded.values()) == sum(a.size for k, a in state.items() if has_segjax_place(k))
+    assert sum(path[1].startswith("layer3_") and path[2:] == ("conv1", "kernel") for _, path in loaded) == 23
+    np.testing.assert_array_equal(
+        weights.arrays["params"][("encoder", "layer3_22", "conv2", "kernel")],
+        state["layer3.22.conv2.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        weights.arrays["batch_stats"][("encoder", "layer3_0", "downsample_norm", "var")],
+        state["layer3.0.downsample.1.running_var"],
+    )
+    assert not any(p.startswith("encoder/") for p in weights.fresh) and "head/classifier/kernel" in weights.fresh
+
+
+def test_resnet50_and_resnet101_files_are_refused_by_the_other_encoder(tmp_path):
+    """ResNet-50's file lacks layer3.6 to layer3.22 (17 bottlenecks, 15 tensors each); ResNet-101's has them, which a
+    ResNet-50 encoder must not silently drop."""
+    r101 = tmp_path / "resnet101.safetensors"
+    fake_torchvision_file(r101, TORCHVISION_BLOCKS["resnet101"])
+    resnet101 = models.DeepLabV3(num_classes=3, base_width=4, encoder="resnet101")
+    with pytest.raises(
+        pretrained.PretrainedWeightsError,
+        match=r"0 tensors with other shapes, 255 missing; first: layer3\.\d+\.[\w.]+ \(for encoder/layer3_",
+    ):
+        pretrained.load_encoder_weights(fixture("resnet50"), resnet101, shapes(resnet101))
+    for resnet50 in (
+        models.DeepLabV3(num_classes=3, base_width=4, encoder="resnet50"),
+        models.UNet(num_classes=3, base_width=4, depth=5, encoder="resnet50", norm=NormFactory("batch")),
+    ):
+        with pytest.raises(
+            pretrained.PretrainedWeightsError,
+            match=r"0 missing, 255 the encoder does not have; first: layer3\.\d+\.[\w.]+ \(not in the encoder\)",
+        ):
+            pretrained.load_encoder_weights(str(r101), resnet50, shapes(resnet50))
+
+
+def test_the_fake_resnet_layouts_are_torchvisions():
+    """The fake files' names and shapes are those of the PyTorch modules of tests/torchvision_layout.py."""
+    pytest.importorskip("torch")
+    layout = importlib.import_module("torchvision_layout")
+    for blocks in TORCHVISION_BLOCKS.values():
+        net = layout.ResNet(16, classes=10, blocks=blocks)
+        assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == torchvision_resnet_shapes(blocks, 4)
+        assert list(net.state_dict()) == list(torchvision_resnet_shapes(blocks, 4))
+
+
+def test_a_resnet101_loads_to_pytorchs_activations(tmp_path):
+    """A 1/16-width ResNet-101 with random weights, through a .pth, gives PyTorch's levels (at output stride 32 and
+    8, dilated as torchvision's replace_stride_with_dilation)."""
+    torch = pytest.importorskip("torch")
+    layout = importlib.import_module("torchvision_layout")
+    torch.manual_seed(0)
+    blocks = TORCHVISION_BLOCKS["resnet101"]
+    net = layout.randomise_batch_norm(layout.ResNet(16, classes=10, blocks=blocks), 0)
+    torch.save(net.state_dict(), tmp_path / "resnet101.pth")
+    model = models.DeepLabV3(num_classes=3, base_width=4, encoder="resnet101")
+    weights = pretrained.load_encoder_weights(str(tmp_path / "resnet101.pth"), model, shapes(model))
+    x = fixture_input((1, 45, 61, 3))
+    dilated = layout.ResNet(16, (False, True, True), classes=10, blocks=blocks)
+    dilated.load_state_dict(net.state_dict())
+    for output_stride, reference in ((32, net), (8, dilated.eval())):
+        encoder = ResNetEncoder(4, model.norm, output_stride, blocks=blocks)
+        levels = encoder.apply(encoder_variables(weights), x, train=False)
+        with torch.no_grad():
+            expected = reference.levels(layout.as_nchw(x))
+        for got, want in zip(levels, expected, strict=True):
+            np.testing.assert_allclose(got.features, layout.as_nhwc(want), rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
 # Refusals
 # --------------------------------------------------------------------------------------------------
 
@@ -269,7 +431,7 @@ def test_full_size_torchvision_layout_networks_match(name, tmp_path):
     layout = importlib.import_module("torchvision_layout")
     torch.manual_seed(0)
     if name == "resnet50":
-        net = layout.randomise_batch_norm(layout.ResNet50(), 0)
+        net = layout.randomise_batch_norm(layout.ResNet(), 0)
         model = models.UNet(num_classes=3, base_width=64, depth=5, encoder="resnet50", norm=NormFactory("batch"))
         encoder = ResNet50Encoder(64, model.norm)
     else:

@@ -1,6 +1,6 @@
-"""VGG and ResNet-50 in torchvision's module layout (the same state-dict names and computation as
-torchvision.models.vgg16 / vgg16_bn / resnet50), with a width factor, written in plain PyTorch so that neither
-torchvision nor a download is needed. Used by the weight-loading tests when torch is installed, and by
+"""VGG and ResNet-50/101 in torchvision's module layout (the same state-dict names and computation as
+torchvision.models.vgg16 / vgg16_bn / resnet50 / resnet101), with a width factor, written in plain PyTorch so that
+neither torchvision nor a download is needed. Used by the weight-loading tests when torch is installed, and by
 
     python tests/torchvision_layout.py
 
@@ -73,10 +73,11 @@ class Bottleneck(nn.Module):
         return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
-class ResNet50(nn.Module):
-    """torchvision.models.resnet50 (v1.5: stride in the 3x3), with replace_stride_with_dilation."""
+class ResNet(nn.Module):
+    """torchvision.models.resnet50 (v1.5: stride in the 3x3), with replace_stride_with_dilation; `blocks` (3, 4, 23, 3)
+    makes it resnet101."""
 
-    def __init__(self, divisor: int = 1, dilation=(False, False, False), classes: int = 1000):
+    def __init__(self, divisor: int = 1, dilation=(False, False, False), classes: int = 1000, blocks=(3, 4, 6, 3)):
         super().__init__()
         width = 64 // divisor
         self.inplanes, self.dilation = width, 1
@@ -84,10 +85,10 @@ class ResNet50(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(width, 3)
-        self.layer2 = self._make_layer(width * 2, 4, 2, dilation[0])
-        self.layer3 = self._make_layer(width * 4, 6, 2, dilation[1])
-        self.layer4 = self._make_layer(width * 8, 3, 2, dilation[2])
+        self.layer1 = self._make_layer(width, blocks[0])
+        self.layer2 = self._make_layer(width * 2, blocks[1], 2, dilation[0])
+        self.layer3 = self._make_layer(width * 4, blocks[2], 2, dilation[1])
+        self.layer4 = self._make_layer(width * 8, blocks[3], 2, dilation[2])
         self.fc = nn.Linear(width * 32, classes)
 
     def _make_layer(self, planes, blocks, stride=1, dilate=False):
@@ -156,7 +157,7 @@ def fixture_networks(seed: int = 0) -> dict[str, nn.Module]:
     return {
         "vgg16": VGG(False, WIDTH_DIVISOR, fc=16, classes=10).eval(),
         "vgg16_bn": randomise_batch_norm(VGG(True, WIDTH_DIVISOR, fc=16, classes=10), seed),
-        "resnet50": randomise_batch_norm(ResNet50(WIDTH_DIVISOR, classes=10), seed),
+        "resnet50": randomise_batch_norm(ResNet(WIDTH_DIVISOR, classes=10), seed),
     }
 
 
@@ -184,7 +185,7 @@ def main():
                 reference[f"{name}/fc6"] = net.levels(as_nchw(inputs["vgg_fc6"]))[1].numpy()
             else:
                 levels = net.levels(as_nchw(inputs["resnet"]))
-                dilated = ResNet50(WIDTH_DIVISOR, (False, True, True), classes=10)
+                dilated = ResNet(WIDTH_DIVISOR, (False, True, True), classes=10)
                 dilated.load_state_dict(net.state_dict())
                 reference[f"{name}/os8/layer4"] = as_nhwc(dilated.eval().levels(as_nchw(inputs["resnet"]))[-1])
             for i, level in enumerate(levels):

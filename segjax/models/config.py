@@ -181,13 +181,6 @@ class ModelSpec:
             raise ValueError(
                 f"model {name}: encoder_weights must be a file path or None, got {self.encoder_weights!r}."
             )
-        if self.encoder == "resnet101" and self.encoder_weights is not None:
-            # segjax.models.pretrained maps torchvision's names for 'vgg' and 'resnet50' encoders only (so far).
-            raise ValueError(
-                f"model {name}: encoder_weights={self.encoder_weights!r} cannot be loaded into the 'resnet101' encoder "
-                "yet (the weight loader knows VGG16 and ResNet-50); use encoder 'resnet50' or set encoder_weights to "
-                "None."
-            )
         if self.init_from is not None and not isinstance(self.init_from, str):
             raise ValueError(f"model {name}: init_from must be a segjax-train workdir or None, got {self.init_from!r}.")
         if self.init_from is not None and self.encoder_weights is not None:

@@ -8,10 +8,11 @@ Which tensors go where follows from the configured encoder:
     `norm='batch'` vgg16_bn. Where the model has VGG's fully connected layers as biased convolutions (FCN, and
     DeconvNet with `norm='none'`), fc6 and fc7 come from `classifier.0` / `classifier.3` (Linear(25088, 4096) folded
     into a 7x7 convolution, as FCN did) or timm's `pre_logits.fc1` / `.fc2`, when the file has them.
-  - ResNet-50 encoder: torchvision's names (`conv1`, `bn1`, `layer{i}.{j}.conv{k}`, `.bn{k}`, `.downsample.0/1`), which
-    timm's resnet50 shares.
+  - ResNet-50 and ResNet-101 encoders: torchvision's names (`conv1`, `bn1`, `layer{i}.{j}.conv{k}`, `.bn{k}`,
+    `.downsample.0/1`), which timm's resnet50 / resnet101 share; the two differ only in layer3's depth (6, 23 blocks).
 Every encoder tensor must be in the file with its shape, or nothing is loaded: `load_encoder_weights` raises a
-`PretrainedWeightsError` naming the first missing or mismatching tensors. The decoder keeps its fresh
+`PretrainedWeightsError` naming the first missing or mismatching tensors, and for a ResNet also the backbone tensors
+the encoder does not have (ResNet-101's layer3.6 and on, given to a ResNet-50). The decoder keeps its fresh
 initialisation; the report says which tensors were loaded and which file tensors were not used (the classifier).
 """
 
@@ -27,6 +28,8 @@ from collections.abc import Mapping
 import numpy as np
 import safetensors
 from flax import traverse_util
+
+from segjax.models.encoder import RESNET_BLOCKS
 
 _SHOWN = 5  # mismatches named in an error
 
@@ -167,6 +170,11 @@ def _vgg_names(encoder_paths, norm: str) -> dict:
     return names
 
 
+# The names of a torchvision ResNet's backbone (everything but its classifier `fc`): a file tensor so named that the
+# encoder does not have is a deeper network's, never left unused.
+_RESNET_BACKBONE = re.compile(r"^(conv1|bn1|layer\d+)\.")
+
+
 def _resnet_names(encoder_paths) -> dict:
     names = {}
     for path in encoder_paths:
@@ -210,13 +218,13 @@ def encoder_sources(model, variables) -> list[Source]:
     if norm == "group":
         raise PretrainedWeightsError(
             "model.encoder_weights: the published VGG and ResNet weights have no group norm; use model.norm='batch' "
-            "(vgg16_bn, resnet50) or 'none' (vgg16)."
+            "(vgg16_bn, resnet50, resnet101) or 'none' (vgg16)."
         )
     sources = []
     for collection in ("params", "batch_stats"):
         flat = traverse_util.flatten_dict(dict(variables.get(collection, {})))
         paths = [p[1:] for p in flat if p[0] == "encoder"]
-        names = _resnet_names(paths) if model.encoder == "resnet50" else _vgg_names(paths, norm)
+        names = _resnet_names(paths) if model.encoder in RESNET_BLOCKS else _vgg_names(paths, norm)
         for path in paths:
             source = Source(
                 collection, ("encoder", *path), (names[path],), _conv if path[-1] == "kernel" else _identity
@@ -297,8 +305,8 @@ def _short(names) -> str:
 def load_encoder_weights(path: str, model, variables) -> LoadedWeights:
     """Reads `path` and matches it to the encoder of `model` (whose variables, real or abstract, give the shapes).
 
-    Raises PretrainedWeightsError when a required tensor is missing or any matched tensor has the wrong shape,
-    naming the first ones (so nothing is half-loaded)."""
+    Raises PretrainedWeightsError when a required tensor is missing, any matched tensor has the wrong shape or a
+    ResNet file has backbone tensors the encoder lacks, naming the first ones (so nothing is half-loaded)."""
     state = read_state_dict(path)
     sources = encoder_sources(model, variables)
     arrays, used, missing, mismatched = {}, set(), [], []
@@ -319,13 +327,22 @@ def load_encoder_weights(path: str, model, variables) -> LoadedWeights:
             continue
         arrays.setdefault(source.collection, {})[source.path] = array.astype(np.float32)
         used.update((name, *source.also))
-    if missing or mismatched:
-        problems = mismatched[:_SHOWN] + missing[: max(0, _SHOWN - len(mismatched))]
+    unexpected = []
+    if model.encoder in RESNET_BLOCKS:
+        named = {n for source in sources for n in (*source.names, *source.also)}
+        unexpected = [
+            f"{n} (not in the encoder)"
+            for n in state
+            if n not in named and _RESNET_BACKBONE.match(n) and not n.endswith("num_batches_tracked")
+        ]
+    if missing or mismatched or unexpected:
+        problems = (mismatched + missing + unexpected)[:_SHOWN]
+        extra = f", {len(unexpected)} the encoder does not have" if unexpected else ""
         raise PretrainedWeightsError(
             f"model.encoder_weights {path} does not fit the configured encoder ({model.encoder}, norm "
             f"{model.norm.kind!r}, base_width {model.base_width}): {len(mismatched)} tensors with other shapes, "
-            f"{len(missing)} missing; first: {'; '.join(problems)}. Use the weights of the same network (vgg16 for "
-            "norm 'none', vgg16_bn for 'batch', resnet50 for encoder 'resnet50') with preset 'paper'."
+            f"{len(missing)} missing{extra}; first: {'; '.join(problems)}. Use the weights of the same network (vgg16 "
+            "for norm 'none', vgg16_bn for 'batch', resnet50 or resnet101 for that encoder) with preset 'paper'."
         )
     fresh = [
         "/".join(p) for p in traverse_util.flatten_dict(dict(variables["params"])) if p not in arrays.get("params", {})
