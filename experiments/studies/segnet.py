@@ -85,11 +85,17 @@ SEGNET_LEARNED = ("max_unpool", "transposed_k4_bilinear")  # SegNet-Basic and FC
 # Presets
 
 
-def segnet_table1() -> Sweep:
-    arms = tuple(
+def table1_arms(labels=tuple(SEGNET_BASIC_ARMS)) -> tuple[Arm, ...]:
+    """Table 1's networks of `labels` as arms, in SEGNET_BASIC_ARMS' order."""
+    return tuple(
         Arm("table1", label, f"segnet_basic:decoder={decoder}", overrides, {"decoder": decoder, **overrides})
         for label, (decoder, overrides) in SEGNET_BASIC_ARMS.items()
+        if label in labels
     )
+
+
+def segnet_table1() -> Sweep:
+    arms = table1_arms()
     return Sweep(
         "segnet_table1_cpu",
         arms,
@@ -124,14 +130,9 @@ T3 = next(h for h in SEGNET_BASIC_HYPOTHESES if h.name == "T3")
 
 
 def segnet_t3(name: str, width: int, seeds: tuple[int, ...]) -> Sweep:
-    arms = tuple(
-        Arm("table1", label, f"segnet_basic:decoder={decoder}", overrides, {"decoder": decoder, **overrides})
-        for label, (decoder, overrides) in SEGNET_BASIC_ARMS.items()
-        if label in T3.arms
-    )
     return Sweep(
         name,
-        arms,
+        table1_arms(T3.arms),
         seeds,
         {**SEGNET_BASIC_TRAINING, **WIDE, "model.base_width": width},
         f"Badrinarayanan et al. Table 1, T3 only: SegNet-Basic vs FCN-Basic at {width} channels on whole 64 px "
