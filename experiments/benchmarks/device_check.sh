@@ -11,7 +11,9 @@ PEAK=${1:-}
 LOG=device_check.log
 exec > >(tee "$LOG") 2>&1
 
-python3 -m venv .venv-gpu
+# segjax needs Python >= 3.12: python3.12 where there is one, else python3 (PYTHON=... names another).
+PYTHON=${PYTHON:-$(command -v python3.12 || command -v python3)}
+"$PYTHON" -m venv .venv-gpu
 .venv-gpu/bin/python -m pip install --quiet --upgrade pip
 .venv-gpu/bin/pip install --quiet -c constraints.txt -e ".[dev,cuda12]" || .venv-gpu/bin/pip install --quiet -e ".[dev,cuda12]"
 .venv-gpu/bin/python -c "import jax; print('devices:', jax.devices())"
