@@ -4,6 +4,7 @@ with the weights inference uses (the moving average where the run keeps one); us
 import json
 import os
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 
 from segjax import export, predict, steps
 from segjax import run as run_lib
+from segjax.task import Task
 
 # Stride 4 (the tiny U-Net, depth 2): (37, 29) is padded to (40, 32) inside the function; (32, 48) needs no padding.
 BATCHES = {(37, 29): 3, (32, 48): 1}
@@ -145,3 +147,30 @@ def test_user_errors_write_nothing(trained_run, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["a_file", "full", "untrained"]
     assert os.listdir(full) == ["keep.txt"] and os.listdir(untrained) == [run_lib.CONFIG_FILE]
     assert sorted(os.listdir(workdir)) == before
+
+
+@pytest.mark.parametrize("family", ["segnet.py", "deconvnet.py"])
+def test_unpooling_networks_export_for_any_size(tiny_config, family):
+    """SegNet's and DeconvNet's unpooling takes the pooled map's size, symbolic in an export."""
+    task = Task(tiny_config(family))
+    variables = steps.inference_variables(task.fresh_state())
+    function = export.export_inference(task.model, variables, task.model.stride, ("cpu",))
+    x = np.random.default_rng(1).normal(size=(2, 37, 29, 3)).astype(np.float32)
+    padded = np.zeros((2, 40, 32, 3), np.float32)
+    padded[:, :37, :29] = x
+    expected = np.asarray(task.model.apply(variables, padded, train=False))[:, :37, :29]
+    np.testing.assert_allclose(np.asarray(function.call(x)), expected, atol=1e-5)
+
+
+class _NeedsConcreteSize(nn.Module):
+    """A network with an operation that needs a concrete image size (numpy on the input's shape)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return x * np.ones(x.shape[1:], np.float32)
+
+
+def test_a_network_that_needs_concrete_sizes_is_refused_in_one_line():
+    with pytest.raises(run_lib.RunError, match="cannot be exported for any image size yet") as raised:
+        export.export_inference(_NeedsConcreteSize(), {}, 4, ("cpu",))
+    assert len(str(raised.value).splitlines()) == 1
