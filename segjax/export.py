@@ -15,8 +15,9 @@ It writes two files into the new (or empty) folder --out:
                        and how to load it:
 
   import jax, numpy as np
-  exported = jax.export.deserialize(open("exported/model.jax_export", "rb").read())
-  logits = exported.call((rgb_uint8[None] / 255 - mean) / std)   # float32, (1, H, W, 3)
+  exported = jax.export.deserialize(bytearray(open("exported/model.jax_export", "rb").read()))
+  images = (rgb_uint8[None].astype(np.float32) / 255 - np.float32(mean)) / np.float32(std)   # (1, H, W, 3)
+  logits = exported.call(images)
   mask = np.argmax(logits, -1)
 
 The weights are those segjax-eval and segjax-predict apply (`steps.inference_variables`: the moving average where
@@ -158,7 +159,10 @@ def _record(task, step: int, exported: jax.export.Exported) -> dict:
     return {
         "file": MODEL_FILE,
         "format": "jax.export (StableHLO), serialized by Exported.serialize()",
-        "load": f"exported = jax.export.deserialize(open({MODEL_FILE!r}, 'rb').read()); logits = exported.call(images)",
+        "load": (
+            f"exported = jax.export.deserialize(bytearray(open({MODEL_FILE!r}, 'rb').read())); "
+            "logits = exported.call(images)  # needs jax and flatbuffers"
+        ),
         "jax_version": jax.__version__,
         "calling_convention_version": exported.calling_convention_version,
         "platforms": list(exported.platforms),

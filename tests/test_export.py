@@ -19,7 +19,7 @@ BATCHES = {(37, 29): 3, (32, 48): 1}
 
 
 def _export(workdir, out, *args):
-    export.main([f"--workdir={workdir}", f"--out={out}", "--platforms=cpu", *args])
+    export.main([f"--workdir={workdir}", f"--out={out}", *(args or ["--platforms=cpu"])])
     with open(os.path.join(out, export.PREPROCESSING_FILE)) as f:
         record = json.load(f)
     with open(os.path.join(out, export.MODEL_FILE), "rb") as f:
@@ -109,8 +109,8 @@ def _trained_variables(state) -> dict:
 
 def test_step_picks_the_checkpoint_as_predict_does(trained_run, tmp_path):
     workdir, _, _ = trained_run
-    _, record = _export(workdir, tmp_path / "model", "--step=2")
-    assert record["source"]["step"] == 2
+    _, record = _export(workdir, tmp_path / "model", "--step=2")  # for the default platforms
+    assert record["source"]["step"] == 2 and record["platforms"] == ["cpu", "cuda"]
 
 
 def _user_error(argv, capsys) -> str:
