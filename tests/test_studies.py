@@ -114,6 +114,12 @@ PINNED = {
         "unet/bilinear_matched/seed2007",
         "9d80e61d0ff9",
     ),
+    "confirmatory_trimmed_cpu": (
+        "unet/transposed_k2_default/seed3000",
+        "e2f3b384b93e",
+        "unet/bilinear/seed3011",
+        "1251d6d16294",
+    ),
     "confirmatory_cpu": (
         "unet/transposed_k2_default/seed1000",
         "fe5b98e4906f",
@@ -147,6 +153,7 @@ def test_registry_finds_every_preset_and_pins_its_config_hashes():
         "pilot_whole",
         "confirmatory_cpu",
         "confirmatory_whole_cpu",
+        "confirmatory_trimmed_cpu",
     }
     for name, pinned in PINNED.items():
         runs = expand_preset(every[name])
