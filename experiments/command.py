@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from experiments import layout, preregistration, report
 from experiments.definitions import Sweep
 from experiments.measure import measure_studies
-from experiments.sweep import dedupe, expand, reanalyze, run_state, run_sweep
+from experiments.sweep import check_seeds_per_program, dedupe, expand, reanalyze, run_state, run_sweep
 from segjax import cli
 from segjax.files import write_json
 
@@ -71,6 +71,10 @@ def main(
         planned = [s.name for s in sweeps if s.preregistered]
         if planned:
             parser.error(f"--seeds replaces the preregistered seeds of {planned}; run it without --seeds")
+    try:
+        check_seeds_per_program(runs, args.seeds_per_program)
+    except ValueError as e:
+        cli.fail(parser.prog, str(e))
     if seeds is not None or args.only:
         sweeps = [narrowed(s, seeds or s.seeds, {r.arm.key for r in runs}) for s in sweeps]
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +89,7 @@ def main(
     if args.reanalyze:
         reanalyze(runs, out)
     elif not args.report_only:
-        results = run_sweep(runs, out, jobs=args.jobs)
+        results = run_sweep(runs, out, jobs=args.jobs, seeds_per_program=args.seeds_per_program)
         failed = [name for name, status in results.items() if status == "failed"]
     if any(s.smoke_test or s.reproduction for s in sweeps):  # the reports that show the studies' sections
         measure_studies(out, runs, again=args.reanalyze)
@@ -107,6 +111,13 @@ def _parser(presets, prog: str | None, default_out: str) -> cli.ArgumentParser:
     parser.add_argument("--preset", required=True, choices=sorted(presets))
     parser.add_argument("--out", default=None, help=f"run folder (default {default_out}/<preset>)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1: in this process)")
+    parser.add_argument(
+        "--seeds-per-program",
+        type=int,
+        default=1,
+        help="train up to K seeds of an arm as one vmapped program (segjax.multiseed), for accelerators; on CPU it "
+        "is slower (grouped convolutions), so the default is 1",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the preset's")
     parser.add_argument("--only", action="append", default=[], help="run only arms whose model/label contains this")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")

@@ -112,6 +112,7 @@ class Sweep:
     gate: Gate | None = None  # what a trained arm must reach; its verdicts are "not tested" otherwise
     collapse: Collapse | None = None  # when a run counts as collapsed (rates per arm, sensitivity analysis)
     preregistered: str | None = None  # the name of its frozen plan (experiments/preregistered/<name>.json)
+    trim: float = 0.0  # > 0: its hypotheses are tested on the trimmed mean of the per-seed differences (stats)
 
     def __post_init__(self):
         keys = [arm.key for arm in self.arms]
@@ -139,6 +140,8 @@ class Sweep:
         of a preregistered sweep."""
         record = dataclasses.asdict(self)
         record["hypotheses"] = [dict(dataclasses.asdict(h), statement=h.statement) for h in self.hypotheses]
+        if not self.trim:
+            del record["trim"]  # the plans frozen before trimming existed declare none
         return json.loads(json.dumps(record, default=list))
 
 

@@ -1,7 +1,8 @@
 """A confirmatory study's frozen plan: its sweep (arms, seeds, budget, description), hypotheses (contrasts, claims,
-margins), gate and collapse rules, and the analysis (the verdict rules of experiments.stats and the gate and collapse
-rules of experiments.gates, quoted), written as JSON under experiments/preregistered/ and committed before the
-confirmatory runs start. A sweep names its plan (`Sweep.preregistered`).
+margins), gate and collapse rules, and the analysis (the verdict rules of experiments.stats, its trimmed-estimator
+rule where the sweep declares one, and the gate and collapse rules of experiments.gates, quoted), written as JSON
+under experiments/preregistered/ and committed before the confirmatory runs start. A sweep names its plan
+(`Sweep.preregistered`).
 
 `plan(sweep)` is the plan the code declares today; `write` records it (refusing to replace a committed
 plan); `check` is what the runner and the report call: it returns the commit that added the plan and refuses
@@ -28,7 +29,10 @@ class PreregistrationChanged(ValueError):
 def plan(sweep: Sweep | dict) -> dict:
     """The plan of a confirmatory sweep (declared, or as recorded in OUT/sweep.json) as JSON data."""
     record = sweep if isinstance(sweep, dict) else sweep.record()
-    return {"sweep": record, "verdict_rules": stats.RULES, "gate_and_collapse_rules": gates.__doc__.strip()}
+    declared = {"sweep": record, "verdict_rules": stats.RULES, "gate_and_collapse_rules": gates.__doc__.strip()}
+    if record.get("trim"):
+        declared["trimmed_estimator_rule"] = stats.TRIMMED_RULE
+    return declared
 
 
 def check_sweep(sweep: Sweep | dict) -> str | None:

@@ -109,7 +109,11 @@ def write_report(
     report_dir.mkdir(parents=True, exist_ok=True)
     write_csv(report_dir / "runs.csv", results.rows, RUN_COLUMNS)
     write_csv(report_dir / "arms.csv", results.arms, ARM_COLUMNS)
-    verdicts = hypothesis_results(results.rows, results.hypotheses, results.gate_status()) if results.hypotheses else []
+    verdicts = (
+        hypothesis_results(results.rows, results.hypotheses, results.gate_status(), trim=results.trim)
+        if results.hypotheses
+        else []
+    )
     md = title_lines(results)
     if results.hypotheses:
         md += survivors_box(verdicts)
@@ -182,6 +186,8 @@ def hypotheses_lines(results: Results, verdicts: list[dict], report_dir: pathlib
     md += table
     write_csv(report_dir / "hypotheses.csv", csv_rows, list(csv_rows[0]) if csv_rows else ["hypothesis"])
     md += ["Rules (experiments/stats.py):", "", "```", stats.RULES, "```", ""]
+    if results.trim:
+        md += [f"Estimator declared by this study (trim = {results.trim}):", "", "```", stats.TRIMMED_RULE, "```", ""]
     md += hypotheses_figure(verdicts, report_dir)
     md += power_table(verdicts)
     for model in dict.fromkeys(h["model"] for h in results.hypotheses):

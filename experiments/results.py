@@ -296,16 +296,22 @@ def arms_gate(model: str, labels: Sequence[str], status: Mapping | None) -> str 
     return "passed" if failed is None else f"{failed} did not train ({status[(model, failed)]})"
 
 
-def hypothesis_results(rows: list[dict], hypotheses: list[dict], status: dict | None = None) -> list[dict]:
-    """Each hypothesis's seed-paired contrast and verdict; Holm over the hypotheses of the same network. With the
-    arms' gate `status` (`gate_status`), a verdict about an arm that did not train is "not tested: ..."; "gate" is
-    the arms' gate status in words (`arms_gate`)."""
+def hypothesis_results(
+    rows: list[dict], hypotheses: list[dict], status: dict | None = None, *, trim: float = 0.0
+) -> list[dict]:
+    """Each hypothesis's seed-paired contrast and verdict; Holm over the hypotheses of the same network; on the
+    trimmed mean of the differences with `trim` > 0 (stats.TRIMMED_RULE). With the arms' gate `status`
+    (`gate_status`), a verdict about an arm that did not train is "not tested: ..."; "gate" is the arms' gate status
+    in words (`arms_gate`)."""
     prepared = [(h, *_paired_values(rows, h)) for h in hypotheses]
     results = []
     for model in dict.fromkeys(h["model"] for h in hypotheses):
         family = [(h, a, b, seeds) for h, a, b, seeds in prepared if h["model"] == model and a is not None]
         verdicts = stats.family_verdicts(
-            [(a, b) for _, a, b, _ in family], [h["margin"] for h, *_ in family], [h["claim"] for h, *_ in family]
+            [(a, b) for _, a, b, _ in family],
+            [h["margin"] for h, *_ in family],
+            [h["claim"] for h, *_ in family],
+            trim=trim,
         )
         for (h, a, b, seeds), v in zip(family, verdicts, strict=True):
             v = dataclasses.replace(v, verdict=gated(v.verdict, model, h_arms(h), status))
@@ -404,6 +410,11 @@ class Results:
     @property
     def hypotheses(self) -> list[dict]:
         return [h for s in self.sweeps for h in s.get("hypotheses", [])]
+
+    @property
+    def trim(self) -> float:
+        """The trimmed share its hypotheses are tested with (0: the plain mean)."""
+        return next((s["trim"] for s in self.sweeps if s.get("trim")), 0.0)
 
     @property
     def declared_gates(self) -> list[tuple[dict, gates.Gate]]:

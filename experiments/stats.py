@@ -4,6 +4,10 @@ Every arm of an ablation is trained with the same seeds, and a seed fixes the da
 initialisation, so two arms are compared seed by seed: the contrast of arms A and B is the mean of the per-seed
 differences d_s = A_s - B_s, with a paired t interval and test (df = n - 1) and a percentile bootstrap interval.
 
+A sweep may declare a trimmed estimator (`trim` = gamma > 0, `TRIMMED_RULE`): every mean, t interval, t-test, TOST
+and non-equivalence test below is then that of the gamma-trimmed mean of the d_s (Tukey and McLaughlin), so that a
+run that collapsed, a rare event seed pairing cannot cancel, does not decide a contrast.
+
 Verdict rules (`verdict`; quoted in every report). alpha = 0.05. The p-values of all contrasts of one family (the
 hypotheses of one network in one preset) are Holm-adjusted together; the TOST p-values are Holm-adjusted over the
 same family separately.
@@ -37,14 +41,22 @@ POWER = 0.8
 VERDICTS = ("held", "did not hold", "equivalent", "inconclusive")
 RULES = __doc__[__doc__.index("Verdict rules") :].strip()
 SIGN_FLIP_MAX_N = 12  # up to here the exact sign-flip interval replaces the bootstrap (2^12 sign patterns)
+TRIMMED_RULE = (
+    "Trimmed estimator (trim = gamma): the g = floor(gamma n) smallest and g largest per-seed differences are set "
+    "aside; the estimate is the mean of the other h = n - 2g, its standard error the winsorized SD (the g extremes "
+    "on each side replaced by the nearest kept value) / ((1 - 2 gamma) sqrt(n)), and every t interval and t-test "
+    "(the TOST and the non-equivalence test too) uses that estimate and error with h - 1 degrees of freedom "
+    "(Tukey and McLaughlin 1963; Wilcox, Introduction to Robust Estimation, 4.4.1). The nonparametric interval "
+    "beside it stays that of the plain mean."
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Contrast:
     """Paired contrast of two arms over n seeds: d_s = a_s - b_s."""
 
-    mean: float  # mean of d
-    sd: float  # sample standard deviation of d (ddof=1)
+    mean: float  # mean of d (its trimmed mean when trim > 0)
+    sd: float  # sample standard deviation of d (ddof=1; winsorized when trim > 0)
     n: int
     ci_low: float  # (1 - alpha) t interval of the mean
     ci_high: float
@@ -52,6 +64,7 @@ class Contrast:
     robust_low: float  # (1 - alpha) nonparametric interval of the mean: `robust_method`'s
     robust_high: float
     robust_method: str  # 'sign-flip' (exact, n <= SIGN_FLIP_MAX_N) or 'bootstrap' (percentile, larger n)
+    trim: float = 0.0  # > 0: mean, sd, the t interval and p are those of the trim-trimmed mean (TRIMMED_RULE)
 
 
 def _as_differences(a, b) -> np.ndarray:
@@ -65,9 +78,35 @@ def _as_differences(a, b) -> np.ndarray:
     return a - b
 
 
-def paired_contrast(a, b, *, alpha: float = ALPHA, n_boot: int = 10000, seed: int = 0) -> Contrast:
-    """Mean of a - b per seed with its t interval and two-sided paired t-test, and a nonparametric interval: the
-    exact sign-flip interval up to SIGN_FLIP_MAX_N seeds, a percentile bootstrap beyond.
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """The estimate of mean(d) a t-test uses: the mean or a trimmed mean, its SD, standard error and degrees of
+    freedom."""
+
+    mean: float
+    sd: float  # ddof=1; winsorized for a trimmed mean
+    se: float
+    df: int
+
+
+def location(d, trim: float = 0.0) -> Location:
+    """The mean of d with its t standard error (trim = 0), or its trim-trimmed mean (TRIMMED_RULE)."""
+    d = np.sort(np.asarray(d, np.float64))
+    n = len(d)
+    if not 0 <= trim < 0.5:
+        raise ValueError(f"the trimmed share must be in [0, 0.5), got {trim}")
+    g = math.floor(trim * n)
+    if n - 2 * g < 2:
+        raise ValueError(f"trimming {trim} of {n} values keeps {n - 2 * g}; a t-test needs at least 2")
+    winsorized = np.concatenate([np.full(g, d[g]), d[g : n - g], np.full(g, d[n - g - 1])])
+    sd = float(winsorized.std(ddof=1))
+    return Location(float(d[g : n - g].mean()), sd, sd / ((1 - 2 * trim) * math.sqrt(n)), n - 2 * g - 1)
+
+
+def paired_contrast(a, b, *, alpha: float = ALPHA, trim: float = 0.0, n_boot: int = 10000, seed: int = 0) -> Contrast:
+    """Mean (or trimmed mean, `trim` > 0) of a - b per seed with its t interval and two-sided paired t-test, and a
+    nonparametric interval of the mean: the exact sign-flip interval up to SIGN_FLIP_MAX_N seeds, a percentile
+    bootstrap beyond.
 
     With zero spread (all differences equal) the t interval is that value and p is 1 for a zero mean, 0 otherwise.
     """
@@ -75,22 +114,22 @@ def paired_contrast(a, b, *, alpha: float = ALPHA, n_boot: int = 10000, seed: in
     n = len(d)
     if n < 2:
         raise ValueError(f"a paired contrast needs at least 2 seeds, got {n}")
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
-    se = sd / math.sqrt(n)
-    if se == 0:
-        low = high = mean
-        p = 1.0 if mean == 0 else 0.0
+    loc = location(d, trim)
+    if loc.se == 0:
+        low = high = loc.mean
+        p = 1.0 if loc.mean == 0 else 0.0
     else:
-        half = sps.t.ppf(1 - alpha / 2, n - 1) * se
-        low, high = mean - half, mean + half
-        p = float(2 * sps.t.sf(abs(mean / se), n - 1))
+        half = sps.t.ppf(1 - alpha / 2, loc.df) * loc.se
+        low, high = loc.mean - half, loc.mean + half
+        p = float(2 * sps.t.sf(abs(loc.mean / loc.se), loc.df))
+    t_part = (loc.mean, loc.sd, n, float(low), float(high), p)
     if n <= SIGN_FLIP_MAX_N:
         exact = sign_flip(d, np.zeros(n), alpha=alpha)
-        return Contrast(mean, sd, n, float(low), float(high), p, exact.ci_low, exact.ci_high, "sign-flip")
+        return Contrast(*t_part, exact.ci_low, exact.ci_high, "sign-flip", trim)
     rng = np.random.default_rng(seed)
     boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
     boot_low, boot_high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return Contrast(mean, sd, n, float(low), float(high), p, float(boot_low), float(boot_high), "bootstrap")
+    return Contrast(*t_part, float(boot_low), float(boot_high), "bootstrap", trim)
 
 
 def holm(p_values) -> np.ndarray:
@@ -104,31 +143,29 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
-def tost(a, b, margin: float) -> float:
-    """p-value of the two one-sided paired t-tests that |mean(a - b)| < margin (equivalence when p < alpha)."""
+def tost(a, b, margin: float, *, trim: float = 0.0) -> float:
+    """p-value of the two one-sided paired t-tests that |mean(a - b)| < margin (equivalence when p < alpha); of the
+    trimmed mean with `trim` > 0."""
     if not margin > 0:
         raise ValueError(f"the equivalence margin must be > 0, got {margin}")
-    d = _as_differences(a, b)
-    n = len(d)
-    mean, se = d.mean(), d.std(ddof=1) / math.sqrt(n)
-    if se == 0:
-        return 0.0 if abs(mean) < margin else 1.0
-    p_above_lower = sps.t.sf((mean + margin) / se, n - 1)  # H0: mean <= -margin
-    p_below_upper = sps.t.cdf((mean - margin) / se, n - 1)  # H0: mean >= +margin
+    loc = location(_as_differences(a, b), trim)
+    if loc.se == 0:
+        return 0.0 if abs(loc.mean) < margin else 1.0
+    p_above_lower = sps.t.sf((loc.mean + margin) / loc.se, loc.df)  # H0: mean <= -margin
+    p_below_upper = sps.t.cdf((loc.mean - margin) / loc.se, loc.df)  # H0: mean >= +margin
     return float(max(p_above_lower, p_below_upper))
 
 
-def nonequivalence(a, b, margin: float) -> float:
+def nonequivalence(a, b, margin: float, *, trim: float = 0.0) -> float:
     """p-value of the one-sided paired t-test that the mean of a - b lies beyond +-margin on the side of its
-    estimate (H0: |mean| <= margin); below alpha, the 1 - 2 alpha t interval lies entirely outside +-margin."""
+    estimate (H0: |mean| <= margin); below alpha, the 1 - 2 alpha t interval lies entirely outside +-margin. Of the
+    trimmed mean with `trim` > 0."""
     if not margin > 0:
         raise ValueError(f"the equivalence margin must be > 0, got {margin}")
-    d = _as_differences(a, b)
-    n = len(d)
-    mean, se = abs(d.mean()), d.std(ddof=1) / math.sqrt(n)
-    if se == 0:
-        return 0.0 if mean > margin else 1.0
-    return float(sps.t.sf((mean - margin) / se, n - 1))
+    loc = location(_as_differences(a, b), trim)
+    if loc.se == 0:
+        return 0.0 if abs(loc.mean) > margin else 1.0
+    return float(sps.t.sf((abs(loc.mean) - margin) / loc.se, loc.df))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,25 +333,59 @@ def friedman(table) -> dict:
     return {"chi2": float(statistic), "df": y.shape[1] - 1, "p": float(p)}
 
 
-def power(delta: float, sd: float, n: int, *, alpha: float = ALPHA) -> float:
-    """Power of the two-sided paired t-test at level alpha when the true mean difference is delta (noncentral t)."""
-    df = n - 1
+def power(delta: float, sd: float, n: int, *, alpha: float = ALPHA, trim: float = 0.0) -> float:
+    """Power of the two-sided paired t-test at level alpha when the true mean difference is delta (noncentral t).
+    With `trim` > 0, of the trimmed-mean test at winsorized SD `sd` (the usual noncentral-t approximation)."""
+    df = n - 2 * math.floor(trim * n) - 1
     critical = sps.t.ppf(1 - alpha / 2, df)
-    nc = delta / (sd / math.sqrt(n))
+    nc = delta / (sd / ((1 - 2 * trim) * math.sqrt(n)))
     wrong_side = np.nan_to_num(sps.nct.cdf(-critical, df, nc), nan=0.0)  # scipy gives NaN where it is ~1e-30
     return float(sps.nct.sf(critical, df, nc) + wrong_side)
 
 
-def minimum_detectable_difference(sd: float, n: int, *, alpha: float = ALPHA, target: float = POWER) -> float:
-    """The smallest true mean difference the paired t-test at level alpha detects with probability `target`.
+def minimum_detectable_difference(
+    sd: float, n: int, *, alpha: float = ALPHA, target: float = POWER, trim: float = 0.0
+) -> float:
+    """The smallest true mean difference the paired t-test at level alpha detects with probability `target` (the
+    trimmed-mean test at winsorized SD `sd` with `trim` > 0).
 
     For a family corrected by Holm, pass alpha / m: the first step of Holm tests the smallest p at alpha / m.
     """
     if not sd > 0:
         return 0.0
-    se = sd / math.sqrt(n)
+    se = sd / ((1 - 2 * trim) * math.sqrt(n))
     upper = (sps.t.ppf(1 - alpha / 2, n - 1) + 10) * se  # power there is 1 to many digits
-    return float(optimize.brentq(lambda delta: power(delta, sd, n, alpha=alpha) - target, 1e-12 * se, upper))
+    return float(optimize.brentq(lambda delta: power(delta, sd, n, alpha=alpha, trim=trim) - target, 1e-12 * se, upper))
+
+
+def simulated_power(
+    delta: float,
+    sd: float,
+    n: int,
+    *,
+    trim: float = 0.0,
+    contaminated: float = 0.0,
+    shifts: tuple[float, float] = (0.02, 0.08),
+    margin: float | None = None,
+    alpha: float = ALPHA,
+    draws: int = 4000,
+    seed: int = 0,
+) -> float:
+    """Planning by simulation: the share of `draws` studies of n normal differences (mean delta, SD sd), a share
+    `contaminated` of them moved by +-U(shifts) at random (collapsed runs), in which the (trimmed) two-sided test
+    rejects at alpha, or with `margin`, the (trimmed) TOST finds equivalence."""
+    rng = np.random.default_rng(seed)
+    d = rng.normal(delta, sd, (draws, n))
+    hit = rng.random((draws, n)) < contaminated
+    d += hit * rng.choice([-1.0, 1.0], (draws, n)) * rng.uniform(*shifts, (draws, n))
+    if margin is None:
+        rejected = []
+        for row in d:
+            loc = location(row, trim)
+            rejected.append(loc.se > 0 and 2 * sps.t.sf(abs(loc.mean) / loc.se, loc.df) < alpha)
+        return float(np.mean(rejected))
+    zeros = np.zeros(n)
+    return float(np.mean([tost(row, zeros, margin, trim=trim) < alpha for row in d]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,11 +424,12 @@ def verdict(
     raise ValueError(f"claim must be 'greater' or 'equivalent', got {claim!r}")
 
 
-def family_verdicts(pairs, margins, claims) -> list[Verdict]:
-    """Verdicts of a family of paired contrasts: [(a, b)], their margins and claims; Holm over the family."""
-    contrasts = [paired_contrast(a, b) for a, b in pairs]
-    tosts = [tost(a, b, m) for (a, b), m in zip(pairs, margins, strict=True)]
-    beyond = [nonequivalence(a, b, m) for (a, b), m in zip(pairs, margins, strict=True)]
+def family_verdicts(pairs, margins, claims, *, trim: float = 0.0) -> list[Verdict]:
+    """Verdicts of a family of paired contrasts: [(a, b)], their margins and claims; Holm over the family. With
+    `trim` > 0 every test is that of the trimmed mean (TRIMMED_RULE)."""
+    contrasts = [paired_contrast(a, b, trim=trim) for a, b in pairs]
+    tosts = [tost(a, b, m, trim=trim) for (a, b), m in zip(pairs, margins, strict=True)]
+    beyond = [nonequivalence(a, b, m, trim=trim) for (a, b), m in zip(pairs, margins, strict=True)]
     p_adj, tost_adj, beyond_adj = holm([c.p for c in contrasts]), holm(tosts), holm(beyond)
     rows = zip(contrasts, p_adj, tosts, tost_adj, beyond_adj, margins, claims, strict=True)
     return [

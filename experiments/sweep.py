@@ -3,9 +3,10 @@
 A sweep is plain data (``experiments.definitions``: ``Arm``s, each a config family from ``configs/`` plus
 overrides, and seeds), put together by a study's preset (``experiments/studies/``).
 ``run_sweep`` turns every (arm, seed) into a ``Run`` with its own workdir ``OUT/<model>/<label>/seed<k>`` and
-executes it with ``segjax.train.train_and_evaluate`` followed by the measurements in
-``experiments.analysis`` (parameters, FLOPs, checkerboard scores, sample predictions); the studies' own
-measurements follow the whole sweep (``experiments.measure``, run by ``experiments.command``).
+executes it with ``segjax.train.train_and_evaluate`` (or, with ``seeds_per_program`` K > 1, up to K seeds of an arm
+at once with ``segjax.multiseed.train_seeds``, each seed's workdir written as its own run would be) followed by the
+measurements in ``experiments.analysis`` (parameters, FLOPs, checkerboard scores, sample predictions); the studies'
+own measurements follow the whole sweep (``experiments.measure``, run by ``experiments.command``).
 
 Bookkeeping, so a sweep can be stopped and started again at any time:
 - ``run.json`` (written before training) records the run's resolved-config hash;
@@ -39,6 +40,7 @@ from experiments import analysis as analysis_lib
 from experiments import layout
 from experiments.definitions import Arm, Sweep
 from experiments.layout import ANALYSIS_FILE, DONE, ERROR_FILE, RUN_FILE, read_json
+from segjax import multiseed
 from segjax.config import load_config_file, set_value
 from segjax.files import write_json
 from segjax.train import train_and_evaluate
@@ -180,6 +182,7 @@ def run_state(workdir: pathlib.Path, expected_hash: str) -> str:
 
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
+TrainSeedsFn = Callable[[list[ml_collections.ConfigDict], list[str]], Any]
 AnalyzeFn = Callable[[ml_collections.ConfigDict, str], dict]
 
 
@@ -187,12 +190,45 @@ def execute_run(
     run: Run, out: str | os.PathLike, *, train_fn: TrainFn | None = None, analyze_fn: AnalyzeFn | None = None
 ) -> str:
     """Train (or resume) one run, measure it, mark it done. Returns 'skipped' when it was already done."""
+    state = _begin(run, out)
+    if state == "done":
+        return "skipped"
+    start = time.time()
+    (train_fn or train_and_evaluate)(run.config_in(out), str(run.workdir(out)))
+    return _finish(run, out, state, time.time() - start, analyze_fn)
+
+
+def execute_program(
+    runs: Sequence[Run],
+    out: str | os.PathLike,
+    *,
+    train_seeds_fn: TrainSeedsFn | None = None,
+    analyze_fn: AnalyzeFn | None = None,
+) -> list[str]:
+    """Train (or resume) the seeds of one arm as one program (`segjax.multiseed.train_seeds`), then measure each
+    and mark it done as `execute_run` does; a run already done is left out. Each run's analysis.json records the
+    program's training time divided among its seeds (`wall_seconds_train_call`) and `seeds_per_program`."""
+    states = {run.name: _begin(run, out) for run in runs}
+    todo = [run for run in runs if states[run.name] != "done"]
+    if todo:
+        start = time.time()
+        configs = [run.config_in(out) for run in todo]
+        (train_seeds_fn or multiseed.train_seeds)(configs, [str(run.workdir(out)) for run in todo])
+        seconds = (time.time() - start) / len(todo)
+        for run in todo:
+            states[run.name] = _finish(
+                run, out, states[run.name], seconds, analyze_fn, {"seeds_per_program": len(todo)}
+            )
+    return [states[run.name] if states[run.name] != "done" else "skipped" for run in runs]
+
+
+def _begin(run: Run, out) -> str:
+    """run_state of the run, and unless it is done, its workdir with run.json (written before training)."""
     workdir = run.workdir(out)
     state = run_state(workdir, run.config_hash)
     if state == "done":
-        return "skipped"
+        return state
     workdir.mkdir(parents=True, exist_ok=True)
-    config = run.config_in(out)
     write_json(
         workdir / RUN_FILE,
         {
@@ -204,15 +240,19 @@ def execute_run(
             "family": run.arm.config,
             "overrides": dict(run.arm.overrides),
             "tags": dict(run.arm.tags),
-            "config": config.to_dict(),
+            "config": run.config_in(out).to_dict(),
         },
     )
     (workdir / ERROR_FILE).unlink(missing_ok=True)
-    start = time.time()
-    (train_fn or train_and_evaluate)(config, str(workdir))
-    train_seconds = time.time() - start
-    analysis = dict((analyze_fn or analysis_lib.analyze_run)(config, str(workdir)))
+    return state
+
+
+def _finish(run: Run, out, state: str, train_seconds: float, analyze_fn, extra: dict | None = None) -> str:
+    """Measures a trained run and marks it done; 'trained' or 'resumed'."""
+    workdir = run.workdir(out)
+    analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config_in(out), str(workdir)))
     analysis.setdefault("wall_seconds_train_call", train_seconds)
+    analysis.update(extra or {})
     write_json(workdir / ANALYSIS_FILE, analysis)
     write_json(
         workdir / DONE,
@@ -235,17 +275,54 @@ def reanalyze(runs: Sequence[Run], out, *, analyze_fn: AnalyzeFn | None = None, 
     return len(done)
 
 
-def _execute_guarded(run: Run, out, train_fn, analyze_fn) -> tuple[str, str]:
-    """execute_run that records a failure in the run's error.txt instead of stopping the whole sweep."""
+def _execute_guarded(program: Sequence[Run], out, train_fn, train_seeds_fn, analyze_fn) -> list[tuple[str, str]]:
+    """Executes one program (one run: `execute_run`; several seeds of an arm: `execute_program`) and records a
+    failure in each of its runs' error.txt instead of stopping the whole sweep; [(name, status)]."""
     try:
-        return run.name, execute_run(run, out, train_fn=train_fn, analyze_fn=analyze_fn)
+        if len(program) == 1:
+            statuses = [execute_run(program[0], out, train_fn=train_fn, analyze_fn=analyze_fn)]
+        else:
+            statuses = execute_program(program, out, train_seeds_fn=train_seeds_fn, analyze_fn=analyze_fn)
+        return [(run.name, status) for run, status in zip(program, statuses, strict=True)]
     except Exception:  # noqa: BLE001 - a failed arm must not stop the others; the error is kept and reported
         text = traceback.format_exc()
-        workdir = run.workdir(out)
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / ERROR_FILE).write_text(text)
-        print(f"[sweep] {run.name} FAILED:\n{text}", file=sys.stderr, flush=True)
-        return run.name, "failed"
+        for run in program:
+            workdir = run.workdir(out)
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / ERROR_FILE).write_text(text)
+        names = ", ".join(run.name for run in program)
+        print(f"[sweep] {names} FAILED:\n{text}", file=sys.stderr, flush=True)
+        return [(run.name, "failed") for run in program]
+
+
+def check_seeds_per_program(runs: Sequence[Run], seeds_per_program: int) -> None:
+    """ValueError naming the fix unless `runs` can train with --seeds-per-program `seeds_per_program`: a positive
+    count, and above 1 no run that starts from another run's weights (`segjax.multiseed.check_seeds`)."""
+    if isinstance(seeds_per_program, bool) or not isinstance(seeds_per_program, int) or seeds_per_program < 1:
+        raise ValueError(
+            f"--seeds-per-program={seeds_per_program!r} must be a positive integer (1: a program per run)."
+        )
+    staged = sorted({r.arm.key for r in runs if r.source is not None})
+    if seeds_per_program > 1 and staged:
+        raise ValueError(
+            f"--seeds-per-program={seeds_per_program}: the arms {staged} start from other runs' weights "
+            "(model.init_from), which a program of several seeds does not do; use --seeds-per-program 1, or leave "
+            "those arms out with --only."
+        )
+
+
+def programs(runs: Sequence[Run], out, seeds_per_program: int) -> list[list[Run]]:
+    """`runs` (independent of each other) grouped into programs: with seeds_per_program K > 1, up to K seeds of one
+    arm that resume from the same step (`multiseed.resume_step`: a fresh start, or the same program's
+    checkpoints) train as one program; every other run is a program of its own."""
+    if seeds_per_program == 1:
+        return [[run] for run in runs]
+    groups: dict[tuple[str, int], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.arm.key, multiseed.resume_step(run.workdir(out))), []).append(run)
+    return [
+        group[i : i + seeds_per_program] for group in groups.values() for i in range(0, len(group), seeds_per_program)
+    ]
 
 
 def _worker_init(out: str):
@@ -267,14 +344,19 @@ def run_sweep(
     out: str | os.PathLike,
     *,
     jobs: int = 1,
+    seeds_per_program: int = 1,
     train_fn: TrainFn | None = None,
+    train_seeds_fn: TrainSeedsFn | None = None,
     analyze_fn: AnalyzeFn | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, str]:
     """Execute runs (skipping done ones, resuming partial ones); jobs > 1 runs that many spawned processes, each
-    reusing its process for several runs. Returns run name -> 'skipped'|'trained'|'resumed'|'failed'."""
+    reusing its process for several programs; seeds_per_program K > 1 trains up to K seeds of an arm as one
+    vmapped program (`programs`, `segjax.multiseed`: for accelerators; on CPU it is slower). Returns run name ->
+    'skipped'|'trained'|'resumed'|'failed'."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}.")
+    check_seeds_per_program(runs, seeds_per_program)
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for run in runs:  # refuse a mismatching OUT before spending any compute
@@ -284,29 +366,34 @@ def run_sweep(
     for r in runs:
         if r not in todo:
             results[r.name] = "skipped"
-    log(f"[sweep] {len(runs)} runs: {len(runs) - len(todo)} already done, {len(todo)} to run, jobs={jobs}")
+    per_program = f", seeds per program={seeds_per_program}" if seeds_per_program > 1 else ""
+    log(f"[sweep] {len(runs)} runs: {len(runs) - len(todo)} already done, {len(todo)} to run, jobs={jobs}{per_program}")
     start = time.time()
     done = 0
     for stage in stages(todo):  # a run that starts from another run's checkpoint waits for that run
-        for name, status in _execute_all(stage, out, jobs, train_fn, analyze_fn):
+        grouped = programs(stage, out, seeds_per_program)
+        for name, status in _execute_all(grouped, out, jobs, train_fn, train_seeds_fn, analyze_fn):
             results[name] = status
             done += 1
             log(f"[sweep] {done}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
     return results
 
 
-def _execute_all(runs: Sequence[Run], out: pathlib.Path, jobs: int, train_fn, analyze_fn):
-    """Executes independent runs, in this process (jobs == 1) or in `jobs` spawned processes, yielding (name,
-    status) as each finishes."""
-    if jobs == 1 or len(runs) <= 1:
+def _execute_all(grouped: Sequence[Sequence[Run]], out: pathlib.Path, jobs: int, train_fn, train_seeds_fn, analyze_fn):
+    """Executes independent programs, in this process (jobs == 1) or in `jobs` spawned processes, yielding (name,
+    status) of each run as its program finishes."""
+    if jobs == 1 or len(grouped) <= 1:
         configure_jax(out)
-        for run in runs:
-            yield _execute_guarded(run, out, train_fn, analyze_fn)
+        for program in grouped:
+            yield from _execute_guarded(program, out, train_fn, train_seeds_fn, analyze_fn)
         return
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(
         jobs, mp_context=ctx, initializer=_worker_init, initargs=(str(out),)
     ) as pool:
-        futures = [pool.submit(_execute_guarded, run, str(out), train_fn, analyze_fn) for run in runs]
+        futures = [
+            pool.submit(_execute_guarded, program, str(out), train_fn, train_seeds_fn, analyze_fn)
+            for program in grouped
+        ]
         for future in concurrent.futures.as_completed(futures):
-            yield future.result()
+            yield from future.result()

@@ -211,11 +211,13 @@ class Checkpointer:
             restored = self._manager.restore(step, args=args)["state"]
         return flax.serialization.from_state_dict(target, restored), meta
 
-    def restore_variables(self, step: int) -> dict:
-        """The 'params' and 'batch_stats' of a checkpoint as numpy trees, read without a target (any model's)."""
+    def restore_variables(self, step: int) -> tuple[dict, bool]:
+        """The 'params' and 'batch_stats' inference applies (steps.inference_variables: the moving average where the
+        run keeps one) as numpy trees, read without a target (any model's), and whether they are the average."""
         with self._reading(step, "state"):
             state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-        return {collection: state.get(collection) or {} for collection in ("params", "batch_stats")}
+        source = state.get("ema") or state
+        return {collection: source.get(collection) or {} for collection in ("params", "batch_stats")}, "ema" in state
 
     @contextlib.contextmanager
     def _reading(self, step: int, item: str):

@@ -425,7 +425,8 @@ def initial_weights(task: Task) -> pretrained.LoadedWeights | None:
 
 
 def _weights_of_run(workdir: str, variables: dict) -> pretrained.LoadedWeights:
-    """model.init_from: the latest checkpoint of the run in `workdir`, matched to `variables`."""
+    """model.init_from: the latest checkpoint of the run in `workdir`, matched to `variables`: the weights that run
+    evaluates with (its moving average where it keeps one)."""
     if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
         raise pretrained.PretrainedWeightsError(
             f"model.init_from {workdir} has no checkpoints/ folder; point it at a segjax-train workdir that has saved "
@@ -436,6 +437,7 @@ def _weights_of_run(workdir: str, variables: dict) -> pretrained.LoadedWeights:
         step = checkpoints.latest_step()
         if step is None:
             raise pretrained.PretrainedWeightsError(f"model.init_from {workdir} has no finished checkpoint yet.")
-        return pretrained.weights_from_run(workdir, step, checkpoints.restore_variables(step), variables)
+        source, average = checkpoints.restore_variables(step)
+        return pretrained.weights_from_run(workdir, step, source, variables, average=average)
     finally:
         checkpoints.close()

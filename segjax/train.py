@@ -49,7 +49,7 @@ class Interrupted(Exception):
         self.exit_status = 128 + signum
 
 
-class _StopSignals:
+class StopSignals:
     """Within the block, SIGTERM and SIGINT set `signum` instead of ending the process, so the loop can finish its
     step and save; a second signal acts as usual (the handlers before the block are back after the first one).
     Installs nothing outside the main thread (Python delivers signals there only)."""
@@ -87,8 +87,97 @@ class _StopSignals:
         return next((int(s) for s, n in zip(self.SIGNALS, counts, strict=True) if n), 0)
 
 
-def _train_batch(batch: dict) -> dict:
+def train_batch(batch: dict) -> dict:
+    """What the train step takes of a loader batch."""
     return {"image": batch["image"], "label": batch["label"]}
+
+
+class RunRecords:
+    """What one run writes while it trains: its train and validation records (metrics.jsonl, TensorBoard), its
+    checkpoints and its progress messages. Kept apart from the loop so that a program that trains several seeds at
+    once (`segjax.multiseed`) writes each seed's workdir as that seed's own training would.
+
+    `checkpoints` is the run's open Checkpointer (`segjax.run.start_training`); `label` prefixes the progress
+    messages ('seed 3: ', where one bar shows several runs)."""
+
+    def __init__(self, task: Task, checkpoints, progress: Progress, *, primary: bool, label: str = ""):
+        self.task, self.checkpoints, self.progress, self.label = task, checkpoints, progress, label
+        self.writer = MetricWriter(task.workdir, enabled=primary)
+        self.primary = primary
+        self.last_saved = checkpoints.latest_step()
+        self.scores = None
+        self._meta = task.checkpoint_meta()
+        self._schedule = task.learning_rate()
+        self._confusion = np.zeros((task.num_classes, task.num_classes), np.int64)
+
+    def check(self, fetched: list) -> float:
+        """The mean loss of the fetched (step, host metrics) since the last check, their confusion counted; a
+        NonFiniteLossError (before anything of them is written) if a loss is not finite."""
+        for s, m in fetched:
+            if not np.isfinite(m["loss"]):
+                raise NonFiniteLossError(
+                    f"The training loss became {float(m['loss'])} at step {s}. Training stopped; the last good "
+                    f"checkpoint is step {self.last_saved} in {self.checkpoints.directory} (nothing after it was "
+                    "saved). Lower optimizer.learning_rate, set optimizer.grad_clip_norm, or check the labels "
+                    f"(values must be < {self.task.num_classes} or the ignore index {self.task.ignore_index})."
+                )
+            self._confusion += m["confusion"]
+        return float(np.mean([m["loss"] for _, m in fetched]))
+
+    def write_train(self, step: int, fetched: list, loss: float, images_per_second: float) -> None:
+        """The train record of `step`: `loss` (`check`), the last step's gradient norm, the scores of the
+        predictions since the last record."""
+        scores = metrics_lib.compute_scores(self._confusion)
+        self.writer.write(
+            step,
+            "train",
+            {
+                "loss": loss,
+                "grad_norm": float(fetched[-1][1]["grad_norm"]),
+                "learning_rate": float(self._schedule(step - 1)),
+                "images_per_second": images_per_second,
+                "mean_iou": scores["mean_iou"],
+                "pixel_accuracy": scores["pixel_accuracy"],
+            },
+        )
+        self._confusion[:] = 0
+
+    def validate(self, step: int, state) -> dict:
+        """Scores of `state` (laid out by the task's layout) on the evaluation split, written and shown."""
+        task, info = self.task, self.task.info
+        self.scores = evaluate_split(task, state, info.eval_split)
+        self.writer.write(step, info.eval_split, {**self.scores, **per_class_scalars(self.scores, info.class_names)})
+        if self.primary:
+            s = self.scores
+            self.progress.write(
+                f"{self.label}step {step}: {info.eval_split} mIoU {s['mean_iou']:.4f}, "
+                f"pixel accuracy {s['pixel_accuracy']:.4f}, boundary F1 {s['boundary_f1']:.4f}"
+                + (f" ({task.inference_weights})" if task.optimizer.ema_decay else "")
+            )
+        return self.scores
+
+    def save(self, step: int, host_state, scores: dict | None) -> None:
+        """A checkpoint of `step`, unless the state is non-finite: then the run stops with the last finite one."""
+        try:
+            self.checkpoints.save(step, host_state, self._meta, scores)
+        except checkpoint_lib.NonFiniteStateError as e:
+            raise NonFiniteLossError(
+                f"{e}. Training stopped; the last finite checkpoint is step {self.last_saved} in "
+                f"{self.checkpoints.directory} (nothing non-finite was saved). Lower optimizer.learning_rate or set "
+                "optimizer.grad_clip_norm."
+            ) from None
+        self.last_saved = step
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Closes the writer and the checkpoints (after the pending saves)."""
+        try:
+            self.writer.close()
+        finally:
+            self.checkpoints.wait()
+            self.checkpoints.close()
 
 
 def train_and_evaluate(
@@ -101,13 +190,11 @@ def train_and_evaluate(
     """
     workdir = run_lib.check_workdir(workdir)  # not empty (the current folder), not a file
     task = Task(config, workdir)  # checks everything a bad config breaks before anything is written
-    info, dp, num_classes, ignore_index = task.info, task.layout, task.num_classes, task.ignore_index
+    info, dp, num_classes = task.info, task.layout, task.num_classes
     dp.check_batch_size(config.batch_size, "batch_size")
-    schedule = task.learning_rate()
     primary = is_primary()  # process 0 writes the config, logs, metrics and progress; every process checkpoints
     loss_spec = task.loss_with_class_weights()  # a bad class weighting is refused before anything is written
     checkpoints, host_state, scores = run_lib.start_training(task, primary=primary)
-    last_saved = checkpoints.latest_step()
     if not primary:
         print(
             f"segjax-train: process {jax.process_index()} of {jax.process_count()} joined; process 0 writes the "
@@ -145,28 +232,17 @@ def train_and_evaluate(
         start_step=start_step,
     )
 
-    writer = MetricWriter(workdir, enabled=primary)
     progress = Progress(start_step, num_steps, config.batch_size, enabled=config.progress_bar and primary)
-    meta = task.checkpoint_meta()
+    records = RunRecords(task, checkpoints, progress, primary=primary)
+    records.scores = scores
     pending = []  # (step, device metrics) not yet fetched and checked
-    train_confusion = np.zeros((num_classes, num_classes), np.int64)
     steps_this_run = 0
 
-    def save(step: int, host_state, scores: dict | None) -> None:
-        """A checkpoint of `step`, unless the state is non-finite: then the run stops with the last finite one."""
-        try:
-            checkpoints.save(step, host_state, meta, scores)
-        except checkpoint_lib.NonFiniteStateError as e:
-            raise NonFiniteLossError(
-                f"{e}. Training stopped; the last finite checkpoint is step {last_saved} in {checkpoints.directory} "
-                "(nothing non-finite was saved). Lower optimizer.learning_rate or set optimizer.grad_clip_norm."
-            ) from None
-
-    stops = _StopSignals()
+    stops = StopSignals()
     try:
         with stops:
             for step in range(start_step + 1, num_steps + 1):  # `step` = number of updates once this one is applied
-                state, metrics = train_step(state, dp.shard_batch(_train_batch(next(loader))))
+                state, metrics = train_step(state, dp.shard_batch(train_batch(next(loader))))
                 pending.append((step, metrics))
                 steps_this_run += 1
                 last = step == num_steps
@@ -183,45 +259,13 @@ def train_and_evaluate(
                 # Fetch the metrics of the steps since the last check; stop before saving a non-finite state.
                 fetched = [(s, dp.unreplicate(m)) for s, m in pending]
                 pending = []
-                for s, m in fetched:
-                    if not np.isfinite(m["loss"]):
-                        raise NonFiniteLossError(
-                            f"The training loss became {float(m['loss'])} at step {s}. Training stopped; the last good "
-                            f"checkpoint is step {last_saved} in {checkpoints.directory} (nothing after it was saved). "
-                            "Lower optimizer.learning_rate, set optimizer.grad_clip_norm, or check the labels "
-                            f"(values must be < {num_classes} or the ignore index {ignore_index})."
-                        )
-                    train_confusion += m["confusion"]
-                loss = float(np.mean([m["loss"] for _, m in fetched]))
-                images_per_s = progress.update(step, loss=loss)
-                train_scores = metrics_lib.compute_scores(train_confusion)
-                writer.write(
-                    step,
-                    "train",
-                    {
-                        "loss": loss,
-                        "grad_norm": float(fetched[-1][1]["grad_norm"]),
-                        "learning_rate": float(schedule(step - 1)),
-                        "images_per_second": images_per_s,
-                        "mean_iou": train_scores["mean_iou"],
-                        "pixel_accuracy": train_scores["pixel_accuracy"],
-                    },
-                )
-                train_confusion[:] = 0
-
+                loss = records.check(fetched)
+                records.write_train(step, fetched, loss, progress.update(step, loss=loss))
                 if validate_now:
-                    scores = evaluate_split(task, state, info.eval_split)
-                    writer.write(step, info.eval_split, {**scores, **per_class_scalars(scores, info.class_names)})
-                    if primary:
-                        progress.write(
-                            f"step {step}: {info.eval_split} mIoU {scores['mean_iou']:.4f}, "
-                            f"pixel accuracy {scores['pixel_accuracy']:.4f}, boundary F1 {scores['boundary_f1']:.4f}"
-                            + (f" ({task.inference_weights})" if task.optimizer.ema_decay else "")
-                        )
+                    records.validate(step, state)
                 if save_now:
-                    save(step, dp.unreplicate(state), scores if validate_now else None)
-                    last_saved = step
-                writer.flush()
+                    records.save(step, dp.unreplicate(state), records.scores if validate_now else None)
+                records.flush()
                 progress.reset_clock()
                 if signum and not last:
                     raise Interrupted(
@@ -237,21 +281,18 @@ def train_and_evaluate(
         # loss not yet checked is non-finite (a non-finite state is refused by `save`); a restart resumes here.
         done = int(dp.unreplicate(state.step))
         finite = all(np.isfinite(dp.unreplicate(m["loss"])) for _, m in pending)
-        if done > (last_saved or 0) and finite:
-            save(done, dp.unreplicate(state), None)
-            last_saved = done
+        if done > (records.last_saved or 0) and finite:
+            records.save(done, dp.unreplicate(state), None)
         log.warning(
             "Interrupted. Latest checkpoint: %s in %s; run the same command to resume.",
-            "none" if last_saved is None else f"step {last_saved}",
+            "none" if records.last_saved is None else f"step {records.last_saved}",
             checkpoints.directory,
         )
         raise
     finally:
         progress.close()
-        writer.close()
-        checkpoints.wait()
-        checkpoints.close()
-    return scores or {}
+        records.close()
+    return records.scores or {}
 
 
 def main(argv=None):

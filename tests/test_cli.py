@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from segjax import cli, evaluate, predict, summary, train
+from segjax import cli, evaluate, export, predict, summary, train
 from segjax.config import ConfigError
 from segjax.data import prepare
 from segjax.data.prepare import PrepareError
@@ -86,6 +86,8 @@ USER_ERRORS = [
     ("segjax-eval", evaluate.main, lambda tmp: [f"--workdir={tmp}/nope"], RunError, "does not exist"),
     ("segjax-predict", predict.main, lambda tmp: ["a.png", f"--workdir={tmp}/nope", f"--out={tmp}/out"],
      RunError, "does not exist"),
+    ("segjax-export", export.main, lambda tmp: [f"--workdir={tmp}/nope", f"--out={tmp}/out"], RunError,
+     "does not exist"),
     ("segjax-prepare", prepare.main, lambda tmp: ["voc", f"{tmp}/elsewhere", f"{tmp}/dest"],
      PrepareError, "VOCdevkit/VOC2012"),
     ("segjax-models", summary.main, lambda tmp: ["--size=big"], ValueError, "--size must be N or HxW"),

@@ -12,6 +12,7 @@ import pytest
 from segjax import config as config_lib
 from segjax import losses, models, optim, run, steps, train
 from segjax.evaluate import evaluate_checkpoint, evaluate_split
+from segjax.task import Task
 
 NUM_CLASSES = 3
 
@@ -79,6 +80,22 @@ def test_validation_and_segjax_eval_use_the_average_and_say_so(trained_ema_run, 
     with caplog.at_level(logging.INFO, logger="segjax.train"):
         train.train_and_evaluate(config, str(tmp_path / "one_step"), max_steps_this_run=1)
     assert f"Validation uses the EMA weights (optimizer.ema_decay={decay:g})" in caplog.text
+
+
+def test_a_run_started_from_an_ema_run_starts_from_its_average(trained_ema_run, tiny_config, tmp_path, caplog):
+    """model.init_from copies the weights the source run evaluates with: its moving average, not its last step."""
+    source, _, _ = trained_ema_run
+    _, trained, _ = run.restore(source)
+    config = tiny_config(model__init_from=source)
+    task = Task(config, str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="segjax.run"):
+        state = task.fresh_state(run.initial_weights(task))
+    assert f"weights of the run {source} (step 4, EMA weights)" in caplog.text
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        (state.params, state.batch_stats),
+        (trained.ema["params"], trained.ema["batch_stats"]),
+    )
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, True, "0.9", 2])

@@ -12,6 +12,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
+from scipy.stats import mstats
 
 from experiments import analysis, command, definitions, gates, layout, report, results, stats, tables
 from experiments import sweep as sweep_lib
@@ -241,6 +242,27 @@ def test_an_arm_that_never_trains_is_not_tested_and_collapses_are_reported(tmp_p
     # G2 without the collapsed seed: the mean of the five other differences.
     d = np.array(FAKE_MIOU["good"]) - np.array(FAKE_MIOU["shaky"])
     assert f"| G2 | {d.mean():+.4f} | {np.delete(d, 3).mean():+.4f} (5) |" in text
+
+
+def test_a_trimmed_study_tests_and_reports_the_trimmed_mean(tmp_path):
+    arms = tuple(
+        definitions.Arm("unet", label, "default", {"model.upsample.method": label}) for label in ("good", "shaky")
+    )
+    hypothesis = definitions.Hypothesis("G2", "", "unet", "good", "shaky")
+    sweep = definitions.Sweep("trimmed", arms, tuple(range(6)), {}, "", (hypothesis,), trim=0.2)
+    sweep_lib.run_sweep(
+        sweep_lib.expand(sweep), tmp_path, train_fn=_train_from_table, analyze_fn=lambda c, w: {}, log=lambda s: None
+    )
+    write_json(tmp_path / layout.SWEEP_FILE, [sweep.record()])
+    text = report.write_report(tmp_path, tmp_path / "report", allow_dirty=True).read_text()
+    d = np.array(FAKE_MIOU["good"]) - np.array(FAKE_MIOU["shaky"])
+    trimmed = float(mstats.trimmed_mean(d, limits=(0.2, 0.2)))  # one value set aside on each side of 6
+    assert "| 20% trimmed mean difference (final mIoU) |" in text
+    assert f"| G2 | good > shaky | {trimmed:+.4f} |" in text
+    assert stats.TRIMMED_RULE in text
+    with open(tmp_path / "report" / "hypotheses.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["trim"]) == 0.2 and float(row["mean_difference"]) == pytest.approx(trimmed)
 
 
 def _artifact_arm(label, ratios, nulls, cb):

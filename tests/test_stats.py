@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy import stats as sps
+from scipy.stats import mstats
 
 from experiments import stats
 
@@ -287,3 +288,87 @@ def test_above_chance_is_the_binomial_upper_tail():
         assert stats.above_chance(events, trials, rate) == pytest.approx(tail, rel=1e-10)
     with pytest.raises(ValueError, match="events"):
         stats.above_chance(4, 3, 0.05)
+
+
+@pytest.mark.parametrize(
+    "seed,n,trim,ties", [(0, 12, 0.2, False), (1, 7, 0.1, True), (2, 11, 0.25, False), (3, 10, 0.2, True)]
+)
+def test_trimmed_contrast_is_scipys_trimmed_mean_interval(seed, n, trim, ties):
+    a, b = _pair(seed, n, 0.004, sd=0.02, ties=ties)
+    a[0] -= 0.08  # a collapsed run
+    d = a - b
+    c = stats.paired_contrast(a, b, trim=trim)
+    limits = (trim, trim)
+    assert c.trim == trim and c.mean == pytest.approx(float(mstats.trimmed_mean(d, limits=limits)), rel=1e-12)
+    assert (c.ci_low, c.ci_high) == pytest.approx(tuple(mstats.trimmed_mean_ci(d, limits=limits)), rel=1e-9)
+    se = float(mstats.trimmed_stde(d, limits=limits))
+    df = n - 2 * math.floor(trim * n) - 1
+    assert c.p == pytest.approx(2 * sps.t.sf(abs(c.mean) / se, df), rel=1e-9)
+    # TOST and non-equivalence of the trimmed mean: one-sided t-tests with the same error and degrees of freedom.
+    margin = 0.01
+    lower, upper = sps.t.sf((c.mean + margin) / se, df), sps.t.cdf((c.mean - margin) / se, df)
+    assert stats.tost(a, b, margin, trim=trim) == pytest.approx(max(lower, upper), rel=1e-9)
+    beyond = sps.t.sf((abs(c.mean) - margin) / se, df)
+    assert stats.nonequivalence(a, b, margin, trim=trim) == pytest.approx(beyond, rel=1e-9)
+    # The nonparametric interval stays the plain mean's.
+    exact = stats.sign_flip(a, b)
+    assert (c.robust_low, c.robust_high) == (exact.ci_low, exact.ci_high)
+
+
+def test_trimmed_tests_at_zero_trim_are_the_t_tests():
+    a, b = _pair(5, 9, 0.003, sd=0.01)
+    assert stats.paired_contrast(a, b, trim=0.0) == stats.paired_contrast(a, b)
+    assert stats.tost(a, b, 0.01, trim=0.0) == stats.tost(a, b, 0.01)
+    assert stats.nonequivalence(a, b, 0.01, trim=0.0) == stats.nonequivalence(a, b, 0.01)
+    assert stats.power(0.01, 0.01, 9, trim=0.0) == stats.power(0.01, 0.01, 9)
+
+
+def test_a_collapsed_seed_does_not_decide_a_trimmed_equivalence():
+    """Eleven seeds within +-0.004 and one at -0.08: the mean's TOST fails, the 20% trimmed mean's passes."""
+    d = np.array([0.002, -0.003, 0.001, 0.004, -0.002, 0.0, 0.003, -0.001, -0.004, 0.002, 0.001, -0.08])
+    zeros = np.zeros_like(d)
+    assert stats.tost(d, zeros, 0.01) > 0.05
+    assert stats.tost(d, zeros, 0.01, trim=0.2) < 0.001
+    verdicts = stats.family_verdicts([(d, zeros)], [0.01], ["equivalent"], trim=0.2)
+    assert verdicts[0].verdict == "held" and verdicts[0].contrast.trim == 0.2
+
+
+def test_trimmed_location_refuses_what_it_cannot_test():
+    with pytest.raises(ValueError, match="trimmed share"):
+        stats.location(np.arange(5.0), 0.5)
+    with pytest.raises(ValueError, match="keeps 1"):
+        stats.location(np.arange(3.0), 0.34)
+
+
+@pytest.mark.parametrize("sd,n,trim", [(0.006, 12, 0.2), (0.01, 10, 0.1)])
+def test_trimmed_minimum_detectable_difference_has_about_the_target_power_by_simulation(sd, n, trim):
+    """Normal differences: the noncentral-t approximation at the population's winsorized SD gives the trimmed test
+    about the target power."""
+    alpha = 0.025
+    rng = np.random.default_rng(0)
+    g = math.floor(trim * n)
+
+    def winsorized_and_trimmed(d):
+        d = np.sort(d, axis=1)
+        low, high = d[:, g : g + 1], d[:, n - g - 1 : n - g]
+        return np.clip(d, low, high), d[:, g : n - g].mean(1)
+
+    population = np.sort(rng.normal(0, sd, 1_000_000))
+    k = int(trim * len(population))
+    winsorized_sd = float(np.clip(population, population[k], population[-k - 1]).std())
+    delta = stats.minimum_detectable_difference(winsorized_sd, n, alpha=alpha, trim=trim)
+    winsorized, trimmed_mean = winsorized_and_trimmed(rng.normal(delta, sd, size=(20000, n)))
+    t = trimmed_mean / (winsorized.std(1, ddof=1) / ((1 - 2 * trim) * np.sqrt(n)))
+    rejected = np.mean(np.abs(t) > sps.t.ppf(1 - alpha / 2, n - 2 * g - 1))
+    assert rejected == pytest.approx(0.8, abs=0.05)
+
+
+def test_simulated_power_of_clean_normal_differences_is_the_noncentral_t_power():
+    exact = stats.power(0.01, 0.01, 8, alpha=0.05)
+    assert stats.simulated_power(0.01, 0.01, 8, draws=3000) == pytest.approx(exact, abs=0.03)
+    # Collapsed runs cost the mean's test power and the trimmed mean's far less.
+    mean = stats.simulated_power(0.015, 0.007, 12, contaminated=0.2, alpha=0.025, draws=1000)
+    trimmed = stats.simulated_power(0.015, 0.007, 12, trim=0.2, contaminated=0.2, alpha=0.025, draws=1000)
+    assert trimmed > mean + 0.2
+    # At margin 0.01 and no true difference, the TOST finds equivalence at about its own power.
+    assert stats.simulated_power(0.0, 0.003, 10, margin=0.01, draws=1000) > 0.95

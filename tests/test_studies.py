@@ -102,6 +102,24 @@ PINNED = {
         "unet/resize_conv_nearest/seed100",
         "4dd8eecd5bd9",
     ),
+    "pilot_whole": (
+        "unet/transposed_k4_default/seed2",
+        "074c14992c5a",
+        "unet/resize_conv_nearest/seed100",
+        "ec5d2e627ffc",
+    ),
+    "confirmatory_whole_cpu": (
+        "unet/transposed_k2_default/seed2000",
+        "7c7bd9d551ae",
+        "unet/bilinear_matched/seed2007",
+        "9d80e61d0ff9",
+    ),
+    "confirmatory_trimmed_cpu": (
+        "unet/transposed_k2_default/seed3000",
+        "e2f3b384b93e",
+        "unet/bilinear/seed3011",
+        "1251d6d16294",
+    ),
     "confirmatory_cpu": (
         "unet/transposed_k2_default/seed1000",
         "fe5b98e4906f",
@@ -132,7 +150,10 @@ def test_registry_finds_every_preset_and_pins_its_config_hashes():
         "pilot_after",
         "pilot_lr1e2",
         "pilot_lr1e2_clip",
+        "pilot_whole",
         "confirmatory_cpu",
+        "confirmatory_whole_cpu",
+        "confirmatory_trimmed_cpu",
     }
     for name, pinned in PINNED.items():
         runs = expand_preset(every[name])
@@ -359,6 +380,18 @@ def test_the_confirmatory_study_tests_fresh_seeds_with_compute_matched_arms():
         and matched.overrides["model.upsample.method"] == "bilinear"
     )
     assert sweep.gate == confirmatory.GATE and sweep.collapse == confirmatory.COLLAPSE
+
+
+def test_c3_c5_are_tested_again_on_seeds_no_earlier_run_used_with_the_piloted_recipe():
+    again, first = confirmatory.confirmatory_whole(), confirmatory.confirmatory()
+    used = set(confirmatory.PILOT_SEEDS) | set(first.seeds) | set(range(5))
+    assert not used & set(again.seeds) and len(again.seeds) >= 8 and again.preregistered != first.preregistered
+    assert [h.name for h in again.hypotheses] == ["C3", "C4", "C5"]
+    assert {a.label for a in again.arms} == {arm for h in again.hypotheses for arm in h.arms}
+    pilot = confirmatory.PRESETS["pilot_whole"]()
+    assert pilot.overrides == again.overrides and not set(pilot.seeds) & set(again.seeds)
+    assert again.overrides["data.crop_size"] == again.overrides["data.eval_size"] == 64
+    assert again.overrides["batch_size"] * 64**2 == first.overrides["batch_size"] * 32**2  # pixels per step
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -248,7 +248,11 @@ def staged_section(results) -> str | None:
 
 def staged_verdict(results) -> list[str]:
     """S1's verdict (as in the hypotheses table) with the staged arms' schedule handicap beside it."""
-    tested = hypothesis_results(results.rows, results.hypotheses, results.gate_status()) if results.hypotheses else []
+    tested = (
+        hypothesis_results(results.rows, results.hypotheses, results.gate_status(), trim=results.trim)
+        if results.hypotheses
+        else []
+    )
     s1 = next((r for r in tested if r["hypothesis"]["name"] == "S1" and r["verdict"]), None)
     handicap = (
         f"Handicap of the staged arms, unlike the paper: each stage here is one {FCN_STAGE_STEPS}-step run of the "

@@ -351,12 +351,13 @@ def load_encoder_weights(path: str, model, variables) -> LoadedWeights:
     return LoadedWeights(path, arrays, tuple(sorted(used)), unused, tuple(fresh))
 
 
-def weights_from_run(workdir: str, step: int, source: dict, variables) -> LoadedWeights:
+def weights_from_run(workdir: str, step: int, source: dict, variables, *, average: bool = False) -> LoadedWeights:
     """Another run's trained variables (`source`: collection -> nested dict, from its checkpoint of `step`) matched
     to this model's (`variables`, real or abstract) by path and shape: what has the same name and shape is copied,
     the rest keeps its initialisation (FCN-16s from FCN-32s: the encoder, fc6/fc7 and the score layer are copied;
-    pool4's score and the new upsamplers are fresh). The whole encoder must be there with its shapes, or nothing is
-    loaded: raises PretrainedWeightsError naming what differs (a run of another network or width)."""
+    pool4's score and the new upsamplers are fresh); `average`: `source` is the run's moving average. The whole
+    encoder must be there with its shapes, or nothing is loaded: raises PretrainedWeightsError naming what differs
+    (a run of another network or width)."""
     arrays, loaded, unused, encoder_misfits = {}, [], [], []
     for collection in ("params", "batch_stats"):
         theirs = traverse_util.flatten_dict(dict(source.get(collection) or {}))
@@ -385,5 +386,10 @@ def weights_from_run(workdir: str, step: int, source: dict, variables) -> Loaded
         "/".join(p) for p in traverse_util.flatten_dict(dict(variables["params"])) if p not in arrays.get("params", {})
     ]
     return LoadedWeights(
-        workdir, arrays, tuple(loaded), tuple(unused), tuple(fresh), f"weights of the run {workdir} (step {step})"
+        workdir,
+        arrays,
+        tuple(loaded),
+        tuple(unused),
+        tuple(fresh),
+        f"weights of the run {workdir} (step {step}{', EMA weights' if average else ''})",
     )
