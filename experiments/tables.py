@@ -204,15 +204,16 @@ def hypotheses_table(results: list[dict], seeds: int) -> tuple[list[str], list[d
         )
         csv_rows.append({**hypothesis_row(h, v), "gate": gate})
     test = (
-        f"two-sided Tukey-McLaughlin test of the {trim:.0%} trimmed mean of the per-seed differences (the study "
-        "declared it: see the estimator below), with its t interval and one of the plain mean"
+        f"two-sided Tukey-McLaughlin test of the {trim:.0%} trimmed mean of the per-seed differences, declared by "
+        "the study (the estimator below)"
         if trim
         else "two-sided paired t-test of the per-seed differences"
     )
     md += [
         "",
         f"Test: {test} (every arm ran the same seeds, which fix the "
-        "data order and the encoder's initialisation), with its t interval and a nonparametric one: the exact "
+        "data order and the encoder's initialisation), with its t interval and a nonparametric one"
+        f"{' of the plain mean' if trim else ''}: the exact "
         "sign-flip interval (all 2^n sign patterns, by test inversion) up to 12 seeds, a percentile bootstrap "
         "(10,000 resamples) beyond; for H5 the per-seed difference is itself a difference of differences (an "
         "interaction). Family: the hypotheses of this network in this preset, Holm-adjusted together; the TOST "
