@@ -7,6 +7,8 @@ Kept: the last `keep` checkpoints plus the best one by validation mean IoU. Eval
 read-only, which is safe while a training run is still writing to it (orbax only publishes finished steps).
 No checkpoint holds a non-finite value: `save` refuses such a state (`all_finite`), so every kept checkpoint, the
 best one included, is one a run can resume from and rotation can never leave only broken ones.
+The directory may be on any backend orbax writes to (a local folder, gs://: orbax takes epath paths and writes the
+arrays with tensorstore, whose drivers are the local file system and GCS; another epath scheme is refused by orbax).
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from segjax.files import jsonable
+from segjax.files import absolute, as_path, jsonable
 from segjax.logging_utils import without_log_messages
 
 BEST_METRIC = "mean_iou"
 
 
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+    return os.path.join(absolute(workdir), "checkpoints")
 
 
 class CheckpointError(ValueError):
@@ -228,7 +230,7 @@ class Checkpointer:
         except CheckpointError:
             raise
         except Exception as e:  # orbax and tensorstore raise many kinds (ValueError, FileNotFoundError, ...)
-            if not os.path.isdir(os.path.join(self.directory, str(step))):
+            if not (as_path(self.directory) / str(step)).is_dir():
                 raise CheckpointGoneError(
                     f"The checkpoint of step {step} in {self.directory} was removed while it was read (a running "
                     "training rotates its checkpoints); run the command again."

@@ -27,7 +27,7 @@ from segjax import data as data_lib
 from segjax import metrics as metrics_lib
 from segjax import run as run_lib
 from segjax.distributed import is_primary
-from segjax.files import jsonable, write_json
+from segjax.files import absolute, as_path, jsonable, write_json
 from segjax.logging_utils import quiet_libraries
 from segjax.plots import palette, per_class_table, plot_confusion, plot_examples
 
@@ -108,7 +108,7 @@ def evaluate_checkpoint(
 
     config: the run's config (default: <workdir>/config.json); see `segjax.run.restore`.
     """
-    workdir = os.path.abspath(workdir)
+    workdir = absolute(workdir)
     task, state, resolved = run_lib.restore(workdir, step, config)
     config, info = task.config, task.info
     split = split or info.eval_split
@@ -145,7 +145,7 @@ def evaluate_checkpoint(
         print(per_class_table(scores, info.class_names))
     if write and primary:
         out_dir = os.path.join(workdir, "eval")
-        os.makedirs(out_dir, exist_ok=True)
+        as_path(out_dir).mkdir(parents=True, exist_ok=True)
         stem = os.path.join(out_dir, f"{split}-step{resolved}")
         plot_confusion(scores["confusion_matrix"], info.class_names, stem + "-confusion.png")
         if examples is not None and len(examples["image"]):

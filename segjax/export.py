@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from segjax import cli, steps
 from segjax import run as run_lib
-from segjax.files import write_atomic, write_json
+from segjax.files import absolute, as_path, is_local, write_atomic, write_json
 from segjax.logging_utils import quiet_libraries
 from segjax.plots import palette
 
@@ -101,15 +101,17 @@ def check_out(out: str, workdir: str) -> str:
     run's workdir (whose files are the run's record)."""
     if not str(out).strip():
         raise run_lib.RunError("--out is empty; pass a new folder for the export (e.g. --out=exported).")
-    out = os.path.abspath(os.path.expanduser(out))
-    if os.path.exists(out) and not os.path.isdir(out):
+    out = absolute(out)
+    if as_path(out).exists() and not as_path(out).is_dir():
         raise run_lib.RunError(f"--out {out} is a file; pass a new (or empty) folder for the export.")
-    real, run = os.path.realpath(out), os.path.realpath(run_lib.check_workdir(workdir))
+    real, run = out, run_lib.check_workdir(workdir)
+    if is_local(out) and is_local(run):
+        real, run = os.path.realpath(out), os.path.realpath(run)
     if real == run or real.startswith(run.rstrip(os.sep) + os.sep):
         raise run_lib.RunError(
             f"--out {out} is inside the run's workdir {run}, which holds the run's record; pass an --out outside it."
         )
-    if os.path.isdir(out) and os.listdir(out):
+    if as_path(out).is_dir() and any(as_path(out).iterdir()):
         raise run_lib.RunError(
             f"--out {out} already exists and is not empty; pass a new folder (nothing is overwritten)."
         )
@@ -135,16 +137,22 @@ def export_run(workdir: str, out: str, *, step="latest", platforms=DEFAULT_PLATF
             task.eval.inference.scales,
             task.eval.inference.flip,
         )
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.partial-{uuid.uuid4().hex}")
-    os.mkdir(tmp)  # not mkdtemp: the folder gets open()'s mode, not a private 0700
+    parent = as_path(out).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{as_path(out).name}.partial-{uuid.uuid4().hex}"
+    tmp.mkdir()  # not mkdtemp: the folder gets open()'s mode, not a private 0700
     try:
-        write_atomic(os.path.join(tmp, MODEL_FILE), bytes(exported.serialize()))
-        write_json(os.path.join(tmp, PREPROCESSING_FILE), record)
-        os.replace(tmp, out)  # an empty --out is replaced whole; one that gained files meanwhile is refused by the OS
+        write_atomic(tmp / MODEL_FILE, bytes(exported.serialize()))
+        write_json(tmp / PREPROCESSING_FILE, record)
+        if is_local(out):
+            os.replace(tmp, out)  # an empty --out is replaced whole; one that gained files meanwhile is refused
+        else:
+            tmp.rename(out)  # an object store: a copy and a delete, refused if --out exists
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if is_local(out):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rmtree(missing_ok=True)
         raise
     return record
 
@@ -153,8 +161,7 @@ def _record(task, step: int, exported: jax.export.Exported) -> dict:
     """preprocessing.json: what a consumer of MODEL_FILE needs besides it."""
     data, info = task.data, task.info
     config_file = os.path.join(task.workdir, run_lib.CONFIG_FILE)
-    with open(config_file, "rb") as f:
-        config_sha256 = hashlib.sha256(f.read()).hexdigest()
+    config_sha256 = hashlib.sha256(as_path(config_file).read_bytes()).hexdigest()
     inference = task.eval.inference
     return {
         "file": MODEL_FILE,

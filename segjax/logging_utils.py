@@ -5,6 +5,11 @@ TensorBoard files are written by tensorboardX (no TensorFlow needed): `tensorboa
 `metrics.jsonl` has one JSON object per line: {"step": N, "split": "train"|"<eval split>", "<name>": value, ...},
 scalars only: a validation's per-class IoU appears as 'iou/<class name>' (NaN, a class absent from the split and
 never predicted, as null); the other per-class lists go to the evaluation reports.
+
+A workdir off the local file system (gs://...) gets the same files through `segjax.files`: metrics.jsonl written
+again whole at each record (object stores cannot append), and TensorBoard's events written by tensorboardX into a
+local temporary folder (it writes local files; gs:// only with google-cloud-storage, s3:// only with boto3, no other
+scheme) and copied into `<workdir>/tb` at every flush and at close.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
 import tqdm
 from absl import logging as absl_logging
 
-from segjax.files import jsonable
+from segjax.files import append_text, as_path, is_local, jsonable, write_atomic
 
 
 def scalars(scores: dict) -> dict:
@@ -40,24 +47,31 @@ def per_class_scalars(scores: dict, class_names) -> dict:
 
 class MetricWriter:
     """Appends scalars to `<workdir>/metrics.jsonl` and to TensorBoard under `<workdir>/tb`; writes nothing when
-    not `enabled` (the processes other than 0 of a multi-process run)."""
+    not `enabled` (the processes other than 0 of a multi-process run). Off the local file system, TensorBoard's
+    events are staged in a local folder and copied to `<workdir>/tb` by `flush` and `close` (module docstring)."""
 
     def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
         self._tb = None
+        self._tb_dir = os.path.join(workdir, "tb")
+        self._staging = None  # the local folder of the events of a workdir off the local file system
         if tensorboard and enabled:
             from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+            if not is_local(workdir):
+                self._staging = tempfile.mkdtemp(prefix="segjax-tb-")
+                logging.getLogger("segjax.logging_utils").info(
+                    "TensorBoard events go to %s and are copied to %s at every flush.", self._staging, self._tb_dir
+                )
+            self._tb = SummaryWriter(self._staging or self._tb_dir)
 
     def write(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:
             return
         values = scalars(values)
         record = {"step": int(step), "split": split, **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(jsonable(record)) + "\n")
+        append_text(self.path, json.dumps(jsonable(record)) + "\n")
         if self._tb is not None:
             for key, value in values.items():
                 if math.isfinite(value):
@@ -66,10 +80,23 @@ class MetricWriter:
     def flush(self) -> None:
         if self._tb is not None:
             self._tb.flush()
+            self._copy_events()
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._copy_events()
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
+            self._tb = None
+
+    def _copy_events(self) -> None:
+        """The staged event files, whole, into `<workdir>/tb` (a workdir off the local file system)."""
+        if self._staging is None:
+            return
+        for name in sorted(os.listdir(self._staging)):
+            with open(os.path.join(self._staging, name), "rb") as f:
+                write_atomic(as_path(self._tb_dir) / name, f.read())
 
 
 class Progress:

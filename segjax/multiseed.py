@@ -33,6 +33,7 @@ from segjax import checkpoint as checkpoint_lib
 from segjax import data as data_lib
 from segjax import run as run_lib
 from segjax import steps
+from segjax.files import as_path
 from segjax.logging_utils import Progress
 from segjax.task import Task
 from segjax.train import Interrupted, RunRecords, StopSignals, train_batch
@@ -103,7 +104,7 @@ def _without_seed(config: ml_collections.ConfigDict) -> dict:
 
 def resume_step(workdir: str | os.PathLike) -> int:
     """The step a training in `workdir` resumes from: its latest checkpoint's, 0 without one."""
-    if not os.path.isdir(checkpoint_lib.checkpoint_dir(str(workdir))):
+    if not as_path(checkpoint_lib.checkpoint_dir(str(workdir))).is_dir():
         return 0
     reader = checkpoint_lib.Checkpointer(str(workdir), read_only=True)
     try:

@@ -34,7 +34,7 @@ from segjax import cli
 from segjax import config as config_lib
 from segjax import run as run_lib
 from segjax.data.folder import IMAGE_SUFFIXES
-from segjax.files import write_atomic
+from segjax.files import as_path, is_local, write_atomic
 from segjax.logging_utils import quiet_libraries
 from segjax.plots import palette
 
@@ -80,7 +80,7 @@ def plan_outputs(inputs, out: str, *, overwrite: bool = False) -> list[tuple[str
     output that would be an input, and existing outputs without `overwrite`."""
     found = _found(inputs)
     out_real = os.path.realpath(out)
-    if os.path.exists(out) and not os.path.isdir(out):
+    if as_path(out).exists() and not as_path(out).is_dir():
         raise run_lib.RunError(f"--out {out} is a file; pass a folder for the masks.")
     for item in inputs:
         real = os.path.realpath(item)
@@ -112,7 +112,7 @@ def plan_outputs(inputs, out: str, *, overwrite: bool = False) -> list[tuple[str
                     f"The output {target} would replace the input {inputs_real[real]}; pass another --out."
                 )
             owners[real] = path
-            if os.path.lexists(target):
+            if os.path.lexists(target) if is_local(target) else as_path(target).exists():
                 existing.append(target)
     if existing and not overwrite:
         raise run_lib.RunError(
@@ -147,7 +147,7 @@ def predict_files(
     state = task.layout.replicate(state)
     colours = palette(task.num_classes, task.info.name)
     batch_size = task.config.eval_batch_size
-    os.makedirs(out, exist_ok=True)
+    as_path(out).mkdir(parents=True, exist_ok=True)
     written = [""] * len(paths)
     with tqdm.tqdm(total=len(paths), unit="image", desc="predict", file=sys.stderr, disable=None) as bar:
         for canvas, indices in task.canvases(sizes):  # one compilation per canvas

@@ -5,12 +5,16 @@ training, or fresh (from its initialisers, an encoder weights file, or another r
 
   <workdir>/config.json     the resolved config (`save_config`, read back by `stored_config`); written once, when the
                             run starts (no checkpoint yet); a resume never rewrites it, it warns about what differs
-  <workdir>/train.lock      held (fcntl) by process 0 of the training run while it runs; holds its PID and host
+  <workdir>/train.lock      held by process 0 of the training run while it runs (`WorkdirLock`); holds its PID and
+                            host
   <workdir>/checkpoints/    orbax checkpoints (segjax.checkpoint)
   <workdir>/damaged_checkpoints/  the damaged latest steps a resume fell back from, moved out of the way (kept)
 
 Everything a training command can refuse (workdir, stored config, model changes, checkpoint shapes, weights) is
 checked before its first write, so a refused command leaves the workdir byte-identical.
+
+A workdir is a local folder or a URI of any `etils.epath` backend (gs://bucket/run): every read and write of it goes
+through `segjax.files` (`as_path`, `write_atomic`), and orbax writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 
 import jax
@@ -28,7 +33,7 @@ from jax.experimental import multihost_utils
 from segjax import checkpoint as checkpoint_lib
 from segjax import config as config_lib
 from segjax import steps
-from segjax.files import jsonable, write_atomic
+from segjax.files import absolute, as_path, is_local, jsonable, write_atomic
 from segjax.models import pretrained
 from segjax.task import Task
 
@@ -55,19 +60,28 @@ def stored_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config the run in `workdir` was started with, completed with the defaults of keys added since
     (`config.section_defaults`); RunError if `workdir` is not a segjax-train workdir."""
     workdir = check_workdir(workdir)
-    if not os.path.isdir(workdir):
+    if not as_path(workdir).is_dir():
         raise RunError(f"Workdir {workdir} does not exist; pass the --workdir of a segjax-train run.")
-    if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    if not (as_path(workdir) / CONFIG_FILE).exists():
         raise RunError(f"{workdir} has no {CONFIG_FILE}: it is not a segjax-train workdir.")
     return with_defaults(_load(workdir), config_lib.section_defaults())
 
 
 def check_workdir(workdir: str) -> str:
-    """`workdir` as an absolute path; RunError if it is empty or names something that is not a folder."""
+    """`workdir` as an absolute path or a URI (`segjax.files.absolute`); RunError if it is empty, names something
+    that is not a folder, or has a scheme no installed epath backend serves (gs:// needs gcsfs)."""
     if not str(workdir).strip():
         raise RunError("--workdir is empty; pass the folder of the run (e.g. --workdir=runs/unet).")
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
+    try:
+        workdir = absolute(workdir)
+        path = as_path(workdir)
+        is_file = path.exists() and not path.is_dir()
+    except (KeyError, NotImplementedError, ImportError) as e:  # make_path's KeyError: a scheme epath does not know
+        raise RunError(
+            f"Workdir {workdir} cannot be reached ({type(e).__name__}: {e}); use a local folder, or install the "
+            "file system of its scheme (gs://: pip install gcsfs)."
+        ) from None
+    if is_file:
         raise RunError(f"Workdir {workdir} is a file, not a folder; pass another --workdir.")
     return workdir
 
@@ -118,8 +132,7 @@ def _load(workdir: str) -> ml_collections.ConfigDict:
     """The stored config as written; RunError naming the file if it is not a config segjax wrote."""
     path = os.path.join(workdir, CONFIG_FILE)
     try:
-        with open(path) as f:
-            values = json.load(f)
+        values = json.loads(as_path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RunError(
             f"{path} cannot be read as JSON ({e}); restore the run's config.json (or start a new run)."
@@ -154,7 +167,7 @@ def restore(workdir: str, step="latest", config=None) -> tuple[Task, steps.Train
     workdir = check_workdir(workdir)
     stored = stored_config(workdir)  # also checks that workdir is a segjax-train workdir
     config = stored if config is None else config
-    if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+    if not as_path(checkpoint_lib.checkpoint_dir(workdir)).is_dir():
         raise RunError(f"No checkpoint found in {workdir} (no checkpoints/ folder); train first (segjax-train).")
     task = Task(config, workdir)
     try:
@@ -223,15 +236,15 @@ def _damaged_note(damaged: list) -> str:
 def _move_aside(workdir: str, damaged: list) -> str:
     """Moves the damaged steps' folders to <workdir>/damaged_checkpoints (kept for inspection; a resumed run saves
     those steps again, which orbax refuses while they exist); returns that folder."""
-    target = os.path.join(workdir, DAMAGED_DIR)
-    os.makedirs(target, exist_ok=True)
+    target = as_path(workdir) / DAMAGED_DIR
+    target.mkdir(parents=True, exist_ok=True)
     for e in damaged:
         name, n = str(e.step), 0
-        while os.path.lexists(os.path.join(target, name)):
+        while (target / name).exists():
             n += 1
             name = f"{e.step}-{n}"
-        os.rename(os.path.join(checkpoint_lib.checkpoint_dir(workdir), str(e.step)), os.path.join(target, name))
-    return target
+        (as_path(checkpoint_lib.checkpoint_dir(workdir)) / str(e.step)).rename(target / name)
+    return str(target)
 
 
 def _restore_checked(task: Task, checkpoints: checkpoint_lib.Checkpointer, resolved: int) -> steps.TrainState:
@@ -266,7 +279,7 @@ def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpo
     change of the model."""
     workdir = check_workdir(task.workdir)
     latest, damaged = None, []
-    if os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+    if as_path(checkpoint_lib.checkpoint_dir(workdir)).is_dir():
         try:
             reader = checkpoint_lib.Checkpointer(workdir, read_only=True)
         except checkpoint_lib.CheckpointError as e:
@@ -284,9 +297,7 @@ def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpo
     if latest is None:
         weights = initial_weights(task)
     else:
-        changed = (
-            changes_since_start(task.config, workdir) if os.path.exists(os.path.join(workdir, CONFIG_FILE)) else []
-        )
+        changed = changes_since_start(task.config, workdir) if (as_path(workdir) / CONFIG_FILE).exists() else []
         if primary and changed:
             log.warning(
                 "The config differs from the one this run was started with; %s keeps the run's record (resume with "
@@ -294,11 +305,11 @@ def start_training(task: Task, *, primary: bool) -> tuple[checkpoint_lib.Checkpo
                 os.path.join(workdir, CONFIG_FILE),
                 "\n  ".join(changed),
             )
-    os.makedirs(workdir, exist_ok=True)  # the first write
+    as_path(workdir).mkdir(parents=True, exist_ok=True)  # the first write
     lock = WorkdirLock(workdir).acquire() if primary else None
     try:
         if latest is None and primary:
-            if os.path.exists(os.path.join(workdir, CONFIG_FILE)):  # started before, but saved no checkpoint
+            if (as_path(workdir) / CONFIG_FILE).exists():  # started before, but saved no checkpoint
                 changed = changes_since_start(task.config, workdir)
                 if changed:
                     log.warning(
@@ -358,17 +369,29 @@ def _check_finite(state: steps.TrainState, step: int, checkpoints: checkpoint_li
 
 
 class WorkdirLock:
-    """One training process per workdir: an advisory lock (fcntl.flock) on <workdir>/train.lock, held by process 0
-    for the run's lifetime. The file holds the holder's PID and host, so a refused second run names them; the kernel
-    drops the lock when its process dies, so a lock left by a crashed run is taken over (with a log line). Evaluation
-    and prediction take no lock: they read finished checkpoints only."""
+    """One training process per workdir, held by process 0 for the run's lifetime through <workdir>/train.lock,
+    which holds the holder's PID and host so that a refused second run names them. Evaluation and prediction take
+    no lock: they read finished checkpoints only.
+
+    On the local file system (NFS included) the lock is an advisory fcntl.flock on that file: the kernel drops it
+    when its process dies, so a lock left by a crashed run is taken over (with a log line).
+
+    Elsewhere (an object store: no POSIX locks) the lock is the file's existence: written when taken, removed when
+    released. That is weaker, and said so in docs/distributed.md: taking it is not atomic (two runs started within
+    moments of each other can both pass; each reads its own line back, which catches most such races), and a
+    process killed without its clean exit (SIGKILL, a lost host) leaves the file behind. A left-behind file is taken
+    over when it names a process of this host that is no longer running; any other holder is refused with a
+    message naming the file to remove once that run is known to have ended."""
 
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, LOCK_FILE)
         self._file = None
+        self._holder = None  # the line this process wrote into a lock file off the local file system
 
     def acquire(self) -> WorkdirLock:
         """Takes the lock, or RunError naming the holder; the file's content is left as it was when refused."""
+        if not is_local(self.path):
+            return self._acquire_file()
         f = open(self.path, "a+")  # noqa: SIM115 -- held open for the run's lifetime
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -386,13 +409,42 @@ class WorkdirLock:
             log.warning("Taking over %s: its holder (%s) ended without releasing it.", self.path, previous)
         f.seek(0)
         f.truncate()
-        f.write(f"PID {os.getpid()} on host {socket.gethostname()}\n")
+        f.write(_holder_line())
         f.flush()
         self._file = f
         return self
 
+    def _acquire_file(self) -> WorkdirLock:
+        """The lock of a workdir off the local file system: the lock file's existence (see the class docstring)."""
+        path = as_path(self.path)
+        previous = path.read_text().strip() if path.exists() else ""
+        if previous and not _ended_on_this_host(previous):
+            raise RunError(
+                f"The workdir {os.path.dirname(self.path)} is in use by another segjax-train ({previous}), or that run "
+                f"was killed without releasing it: wait for it to end, or stop it; if it has ended, remove "
+                f"{self.path} (a lock off the local file system is a file, which a killed process leaves behind); "
+                "or train into another --workdir."
+            )
+        if previous:
+            log.warning("Taking over %s: its holder (%s) ended without releasing it.", self.path, previous)
+        line = _holder_line()
+        write_atomic(path, line)
+        if path.read_text() != line:  # another run wrote it meanwhile
+            raise RunError(
+                f"The workdir {os.path.dirname(self.path)} was taken by another segjax-train while this one started "
+                f"({path.read_text().strip()}); wait for it to end, stop it, or train into another --workdir."
+            )
+        self._holder = line
+        return self
+
     def release(self) -> None:
-        """Empties the file (a clean end) and drops the lock."""
+        """Empties the file (a clean end) and drops the lock; off the local file system, removes the lock file
+        (unless another run has taken it over meanwhile)."""
+        if self._holder is not None:
+            path, self._holder, line = as_path(self.path), None, self._holder
+            if path.exists() and path.read_text() == line:
+                path.unlink(missing_ok=True)
+            return
         if self._file is None:
             return
         self._file.seek(0)
@@ -400,6 +452,24 @@ class WorkdirLock:
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
         self._file = None
+
+
+def _holder_line() -> str:
+    return f"PID {os.getpid()} on host {socket.gethostname()}\n"
+
+
+def _ended_on_this_host(holder: str) -> bool:
+    """Whether the lock holder `holder` ('PID <n> on host <name>') was a process of this host that has ended."""
+    match = re.fullmatch(r"PID (\d+) on host (\S+)", holder)
+    if match is None or match.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, run by another user
+        return False
+    return False
 
 
 def initial_weights(task: Task) -> pretrained.LoadedWeights | None:
@@ -412,7 +482,7 @@ def initial_weights(task: Task) -> pretrained.LoadedWeights | None:
     if spec.encoder_weights is not None:
         weights = pretrained.load_encoder_weights(os.path.expanduser(spec.encoder_weights), task.model, variables)
     elif spec.init_from is not None:
-        weights = _weights_of_run(os.path.abspath(os.path.expanduser(spec.init_from)), variables)
+        weights = _weights_of_run(absolute(spec.init_from), variables)
     else:
         return None
     if not checkpoint_lib.all_finite(weights.arrays):
@@ -427,7 +497,7 @@ def initial_weights(task: Task) -> pretrained.LoadedWeights | None:
 def _weights_of_run(workdir: str, variables: dict) -> pretrained.LoadedWeights:
     """model.init_from: the latest checkpoint of the run in `workdir`, matched to `variables`: the weights that run
     evaluates with (its moving average where it keeps one)."""
-    if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+    if not as_path(checkpoint_lib.checkpoint_dir(workdir)).is_dir():
         raise pretrained.PretrainedWeightsError(
             f"model.init_from {workdir} has no checkpoints/ folder; point it at a segjax-train workdir that has saved "
             "a checkpoint."

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +22,7 @@ from segjax import losses as losses_lib
 from segjax import models as models_lib
 from segjax import optim, parallel, steps
 from segjax.distributed import sum_over_processes
+from segjax.files import absolute
 from segjax.models import pretrained
 
 log = logging.getLogger("segjax.task")
@@ -43,7 +43,7 @@ class Task:
     def __init__(self, config, workdir: str | None = None):
         config_lib.validate(config)
         self.config = config
-        self.workdir = None if workdir is None else os.path.abspath(workdir)
+        self.workdir = None if workdir is None else absolute(workdir)
         self.optimizer = optim.OptimizerSpec.from_config(config.optimizer)
         self.schedule = optim.ScheduleSpec.from_config(config)
         self.loss = losses_lib.LossSpec.from_config(config.loss)
