@@ -6,6 +6,7 @@ the local file system and GCS; orbax refuses another scheme), so the checkpoints
 
 import json
 import os
+import sys
 
 import fsspec
 import pytest
@@ -26,15 +27,25 @@ class _MemoryBackend(backend._FileSystemSpecBackend):
 _BACKEND = _MemoryBackend()
 
 
+def _memory_parts(*parts) -> str:
+    full = "/".join(os.fspath(p) for p in parts)
+    return "/memory/" + full[len("memory://") :] if full.startswith("memory://") else full
+
+
 @epath.register_path_cls("memory://")
 class MemoryPath(gpath.PosixGPath):
     """memory://a/b: fsspec's in-memory file system through epath (parts '/', 'memory', 'a', 'b')."""
 
-    def __new__(cls, *parts):
-        full = "/".join(os.fspath(p) for p in parts)
-        if full.startswith("memory://"):
-            full = "/memory/" + full[len("memory://") :]
-        return super().__new__(cls, full)
+    # Python 3.12's pathlib takes the parts in __init__, 3.11's in __new__ (as etils.epath.gpath does).
+    if sys.version_info < (3, 12):
+
+        def __new__(cls, *parts):
+            return super().__new__(cls, _memory_parts(*parts))
+
+    else:
+
+        def __init__(self, *parts):
+            super().__init__(_memory_parts(*parts))
 
     @property
     def _uri_scheme(self):
