@@ -6,7 +6,6 @@ the local file system and GCS; orbax refuses another scheme), so the checkpoints
 
 import json
 import os
-import sys
 
 import fsspec
 import pytest
@@ -36,16 +35,8 @@ def _memory_parts(*parts) -> str:
 class MemoryPath(gpath.PosixGPath):
     """memory://a/b: fsspec's in-memory file system through epath (parts '/', 'memory', 'a', 'b')."""
 
-    # Python 3.12's pathlib takes the parts in __init__, 3.11's in __new__ (as etils.epath.gpath does).
-    if sys.version_info < (3, 12):
-
-        def __new__(cls, *parts):
-            return super().__new__(cls, _memory_parts(*parts))
-
-    else:
-
-        def __init__(self, *parts):
-            super().__init__(_memory_parts(*parts))
+    def __init__(self, *parts):  # Python 3.12's pathlib takes the parts here (as etils.epath.gpath does)
+        super().__init__(_memory_parts(*parts))
 
     @property
     def _uri_scheme(self):
