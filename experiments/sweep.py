@@ -11,14 +11,8 @@ own measurements follow the whole sweep (``experiments.measure``, run by ``exper
 Bookkeeping, so a sweep can be stopped and started again at any time:
 - ``run.json`` (written before training) records the run's resolved-config hash;
 - ``analysis.json`` then ``DONE`` are written atomically after the final evaluation. A run with ``DONE`` is
-  skipped; a run without it is resumed: ``train_and_evaluate`` restores its own latest checkpoint. analysis.json
-  also records where the run's time went (`TIMING_KEYS`: the training call and the measurements, and the JAX
-  compilation within each).
+  skipped; a run without it is resumed: ``train_and_evaluate`` restores its own latest checkpoint.
 - Reusing an OUT whose run has a different config is refused (it would mix two experiments in one folder).
-- SIGTERM or SIGINT stops a sweep: in process, the training saves a checkpoint and stops (``segjax.train``);
-  with --jobs N, the parent stops its workers (SIGTERM: each training saves a checkpoint and its worker exits),
-  waits for them and raises ``Interrupted``. A worker also stops when its parent dies any other way (Linux:
-  ``PR_SET_PDEATHSIG``), so no worker trains on into OUT. A stopped run is partial (no ``DONE``) and resumes.
 Runs sharing an OUT are shared between sweeps: a run's workdir depends only on its model, label and seed, so the
 paper-reproduction presets reuse the ablation's finished runs instead of training them again.
 """
@@ -26,19 +20,14 @@ paper-reproduction presets reuse the ablation's finished runs instead of trainin
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import copy
-import ctypes
 import dataclasses
-import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import pathlib
-import signal
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -54,7 +43,7 @@ from experiments.layout import ANALYSIS_FILE, DONE, ERROR_FILE, RUN_FILE, read_j
 from segjax import multiseed
 from segjax.config import load_config_file, set_value
 from segjax.files import write_json
-from segjax.train import Interrupted, train_and_evaluate
+from segjax.train import train_and_evaluate
 
 CONFIGS_DIR = layout.REPO_ROOT / "configs"
 
@@ -192,46 +181,6 @@ def run_state(workdir: pathlib.Path, expected_hash: str) -> str:
     return "new"
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Where a run's time goes
-
-# analysis.json's timing: wall seconds of the training call (train_and_evaluate: compilation, steps, validations,
-# checkpoints) and of the measurements (analyze_fn), and the JAX compilation within each (`compile_seconds`).
-TIMING_KEYS = (
-    "wall_seconds_train_call",
-    "compile_seconds_train_call",
-    "wall_seconds_analysis",
-    "compile_seconds_analysis",
-)
-COMPILE_EVENTS = (  # jax._src.dispatch: tracing, lowering, and XLA's compilation (or its persistent cache's read)
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
-
-
-class _CompileClock:
-    """Seconds this process has spent compiling JAX functions (COMPILE_EVENTS), from JAX's own monitoring."""
-
-    def __init__(self):
-        self.seconds = 0.0
-        jax.monitoring.register_event_duration_secs_listener(self._record)
-
-    def _record(self, event: str, duration: float, **kwargs) -> None:
-        if event in COMPILE_EVENTS:
-            self.seconds += duration
-
-
-@functools.cache
-def _compile_clock() -> _CompileClock:
-    return _CompileClock()
-
-
-def compile_seconds() -> float:
-    """Seconds of JAX compilation in this process since its first call (differences time a phase)."""
-    return _compile_clock().seconds
-
-
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 TrainSeedsFn = Callable[[list[ml_collections.ConfigDict], list[str]], Any]
 AnalyzeFn = Callable[[ml_collections.ConfigDict, str], dict]
@@ -244,9 +193,9 @@ def execute_run(
     state = _begin(run, out)
     if state == "done":
         return "skipped"
-    start, compiled = time.time(), compile_seconds()
+    start = time.time()
     (train_fn or train_and_evaluate)(run.config_in(out), str(run.workdir(out)))
-    return _finish(run, out, state, time.time() - start, compile_seconds() - compiled, analyze_fn)
+    return _finish(run, out, state, time.time() - start, analyze_fn)
 
 
 def execute_program(
@@ -258,17 +207,17 @@ def execute_program(
 ) -> list[str]:
     """Train (or resume) the seeds of one arm as one program (`segjax.multiseed.train_seeds`), then measure each
     and mark it done as `execute_run` does; a run already done is left out. Each run's analysis.json records the
-    program's training time and compilation divided among its seeds (`TIMING_KEYS`) and `seeds_per_program`."""
+    program's training time divided among its seeds (`wall_seconds_train_call`) and `seeds_per_program`."""
     states = {run.name: _begin(run, out) for run in runs}
     todo = [run for run in runs if states[run.name] != "done"]
     if todo:
-        start, compiled = time.time(), compile_seconds()
+        start = time.time()
         configs = [run.config_in(out) for run in todo]
         (train_seeds_fn or multiseed.train_seeds)(configs, [str(run.workdir(out)) for run in todo])
-        seconds, compiling = (time.time() - start) / len(todo), (compile_seconds() - compiled) / len(todo)
+        seconds = (time.time() - start) / len(todo)
         for run in todo:
             states[run.name] = _finish(
-                run, out, states[run.name], seconds, compiling, analyze_fn, {"seeds_per_program": len(todo)}
+                run, out, states[run.name], seconds, analyze_fn, {"seeds_per_program": len(todo)}
             )
     return [states[run.name] if states[run.name] != "done" else "skipped" for run in runs]
 
@@ -298,14 +247,11 @@ def _begin(run: Run, out) -> str:
     return state
 
 
-def _finish(
-    run: Run, out, state: str, train_seconds: float, train_compile: float, analyze_fn, extra: dict | None = None
-) -> str:
+def _finish(run: Run, out, state: str, train_seconds: float, analyze_fn, extra: dict | None = None) -> str:
     """Measures a trained run and marks it done; 'trained' or 'resumed'."""
     workdir = run.workdir(out)
-    analysis = _measure(run, out, analyze_fn)
+    analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config_in(out), str(workdir)))
     analysis.setdefault("wall_seconds_train_call", train_seconds)
-    analysis.setdefault("compile_seconds_train_call", train_compile)
     analysis.update(extra or {})
     write_json(workdir / ANALYSIS_FILE, analysis)
     write_json(
@@ -315,25 +261,15 @@ def _finish(
     return "resumed" if state == "partial" else "trained"
 
 
-def _measure(run: Run, out, analyze_fn) -> dict:
-    """analyze_fn's measurements of a trained run, with their wall time and compilation (`TIMING_KEYS`)."""
-    start, compiled = time.time(), compile_seconds()
-    analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config_in(out), str(run.workdir(out))))
-    analysis.setdefault("wall_seconds_analysis", time.time() - start)
-    analysis.setdefault("compile_seconds_analysis", compile_seconds() - compiled)
-    return analysis
-
-
 def reanalyze(runs: Sequence[Run], out, *, analyze_fn: AnalyzeFn | None = None, log=print) -> int:
     """Measures the finished runs again (the measurements changed, the training did not): rewrites each run's
-    analysis.json, keeping the training's wall time and compilation. Returns the number of runs measured."""
+    analysis.json, keeping the training's wall time. Returns the number of runs measured."""
     done = [r for r in runs if (r.workdir(out) / DONE).exists()]
     for i, run in enumerate(done):
         workdir = run.workdir(out)
         previous = read_json(workdir / ANALYSIS_FILE)
-        analysis = _measure(run, out, analyze_fn)
+        analysis = dict((analyze_fn or analysis_lib.analyze_run)(run.config_in(out), str(workdir)))
         analysis["wall_seconds_train_call"] = previous.get("wall_seconds_train_call")
-        analysis["compile_seconds_train_call"] = previous.get("compile_seconds_train_call")
         write_json(workdir / ANALYSIS_FILE, analysis)
         log(f"[sweep] measured again {i + 1}/{len(done)} {run.name}")
     return len(done)
@@ -341,16 +277,13 @@ def reanalyze(runs: Sequence[Run], out, *, analyze_fn: AnalyzeFn | None = None, 
 
 def _execute_guarded(program: Sequence[Run], out, train_fn, train_seeds_fn, analyze_fn) -> list[tuple[str, str]]:
     """Executes one program (one run: `execute_run`; several seeds of an arm: `execute_program`) and records a
-    failure in each of its runs' error.txt instead of stopping the whole sweep; [(name, status)]. A signal's stop
-    (`Interrupted`) is no failure: it stops the sweep, and the run resumes next time."""
+    failure in each of its runs' error.txt instead of stopping the whole sweep; [(name, status)]."""
     try:
         if len(program) == 1:
             statuses = [execute_run(program[0], out, train_fn=train_fn, analyze_fn=analyze_fn)]
         else:
             statuses = execute_program(program, out, train_seeds_fn=train_seeds_fn, analyze_fn=analyze_fn)
         return [(run.name, status) for run, status in zip(program, statuses, strict=True)]
-    except Interrupted:
-        raise
     except Exception:  # noqa: BLE001 - a failed arm must not stop the others; the error is kept and reported
         text = traceback.format_exc()
         for run in program:
@@ -392,113 +325,8 @@ def programs(runs: Sequence[Run], out, seeds_per_program: int) -> list[list[Run]
     ]
 
 
-# Stopping a sweep's workers with it
-
-STOP_GRACE_SECONDS = 30.0  # how long stopped workers get to save and exit before they are killed
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _worker_init(out: str, parent: int) -> None:
-    """A worker of `_execute_all`: in a process group of its own (Ctrl-C at a terminal reaches the parent alone,
-    which stops the workers once, with SIGTERM), exiting on SIGTERM, and sent SIGTERM when its parent dies."""
-    os.setpgrp()
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _on_parent_death)
-    _die_with_parent(parent)
+def _worker_init(out: str):
     configure_jax(out)
-
-
-def _exit_on_signal(signum, frame):
-    """A worker's SIGTERM outside training (which saves a checkpoint first: `segjax.train.StopSignals`): unwind,
-    so that `finally` blocks run (an atomic write removes its temporary file), then `_execute_in_worker` exits."""
-    raise SystemExit(128 + signum)
-
-
-def _on_parent_death(signum, frame):
-    """SIGHUP, PR_SET_PDEATHSIG's signal, comes again as each thread of the dying parent exits (the kernel hands
-    the orphan to the next one): the first becomes one SIGTERM (a training saves, then stops), the others nothing."""
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM to this process when `parent` exits: PR_SET_PDEATHSIG (SIGHUP, `_on_parent_death`) on Linux, a
-    thread watching the parent's pid elsewhere. A parent that died before this call has already made the process
-    an orphan: SIGTERM at once."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    else:
-
-        def watch():
-            while os.getppid() == parent:
-                time.sleep(1.0)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        threading.Thread(target=watch, name="segjax-parent-watch", daemon=True).start()
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _execute_in_worker(program: Sequence[Run], out, train_fn, train_seeds_fn, analyze_fn) -> list[tuple[str, str]]:
-    """`_execute_guarded` in a worker, which exits when a signal stopped it rather than taking the next program
-    (the pool would catch the exception, send it to the parent and go on)."""
-    try:
-        return _execute_guarded(program, out, train_fn, train_seeds_fn, analyze_fn)
-    except (Interrupted, SystemExit) as e:
-        status = e.exit_status if isinstance(e, Interrupted) else e.code if isinstance(e.code, int) else 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-
-
-@contextlib.contextmanager
-def _signals_raise_interrupted():
-    """Within the block (in the main thread; elsewhere Python delivers no signals), the first SIGTERM or SIGINT
-    raises `Interrupted`; the handlers before the block are back after it, so a second signal acts as usual."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handle(signum, frame):
-        restore()
-        raise Interrupted(
-            signum,
-            f"Stopped by {signal.Signals(signum).name}: the sweep's workers stopped (a run in training saved a "
-            "checkpoint); run the same command to resume.",
-        )
-
-    def restore():
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        previous.clear()
-
-    previous.update({s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)})
-    try:
-        yield
-    finally:
-        restore()
-
-
-def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """Cancels the programs not started, sends SIGTERM to every worker, waits up to STOP_GRACE_SECONDS for them
-    to exit, then kills those left; returns when no worker is alive."""
-    processes = list((pool._processes or {}).values())  # Python < 3.14 has no ProcessPoolExecutor.terminate_workers
-    pool.shutdown(wait=False, cancel_futures=True)
-    try:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-            process.join()
 
 
 def configure_jax(out: str | os.PathLike) -> None:
@@ -544,37 +372,28 @@ def run_sweep(
     done = 0
     for stage in stages(todo):  # a run that starts from another run's checkpoint waits for that run
         grouped = programs(stage, out, seeds_per_program)
-        # closing: an exception here (a signal while logging) stops the workers at once, not when collected
-        with contextlib.closing(_execute_all(grouped, out, jobs, train_fn, train_seeds_fn, analyze_fn)) as finished:
-            for name, status in finished:
-                results[name] = status
-                done += 1
-                log(f"[sweep] {done}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
+        for name, status in _execute_all(grouped, out, jobs, train_fn, train_seeds_fn, analyze_fn):
+            results[name] = status
+            done += 1
+            log(f"[sweep] {done}/{len(todo)} {name}: {status} ({time.time() - start:.0f} s elapsed)")
     return results
 
 
 def _execute_all(grouped: Sequence[Sequence[Run]], out: pathlib.Path, jobs: int, train_fn, train_seeds_fn, analyze_fn):
     """Executes independent programs, in this process (jobs == 1) or in `jobs` spawned processes, yielding (name,
-    status) of each run as its program finishes. With workers, SIGTERM or SIGINT (and any exception, or closing the
-    generator early) stops them before `Interrupted` (or the exception) goes on: no worker outlives the sweep."""
+    status) of each run as its program finishes."""
     if jobs == 1 or len(grouped) <= 1:
         configure_jax(out)
         for program in grouped:
             yield from _execute_guarded(program, out, train_fn, train_seeds_fn, analyze_fn)
         return
     ctx = multiprocessing.get_context("spawn")
-    with _signals_raise_interrupted():
-        pool = concurrent.futures.ProcessPoolExecutor(
-            jobs, mp_context=ctx, initializer=_worker_init, initargs=(str(out), os.getpid())
-        )
-        try:
-            futures = [
-                pool.submit(_execute_in_worker, program, str(out), train_fn, train_seeds_fn, analyze_fn)
-                for program in grouped
-            ]
-            for future in concurrent.futures.as_completed(futures):
-                yield from future.result()
-        except BaseException:
-            _stop_workers(pool)
-            raise
-        pool.shutdown()
+    with concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=ctx, initializer=_worker_init, initargs=(str(out),)
+    ) as pool:
+        futures = [
+            pool.submit(_execute_guarded, program, str(out), train_fn, train_seeds_fn, analyze_fn)
+            for program in grouped
+        ]
+        for future in concurrent.futures.as_completed(futures):
+            yield from future.result()
