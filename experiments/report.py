@@ -22,7 +22,6 @@ from experiments.results import (
     ARM_COLUMNS,
     RUN_COLUMNS,
     Results,
-    hypothesis_results,
     mean_curves,
     omnibus,
     per_seed,
@@ -109,11 +108,7 @@ def write_report(
     report_dir.mkdir(parents=True, exist_ok=True)
     write_csv(report_dir / "runs.csv", results.rows, RUN_COLUMNS)
     write_csv(report_dir / "arms.csv", results.arms, ARM_COLUMNS)
-    verdicts = (
-        hypothesis_results(results.rows, results.hypotheses, results.gate_status(), trim=results.trim)
-        if results.hypotheses
-        else []
-    )
+    verdicts = results.verdicts()
     md = title_lines(results)
     if results.hypotheses:
         md += survivors_box(verdicts)

@@ -411,6 +411,13 @@ class Results:
     def hypotheses(self) -> list[dict]:
         return [h for s in self.sweeps for h in s.get("hypotheses", [])]
 
+    def verdicts(self) -> list[dict]:
+        """Each declared hypothesis's contrast and verdict (`hypothesis_results`), with the arms' gates and the
+        sweep's estimator."""
+        if not self.hypotheses:
+            return []
+        return hypothesis_results(self.rows, self.hypotheses, self.gate_status(), trim=self.trim)
+
     @property
     def trim(self) -> float:
         """The trimmed share its hypotheses are tested with (0: the plain mean)."""

@@ -100,7 +100,13 @@ def location(d, trim: float = 0.0) -> Location:
         raise ValueError(f"trimming {trim} of {n} values keeps {n - 2 * g}; a t-test needs at least 2")
     winsorized = np.concatenate([np.full(g, d[g]), d[g : n - g], np.full(g, d[n - g - 1])])
     sd = float(winsorized.std(ddof=1))
-    return Location(float(d[g : n - g].mean()), sd, sd / ((1 - 2 * trim) * math.sqrt(n)), n - 2 * g - 1)
+    return Location(float(d[g : n - g].mean()), sd, *_standard_error(sd, n, trim))
+
+
+def _standard_error(sd: float, n: int, trim: float) -> tuple[float, int]:
+    """(standard error, degrees of freedom) of the trim-trimmed mean of n values whose (winsorized) SD is sd; the
+    mean's sd / sqrt(n) and n - 1 at trim = 0 (TRIMMED_RULE)."""
+    return sd / ((1 - 2 * trim) * math.sqrt(n)), n - 2 * math.floor(trim * n) - 1
 
 
 def paired_contrast(a, b, *, alpha: float = ALPHA, trim: float = 0.0, n_boot: int = 10000, seed: int = 0) -> Contrast:
@@ -336,9 +342,9 @@ def friedman(table) -> dict:
 def power(delta: float, sd: float, n: int, *, alpha: float = ALPHA, trim: float = 0.0) -> float:
     """Power of the two-sided paired t-test at level alpha when the true mean difference is delta (noncentral t).
     With `trim` > 0, of the trimmed-mean test at winsorized SD `sd` (the usual noncentral-t approximation)."""
-    df = n - 2 * math.floor(trim * n) - 1
+    se, df = _standard_error(sd, n, trim)
     critical = sps.t.ppf(1 - alpha / 2, df)
-    nc = delta / (sd / ((1 - 2 * trim) * math.sqrt(n)))
+    nc = delta / se
     wrong_side = np.nan_to_num(sps.nct.cdf(-critical, df, nc), nan=0.0)  # scipy gives NaN where it is ~1e-30
     return float(sps.nct.sf(critical, df, nc) + wrong_side)
 
@@ -353,7 +359,7 @@ def minimum_detectable_difference(
     """
     if not sd > 0:
         return 0.0
-    se = sd / ((1 - 2 * trim) * math.sqrt(n))
+    se, _ = _standard_error(sd, n, trim)
     upper = (sps.t.ppf(1 - alpha / 2, n - 1) + 10) * se  # power there is 1 to many digits
     return float(optimize.brentq(lambda delta: power(delta, sd, n, alpha=alpha, trim=trim) - target, 1e-12 * se, upper))
 

@@ -468,7 +468,7 @@ def _ended_on_this_host(holder: str) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # it exists, run by another user
-        return False
+        pass
     return False
 
 

@@ -26,7 +26,6 @@ from experiments.definitions import (
     fcn_arm,
 )
 from experiments.gates import Gate
-from experiments.results import hypothesis_results
 from experiments.tables import interval, open_section, ordering, params, pm
 
 FCN_HYPOTHESES = (
@@ -248,11 +247,7 @@ def staged_section(results) -> str | None:
 
 def staged_verdict(results) -> list[str]:
     """S1's verdict (as in the hypotheses table) with the staged arms' schedule handicap beside it."""
-    tested = (
-        hypothesis_results(results.rows, results.hypotheses, results.gate_status(), trim=results.trim)
-        if results.hypotheses
-        else []
-    )
+    tested = results.verdicts()
     s1 = next((r for r in tested if r["hypothesis"]["name"] == "S1" and r["verdict"]), None)
     handicap = (
         f"Handicap of the staged arms, unlike the paper: each stage here is one {FCN_STAGE_STEPS}-step run of the "
