@@ -83,16 +83,18 @@ def write_csv(path: pathlib.Path, rows: list[dict], columns) -> None:
 # Verdicts
 
 
-def ordering(lo: dict, hi: dict, key: str = "final_miou") -> str:
+def ordering(lo: dict, hi: dict, key: str = "final_miou", status=None) -> str:
     """Verdict for the claim lo < hi: a paired contrast over the seeds both arms ran (experiments.stats rules,
-    equivalence margin 0.01, one test, so no Holm adjustment), with its 95% interval."""
+    equivalence margin 0.01, one test, so no Holm adjustment), with its 95% interval; "not tested" when the arms'
+    gate `status` (`Results.gate_status`) says one of them did not train."""
     seeds, (hi_values, lo_values) = paired([hi, lo], key)
     if len(seeds) < 2:
         return "not measured (fewer than 2 paired seeds)"
     result = stats.family_verdicts([(hi_values, lo_values)], [MARGIN], ["greater"])[0]
+    verdict, gate = gated_and_gate(result.verdict, lo["model"], (lo["label"], hi["label"]), status)
     c = result.contrast
     ci = interval(c.ci_low, c.ci_high, 4)
-    return f"{result.verdict} (difference {c.mean:+.4f}, 95% CI {ci}, p = {c.p:.3f}, n = {c.n})"
+    return f"{verdict} (difference {c.mean:+.4f}, 95% CI {ci}, p = {c.p:.3f}, n = {c.n}{gate})"
 
 
 def paired_family(arms: list[dict], model: str, claims, status=None, parts=None) -> list[str]:

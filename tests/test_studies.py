@@ -441,6 +441,17 @@ def test_the_reproductions_declare_training_adequacy_gates():
     assert fcn.GATE.failures(gates.RunOutcome(2.0, 0.5, 0.28, (0.9, 0.2, 0.1, 0.1, 0.0, 0.0))) == []
 
 
+def test_a_smoke_test_orders_only_arms_that_trained(tmp_path):
+    # reproductions_cpu's FCN-32s ended at 0.126 mIoU in 200 steps (background everywhere) and its ordering "held".
+    assert fcn.fcn().gate == fcn.GATE and odena.odena().gate == odena.GATE and segnet.segnet().gate == segnet.GATE
+    rows = gated_rows("fcn", {"fcn32s": (0.126, False), "fcn16s": (0.30, True), "fcn8s": (0.40, True)})
+    section = fcn.skips_section(gated_results(fcn.fcn(), rows, tmp_path))
+    why = "5 of 5 seeds fail the gate: loss, mIoU"
+    assert f"- fcn32s < fcn16s: **not tested: fcn32s did not train ({why}) (difference +0.1" in section
+    assert "- fcn16s < fcn8s: **held (difference +0.1" in section
+    assert section.count("arms' gate: passed)**") == 1
+
+
 def test_a_deconvnet_that_never_trains_is_not_tested_in_its_section(tmp_path):
     seeds = (0, 1, 2)
     measured = {
