@@ -433,7 +433,7 @@ def gated_results(sweep, rows, out) -> Results:
 def test_the_reproductions_declare_training_adequacy_gates():
     assert deconvnet.deconvnet_128().gate == deconvnet.GATE and segnet.segnet_table1().gate == segnet.GATE
     assert fcn.fcn_128().gate == fcn.GATE and fcn.fcn_staged().gate == fcn.STAGED_GATE
-    assert odena.odena_2x2().gate == odena.GATE
+    assert odena.odena_2x2().gate == odena.GATE and odena.odena_trajectory().gate == odena.GATE
     # The committed runs' endpoints (runs.csv): DeconvNet at width 8 fails by its mIoU and its classes at every seed.
     flat = [gates.RunOutcome(2.0, 0.5, miou, (0.9, 0.6, 0.5, 0.4, 0.0, 0.0)) for miou in (0.23, 0.204, 0.228, 0.206)]
     assert deconvnet.GATE.arm_status(flat) == "4 of 4 seeds fail the gate: classes, mIoU"

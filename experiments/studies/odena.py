@@ -149,6 +149,7 @@ def odena_trajectory() -> Sweep:
         "Odena et al.: the checkerboard at the upsamplers at every validation (every 100 steps), 3 U-Net arms x 2 "
         "seeds on the ablation's CPU budget.",
         reproduction=True,
+        gate=GATE,  # odena_2x2_cpu's: the same data and budget
     )
 
 
