@@ -24,6 +24,7 @@ from experiments.measure import measure_studies
 from experiments.sweep import check_seeds_per_program, dedupe, expand, reanalyze, run_state, run_sweep
 from segjax import cli
 from segjax.files import write_json
+from segjax.train import Interrupted
 
 
 def narrowed(sweep: Sweep, seeds, keys: set[str]) -> Sweep:
@@ -89,7 +90,11 @@ def main(
     if args.reanalyze:
         reanalyze(runs, out)
     elif not args.report_only:
-        results = run_sweep(runs, out, jobs=args.jobs, seeds_per_program=args.seeds_per_program)
+        try:
+            results = run_sweep(runs, out, jobs=args.jobs, seeds_per_program=args.seeds_per_program)
+        except Interrupted as e:  # SIGTERM or Ctrl-C: the runs saved what they had and resume next time
+            print(f"{parser.prog}: {e}", file=sys.stderr)
+            return e.exit_status
         failed = [name for name, status in results.items() if status == "failed"]
     if any(s.smoke_test or s.reproduction for s in sweeps):  # the reports that show the studies' sections
         measure_studies(out, runs, again=args.reanalyze)

@@ -7,13 +7,21 @@ and to mark a run done only after its analysis, tested here with fakes.)
 
 import dataclasses
 import json
+import os
 import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
 from experiments import command, definitions
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
+from segjax.files import write_atomic, write_json
+from segjax.train import Interrupted, StopSignals
 
 # ----------------------------------------------------------------------------------------------------------------
 # Expansion and the command line
@@ -142,3 +150,144 @@ def test_a_run_that_starts_from_another_runs_after_it(tmp_path):
     assert seen == [("seed0", None), ("seed1", None), ("seed0", True), ("seed1", True)]
     with pytest.raises(ValueError, match="starts from fcn/stage0, which is not an arm"):
         definitions.Sweep("broken", (dataclasses.replace(arms[0], init_from="stage0"),), (0,))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stopping a sweep stops its workers
+
+
+SAVE_SECONDS = 1.0
+
+
+def _endless_train(config, workdir):
+    """Trains until a signal stops it, as segjax.train does: then saves a 'checkpoint' and raises Interrupted. The
+    save of seed k takes k x SAVE_SECONDS, so one worker exits while another is still saving (a second signal then
+    would abort that save, as it aborts a real one)."""
+    workdir = pathlib.Path(workdir)
+    with StopSignals() as stops:
+        write_atomic(workdir / "pid", str(os.getpid()))  # in training now: a signal is handled as training does
+        while not stops.signum:
+            time.sleep(0.02)
+        time.sleep(config.seed * SAVE_SECONDS)
+        write_json(workdir / "checkpoint.json", {"step": 1})
+    raise Interrupted(stops.signum, "stopped")
+
+
+def endless_sweep(out) -> int:
+    """The parent process of the test below: two programs, two workers, trained until a signal stops them."""
+    runs = sweep_lib.expand(_fake_sweep())[:2]
+    try:
+        sweep_lib.run_sweep(runs, out, jobs=2, train_fn=_endless_train, analyze_fn=_fake_analyze, log=lambda s: None)
+    except Interrupted as e:
+        return e.exit_status
+    return 0
+
+
+def _children(pid: int) -> set[int]:
+    """The pids of the processes whose parent is `pid`."""
+    found = set()
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited (its new parent may never reap it in a container)
+
+
+def _poll(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_sweep_leaves_no_worker_and_its_runs_resume(tmp_path, signum):
+    """SIGTERM or SIGINT to a --jobs 2 sweep stops its workers (each training saves a checkpoint); SIGKILL leaves
+    them orphans, which stop themselves. No worker survives, no run is marked done or failed, and the runs resume."""
+    here = pathlib.Path(__file__).resolve().parent
+    code = (
+        f"import sys; sys.path[:0] = [{str(here)!r}, {str(here.parent)!r}]; import test_experiments_sweep as t; "
+        f"sys.exit(t.endless_sweep({str(tmp_path)!r}))"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=here.parent)
+    runs = sweep_lib.expand(_fake_sweep())[:2]
+    pids = [r.workdir(tmp_path) / "pid" for r in runs]
+    try:
+        assert _poll(lambda: all(p.exists() for p in pids), 180), "the workers did not start training"
+        workers = {int(p.read_text()) for p in pids}
+        children = _children(parent.pid)
+        assert workers <= children
+        os.kill(parent.pid, signum)
+        status = parent.wait(120)
+        assert _poll(lambda: not any(_alive(pid) for pid in children), 120), "a worker survived its sweep"
+    finally:
+        parent.kill()
+        parent.wait()
+    assert status == (-signal.SIGKILL if signum == signal.SIGKILL else 128 + signum)
+    for run in runs:
+        workdir = run.workdir(tmp_path)
+        assert json.loads((workdir / "checkpoint.json").read_text()) == {"step": 1}  # stopped as training stops
+        assert json.loads((workdir / sweep_lib.RUN_FILE).read_text())["config_hash"] == run.config_hash
+        leftovers = {sweep_lib.DONE, sweep_lib.ANALYSIS_FILE, sweep_lib.ERROR_FILE}
+        assert not leftovers & {p.name for p in workdir.iterdir()}
+        assert not list(workdir.glob(".tmp-*"))
+    assert _quiet_sweep(runs, tmp_path) == {r.name: "resumed" for r in runs}
+
+
+def _train_or_be_killed(config, workdir):
+    """_fake_train, except that arm b's seed 1 is killed mid-training (SIGKILL, as the out-of-memory killer does)."""
+    if config.model.upsample.method == "bilinear" and config.seed == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    _fake_train(config, workdir)
+
+
+def test_a_killed_worker_fails_its_program_and_the_sweep_goes_on(tmp_path):
+    runs = sweep_lib.expand(_fake_sweep())
+    results = sweep_lib.run_sweep(
+        runs, tmp_path, jobs=2, train_fn=_train_or_be_killed, analyze_fn=_fake_analyze, log=lambda s: None
+    )
+    killed = "unet/b/seed1"
+    assert results == {r.name: "failed" if r.name == killed else "trained" for r in runs}
+    workdir = runs[-1].workdir(tmp_path)
+    assert runs[-1].name == killed and "killed by SIGKILL" in (workdir / sweep_lib.ERROR_FILE).read_text()
+    assert not (workdir / sweep_lib.DONE).exists()
+    assert _quiet_sweep(runs, tmp_path) == {r.name: "resumed" if r.name == killed else "skipped" for r in runs}
+
+
+def test_a_worker_stopped_on_its_own_stops_the_sweep(tmp_path):
+    """SIGTERM to one worker (not to the sweep): that training saves and its worker exits, and the sweep stops the
+    other worker (whose training saves too) and raises Interrupted."""
+    runs = sweep_lib.expand(_fake_sweep())[:2]
+    pids = [r.workdir(tmp_path) / "pid" for r in runs]
+
+    def stop_one_worker():  # seed 1's, whose save is the slower: the sweep stops seed 0's while it saves
+        if _poll(lambda: all(p.exists() for p in pids), 180):
+            os.kill(int(pids[1].read_text()), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_one_worker)
+    stopper.start()
+    try:
+        with pytest.raises(Interrupted, match="A worker of the sweep was stopped by SIGTERM") as stopped:
+            sweep_lib.run_sweep(
+                runs, tmp_path, jobs=2, train_fn=_endless_train, analyze_fn=_fake_analyze, log=lambda s: None
+            )
+    finally:
+        stopper.join()
+    assert stopped.value.exit_status == 128 + signal.SIGTERM
+    for run in runs:
+        assert json.loads((run.workdir(tmp_path) / "checkpoint.json").read_text()) == {"step": 1}
+        assert not (run.workdir(tmp_path) / sweep_lib.DONE).exists()

@@ -1,0 +1,189 @@
+"""Ablation throughput: finished runs per hour of a fixed slice of the U-Net CPU ablation, and where the time went.
+
+    python -m experiments.benchmarks.sweep_throughput --jobs=2 --threads-per-job=1
+    python -m experiments.benchmarks.sweep_throughput --jobs=1            # one process, XLA's default threads
+
+The slice is the 'cpu' preset's recipe (experiments/studies/ablation.py) on two arms, U-Net's own decoder
+(transposed_k2_default, the hypotheses' reference) and the parameter-free one (bilinear), x 3 seeds, trained by
+the sweep runner (experiments.sweep, as `python -m experiments.upsampling_ablation` does) into a new temporary OUT,
+so nothing is reused but what the sweep itself caches (its persistent compilation cache starts empty).
+
+The breakdown divides the workers' time (jobs x wall seconds) among:
+- compile: JAX compilation (tracing, lowering, XLA or its persistent cache) of the training call and of the
+  measurements, as the runner records it in each run's analysis.json (experiments.sweep.TIMING_KEYS);
+- train steps: the intervals between metrics.jsonl's train records (steps x batch / images_per_second), less the
+  training step's compilation, which falls in the first interval (estimated as that interval's excess over the
+  median per-step time of the others);
+- validation: the rest of the training call (validations, checkpoints, data set-up);
+- measurements: experiments.analysis after training, less its compilation;
+- idle: worker time outside any run (process start, imports, the runner's bookkeeping, waiting for a run).
+--steps shrinks the runs (validation and logging at most every that many steps, warm-up shorter) for a smoke check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import os
+import pathlib
+import statistics
+import subprocess
+import tempfile
+import time
+
+from experiments import command
+from experiments import sweep as sweep_lib
+from experiments.layout import ANALYSIS_FILE, read_json
+from experiments.studies import ablation
+from segjax import cli
+from segjax.files import read_metrics
+
+ARMS = ("unet/transposed_k2_default", "unet/bilinear")
+SEEDS = (0, 1, 2)
+PHASES = ("compile", "train steps", "validation", "measurements", "idle")
+
+
+def threads_flags(threads: int) -> str:
+    """XLA_FLAGS for `threads` XLA:CPU threads per process (0: XLA's default, every core the process may use)."""
+    if threads == 0:
+        return ""
+    eigen = "false" if threads == 1 else "true"
+    return f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+
+
+def slice_runs(steps: int | None, seeds: int, overrides: dict) -> list[sweep_lib.Run]:
+    """The fixed slice: the 'cpu' preset's ARMS x the first `seeds` of SEEDS, `steps` steps (None: the preset's)."""
+    sweep = ablation.PRESETS["cpu"]()
+    keys = {arm.key for arm in sweep.arms if arm.key in ARMS}
+    sweep = command.narrowed(sweep, SEEDS[:seeds], keys)
+    budget = dict(sweep.overrides)
+    if steps is not None:
+        budget.update(num_train_steps=steps, checkpoint_every_steps=steps)
+        for key in ("eval_every_steps", "log_every_steps"):
+            budget[key] = min(budget[key], steps)
+        budget["schedule.warmup_steps"] = min(budget["schedule.warmup_steps"], steps - 1)
+    budget.update(overrides)
+    return sweep_lib.expand(dataclasses.replace(sweep, overrides=budget))
+
+
+def run_breakdown(workdir: pathlib.Path, batch_size: int) -> dict[str, float]:
+    """Seconds of one finished run in each phase but idle (see the module docstring)."""
+    analysis = read_json(workdir / ANALYSIS_FILE)
+    train_call, train_compile = analysis["wall_seconds_train_call"], analysis["compile_seconds_train_call"]
+    measure, measure_compile = analysis["wall_seconds_analysis"], analysis["compile_seconds_analysis"]
+    intervals, last = [], 0
+    for record in read_metrics(workdir):
+        if record.get("split") == "train":
+            steps = record["step"] - last
+            intervals.append((steps, steps * batch_size / record["images_per_second"]))
+            last = record["step"]
+    logged = sum(seconds for _, seconds in intervals)
+    if len(intervals) > 1:
+        per_step = statistics.median(seconds / steps for steps, seconds in intervals[1:])
+        in_steps = intervals[0][1] - intervals[0][0] * per_step
+    else:
+        in_steps = logged  # one interval: no step time to compare with; all of the call's compilation may be in it
+    in_steps = min(max(in_steps, 0.0), train_compile, logged)
+    return {
+        "compile": train_compile + measure_compile,
+        "train steps": logged - in_steps,
+        "validation": max(train_call - logged - (train_compile - in_steps), 0.0),
+        "measurements": max(measure - measure_compile, 0.0),
+    }
+
+
+def cpu_model() -> str:
+    """lscpu's model name (the CPU every figure belongs to)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (lscpu failed)"
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), "?")
+
+
+def parse_set(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: give KEY=VALUE, e.g. data.embedded.num_validation=8")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def main(argv=None, *, train_fn=None, analyze_fn=None) -> int:
+    """The command line; `train_fn` and `analyze_fn` replace the runner's (`experiments.sweep.run_sweep`)."""
+    parser = cli.ArgumentParser(prog="experiments.benchmarks.sweep_throughput", description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=2, help="parallel worker processes of the sweep")
+    parser.add_argument(
+        "--threads-per-job",
+        type=int,
+        default=0,
+        help="XLA:CPU threads per process, through XLA_FLAGS (0: XLA's default, every core)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help=f"the first N of the seeds {SEEDS}")
+    parser.add_argument("--data-dir", default=None, help="TFDS data_dir of the embedded dataset")
+    parser.add_argument("--set", action="append", type=parse_set, default=[], help="KEY=VALUE config override")
+    parser.add_argument(
+        "--keep", default=None, help="train into this new folder and keep it (default: a temporary one)"
+    )
+    args = parser.parse_args(argv)
+    for name, value, low in (("--jobs", args.jobs, 1), ("--threads-per-job", args.threads_per_job, 0)):
+        if value < low:
+            parser.error(f"{name}={value} must be at least {low}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps={args.steps} must be at least 1 (or left out: the preset's step count)")
+    if not 1 <= args.seeds <= len(SEEDS):
+        parser.error(f"--seeds={args.seeds} must be between 1 and {len(SEEDS)}")
+    if args.keep is not None and pathlib.Path(args.keep).exists():
+        parser.error(f"--keep={args.keep} exists; name a new folder (a finished run would be skipped, not timed)")
+    overrides = dict(args.set)
+    if args.data_dir is not None:
+        overrides["data.data_dir"] = args.data_dir
+    try:
+        runs = slice_runs(args.steps, args.seeds, overrides)
+    except ValueError as e:
+        cli.fail(parser.prog, str(e))
+
+    flags = threads_flags(args.threads_per_job)  # before the first JAX computation; spawned workers inherit it
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+    cli.use_fast_cpu_kernels()
+    with tempfile.TemporaryDirectory(prefix="sweep_throughput-") as tmp:
+        out = pathlib.Path(args.keep or tmp)
+        start = time.time()
+        results = sweep_lib.run_sweep(
+            runs, out, jobs=args.jobs, train_fn=train_fn, analyze_fn=analyze_fn, log=lambda s: None
+        )
+        wall = max(time.time() - start, 1e-9)
+        finished = [r for r in runs if results[r.name] == "trained"]
+        totals = dict.fromkeys(PHASES, 0.0)
+        in_runs = 0.0
+        for run in finished:
+            for phase, seconds in run_breakdown(run.workdir(out), run.config.batch_size).items():
+                totals[phase] += seconds
+            analysis = read_json(run.workdir(out) / ANALYSIS_FILE)
+            in_runs += analysis["wall_seconds_train_call"] + analysis["wall_seconds_analysis"]
+    workers = wall * min(args.jobs, len(runs))
+    totals["idle"] = max(workers - in_runs, 0.0)
+
+    steps = runs[0].config.num_train_steps
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs)")
+    print(
+        f"slice: {', '.join(ARMS)} x seeds {list(SEEDS[: args.seeds])}, {steps} steps; jobs={args.jobs}, "
+        f"threads per job={args.threads_per_job or 'default'}, XLA_FLAGS={os.environ['XLA_FLAGS']!r}"
+    )
+    failed = sorted(name for name, status in results.items() if status != "trained")
+    print(f"finished runs: {len(finished)}/{len(runs)} in {wall:.1f} s: {len(finished) / wall * 3600:.1f} runs/hour")
+    print(f"worker time ({min(args.jobs, len(runs))} x {wall:.1f} s = {workers:.1f} s):")
+    for phase in PHASES:
+        print(f"  {phase:13} {totals[phase]:9.1f} s  {totals[phase] / workers:6.1%}")
+    if failed:
+        print(f"not finished (see their error.txt): {failed}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

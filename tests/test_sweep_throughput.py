@@ -1,0 +1,93 @@
+"""experiments/benchmarks/sweep_throughput.py: its breakdown of a run's time against a hand-computed one and against
+a tiny real training, the compilation clock, and the command on fake runs (the machinery only: no time is
+asserted)."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import definitions
+from experiments import sweep as sweep_lib
+from experiments.benchmarks import sweep_throughput as bench
+from segjax.files import write_json
+
+
+def test_breakdown_of_a_run(tmp_path):
+    write_json(
+        tmp_path / "analysis.json",
+        {
+            "wall_seconds_train_call": 30.0,
+            "compile_seconds_train_call": 8.0,
+            "wall_seconds_analysis": 5.0,
+            "compile_seconds_analysis": 2.0,
+        },
+    )
+    records = [  # batch 4: 10 steps in 16 s (1 s per step after 6 s of the train step's compilation), then 2 x 10 s
+        {"step": 10, "split": "train", "images_per_second": 40 / 16},
+        {"step": 10, "split": "validation", "mean_iou": 0.5},
+        {"step": 20, "split": "train", "images_per_second": 4.0},
+        {"step": 30, "split": "train", "images_per_second": 4.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    got = bench.run_breakdown(tmp_path, batch_size=4)
+    # steps: 36 s logged less 6 s compiling; validation: the call's rest less its other 2 s of compiling (here none)
+    assert got == pytest.approx({"compile": 10.0, "train steps": 30.0, "validation": 0.0, "measurements": 3.0})
+    write_json(
+        tmp_path / "analysis.json",
+        {**json.loads((tmp_path / "analysis.json").read_text()), "wall_seconds_train_call": 50.0},
+    )
+    assert bench.run_breakdown(tmp_path, batch_size=4)["validation"] == pytest.approx(50.0 - 36.0 - 2.0)
+
+
+def test_the_compile_clock_counts_compilation_only():
+    fn = jax.jit(lambda x: x * 3.0 + 1.0)
+    before = sweep_lib.compile_seconds()
+    fn(np.ones(7, np.float32)).block_until_ready()
+    compiled = sweep_lib.compile_seconds()
+    assert compiled > before
+    fn(np.ones(7, np.float32)).block_until_ready()  # compiled already: no more
+    assert sweep_lib.compile_seconds() == compiled
+
+
+def test_a_tiny_real_run_is_broken_down_whole(tmp_path, tiny_config):
+    """A real (tiny) training's analysis.json and metrics.jsonl: the phases add up to the run's recorded time."""
+    config = tiny_config()
+    run = sweep_lib.Run(definitions.Arm("unet", "tiny", "unet"), 0, config)
+    assert sweep_lib.execute_run(run, tmp_path, analyze_fn=lambda config, workdir: {"params": 1}) == "trained"
+    analysis = json.loads((run.workdir(tmp_path) / sweep_lib.ANALYSIS_FILE).read_text())
+    assert all(analysis[key] >= 0 for key in sweep_lib.TIMING_KEYS)
+    assert analysis["compile_seconds_train_call"] <= analysis["wall_seconds_train_call"]
+    got = bench.run_breakdown(run.workdir(tmp_path), config.batch_size)
+    assert got["train steps"] > 0 and all(seconds >= 0 for seconds in got.values())
+    whole = analysis["wall_seconds_train_call"] + analysis["wall_seconds_analysis"]
+    assert sum(got.values()) == pytest.approx(whole)
+
+
+def _fake_train(config, workdir):
+    """A 'training' that logs its train records as segjax.train does, at so many images per second that the steps
+    take no time: the call's time is then all 'validation' (the rest of the call)."""
+    records = [{"step": s, "split": "train", "images_per_second": 1e12} for s in range(1, config.num_train_steps + 1)]
+    (pathlib.Path(workdir) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_the_command_reports_runs_per_hour_and_the_breakdown(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--jobs=1", "--steps=3", f"--keep={out}"]
+    assert bench.main(argv, train_fn=_fake_train, analyze_fn=lambda config, workdir: {"params": 1}) == 0
+    text = capsys.readouterr().out
+    assert "CPU: " in text and "finished runs: 6/6" in text and "runs/hour" in text and "3 steps" in text
+    shares = [float(line.split()[-1].rstrip("%")) for line in text.splitlines() if line.startswith("  ")]
+    assert len(shares) == len(bench.PHASES) and sum(shares) == pytest.approx(100.0, abs=0.5)
+    assert sorted(p.parent.name + "/" + p.name for p in out.glob("unet/*/seed*")) == sorted(
+        f"{arm.split('/')[1]}/seed{seed}" for arm in bench.ARMS for seed in bench.SEEDS
+    )
+
+
+def test_bad_options_are_refused(capsys, tmp_path):
+    for argv, named in ((["--seeds=4"], "--seeds=4"), ([f"--keep={tmp_path}"], "exists"), (["--jobs=0"], "--jobs=0")):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(argv)
+        assert exit_info.value.code == 2 and named in capsys.readouterr().err
