@@ -28,8 +28,17 @@ from segjax.train import Interrupted
 
 
 def narrowed(sweep: Sweep, seeds, keys: set[str]) -> Sweep:
-    """The part of `sweep` a --seeds / --only invocation runs: those seeds, those arms, the hypotheses they allow."""
-    arms = tuple(a for a in sweep.arms if a.key in keys)
+    """The part of `sweep` a --seeds / --only invocation runs: those seeds, those arms and the arms they start from
+    (`init_from`, whose runs they read), the hypotheses they allow."""
+    by_label = {(a.model, a.label): a for a in sweep.arms}
+    kept, todo = set(keys), [a for a in sweep.arms if a.key in keys]
+    while todo:
+        arm = todo.pop()
+        source = by_label.get((arm.model, arm.init_from))
+        if source is not None and source.key not in kept:
+            kept.add(source.key)
+            todo.append(source)
+    arms = tuple(a for a in sweep.arms if a.key in kept)
     hypotheses = tuple(h for h in sweep.hypotheses if all(f"{h.model}/{arm}" in keys for arm in h.arms))
     return dataclasses.replace(sweep, arms=arms, seeds=tuple(seeds), hypotheses=hypotheses)
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from experiments import command, definitions
+from experiments import command, definitions, reproductions
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
 from segjax.files import write_atomic, write_json
@@ -41,6 +41,14 @@ def test_only_filter_and_unknown_override_are_reported():
         definitions.Sweep("dup", (definitions.Arm("unet", "x", "unet"), definitions.Arm("unet", "x", "unet")), (0,))
     with pytest.raises(ValueError, match="Unknown config family"):
         sweep_lib.load_family_config("no_such_family")
+
+
+def test_only_a_staged_arm_keeps_the_arms_it_starts_from():
+    # --only=fcn8s_staged used to stop with a ValueError traceback: its sweep lost the arms its runs start from.
+    staged = reproductions.PRESETS["fcn_staged_128_cpu"]()
+    part = command.narrowed(staged, (0, 1), {"fcn/fcn8s_staged"})
+    assert [a.label for a in part.arms] == ["fcn32s_fixed", "fcn16s_staged", "fcn8s_staged"] and part.seeds == (0, 1)
+    assert [a.label for a in command.narrowed(staged, (0,), {"fcn/fcn8s_at_once"}).arms] == ["fcn8s_at_once"]
 
 
 def test_cli_dry_run_lists_runs(capsys):
