@@ -1,7 +1,7 @@
 """Ablation throughput: finished runs per hour of a fixed slice of the U-Net CPU ablation, and where the time went.
 
-    python -m experiments.benchmarks.sweep_throughput --jobs=2 --threads-per-job=1
-    python -m experiments.benchmarks.sweep_throughput --jobs=1            # one process, XLA's default threads
+    python -m experiments.benchmarks.sweep_throughput --jobs=1    # as the studies are trained
+    python -m experiments.benchmarks.sweep_throughput --jobs=2    # two worker processes
 
 The slice is the 'cpu' preset's recipe (experiments/studies/ablation.py) on two arms, U-Net's own decoder
 (transposed_k2_default, the hypotheses' reference) and the parameter-free one (bilinear), x 3 seeds, trained by
@@ -18,6 +18,11 @@ The breakdown divides the workers' time (jobs x wall seconds) among:
 - measurements: experiments.analysis after training, less its compilation;
 - idle: worker time outside any run (process start, imports, the runner's bookkeeping, waiting for a run).
 --steps shrinks the runs (validation and logging at most every that many steps, warm-up shorter) for a smoke check.
+
+Each process uses XLA's default threads (every core it may use); there is no threads-per-process option, because on
+jax 0.12 XLA_FLAGS' --xla_cpu_multi_thread_eigen=false and intra_op_parallelism_threads=1 still used both cores
+(CPU seconds per wall second 1.91), and limiting a process to one core (its CPU affinity) changed the trained
+numbers (a run's validation mIoU at step 100 differed), so it could not speed up a study without changing it.
 """
 
 from __future__ import annotations
@@ -42,14 +47,6 @@ from segjax.files import read_metrics
 ARMS = ("unet/transposed_k2_default", "unet/bilinear")
 SEEDS = (0, 1, 2)
 PHASES = ("compile", "train steps", "validation", "measurements", "idle")
-
-
-def threads_flags(threads: int) -> str:
-    """XLA_FLAGS for `threads` XLA:CPU threads per process (0: XLA's default, every core the process may use)."""
-    if threads == 0:
-        return ""
-    eigen = "false" if threads == 1 else "true"
-    return f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
 
 
 def slice_runs(steps: int | None, seeds: int, overrides: dict) -> list[sweep_lib.Run]:
@@ -115,12 +112,8 @@ def parse_set(text: str) -> tuple[str, object]:
 def main(argv=None, *, train_fn=None, analyze_fn=None) -> int:
     """The command line; `train_fn` and `analyze_fn` replace the runner's (`experiments.sweep.run_sweep`)."""
     parser = cli.ArgumentParser(prog="experiments.benchmarks.sweep_throughput", description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=2, help="parallel worker processes of the sweep")
     parser.add_argument(
-        "--threads-per-job",
-        type=int,
-        default=0,
-        help="XLA:CPU threads per process, through XLA_FLAGS (0: XLA's default, every core)",
+        "--jobs", type=int, default=1, help="parallel worker processes of the sweep (1: in this process)"
     )
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help=f"the first N of the seeds {SEEDS}")
@@ -130,9 +123,8 @@ def main(argv=None, *, train_fn=None, analyze_fn=None) -> int:
         "--keep", default=None, help="train into this new folder and keep it (default: a temporary one)"
     )
     args = parser.parse_args(argv)
-    for name, value, low in (("--jobs", args.jobs, 1), ("--threads-per-job", args.threads_per_job, 0)):
-        if value < low:
-            parser.error(f"{name}={value} must be at least {low}")
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs} must be at least 1")
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps={args.steps} must be at least 1 (or left out: the preset's step count)")
     if not 1 <= args.seeds <= len(SEEDS):
@@ -147,9 +139,7 @@ def main(argv=None, *, train_fn=None, analyze_fn=None) -> int:
     except ValueError as e:
         cli.fail(parser.prog, str(e))
 
-    flags = threads_flags(args.threads_per_job)  # before the first JAX computation; spawned workers inherit it
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
-    cli.use_fast_cpu_kernels()
+    cli.use_fast_cpu_kernels()  # before the first JAX computation, as the study commands do; workers inherit it
     with tempfile.TemporaryDirectory(prefix="sweep_throughput-") as tmp:
         out = pathlib.Path(args.keep or tmp)
         start = time.time()
@@ -172,7 +162,7 @@ def main(argv=None, *, train_fn=None, analyze_fn=None) -> int:
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs)")
     print(
         f"slice: {', '.join(ARMS)} x seeds {list(SEEDS[: args.seeds])}, {steps} steps; jobs={args.jobs}, "
-        f"threads per job={args.threads_per_job or 'default'}, XLA_FLAGS={os.environ['XLA_FLAGS']!r}"
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     failed = sorted(name for name, status in results.items() if status != "trained")
     print(f"finished runs: {len(finished)}/{len(runs)} in {wall:.1f} s: {len(finished) / wall * 3600:.1f} runs/hour")
