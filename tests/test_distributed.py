@@ -45,9 +45,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(command: list[str], processes: int = 2, devices_per_process: int = 2, expect: int = 0):
-    """Runs `command` (a segjax module and its arguments) in `processes` processes joined on localhost; each must
-    exit with status `expect`. Returns their CompletedProcess."""
+def start(command: list[str], processes: int = 2, devices_per_process: int = 2) -> list[subprocess.Popen]:
+    """Starts `command` (a segjax module and its arguments) in `processes` processes joined on localhost."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(
@@ -57,7 +56,7 @@ def launch(command: list[str], processes: int = 2, devices_per_process: int = 2,
         JAX_NUM_PROCESSES=str(processes),
         SEGJAX_DISTRIBUTED_TIMEOUT="60",
     )
-    running = [
+    return [
         subprocess.Popen(
             [sys.executable, "-m", *command],
             env=dict(env, JAX_PROCESS_ID=str(i)),
@@ -68,6 +67,10 @@ def launch(command: list[str], processes: int = 2, devices_per_process: int = 2,
         )
         for i in range(processes)
     ]
+
+
+def finish(running: list[subprocess.Popen], expect: int = 0) -> list[subprocess.CompletedProcess]:
+    """Waits for the processes of `start`; each must exit with status `expect`. Returns their CompletedProcess."""
     results = []
     try:
         for p in running:
@@ -79,6 +82,11 @@ def launch(command: list[str], processes: int = 2, devices_per_process: int = 2,
     for i, r in enumerate(results):
         assert r.returncode == expect, f"process {i}:\n{r.stderr[-3000:]}"
     return results
+
+
+def launch(command: list[str], processes: int = 2, devices_per_process: int = 2, expect: int = 0):
+    """Runs `command` in `processes` processes joined on localhost (`start`, `finish`)."""
+    return finish(start(command, processes, devices_per_process), expect)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ data: inputs, the stored config and a refused run's workdir stay byte-identical.
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,6 +14,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import test_distributed as two_processes
 from PIL import Image
 
 from segjax import checkpoint as checkpoint_lib
@@ -215,6 +217,38 @@ def test_sigterm_saves_and_the_resumed_run_equals_an_uninterrupted_one(tiny_conf
     uninterrupted = train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
     assert resumed["mean_iou"] == pytest.approx(uninterrupted["mean_iou"], abs=1e-6)
     np.testing.assert_allclose(resumed["confusion_matrix"], uninterrupted["confusion_matrix"])
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes(trained_run, tiny_overrides, tmp_path):
+    """Process 1 alone gets SIGTERM: the processes agree at the next log step, save that step together and both exit
+    with 143; the two-process resume ends at the numbers of an uninterrupted two-process run, steps neither lost
+    nor repeated. (`trained_run` prepared the dataset, which both processes read.)"""
+    more = {"num_train_steps": 20, "log_every_steps": 1, "eval_every_steps": 20, "checkpoint_every_steps": 20}
+    uninterrupted = str(tmp_path / "uninterrupted")
+    two_processes.launch(["segjax.train", *train_args(tiny_overrides(), uninterrupted, **more)])
+    workdir = str(tmp_path / "preempted")
+    command = ["segjax.train", *train_args(tiny_overrides(), workdir, **more)]
+    running = two_processes.start(command)
+    try:
+        while not read_metrics(workdir) and all(p.poll() is None for p in running):
+            time.sleep(0.02)
+        running[1].send_signal(signal.SIGTERM)  # not process 0, which writes the metrics
+    finally:
+        stopped = two_processes.finish(running, expect=143)
+    steps = {int(s) for r in stopped for s in re.findall(r"Stopped by SIGTERM after step (\d+), saved", r.stderr)}
+    assert all("Traceback" not in r.stderr for r in stopped) and len(steps) == 1, [r.stderr[-2000:] for r in stopped]
+    (step,) = steps  # both processes said so (each prints its own line)
+    assert 0 < step < 20 and checkpoint_lib.Checkpointer(workdir, read_only=True).all_steps() == [step]
+    assert max(r["step"] for r in read_metrics(workdir)) == step  # process 0 flushed the metrics
+
+    two_processes.launch(command)
+    resumed, reference = read_metrics(workdir), read_metrics(uninterrupted)
+    assert [r["step"] for r in resumed if r["split"] == "train"] == list(range(1, 21))
+    for a, b in zip(resumed, reference, strict=True):
+        assert a["step"] == b["step"] and a["split"] == b["split"]
+        assert a["loss" if a["split"] == "train" else "mean_iou"] == pytest.approx(
+            b["loss" if b["split"] == "train" else "mean_iou"], rel=1e-6, abs=1e-7
+        )
 
 
 # --- 9/10. one clear line instead of a traceback ------------------------------------------------------------------
