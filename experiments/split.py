@@ -6,6 +6,7 @@ artifacts, what decoders differ in (`split_measurements`), and the helpers the o
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -195,7 +196,10 @@ def upsampler_outputs(state) -> list:
 
 
 def detrended_score(y, factor: int) -> float:
-    """The detrended checkerboard score of a whole-split array, border = factor."""
+    """The detrended checkerboard score of a whole-split array, border = factor; NaN (not measured) when the map
+    is too small to hold a whole cell (FCN-32s's logits on 32 px images)."""
+    if min(ops.checkerboard_region(y.shape[1], y.shape[2], factor, border=factor)) < factor:
+        return math.nan
     return float(ops.checkerboard_score(jnp.asarray(y, jnp.float32), factor, border=factor))
 
 

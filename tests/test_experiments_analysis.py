@@ -4,7 +4,7 @@ test_experiments_report.py runs them on trained networks)."""
 import numpy as np
 import pytest
 
-from experiments import analysis
+from experiments import analysis, split
 from segjax.ops import checkerboard_score
 
 
@@ -33,3 +33,10 @@ def test_share_oracle_of_a_stride():
     line[0, 9, :] = 1  # thinner than a cell: its share never wins the argmax
     assert analysis.oracle_confusion(line, 8, 2, 255)[1, 1] == 0
     assert np.array_equal(np.diag(analysis.oracle_confusion(line, 1, 2, 255)), [17 * 23 - 23, 23])
+
+
+def test_a_map_too_small_for_its_stride_is_not_measured():
+    # FCN-32s's logits on the smoke test's 32 px images: the analysis stopped with a ValueError (reproductions_cpu).
+    y = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    assert np.isnan(split.detrended_score(y, 32))
+    assert split.detrended_score(y, 2) == float(checkerboard_score(y, 2, border=2))

@@ -11,6 +11,7 @@ from segjax.ops import (
     bed_of_nails,
     bilinear_kernel,
     bilinear_upsample,
+    checkerboard_region,
     checkerboard_score,
     conv_transpose,
     delta_kernel,
@@ -82,6 +83,22 @@ def test_icnr_pixel_shuffle_equals_conv_then_nearest():
     np.testing.assert_allclose(y, ref, atol=1e-5)
     with pytest.raises(ValueError, match="divisible by factor"):
         icnr_init(factor=2)(jax.random.key(0), (3, 3, 4, 6))
+
+
+@pytest.mark.parametrize("detrend", [True, False])
+def test_checkerboard_region_is_what_the_score_measures(detrend):
+    # The local mean's valid region (len(taps) - 1 pixels per side pair), then the border, then whole cells; the
+    # score refuses exactly the maps whose region holds no whole cell.
+    for factor, border, height, width in [(2, 0, 5, 4), (3, 1, 9, 13), (4, 4, 17, 16), (32, 32, 32, 32), (2, 2, 7, 9)]:
+        margin = len(local_mean_kernel(factor)) - 1 if detrend else 0
+        region = checkerboard_region(height, width, factor, border, detrend)
+        assert region == tuple((s - margin - 2 * border) // factor * factor for s in (height, width))
+        y = jnp.asarray(np.random.default_rng(factor).normal(size=(1, height, width, 2)), jnp.float32)
+        if min(region) < factor:
+            with pytest.raises(ValueError, match="leaves no whole"):
+                checkerboard_score(y, factor, border, detrend)
+        else:
+            assert np.isfinite(float(checkerboard_score(y, factor, border, detrend)))
 
 
 def test_checkerboard_score_without_detrending_is_the_original_measure():

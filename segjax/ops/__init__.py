@@ -5,7 +5,7 @@ pixel shuffle, a fast transposed convolution, the bilinear and ICNR initialisers
 score; plus the linen `Upsample` module that picks an operator by name.
 """
 
-from segjax.ops.checkerboard import checkerboard_score, local_mean_kernel
+from segjax.ops.checkerboard import checkerboard_region, checkerboard_score, local_mean_kernel
 from segjax.ops.conv_transpose import conv_transpose
 from segjax.ops.init import bilinear_kernel, delta_kernel, icnr_init
 from segjax.ops.pooling import max_pool_with_indices, max_unpool
@@ -34,6 +34,7 @@ __all__ = [
     "bilinear_kernel",
     "bilinear_upsample",
     "check_method",
+    "checkerboard_region",
     "checkerboard_score",
     "local_mean_kernel",
     "conv_transpose",

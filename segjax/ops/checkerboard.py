@@ -22,6 +22,14 @@ def local_mean_kernel(factor: int) -> np.ndarray:
     return taps / f
 
 
+def checkerboard_region(height: int, width: int, factor: int, border: int = 0, detrend: bool = True) -> tuple:
+    """The (height, width) of an HxW map that `checkerboard_score` measures: less the local mean's margin, less
+    `border` on each side, cropped to whole factor x factor cells. A side below `factor` leaves nothing to score."""
+    f = factor_int(factor)
+    margin = len(local_mean_kernel(f)) - 1 if detrend else 0
+    return tuple((side - margin - 2 * border) // f * f for side in (height, width))
+
+
 def checkerboard_score(y, factor: int, border: int = 0, detrend: bool = True):
     """How much of y's spatial variation is a pattern of period `factor`: 0 none, 1 nothing else.
 
@@ -42,17 +50,17 @@ def checkerboard_score(y, factor: int, border: int = 0, detrend: bool = True):
     if not isinstance(border, int) or border < 0:
         raise ValueError(f"checkerboard_score border must be a non-negative int, got {border!r}.")
     y = jnp.asarray(y, jnp.float32)
-    if detrend:
-        magnitude = jnp.mean(y * y)  # what float32 rounding is relative to
-        y = _minus_local_mean(y, f)
     n, h, w, c = y.shape
-    hh, ww = (h - 2 * border) // f * f, (w - 2 * border) // f * f
+    hh, ww = checkerboard_region(h, w, f, border, detrend)
     if hh < f or ww < f:
         raise ValueError(
             f"checkerboard_score: a {h}x{w} map minus a border of {border}"
             + (" (and the local mean's margin)" if detrend else "")
             + f" leaves no whole {f}x{f} cell."
         )
+    if detrend:
+        magnitude = jnp.mean(y * y)  # what float32 rounding is relative to
+        y = _minus_local_mean(y, f)
     y = y[:, border : border + hh, border : border + ww, :]
     m = y.reshape(n, hh // f, f, ww // f, f, c).mean(axis=(0, 1, 3))  # (f, f, C)
     if detrend:
