@@ -26,7 +26,6 @@ paper-reproduction presets reuse the ablation's finished runs instead of trainin
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import ctypes
@@ -421,6 +420,7 @@ class _Worker:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(child, str(out), os.getpid(), *functions))
         self.program: Sequence[Run] | None = None
+        self.arms: set[str] = set()  # the arms of the programs it was given
         try:
             self.process.start()
         finally:
@@ -444,10 +444,11 @@ class _Workers:
     def execute(self, grouped: Sequence[Sequence[Run]]):
         """Yields (name, status) of each run as its program finishes; a worker that exits during a program records
         the program failed (a new worker takes the rest), unless a signal stopped it (`Interrupted`)."""
-        todo = collections.deque(grouped)
+        todo = list(grouped)
         while True:
             while todo and (worker := self._idle()) is not None:
-                worker.program = todo.popleft()
+                worker.program = self._take(todo, worker)
+                worker.arms.add(worker.program[0].arm.key)
                 try:
                     worker.conn.send(worker.program)
                 except OSError:  # the worker has exited: its sentinel says so below
@@ -461,6 +462,17 @@ class _Workers:
                     yield from self._collect(worker)
             for worker in [w for w in self.workers if w.program is None and w.process.exitcode is not None]:
                 self.workers.remove(worker)  # exited while idle: another is started when one is needed
+
+    def _take(self, todo: list[Sequence[Run]], worker: _Worker) -> Sequence[Run]:
+        """Takes `worker`'s next program from `todo`: one of an arm it has run already, else one of an arm no other
+        worker has run, else the first. Each process compiles its arms' steps and measurements itself (the
+        persistent cache spares only XLA's part, not tracing and lowering), so a worker keeps to its arms."""
+        others = set().union(*(w.arms for w in self.workers if w is not worker))
+        for wanted in (lambda key: key in worker.arms, lambda key: key not in others):
+            for i, program in enumerate(todo):
+                if wanted(program[0].arm.key):
+                    return todo.pop(i)
+        return todo.pop(0)
 
     def _idle(self) -> _Worker | None:
         worker = next((w for w in self.workers if w.program is None and w.process.exitcode is None), None)

@@ -134,6 +134,28 @@ def test_parallel_jobs_run_each_arm_once_in_spawned_processes(tmp_path):
         assert analysis["val_miou"] == pytest.approx(0.1 * run.seed)
 
 
+def _train_and_note_the_process(config, workdir):
+    """_fake_train, noting its process; a run waits until the other arm's run of its seed has begun too, so that
+    both workers are busy at once (a worker that finds no run of its own arm left takes another arm's rather than
+    wait, which would make the test depend on timing)."""
+    workdir = pathlib.Path(workdir)
+    write_atomic(workdir / "trained_by.txt", str(os.getpid()))
+    assert _poll(lambda: len(list(workdir.parents[1].glob(f"*/seed{config.seed}/trained_by.txt"))) == 2, 120)
+    _fake_train(config, workdir)
+
+
+def test_each_worker_keeps_to_its_arms(tmp_path):
+    """With 2 arms x 2 seeds and 2 workers, each arm's seeds run in one process (which compiles that arm alone):
+    each worker begins with an arm of its own and then takes a run of an arm it has run."""
+    runs = sweep_lib.expand(_fake_sweep())
+    results = sweep_lib.run_sweep(
+        runs, tmp_path, jobs=2, train_fn=_train_and_note_the_process, analyze_fn=_fake_analyze, log=lambda s: None
+    )
+    assert results == {r.name: "trained" for r in runs}
+    pids = {r.name: (r.workdir(tmp_path) / "trained_by.txt").read_text() for r in runs}
+    assert pids["unet/a/seed0"] == pids["unet/a/seed1"] != pids["unet/b/seed0"] == pids["unet/b/seed1"]
+
+
 def test_a_run_that_starts_from_another_runs_after_it(tmp_path):
     arms = (
         definitions.Arm("fcn", "stage2", "default", {"num_train_steps": 2}, init_from="stage1"),
