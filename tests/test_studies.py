@@ -263,7 +263,11 @@ def test_the_section_skeleton_gives_no_section_when_an_arm_is_missing():
 
 def test_ordering_verdicts_are_paired_tests():
     def arm(values):
-        return {"_members": [{"seed": s, "final_miou": v} for s, v in enumerate(values)]}
+        return {
+            "model": "unet",
+            "label": str(values),
+            "_members": [{"seed": s, "final_miou": v} for s, v in enumerate(values)],
+        }
 
     low = [0.50, 0.55, 0.45, 0.52, 0.48]
     assert ordering(arm(low), arm([v + 0.1 for v in low])).startswith("held")
