@@ -119,8 +119,8 @@ def endpoints(records: list[dict]) -> dict:
 
 
 def split_columns(split: dict | None) -> dict:
-    """The SPLIT_METRICS columns of a run's split measurements; a list or mapping is averaged (upsamplers,
-    shifts)."""
+    """The SPLIT_METRICS columns of a run's split measurements; a list or mapping is averaged over its measured
+    values (upsamplers, shifts)."""
     if not split:
         return {}
     out = {}
@@ -130,7 +130,8 @@ def split_columns(split: dict | None) -> dict:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, dict):
             value = list(value.values())
-        if isinstance(value, list):
+        if isinstance(value, list):  # over the values measured (null: a map too small for its stride)
+            value = [v for v in value if v is not None]
             value = float(np.mean(value)) if value else None
         out[column] = value
     return out

@@ -4,7 +4,7 @@ test_experiments_report.py runs them on trained networks)."""
 import numpy as np
 import pytest
 
-from experiments import analysis, split
+from experiments import analysis, results, split
 from segjax.ops import checkerboard_score
 
 
@@ -40,3 +40,10 @@ def test_a_map_too_small_for_its_stride_is_not_measured():
     y = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
     assert np.isnan(split.detrended_score(y, 32))
     assert split.detrended_score(y, 2) == float(checkerboard_score(y, 2, border=2))
+
+
+def test_split_columns_average_the_measured_values_only():
+    # The deepest encoder level of a 32 px smoke image is too small to measure at factor 2: null in analysis.json.
+    checkerboard = {"encoder_gradient_magnitude_2": {"a": 0.2, "b": 0.4, "c": None}, "upsamplers": [None, None]}
+    columns = results.split_columns({"checkerboard": checkerboard})
+    assert columns["cb_encoder_gradient"] == pytest.approx(0.3) and columns["cb_upsamplers"] is None
