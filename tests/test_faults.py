@@ -22,6 +22,7 @@ from segjax import evaluate, predict, summary, train
 from segjax import run as run_lib
 from segjax.data import folder as folder_lib
 from segjax.files import read_metrics, write_atomic
+from segjax.models import pretrained
 from segjax.task import Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,6 +275,28 @@ def test_broken_workdirs_and_arguments_give_one_line(run_copy, tiny_overrides, t
         code, err = exit_status(main, args, capsys)
         assert code == 2 and message in err and "Traceback" not in err
     assert a_file.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["a_file", "run"]
+
+
+def test_pth_weights_a_wrapped_state_dict_loads_and_an_empty_file_gives_one_line(tiny_overrides, tmp_path, capsys):
+    torch = pytest.importorskip("torch")  # optional (the 'bench' extra); .pth files need it
+    tensors = pretrained.read_safetensors(
+        os.path.join(REPO, "tests", "fixtures", "pretrained", "vgg16_tiny.safetensors")
+    )
+    torch.save({"model": {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}, "epoch": 3}, tmp_path / "m.pth")
+    loaded = pretrained.read_state_dict(str(tmp_path / "m.pth"))  # a training checkpoint's form: its state dict
+    assert sorted(loaded) == sorted(tensors)
+    for name, array in tensors.items():
+        np.testing.assert_array_equal(loaded[name], array)
+
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({}, tmp_path / "empty_dict.pth")
+    for name, message in [("empty.pth", "torch.load could not read"), ("empty_dict.pth", "holds an empty dict")]:
+        workdir = tmp_path / f"{name}.run"
+        args = train_args(tiny_overrides(), workdir, **{"model.encoder_weights": tmp_path / name})
+        code, err = exit_status(train.main, args, capsys)
+        line = err.strip().splitlines()[-1]  # (the lines before: a first preparation of the dataset)
+        assert code == 2 and line.startswith("segjax-train: error:") and "Traceback" not in err, err
+        assert f"{tmp_path / name}" in line and message in line and not workdir.exists()
 
 
 def test_eval_of_the_test_split_and_the_mode_of_written_files(trained_run, tmp_path):

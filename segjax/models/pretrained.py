@@ -92,8 +92,9 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
         ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds (pickle, zip, weights_only refusals)
-        raise PretrainedWeightsError(f"torch.load could not read {path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # torch raises many kinds (pickle, zip, weights_only refusals; an empty file: EOFError())
+        cause = next(iter(str(e).splitlines()), "") or f"{type(e).__name__} (is the file empty or cut short?)"
+        raise PretrainedWeightsError(f"torch.load could not read {path}: {cause}") from None
     for wrapper in ("state_dict", "model"):  # training checkpoints wrap it: {"model": state dict, "epoch": 3}
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
