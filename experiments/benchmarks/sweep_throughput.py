@@ -33,12 +33,12 @@ import dataclasses
 import os
 import pathlib
 import statistics
-import subprocess
 import tempfile
 import time
 
 from experiments import command
 from experiments import sweep as sweep_lib
+from experiments.benchmarks.arms import cpu_model
 from experiments.layout import ANALYSIS_FILE, read_json
 from experiments.studies import ablation
 from segjax import cli
@@ -88,15 +88,6 @@ def run_breakdown(workdir: pathlib.Path, batch_size: int) -> dict[str, float]:
         "validation": max(train_call - logged - (train_compile - in_steps), 0.0),
         "measurements": max(measure - measure_compile, 0.0),
     }
-
-
-def cpu_model() -> str:
-    """lscpu's model name (the CPU every figure belongs to)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (lscpu failed)"
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), "?")
 
 
 def parse_set(text: str) -> tuple[str, object]:
