@@ -1,6 +1,6 @@
-"""experiments/benchmarks/sweep_throughput.py: its breakdown of a run's time against a hand-computed one and against
-a tiny real training, the compilation clock, and the command on fake runs (the machinery only: no time is
-asserted)."""
+"""experiments/benchmarks/sweep_throughput.py: its breakdown of a run's time (and of a seed's in a program of
+several) against hand-computed ones and against a tiny real training, the compilation clock, the command on fake
+runs and on tiny real programs of 2 seeds, and its refusals (the machinery only: no time is asserted)."""
 
 import json
 import pathlib
@@ -40,6 +40,31 @@ def test_breakdown_of_a_run(tmp_path):
         {**json.loads((tmp_path / "analysis.json").read_text()), "wall_seconds_train_call": 50.0},
     )
     assert bench.run_breakdown(tmp_path, batch_size=4)["validation"] == pytest.approx(50.0 - 36.0 - 2.0)
+
+
+def test_breakdown_of_a_seed_of_a_program(tmp_path):
+    """A seed of a 2-seed program: its analysis.json holds half the program's training call and compilation, its
+    train records the program's intervals (images/s of one seed); it gets half of each phase of the program."""
+    write_json(
+        tmp_path / "analysis.json",
+        {
+            "wall_seconds_train_call": 25.0,  # the program's 50 s and 8 s, each halved by the runner
+            "compile_seconds_train_call": 4.0,
+            "wall_seconds_analysis": 5.0,  # the seed's own measurements
+            "compile_seconds_analysis": 2.0,
+            "seeds_per_program": 2,
+        },
+    )
+    records = [  # the program: 10 steps of batch 4 per seed in 16 s (6 s of its 8 s compiling), then 2 x 10 s
+        {"step": 10, "split": "train", "images_per_second": 40 / 16},
+        {"step": 20, "split": "train", "images_per_second": 4.0},
+        {"step": 30, "split": "train", "images_per_second": 4.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    got = bench.run_breakdown(tmp_path, batch_size=4)
+    # the program: 30 s of steps, 50 - 36 - 2 = 12 s of validation; half of each, and the seed's own 3 s measuring
+    assert got == pytest.approx({"compile": 4.0 + 2.0, "train steps": 15.0, "validation": 6.0, "measurements": 3.0})
+    assert sum(got.values()) == pytest.approx(25.0 + 5.0)
 
 
 def test_the_compile_clock_counts_compilation_only():
@@ -86,8 +111,39 @@ def test_the_command_reports_runs_per_hour_and_the_breakdown(tmp_path, capsys):
     )
 
 
+def _printed(text: str) -> tuple[float, dict[str, float]]:
+    """The worker seconds and the seconds of each phase that the command printed."""
+    workers = float(next(line for line in text.splitlines() if line.startswith("worker time")).split()[-2])
+    phases = {line[2:15].strip(): float(line[15:].split()[0]) for line in text.splitlines() if line.startswith("  ")}
+    return workers, phases
+
+
+def test_programs_of_two_seeds_are_trained_and_broken_down_whole(tmp_path, capsys, tiny_overrides):
+    """The slice (2 arms x 2 seeds) trained for real, tiny, as 2 programs of 2 seeds: every run finishes, each is
+    recorded as a seed of a 2-seed program, and the printed phases add up to the worker time."""
+    out = tmp_path / "out"
+    tiny = [f"--set={key}={value!r}" for key, value in tiny_overrides("unet").items()]
+    argv = ["--seeds=2", "--seeds-per-program=2", f"--keep={out}", *tiny]
+    assert bench.main(argv, analyze_fn=lambda config, workdir: {"params": 1}) == 0
+    text = capsys.readouterr().out
+    assert "finished runs: 4/4" in text and "seeds per program=2 (2 programs)" in text
+    runs = sorted(out.glob("unet/*/seed*"))
+    assert len(runs) == 4
+    assert all(json.loads((run / "analysis.json").read_text())["seeds_per_program"] == 2 for run in runs)
+    workers, phases = _printed(text)
+    assert list(phases) == list(bench.PHASES) and phases["train steps"] > 0
+    assert sum(phases.values()) == pytest.approx(workers, abs=0.31)  # 6 numbers, each printed to 0.1 s
+
+
 def test_bad_options_are_refused(capsys, tmp_path):
-    for argv, named in ((["--seeds=4"], "--seeds=4"), ([f"--keep={tmp_path}"], "exists"), (["--jobs=0"], "--jobs=0")):
+    for argv, named in (
+        (["--seeds=4"], "--seeds=4"),
+        ([f"--keep={tmp_path}"], "exists"),
+        (["--jobs=0"], "--jobs=0"),
+        (["--seeds-per-program=0"], "--seeds-per-program=0"),
+        (["--seeds-per-program=two"], "--seeds-per-program"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             bench.main(argv)
-        assert exit_info.value.code == 2 and named in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and named in err and len(err.strip().splitlines()) == 1, err
