@@ -64,10 +64,9 @@ def split_measurements(model, variables, config, info) -> dict:
         )
         phase_errors.append(np.asarray(phases["errors"]))
         phase_pixels.append(np.asarray(phases["pixels"]))
-        for k, s in enumerate(SHIFTS):
-            same, total = _shift_agreement(model, variables, images, s)
-            agree[k] += float(same)
-            compared[k] += float(total)
+        same, total = jax.device_get(_shift_agreements(model, variables, images))
+        agree += same
+        compared += total
         ups_all.append([np.asarray(u) for u in ups])
         logits_all.append(np.asarray(logits))
         truth_all.append(labels)
@@ -180,14 +179,19 @@ def _forward_and_input_gradient(model, variables, images, labels, ignore_index):
     return logits, ups, grad, encoder_grads
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _shift_agreement(model, variables, images, shift: int):
-    """(pixels predicted alike, pixels compared) for crops at offsets (0, 0) and (shift, shift), realigned."""
+@functools.partial(jax.jit, static_argnums=(0,))
+def _shift_agreements(model, variables, images):
+    """Per shift s of SHIFTS: (pixels predicted alike, pixels compared) for crops at offsets (0, 0) and (s, s),
+    realigned. One program for every shift, with the crop at (0, 0) predicted once."""
     size_h, size_w = images.shape[1] - SHIFT_MARGIN, images.shape[2] - SHIFT_MARGIN
     base = model.apply(variables, images[:, :size_h, :size_w], train=False).argmax(-1)
-    moved = model.apply(variables, images[:, shift : shift + size_h, shift : shift + size_w], train=False).argmax(-1)
-    same = base[:, shift:, shift:] == moved[:, : size_h - shift, : size_w - shift]
-    return same.sum(), same.size
+    same, compared = [], []
+    for s in SHIFTS:
+        moved = model.apply(variables, images[:, s : s + size_h, s : s + size_w], train=False).argmax(-1)
+        alike = base[:, s:, s:] == moved[:, : size_h - s, : size_w - s]
+        same.append(alike.sum())
+        compared.append(alike.size)
+    return jnp.stack(same), jnp.asarray(compared)
 
 
 def upsampler_outputs(state) -> list:

@@ -1,10 +1,12 @@
 """experiments.analysis and experiments.split: the measurements of one run (their definitions; the tiny sweep of
 test_experiments_report.py runs them on trained networks)."""
 
+import jax
 import numpy as np
 import pytest
 
 from experiments import analysis, results, split
+from segjax import models
 from segjax.ops import checkerboard_score
 
 
@@ -47,3 +49,21 @@ def test_split_columns_average_the_measured_values_only():
     checkerboard = {"encoder_gradient_magnitude_2": {"a": 0.2, "b": 0.4, "c": None}, "upsamplers": [None, None]}
     columns = results.split_columns({"checkerboard": checkerboard})
     assert columns["cb_encoder_gradient"] == pytest.approx(0.3) and columns["cb_upsamplers"] is None
+
+
+def test_shift_agreements_count_each_shift_as_two_plain_predictions_do():
+    # One program predicts the unshifted crop once for every shift; counted here crop by crop, in numpy.
+    model = models.create_model(dict(name="unet", preset="small", base_width=4, depth=2), 3)
+    images = np.random.default_rng(0).normal(size=(2, 21, 19, 3)).astype(np.float32)
+    variables = model.init(jax.random.key(0), images[:1], train=False)
+    same, compared = split._shift_agreements(model, variables, images)
+    h, w = 21 - split.SHIFT_MARGIN, 19 - split.SHIFT_MARGIN
+
+    def predict(crop):
+        return np.asarray(model.apply(variables, crop, train=False)).argmax(-1)
+
+    base = predict(images[:, :h, :w])
+    for k, s in enumerate(split.SHIFTS):
+        alike = base[:, s:, s:] == predict(images[:, s : s + h, s : s + w])[:, : h - s, : w - s]
+        assert (int(same[k]), int(compared[k])) == (alike.sum(), alike.size)
+    assert 0 < int(same.sum()) < int(compared.sum())  # neither all alike nor none: the counts are not trivial
