@@ -1,5 +1,7 @@
 """The grain pipeline on the embedded dataset: determinism, resuming, sharding, evaluation passes, transforms."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -285,3 +287,40 @@ def test_photometric_augmentation_is_optional_per_element_and_resumes_exactly(co
     coloured.photometric.hue = 3
     with pytest.raises(ValueError, match=r"Unknown data.photometric keys \['hue'\]"):
         data_lib.DataSpec.from_config(coloured)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(scale_range=(0.5, 2.0), photometric=True),  # crops of rescaled copies
+        dict(
+            crop_size=64, scale_range=(1.0, 1.0), photometric=True
+        ),  # whole images: the transforms see the kept arrays
+    ],
+)
+def test_a_training_loader_decodes_each_example_once_and_gives_the_batches_of_decoding_every_read(
+    config, monkeypatch, changes
+):
+    changed = config.copy_and_resolve_references()
+    changed.num_workers = 0  # one reader: the decode count is exact
+    for key, value in changes.items():
+        if key == "photometric":
+            changed.photometric = pipeline.photometric_config(enabled=True)
+        else:
+            setattr(changed, key, value)
+    decoded = []  # this test's reads only (the main thread's): other tests' loaders may still prefetch in theirs
+    decode = pipeline._Decode.__call__
+
+    def counted(self, example):
+        if threading.current_thread() is threading.main_thread():
+            decoded.append(1)
+        return decode(self, example)
+
+    monkeypatch.setattr(pipeline._Decode, "__call__", counted)
+    steps = 2 * NUM_TRAIN // 8 + 1  # into a third epoch
+    kept = take(train_loader(changed), steps)
+    assert len(decoded) == NUM_TRAIN
+    decoded.clear()
+    monkeypatch.setattr(pipeline, "DECODED_CACHE_BYTES", 0)
+    assert_batches_equal(kept, take(train_loader(changed), steps))
+    assert len(decoded) == steps * 8
