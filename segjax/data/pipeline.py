@@ -325,7 +325,7 @@ class _DecodedOnce:
             return example
         example = self.decode(self.source[index])
         size = sum(v.nbytes for v in example.values())
-        if self._kept_bytes + size <= self.capacity:  # grain's reader threads may both keep one: a few bytes over
+        if self._kept_bytes + size <= self.capacity:  # two reader threads may overshoot by an example each
             for v in example.values():
                 v.flags.writeable = False
             self._kept[index] = example
