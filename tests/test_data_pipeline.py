@@ -292,10 +292,8 @@ def test_photometric_augmentation_is_optional_per_element_and_resumes_exactly(co
 @pytest.mark.parametrize(
     "changes",
     [
-        dict(scale_range=(0.5, 2.0), photometric=True),  # crops of rescaled copies
-        dict(
-            crop_size=64, scale_range=(1.0, 1.0), photometric=True
-        ),  # whole images: the transforms see the kept arrays
+        pytest.param(dict(scale_range=(0.5, 2.0), photometric=True), id="rescaled-crops"),
+        pytest.param(dict(crop_size=64, scale_range=(1.0, 1.0), photometric=True), id="whole-kept-arrays"),
     ],
 )
 def test_a_training_loader_decodes_each_example_once_and_gives_the_batches_of_decoding_every_read(
