@@ -140,7 +140,7 @@ def parse_arg(config_file: str, arg: str | None, **options) -> ml_collections.Co
             name, text = next(iter(options)), part
         if name not in options:
             raise ConfigError(f"{where}: unknown option {name!r}; options: {_describe(options) or 'none'}.")
-        value = _literal(text)
+        value = literal(text)
         default = values[name]
         if name in choices:
             if value not in choices[name]:
@@ -159,7 +159,8 @@ def _describe(options: dict) -> str:
     )
 
 
-def _literal(text: str):
+def literal(text: str):
+    """`text` as a Python literal (1e-3, (32, 32), None), else the text itself (a plain string)."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -269,7 +270,7 @@ def override(config, key: str, text: str) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"config.{key}={text!r}: {key} takes True or False.")
     else:
-        value = _literal(text)
+        value = literal(text)
         if wanted is tuple and isinstance(value, list):
             value = tuple(value)
     if wanted not in (type(None), object) and not _fits(value, wanted):

@@ -85,14 +85,20 @@ def test_icnr_pixel_shuffle_equals_conv_then_nearest():
         icnr_init(factor=2)(jax.random.key(0), (3, 3, 4, 6))
 
 
-@pytest.mark.parametrize("detrend", [True, False])
-def test_checkerboard_region_is_what_the_score_measures(detrend):
-    # The local mean's valid region (len(taps) - 1 pixels per side pair), then the border, then whole cells; the
-    # score refuses exactly the maps whose region holds no whole cell.
-    for factor, border, height, width in [(2, 0, 5, 4), (3, 1, 9, 13), (4, 4, 17, 16), (32, 32, 32, 32), (2, 2, 7, 9)]:
-        margin = len(local_mean_kernel(factor)) - 1 if detrend else 0
+@pytest.mark.parametrize(
+    "detrend,regions",
+    [
+        # the local mean's valid region (factor 2 and 3: 3 taps, 4: 5 taps, 32: 33 taps), the border, whole cells
+        (True, [(2, 2), (3, 9), (4, 4), (-64, -64), (0, 2)]),
+        (False, [(4, 4), (6, 9), (8, 8), (-32, -32), (2, 4)]),
+    ],
+)
+def test_checkerboard_region_is_what_the_score_measures(detrend, regions):
+    # Regions worked out by hand; the score refuses exactly the maps whose region holds no whole cell.
+    cases = [(2, 0, 5, 4), (3, 1, 9, 13), (4, 4, 17, 16), (32, 32, 32, 32), (2, 2, 7, 9)]
+    for (factor, border, height, width), expected in zip(cases, regions, strict=True):
         region = checkerboard_region(height, width, factor, border, detrend)
-        assert region == tuple((s - margin - 2 * border) // factor * factor for s in (height, width))
+        assert region == expected
         y = jnp.asarray(np.random.default_rng(factor).normal(size=(1, height, width, 2)), jnp.float32)
         if min(region) < factor:
             with pytest.raises(ValueError, match="leaves no whole"):

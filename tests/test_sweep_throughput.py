@@ -111,6 +111,23 @@ def test_the_command_reports_runs_per_hour_and_the_breakdown(tmp_path, capsys):
     )
 
 
+def test_failed_runs_are_named_with_where_their_errors_are(tmp_path, capsys):
+    def fail_seed_1(config, workdir):
+        if config.seed == 1:
+            raise RuntimeError("seed 1 fails")
+        _fake_train(config, workdir)
+
+    analyze = lambda config, workdir: {"params": 1}  # noqa: E731
+    assert bench.main(["--steps=3", "--seeds=2"], train_fn=fail_seed_1, analyze_fn=analyze) == 1
+    captured = capsys.readouterr()
+    assert "finished runs: 2/4" in captured.out and "seed 1 fails" in captured.err
+    assert "not finished (above, on stderr; --keep=DIR keeps error.txt)" in captured.out  # the temporary OUT is gone
+    out = tmp_path / "out"
+    assert bench.main(["--steps=3", "--seeds=2", f"--keep={out}"], train_fn=fail_seed_1, analyze_fn=analyze) == 1
+    assert f"not finished (their error.txt in {out})" in capsys.readouterr().out
+    assert "seed 1 fails" in (out / "unet/bilinear/seed1/error.txt").read_text()
+
+
 def _printed(text: str) -> tuple[float, dict[str, float]]:
     """The worker seconds and the seconds of each phase that the command printed."""
     workers = float(next(line for line in text.splitlines() if line.startswith("worker time")).split()[-2])

@@ -35,7 +35,6 @@ numbers (a run's validation mIoU at step 100 differed), so it could not speed up
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import os
 import pathlib
@@ -51,6 +50,7 @@ from experiments.benchmarks.arms import cpu_model
 from experiments.layout import ANALYSIS_FILE, read_json
 from experiments.studies import ablation
 from segjax import cli
+from segjax.config import literal
 from segjax.files import read_metrics
 
 ARMS = ("unet/transposed_k2_default", "unet/bilinear")
@@ -105,10 +105,7 @@ def parse_set(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"--set {text!r}: give KEY=VALUE, e.g. data.embedded.num_validation=8")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
+    return key, literal(value)
 
 
 def main(argv=None, *, train_fn=None, analyze_fn=None) -> int:
@@ -190,7 +187,8 @@ def main(argv=None, *, train_fn=None, analyze_fn=None) -> int:
     for phase in PHASES:
         print(f"  {phase:13} {totals[phase]:9.1f} s  {totals[phase] / workers:6.1%}")
     if failed:
-        print(f"not finished (see their error.txt): {failed}")
+        where = f"their error.txt in {args.keep}" if args.keep else "above, on stderr; --keep=DIR keeps error.txt"
+        print(f"not finished ({where}): {failed}")
         return 1
     return 0
 
