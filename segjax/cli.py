@@ -65,24 +65,39 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(self.prog, f"{message} (see {self.prog} --help)")
 
 
-# XLA:CPU hands convolutions and matrix products to YNNPACK only when this flag asks for it. On the 2-core CPU it
-# makes a U-Net or SegNet training step about 3x faster (128 px: 0.35 and 0.29x PyTorch without it, 1.07 and 0.98x
-# with it; `SEGJAX_XLA_CPU_YNN=0 python experiments/benchmarks/train_step.py --sizes 128`). GPUs and TPUs ignore it.
+# XLA:CPU's faster kernels, each behind a flag that XLA reads when JAX creates its CPU backend, and the environment
+# variable that turns it on ('1') or off ('0'). GPUs and TPUs ignore both.
+# - YNNPACK for matrix products and convolutions, on by default: on the 2-core CPU it made a U-Net or SegNet training
+#   step about 3x faster (128 px: 0.35 and 0.29x PyTorch without it, 1.07 and 0.98x with it;
+#   `SEGJAX_XLA_CPU_YNN=0 python experiments/benchmarks/train_step.py --sizes 128`).
+# - oneDNN for convolutions and their gradients (XLA's `__onednn$convolution` calls), off by default. On the 2-core
+#   AMD EPYC it made the CPU ablation slice 1.12x faster (`SEGJAX_XLA_CPU_ONEDNN=1 python -m
+#   experiments.benchmarks.sweep_throughput`) but the 256 px steps of `train_step.py` about 0.8x as fast (its kernel
+#   gradients of large maps are slow), and XLA cannot store programs with these calls in the persistent
+#   compilation cache.
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
+ONEDNN_FLAG = "--xla_cpu_experimental_onednn_custom_call=true"
+FAST_CPU_FLAGS = {YNN_FLAG: ("SEGJAX_XLA_CPU_YNN", "1"), ONEDNN_FLAG: ("SEGJAX_XLA_CPU_ONEDNN", "0")}
 
 
-def use_fast_cpu_kernels() -> bool:
-    """Adds YNN_FLAG to XLA_FLAGS, which XLA reads when JAX creates its CPU backend, so call it before the first JAX
-    computation. Left alone: a value the user set for that flag, SEGJAX_XLA_CPU_YNN=0, and a jaxlib that does not
-    know the flag (XLA aborts on unknown flags). Returns whether the flag is set now."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    name = YNN_FLAG[2:].split("=")[0]
-    if name in flags:
-        return YNN_FLAG in flags.split()
-    if os.environ.get("SEGJAX_XLA_CPU_YNN", "1") == "0" or not jaxlib_knows(name):
-        return False
-    os.environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
-    return True
+def use_fast_cpu_kernels() -> tuple[str, ...]:
+    """Adds the FAST_CPU_FLAGS that their environment variables (or defaults) turn on to XLA_FLAGS, which XLA reads
+    when JAX creates its CPU backend, so call it before the first JAX computation. Left alone for each flag: a value
+    the user set for it in XLA_FLAGS, and a jaxlib that does not know it (XLA aborts on unknown flags). Returns those
+    of the flags in effect now."""
+    in_effect = []
+    for flag, (switch, default) in FAST_CPU_FLAGS.items():
+        flags = os.environ.get("XLA_FLAGS", "")
+        name = flag[2:].split("=")[0]
+        if name in flags:
+            if flag in flags.split():
+                in_effect.append(flag)
+            continue
+        if os.environ.get(switch, default) == "0" or not jaxlib_knows(name):
+            continue
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+        in_effect.append(flag)
+    return tuple(in_effect)
 
 
 @functools.cache

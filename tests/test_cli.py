@@ -19,19 +19,29 @@ from segjax.run import RunError
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+YNN, ONEDNN = "--xla_cpu_experimental_ynn_fusion_type=dot", "--xla_cpu_experimental_onednn_custom_call=true"
+SWITCHES = ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN", "SEGJAX_XLA_CPU_ONEDNN")
+
+
 @pytest.mark.parametrize(
     "env, expected",
     [
-        ({}, "--xla_cpu_experimental_ynn_fusion_type=dot"),
+        ({}, YNN),
+        ({"SEGJAX_XLA_CPU_ONEDNN": "1"}, f"{YNN} {ONEDNN}"),
         ({"SEGJAX_XLA_CPU_YNN": "0"}, ""),
+        ({"SEGJAX_XLA_CPU_YNN": "0", "SEGJAX_XLA_CPU_ONEDNN": "1"}, ONEDNN),
         (
-            {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=eltwise"},
-            "--xla_cpu_experimental_ynn_fusion_type=eltwise",
+            {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=eltwise", "SEGJAX_XLA_CPU_ONEDNN": "1"},
+            f"--xla_cpu_experimental_ynn_fusion_type=eltwise {ONEDNN}",
+        ),
+        (
+            {"XLA_FLAGS": "--xla_cpu_experimental_onednn_custom_call=false", "SEGJAX_XLA_CPU_ONEDNN": "1"},
+            f"--xla_cpu_experimental_onednn_custom_call=false {YNN}",
         ),
     ],
 )
-def test_commands_add_the_ynn_flag_unless_told_otherwise(env, expected):
-    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
+def test_commands_add_the_kernel_flags_their_switches_turn_on(env, expected):
+    clean = {k: v for k, v in os.environ.items() if k not in SWITCHES}
     out = subprocess.run(
         [
             sys.executable,
@@ -47,7 +57,7 @@ def test_commands_add_the_ynn_flag_unless_told_otherwise(env, expected):
 
 
 def test_importing_segjax_sets_no_flag():
-    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SEGJAX_XLA_CPU_YNN")}
+    clean = {k: v for k, v in os.environ.items() if k not in SWITCHES}
     code = "import os, segjax, segjax.train, segjax.models; print(repr(os.environ.get('XLA_FLAGS')))"
     out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "None"
@@ -58,6 +68,7 @@ def test_a_flag_unknown_to_jaxlib_is_not_added(monkeypatch):
     assert not cli.jaxlib_knows("xla_cpu_no_such_flag_anywhere")
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
     monkeypatch.delenv("SEGJAX_XLA_CPU_YNN", raising=False)
+    monkeypatch.setenv("SEGJAX_XLA_CPU_ONEDNN", "1")
     monkeypatch.setattr(cli, "jaxlib_knows", lambda flag: False)
     assert not cli.use_fast_cpu_kernels()
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
