@@ -12,10 +12,10 @@ from other processes hits both; the medians are reported as images/s, and the ra
 median over rounds of each round's ratio.
 Also printed: segjax's compile time (lower + compile of the jitted step) and the XLA buffer sizes of the
 compiled step (arguments + outputs + temporaries, a proxy of peak memory), plus the process's max RSS.
-GFLOP/s is XLA's flop count of segjax's compiled step (the same arithmetic as torch's) over each side's median
-step time; '% peak' divides it by an estimate of the CPUs' float32 peak: cores x clock (the nominal clock
-/proc/cpuinfo reports, which a VM does not update; boost clocks are higher) x 2 FMA units x 16 lanes
-(AVX-512; 8 with AVX2) x 2 flops per FMA. (AMD Zen 4 runs AVX-512 on 256-bit units: its real peak is half.)
+GFLOP/s is XLA's flop count of segjax's step (the same arithmetic as torch's; `segjax.summary.program_flops`)
+over each side's median step time; '% peak' divides it by an estimate of the CPUs' float32 peak: cores x clock
+(the nominal clock /proc/cpuinfo reports, which a VM does not update; boost clocks are higher) x 2 FMA units x 16
+lanes (AVX-512; 8 with AVX2) x 2 flops per FMA. (AMD Zen 4 runs AVX-512 on 256-bit units: its real peak is half.)
 """
 
 import argparse
@@ -32,7 +32,7 @@ import torch
 from torch import nn as tnn
 from torch.nn import functional as F
 
-from segjax import cli, models
+from segjax import cli, models, summary
 
 # ----------------------------------------------------------------------------------------------------
 # PyTorch mirrors of segjax's networks (BN conv blocks without conv bias, like segjax with norm='batch').
@@ -153,14 +153,6 @@ def cpu_peak_gflops() -> tuple[float, str]:
     )
 
 
-def step_flops(compiled) -> float:
-    """XLA's flop count of a compiled step (nan when the backend gives none)."""
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", float("nan")))
-
-
 def count(tree):
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
@@ -179,9 +171,10 @@ def bench_one(name, cfg, size, batch, num_classes, steps, rounds):
     key = jax.random.key(1)
     args = (params, batch_stats, opt_state, jnp.asarray(images), jnp.asarray(labels), key)
     t0, c0 = time.perf_counter(), time.process_time()
-    compiled = step.lower(*args).compile()
+    lowered = step.lower(*args)
+    compiled = lowered.compile()
     compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    flops = step_flops(compiled)
+    flops = summary.program_flops(lowered, compiled)
     mem = compiled.memory_analysis()
     xla_mb = (
         (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) / 2**20
