@@ -9,7 +9,7 @@ measurements in ``experiments.analysis`` (parameters, FLOPs, checkerboard scores
 own measurements follow the whole sweep (``experiments.measure``, run by ``experiments.command``).
 
 Bookkeeping, so a sweep can be stopped and started again at any time:
-- ``run.json`` (written before training) records the run's resolved-config hash;
+- ``run.json`` (written before training) records the run's resolved-config hash and XLA_FLAGS;
 - ``analysis.json`` then ``DONE`` are written atomically after the final evaluation. A run with ``DONE`` is
   skipped; a run without it is resumed: ``train_and_evaluate`` restores its own latest checkpoint. analysis.json
   also records where the run's time went (`TIMING_KEYS`: the training call and the measurements, and the JAX
@@ -52,7 +52,7 @@ from experiments import analysis as analysis_lib
 from experiments import layout
 from experiments.definitions import Arm, Sweep
 from experiments.layout import ANALYSIS_FILE, DONE, ERROR_FILE, RUN_FILE, read_json
-from segjax import multiseed
+from segjax import cli, multiseed
 from segjax.config import load_config_file, set_value
 from segjax.files import write_json
 from segjax.train import Interrupted, train_and_evaluate
@@ -293,6 +293,7 @@ def _begin(run: Run, out) -> str:
             "overrides": dict(run.arm.overrides),
             "tags": dict(run.arm.tags),
             "config": run.config_in(out).to_dict(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # the CPU kernels that trained it (segjax.cli)
         },
     )
     (workdir / ERROR_FILE).unlink(missing_ok=True)
@@ -649,7 +650,10 @@ def _signals_raise_interrupted():
 
 def configure_jax(out: str | os.PathLike) -> None:
     """Share XLA compilations between the processes and invocations of a sweep (within one process, equal steps
-    are already compiled once: segjax.parallel.DataParallel.wrap)."""
+    are already compiled once: segjax.parallel.DataParallel.wrap). Not with oneDNN convolutions, whose programs
+    XLA cannot serialise (jaxlib 0.12.0.1: every cache write fails with std::bad_alloc), so each process compiles."""
+    if cli.ONEDNN_FLAG in os.environ.get("XLA_FLAGS", "").split():
+        return
     cache = pathlib.Path(out) / ".jax_cache"
     cache.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(cache))

@@ -20,6 +20,7 @@ import pytest
 from experiments import command, definitions, reproductions
 from experiments import sweep as sweep_lib
 from experiments import upsampling_ablation as ua
+from segjax import cli
 from segjax.files import write_atomic, write_json
 from segjax.train import Interrupted, StopSignals
 
@@ -115,6 +116,16 @@ def test_finished_runs_are_skipped_and_crashed_runs_resume(tmp_path):
     again = _quiet_sweep(runs, tmp_path)
     assert set(again.values()) == {"skipped"}
     assert all((r.workdir(tmp_path) / "calls.txt").read_text() == ("xx" if r is runs[0] else "x") for r in runs)
+
+
+def test_runs_record_their_kernels_and_onednn_sweeps_keep_no_compilation_cache(tmp_path, monkeypatch):
+    """XLA cannot store programs with oneDNN calls (segjax.cli.ONEDNN_FLAG), so a sweep with them makes no cache."""
+    monkeypatch.setenv("XLA_FLAGS", f"{os.environ.get('XLA_FLAGS', '')} {cli.ONEDNN_FLAG}")
+    runs = sweep_lib.expand(_fake_sweep())[:1]
+    assert _quiet_sweep(runs, tmp_path) == {runs[0].name: "trained"}
+    record = json.loads((runs[0].workdir(tmp_path) / sweep_lib.RUN_FILE).read_text())
+    assert record["xla_flags"] == os.environ["XLA_FLAGS"]
+    assert not (tmp_path / ".jax_cache").exists()
 
 
 def test_a_changed_config_is_refused_not_mixed(tmp_path):
