@@ -117,8 +117,8 @@ def check(case):
 
 def onednn_calls() -> int:
     """How many oneDNN convolution calls XLA compiles a 3x3 convolution's output and two gradients into."""
-    x, k, cotangent = np.ones((1, 5, 5, 2), np.float32), np.ones((3, 3, 2, 2), np.float32), np.ones((1, 5, 5, 2))
-    compiled = _xla.lower(x, k, cotangent.astype(np.float32), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1).compile()
+    x, k, cotangent = (np.ones(shape, np.float32) for shape in ((1, 5, 5, 2), (3, 3, 2, 2), (1, 5, 5, 2)))
+    compiled = _xla.lower(x, k, cotangent, (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1).compile()
     return compiled.as_text().count("__onednn$convolution")
 
 
