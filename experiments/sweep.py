@@ -9,7 +9,8 @@ measurements in ``experiments.analysis`` (parameters, FLOPs, checkerboard scores
 own measurements follow the whole sweep (``experiments.measure``, run by ``experiments.command``).
 
 Bookkeeping, so a sweep can be stopped and started again at any time:
-- ``run.json`` (written before training) records the run's resolved-config hash and XLA_FLAGS;
+- ``run.json`` (written before training) records the run's resolved-config hash and the XLA_FLAGS of each
+  invocation that trained it;
 - ``analysis.json`` then ``DONE`` are written atomically after the final evaluation. A run with ``DONE`` is
   skipped; a run without it is resumed: ``train_and_evaluate`` restores its own latest checkpoint. analysis.json
   also records where the run's time went (`TIMING_KEYS`: the training call and the measurements, and the JAX
@@ -281,6 +282,8 @@ def _begin(run: Run, out) -> str:
     if state == "done":
         return state
     workdir.mkdir(parents=True, exist_ok=True)
+    flags = os.environ.get("XLA_FLAGS", "")
+    earlier = read_json(workdir / RUN_FILE).get("xla_flags", []) if state == "partial" else []
     write_json(
         workdir / RUN_FILE,
         {
@@ -293,7 +296,8 @@ def _begin(run: Run, out) -> str:
             "overrides": dict(run.arm.overrides),
             "tags": dict(run.arm.tags),
             "config": run.config_in(out).to_dict(),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # the CPU kernels that trained it (segjax.cli)
+            # XLA_FLAGS (the CPU kernels: segjax.cli) of each invocation that trained it, a resumed run's appended
+            "xla_flags": earlier if earlier[-1:] == [flags] else [*earlier, flags],
         },
     )
     (workdir / ERROR_FILE).unlink(missing_ok=True)
@@ -650,9 +654,9 @@ def _signals_raise_interrupted():
 
 def configure_jax(out: str | os.PathLike) -> None:
     """Share XLA compilations between the processes and invocations of a sweep (within one process, equal steps
-    are already compiled once: segjax.parallel.DataParallel.wrap). Not with oneDNN convolutions, whose programs
-    XLA cannot serialise (jaxlib 0.12.0.1: every cache write fails with std::bad_alloc), so each process compiles."""
-    if cli.ONEDNN_FLAG in os.environ.get("XLA_FLAGS", "").split():
+    are already compiled once: segjax.parallel.DataParallel.wrap). Not with oneDNN convolutions: XLA cannot serialise
+    a program with their calls (jaxlib 0.12.0.1: each such cache write fails with std::bad_alloc)."""
+    if cli.xla_flag_set(cli.ONEDNN_FLAG):
         return
     cache = pathlib.Path(out) / ".jax_cache"
     cache.mkdir(parents=True, exist_ok=True)

@@ -71,13 +71,18 @@ class ArgumentParser(argparse.ArgumentParser):
 #   step about 3x faster (128 px: 0.35 and 0.29x PyTorch without it, 1.07 and 0.98x with it;
 #   `SEGJAX_XLA_CPU_YNN=0 python experiments/benchmarks/train_step.py --sizes 128`).
 # - oneDNN for convolutions and their gradients (XLA's `__onednn$convolution` calls), off by default. On the 2-core
-#   AMD EPYC it made the CPU ablation slice 1.12x faster (`SEGJAX_XLA_CPU_ONEDNN=1 python -m
-#   experiments.benchmarks.sweep_throughput`) but the 256 px steps of `train_step.py` about 0.8x as fast (its kernel
-#   gradients of large maps are slow), and XLA cannot store programs with these calls in the persistent
-#   compilation cache.
+#   AMD EPYC the CPU ablation slice finished 1.12x [1.05, 1.18] the runs per hour with it (`SEGJAX_XLA_CPU_ONEDNN=1
+#   python -m experiments.benchmarks.sweep_throughput`), but the 256 px steps of `train_step.py` ran 0.78-0.86x as
+#   fast (its kernel gradients of large maps are slow), and XLA cannot store programs with these calls in the
+#   persistent compilation cache (docs/training.md has the figures).
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
 ONEDNN_FLAG = "--xla_cpu_experimental_onednn_custom_call=true"
 FAST_CPU_FLAGS = {YNN_FLAG: ("SEGJAX_XLA_CPU_YNN", "1"), ONEDNN_FLAG: ("SEGJAX_XLA_CPU_ONEDNN", "0")}
+
+
+def xla_flag_set(flag: str) -> bool:
+    """Whether XLA_FLAGS holds `flag` exactly, name and value (e.g. ONEDNN_FLAG)."""
+    return flag in os.environ.get("XLA_FLAGS", "").split()
 
 
 def use_fast_cpu_kernels() -> tuple[str, ...]:
@@ -90,7 +95,7 @@ def use_fast_cpu_kernels() -> tuple[str, ...]:
         flags = os.environ.get("XLA_FLAGS", "")
         name = flag[2:].split("=")[0]
         if name in flags:
-            if flag in flags.split():
+            if xla_flag_set(flag):
                 in_effect.append(flag)
             continue
         if os.environ.get(switch, default) == "0" or not jaxlib_knows(name):

@@ -142,7 +142,7 @@ def test_onednn_convolutions_match_the_reference_too():
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's kernels")
 def test_the_session_uses_the_kernels_its_flags_choose():
     """Else the comparisons above would test another convolution than the one segjax runs."""
-    assert onednn_calls() == (3 if cli.ONEDNN_FLAG in os.environ.get("XLA_FLAGS", "").split() else 0)
+    assert onednn_calls() == (3 if cli.xla_flag_set(cli.ONEDNN_FLAG) else 0)
 
 
 def test_the_reference_agrees_with_lax_in_float64():

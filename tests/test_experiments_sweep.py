@@ -119,13 +119,19 @@ def test_finished_runs_are_skipped_and_crashed_runs_resume(tmp_path):
 
 
 def test_runs_record_their_kernels_and_onednn_sweeps_keep_no_compilation_cache(tmp_path, monkeypatch):
-    """XLA cannot store programs with oneDNN calls (segjax.cli.ONEDNN_FLAG), so a sweep with them makes no cache."""
-    monkeypatch.setenv("XLA_FLAGS", f"{os.environ.get('XLA_FLAGS', '')} {cli.ONEDNN_FLAG}")
+    """XLA cannot store programs with oneDNN calls (segjax.cli.ONEDNN_FLAG), so a sweep with them makes no cache;
+    a run resumed under other flags keeps the record of the ones it started with."""
     runs = sweep_lib.expand(_fake_sweep())[:1]
-    assert _quiet_sweep(runs, tmp_path) == {runs[0].name: "trained"}
-    record = json.loads((runs[0].workdir(tmp_path) / sweep_lib.RUN_FILE).read_text())
-    assert record["xla_flags"] == os.environ["XLA_FLAGS"]
-    assert not (tmp_path / ".jax_cache").exists()
+    record = runs[0].workdir(tmp_path) / sweep_lib.RUN_FILE
+    started = os.environ.get("XLA_FLAGS", "")
+    (tmp_path / "crash_once").touch()
+    assert _quiet_sweep(runs, tmp_path) == {runs[0].name: "failed"}
+    assert json.loads(record.read_text())["xla_flags"] == [started]
+    monkeypatch.setenv("XLA_FLAGS", f"{started} {cli.ONEDNN_FLAG}")
+    assert _quiet_sweep(runs, tmp_path) == {runs[0].name: "resumed"}
+    assert json.loads(record.read_text())["xla_flags"] == [started, os.environ["XLA_FLAGS"]]
+    sweep_lib.configure_jax(tmp_path / "onednn")
+    assert not (tmp_path / "onednn" / ".jax_cache").exists()
 
 
 def test_a_changed_config_is_refused_not_mixed(tmp_path):

@@ -10,7 +10,7 @@ warm-up, jitted and block_until_ready'd. Ratios > 1 mean segjax is faster.
     python experiments/benchmarks/ops.py [--batch 8] [--repeats 7] [--only conv_transpose,pool_unpool]
     python experiments/benchmarks/ops.py --only conv_kernel_grad,conv --shapes 128x128x32,64x64x64,32x32x128
 
-XLA:CPU flags are read from XLA_FLAGS as usual (segjax adds `segjax.cli.FAST_CPU_FLAGS` unless XLA_FLAGS names them).
+XLA:CPU flags are read from XLA_FLAGS as usual (segjax adds those of `segjax.cli.FAST_CPU_FLAGS` that are on).
 """
 
 import argparse
